@@ -1,0 +1,1 @@
+"""canvas-assets: Canvas LMS mirrored into SQL as Dagster assets."""

@@ -1,0 +1,103 @@
+"""`canvas_course_catalog`: which courses exist, and one Dagster partition per course."""
+
+import os
+from datetime import datetime, timezone
+from typing import Optional
+
+import dagster as dg
+
+from canvas_assets.assets.common import CANVAS_RETRY_POLICY, dagster_failures
+from canvas_assets.canvas.resource import CanvasResource
+from canvas_assets.errors import ConfigurationError
+from canvas_assets.partitions import COURSES
+from canvas_assets.warehouse.resource import WarehouseResource
+
+COURSE_STATES = ("created", "claimed", "available", "completed", "deleted", "all")
+
+
+class CatalogConfig(dg.Config):
+    """Which courses to discover. The defaults mirror what a school usually wants: live and past courses."""
+
+    states: list[str] = ["available", "completed"]
+    enrollment_term_id: Optional[int] = None
+    max_courses: Optional[int] = None
+    account_id: Optional[str] = None  # default: CANVAS_ACCOUNT_ID, else the token's own courses
+
+
+def catalog_account_id(config: CatalogConfig) -> Optional[str]:
+    account = config.account_id or os.environ.get("CANVAS_ACCOUNT_ID") or None
+    if account is not None and not str(account).isdigit():
+        raise ConfigurationError(
+            f"CANVAS_ACCOUNT_ID must be a numeric Canvas account id, got {account!r}", stage="catalog"
+        )
+    return account
+
+
+@dg.asset(
+    key="canvas_course_catalog",
+    group_name="catalog",
+    pool="canvas_api",
+    retry_policy=CANVAS_RETRY_POLICY,
+    kinds={"canvas", "sql"},
+)
+def canvas_course_catalog(
+    context: dg.AssetExecutionContext,
+    config: CatalogConfig,
+    canvas: CanvasResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """The courses of the Canvas account (or of the token), recorded in `canvas_course_catalog`.
+
+    Every course found becomes a partition of `canvas_course`, so the staging and Layer-1 assets can be
+    materialised per course and backfilled over any range of courses. Courses that no longer appear are
+    marked gone in the catalog (their partitions stay, with their history).
+    """
+    with dagster_failures("catalog"):
+        for state in config.states:
+            if state not in COURSE_STATES:
+                raise ConfigurationError(
+                    f"course state {state!r} is not one Canvas knows; use {', '.join(COURSE_STATES)}",
+                    stage="catalog",
+                )
+        if config.max_courses is not None and config.max_courses < 1:
+            raise ConfigurationError("max_courses must be at least 1", stage="catalog")
+        account_id = catalog_account_id(config)
+        wh = warehouse.get_warehouse()
+        wh.ensure_schema()
+        client = canvas.get_client()
+        try:
+            courses = client.list_courses(
+                account_id=account_id,
+                states=tuple(config.states),
+                enrollment_term_id=config.enrollment_term_id,
+            )
+            api_calls = client.metrics.snapshot()["requests"]
+        finally:
+            client.close()
+        courses = sorted(courses, key=lambda c: int(c["id"]))
+        if config.max_courses is not None:
+            courses = courses[: config.max_courses]
+        diff = wh.upsert_catalog(
+            courses, seen_at=datetime.now(timezone.utc), full_listing=config.max_courses is None
+        )
+    existing = set(context.instance.get_dynamic_partitions(COURSES.name))
+    new_keys = [str(c["id"]) for c in courses if str(c["id"]) not in existing]
+    if new_keys:
+        context.instance.add_dynamic_partitions(COURSES.name, new_keys)
+    context.log.info(
+        f"catalog: {len(courses)} courses ({len(new_keys)} new partitions, {len(diff.vanished)} vanished) "
+        f"from {'account ' + account_id if account_id else 'the token'}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(courses),
+            "total_courses": len(courses),
+            "new_partitions": len(new_keys),
+            "new_courses": dg.MetadataValue.json(sorted(diff.new)),
+            "vanished_courses": dg.MetadataValue.json(sorted(diff.vanished)),
+            "returned_courses": dg.MetadataValue.json(sorted(getattr(diff, "returned", []))),
+            "source": f"account {account_id}" if account_id else "token's own courses",
+            "states": ", ".join(config.states),
+            "api_calls": api_calls,
+        }
+    )

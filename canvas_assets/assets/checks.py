@@ -1,0 +1,183 @@
+"""Asset checks on the Layer-1 tables.
+
+In a ranged (backfill) run a check executes once, without a partition, so every check here works on
+the run's list of courses (`run_course_ids`) and reports one combined result with per-course detail.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.warehouse.resource import WarehouseResource
+
+PARTITION_TAG = "dagster/partition"
+MAX_LISTED = 20
+
+
+def run_course_ids(context: Any) -> list[int]:
+    """The course ids a run covers, from its partition tags (works for checks, which have no partition)."""
+    tags = context.run.tags
+    if PARTITION_TAG in tags:
+        return [int(tags[PARTITION_TAG])]
+    first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if first is None or last is None:
+        return []
+    keys = context.instance.get_dynamic_partitions(COURSES.name)
+    if first not in keys or last not in keys:
+        return []
+    return [int(k) for k in keys[keys.index(first) : keys.index(last) + 1]]
+
+
+def _in_clause(ids: Sequence[int]) -> sa.BindParameter:
+    return sa.bindparam("ids", value=list(ids), expanding=True)
+
+
+def _query(warehouse: WarehouseResource, sql: str, ids: Sequence[int], **params: Any) -> list[Any]:
+    wh = warehouse.get_warehouse()
+    stmt = sa.text(sql).bindparams(_in_clause(ids))
+    with wh.engine.connect() as conn:
+        return list(conn.execute(stmt, params))
+
+
+def _result(bad: list[Any], *, describe: Callable[[Any], str], checked: int, severity=dg.AssetCheckSeverity.ERROR):
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=severity,
+        metadata={
+            "courses_checked": checked,
+            "violations": len(bad),
+            "examples": dg.MetadataValue.json([describe(r) for r in bad[:MAX_LISTED]]),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["layer1", "enrollments"]),
+    name="student_enrollments_have_students",
+    description="Every live student enrollment points at a user present in canvas_students.",
+)
+def student_enrollments_have_students(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    ids = run_course_ids(context)
+    bad = _query(
+        warehouse,
+        """SELECT e.course_id, e.id, e.user_id FROM canvas_enrollments e
+           LEFT JOIN canvas_students s ON s.id = e.user_id
+           WHERE e.course_id IN :ids AND e.type = 'StudentEnrollment' AND e.deleted_at IS NULL
+             AND s.id IS NULL ORDER BY e.course_id, e.id""",
+        ids,
+    )
+    return _result(bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: user {r[2]} missing", checked=len(ids))
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["layer1", "students"]),
+    name="students_match_total_students",
+    description="Students synced per course (active or invited) equal the course's total_students from Canvas.",
+    additional_deps=[dg.AssetKey(["layer1", "enrollments"]), dg.AssetKey(["layer1", "courses"])],
+)
+def students_match_total_students(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    ids = run_course_ids(context)
+    bad = _query(
+        warehouse,
+        """SELECT c.id, c.total_students, COUNT(DISTINCT s.id) AS synced FROM canvas_courses c
+           LEFT JOIN canvas_enrollments e ON e.course_id = c.id AND e.type = 'StudentEnrollment'
+                AND e.enrollment_state IN ('active', 'invited') AND e.deleted_at IS NULL
+           LEFT JOIN canvas_students s ON s.id = e.user_id
+           WHERE c.id IN :ids AND c.total_students IS NOT NULL AND c.deleted_at IS NULL
+           GROUP BY c.id, c.total_students HAVING COUNT(DISTINCT s.id) <> c.total_students
+           ORDER BY c.id""",
+        ids,
+    )
+    return _result(
+        bad, describe=lambda r: f"course {r[0]}: Canvas says {r[1]} students, {r[2]} synced", checked=len(ids)
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["layer1", "enrollments"]),
+    name="scores_non_negative",
+    description="No current or final score below zero.",
+)
+def scores_non_negative(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    ids = run_course_ids(context)
+    bad = _query(
+        warehouse,
+        """SELECT course_id, id, current_score, final_score FROM canvas_enrollments
+           WHERE course_id IN :ids AND (current_score < 0 OR final_score < 0) ORDER BY course_id, id""",
+        ids,
+    )
+    return _result(bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: {r[2]}/{r[3]}", checked=len(ids))
+
+
+STAGING_ID_ENTITIES = ("students", "enrollments", "assignments", "modules")
+
+
+def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["layer1", entity]),
+        name=f"no_duplicate_{entity}_ids",
+        description=f"Canvas returned each {entity} id once per course (pages that shift while being read "
+        "repeat records).",
+    )
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        ids = run_course_ids(context)
+        staged = warehouse.get_warehouse().read_staging(entity, ids)
+        bad = []
+        for course_id, records in sorted(staged.items()):
+            seen: set[Any] = set()
+            for rec in records:
+                rid = rec.get("id") if isinstance(rec, dict) else None
+                if rid is not None and rid in seen:
+                    bad.append((course_id, rid))
+                seen.add(rid)
+        return _result(
+            bad,
+            describe=lambda r: f"course {r[0]}: id {r[1]} repeated",
+            checked=len(ids),
+            severity=dg.AssetCheckSeverity.WARN,
+        )
+
+    return check
+
+
+def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["layer1", entity]),
+        name=f"no_rejected_{entity}",
+        description=f"No {entity} record of this run was quarantined in canvas_rejected_records.",
+    )
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        ids = run_course_ids(context)
+        bad = _query(
+            warehouse,
+            """SELECT course_id, canvas_id, reason FROM canvas_rejected_records
+               WHERE run_id = :run_id AND entity = :entity AND (course_id IN :ids OR course_id IS NULL)
+               ORDER BY id""",
+            ids,
+            run_id=context.run.run_id,
+            entity=entity,
+        )
+        return _result(
+            bad,
+            describe=lambda r: f"course {r[0]} id {r[1]}: {r[2]}",
+            checked=len(ids),
+            severity=dg.AssetCheckSeverity.WARN,
+        )
+
+    return check
+
+
+ASSET_CHECKS = [
+    student_enrollments_have_students,
+    students_match_total_students,
+    scores_non_negative,
+    *[_duplicate_check(e) for e in STAGING_ID_ENTITIES],
+    *[_rejected_check(e) for e in ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")],
+]

@@ -1,0 +1,39 @@
+"""Small pieces every asset module shares: turning our errors into Dagster failures, run metadata."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+
+from canvas_assets.errors import CanvasAssetsError
+
+
+def failure_from(exc: CanvasAssetsError, *, stage: str) -> dg.Failure:
+    """A Dagster Failure carrying the error taxonomy; only recoverable errors are retried."""
+    exc.stage = exc.stage or stage
+    meta = exc.to_metadata()
+    return dg.Failure(
+        description=f"[{meta['error_category']}] {exc.message}",
+        metadata={k: dg.MetadataValue.text(str(v)) for k, v in meta.items()},
+        allow_retries=exc.recoverable,
+    )
+
+
+@contextmanager
+def dagster_failures(stage: str) -> Iterator[None]:
+    """Re-raise our own errors as typed Dagster failures; anything else propagates untouched."""
+    try:
+        yield
+    except CanvasAssetsError as exc:
+        raise failure_from(exc, stage=stage) from exc
+
+
+def course_keys(context: Any) -> list[int]:
+    """The run's course ids: one in a single-partition run, many in a ranged (backfill) run."""
+    return [int(k) for k in context.partition_keys]
+
+
+# Recoverable failures (Canvas down for a while, a course past its time budget) get another go;
+# `Failure(allow_retries=False)` opts the rest out.
+CANVAS_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)

@@ -1,0 +1,292 @@
+"""Concurrent extraction of many courses into staging: the engine behind the `canvas_extract` asset.
+
+Every (course, entity) pair is one task in a thread pool; the Canvas client's pacer decides how many
+HTTP requests are actually in flight, so the pool only has to be big enough to keep the pacer busy.
+A course's records are written to staging as soon as all of its entities are in (grouped into
+transactions of `processing.batch_size` courses), so a crash loses at most one batch of work.
+
+What a profile's processing values mean here:
+- `request_timeout_seconds` is each course's time budget: all of its requests (retries included) must
+  finish within it; each request's read timeout is what is left of the budget (at most 60 s, the
+  point where Canvas Cloud's load balancer gives up anyway). A course past its budget fails with a
+  timeout error; the other courses go on.
+- `retry_attempts` is how many times one request is retried after a recoverable error.
+- `batch_size` is how many finished courses are committed to staging in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from canvas_assets.errors import (
+    CanvasAssetsError,
+    CanvasAuthError,
+    CanvasNotFound,
+    CanvasTimeout,
+    ConfigurationError,
+)
+from canvas_assets.profiles import Profile
+
+log = logging.getLogger(__name__)
+
+# The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
+MAX_READ_TIMEOUT_S = 60.0
+ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class EntityOutcome:
+    entity: str
+    records: list[dict[str, Any]] | None = None
+    api_calls: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    status: str = "success"  # success | failed | gone | unavailable
+    error: CanvasAssetsError | None = None
+
+
+@dataclass
+class CourseOutcome:
+    course_id: int
+    entities: dict[str, EntityOutcome] = field(default_factory=dict)
+    started_monotonic: float | None = None
+
+    @property
+    def status(self) -> str:
+        statuses = {o.status for o in self.entities.values()}
+        if "gone" in statuses:
+            return "gone"
+        if "failed" in statuses:
+            return "failed"
+        return "success"
+
+    @property
+    def error(self) -> CanvasAssetsError | None:
+        for o in self.entities.values():
+            if o.error is not None and o.status in ("failed", "gone"):
+                return o.error
+        return None
+
+
+@dataclass
+class ExtractReport:
+    courses: dict[int, CourseOutcome]
+    fetch_seconds: float
+    staging_write_seconds: float
+    metrics: dict[str, Any]
+
+    def course_ids(self, status: str) -> list[int]:
+        return [cid for cid, c in self.courses.items() if c.status == status]
+
+    def records_by_entity(self) -> dict[str, int]:
+        totals: dict[str, int] = defaultdict(int)
+        for c in self.courses.values():
+            for e, o in c.entities.items():
+                totals[e] += len(o.records or [])
+        return dict(totals)
+
+
+def fetch_entity(client: Any, profile: Profile, entity: str, course_id: int, timeout: float) -> list[dict]:
+    """One staging entity of one course, fetched the way the profile's field groups ask for."""
+    if entity == "courses":
+        include = ["term", "total_students"]
+        if profile.field_on("courses", "public_info"):
+            include.append("public_description")
+        if profile.field_on("courses", "extended_info"):
+            include.append("syllabus_body")
+        course = client.get_course(course_id, include=tuple(include), timeout=timeout)
+        if profile.field_on("courses", "settings"):
+            course = {**course, "settings": client.get_course_settings(course_id, timeout=timeout)}
+        return [course]
+    if entity == "students":
+        include = ("email",) if profile.field_on("students", "basic_info") else ()
+        return list(client.list_students(course_id, include=include, timeout=timeout))
+    if entity == "enrollments":
+        return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
+    if entity == "assignments":
+        return list(client.list_assignments(course_id, timeout=timeout))
+    if entity == "modules":
+        return list(client.list_modules(course_id, timeout=timeout))
+    if entity == "student_summaries":
+        return list(client.list_student_summaries(course_id, timeout=timeout))
+    raise ConfigurationError(f"unknown staging entity {entity!r}", stage="extract")
+
+
+class Extractor:
+    """Fetches the selected entities of many courses concurrently and stages each finished course."""
+
+    def __init__(
+        self,
+        client: Any,
+        warehouse: Any,
+        profile: Profile,
+        *,
+        entities: Iterable[str],
+        run_id: str,
+        workers: int = 32,
+        on_course_done: Callable[[CourseOutcome], None] | None = None,
+        fetch: Callable[[Any, Profile, str, int, float], list[dict]] = fetch_entity,
+    ) -> None:
+        self.client = client
+        self.warehouse = warehouse
+        self.profile = profile
+        self.entities = [e for e in entities]
+        self.run_id = run_id
+        self.workers = workers
+        self.on_course_done = on_course_done
+        self.fetch = fetch
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- one task -----------------------------------------------------------------------------------
+    def _task(self, course: CourseOutcome, entity: str) -> EntityOutcome:
+        outcome = EntityOutcome(entity=entity, started_at=utcnow())
+        with self._lock:
+            if course.started_monotonic is None:
+                course.started_monotonic = time.monotonic()
+            deadline = course.started_monotonic + self.profile.request_timeout_seconds
+        calls_before = _thread_requests(self.client)
+        try:
+            if self._cancel.is_set():
+                raise CanvasAssetsError("cancelled after a fatal error in another task", stage="extract")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CanvasTimeout(
+                    f"course {course.course_id} ran past its {self.profile.request_timeout_seconds:g} s budget "
+                    "(processing.request_timeout_seconds)",
+                    stage="extract",
+                )
+            outcome.records = self.fetch(
+                self.client, self.profile, entity, course.course_id, min(MAX_READ_TIMEOUT_S, remaining)
+            )
+        except CanvasNotFound as exc:
+            # Analytics 404s for courses that are not published or have analytics off: no data, no failure.
+            outcome.status = "unavailable" if entity == "student_summaries" else "gone"
+            outcome.error = exc
+            outcome.records = [] if entity == "student_summaries" else None
+        except (CanvasAuthError, ConfigurationError):
+            self._cancel.set()
+            raise
+        except CanvasAssetsError as exc:
+            outcome.status, outcome.error = "failed", exc
+        except Exception as exc:  # a bug or an unexpected library error: keep the other courses going
+            log.exception("unexpected error fetching %s of course %s", entity, course.course_id)
+            outcome.status = "failed"
+            outcome.error = CanvasAssetsError(
+                f"unexpected {type(exc).__name__} while fetching {entity}: {exc}", stage="extract"
+            )
+        outcome.finished_at = utcnow()
+        outcome.api_calls = _thread_requests(self.client) - calls_before
+        if outcome.error is not None:
+            outcome.error.course_id = course.course_id
+            outcome.error.stage = outcome.error.stage or "extract"
+        return outcome
+
+    # -- the whole run -------------------------------------------------------------------------------
+    def run(self, course_ids: Iterable[int]) -> ExtractReport:
+        courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
+        pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
+        remaining: dict[int, int] = {cid: len(self.entities) for cid in courses}
+        ready: list[CourseOutcome] = []
+        write_seconds = 0.0
+        started = time.monotonic()
+        fatal: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
+            for course in courses.values():
+                for entity in self.entities:
+                    pending[pool.submit(self._task, course, entity)] = (course, entity)
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    course, entity = pending.pop(fut)
+                    try:
+                        course.entities[entity] = fut.result()
+                    except BaseException as exc:
+                        if fatal is None:
+                            fatal = exc
+                        continue
+                    remaining[course.course_id] -= 1
+                    if remaining[course.course_id] == 0:
+                        ready.append(course)
+                if fatal is not None:
+                    for fut in pending:
+                        fut.cancel()
+                    break
+                if len(ready) >= self.profile.batch_size or (not pending and ready):
+                    write_seconds += self._stage(ready)
+                    ready = []
+        if fatal is not None:
+            # Courses that finished before the fatal error are kept: they are complete and valid.
+            if ready:
+                write_seconds += self._stage(ready)
+            raise fatal
+        fetch_seconds = time.monotonic() - started - write_seconds
+        return ExtractReport(
+            courses=courses,
+            fetch_seconds=fetch_seconds,
+            staging_write_seconds=write_seconds,
+            metrics=self.client.metrics.snapshot(),
+        )
+
+    def _stage(self, finished: list[CourseOutcome]) -> float:
+        """Write finished courses' staging (successful entities only) and their sync-log rows."""
+        t0 = time.monotonic()
+        now = utcnow()
+        items: list[tuple[str, int, list[dict]]] = []
+        log_rows: list[dict[str, Any]] = []
+        for course in finished:
+            gone = course.status == "gone"
+            for entity, o in course.entities.items():
+                if not gone and o.status in ("success", "unavailable") and o.records is not None:
+                    items.append((entity, course.course_id, o.records))
+                log_rows.append(self._log_row(course, o, gone))
+        if items:
+            self.warehouse.replace_staging_many(items, run_id=self.run_id, fetched_at=now)
+        for course in finished:
+            if course.status == "gone":
+                self.warehouse.mark_course_gone(
+                    course.course_id, reason="Canvas answered 404 for the course", at=now
+                )
+        self.warehouse.write_sync_log(log_rows)
+        for course in finished:
+            if self.on_course_done is not None:
+                self.on_course_done(course)
+        return time.monotonic() - t0
+
+    def _log_row(self, course: CourseOutcome, o: EntityOutcome, gone: bool) -> dict[str, Any]:
+        status = "gone" if gone else ("skipped" if o.status == "unavailable" else o.status)
+        err = o.error if status in ("failed", "gone") else None
+        duration = (o.finished_at - o.started_at).total_seconds() if o.started_at and o.finished_at else None
+        return {
+            "run_id": self.run_id,
+            "course_id": course.course_id,
+            "entity": o.entity,
+            "stage": "extract",
+            "records": len(o.records or []),
+            "api_calls": o.api_calls,
+            "started_at": o.started_at,
+            "finished_at": o.finished_at,
+            "duration_s": duration,
+            "status": status,
+            "error_type": err.error_type if err else None,
+            "error_category": err.category.value if err else None,
+            "message": err.message if err else (o.error.message if o.error else None),
+        }
+
+
+def _thread_requests(client: Any) -> int:
+    """Requests made so far by the calling thread (and the work it fanned out), if the client counts them."""
+    counter = getattr(client, "thread_requests", None)
+    return int(counter()) if callable(counter) else 0

@@ -1,0 +1,39 @@
+"""Jobs: one per preset sync profile (with the preset as run config) and course discovery."""
+
+import dagster as dg
+
+from canvas_assets.partitions import COURSES
+from canvas_assets.profiles import PRESET_FILES, Profile, SyncProfileResource, preset
+
+JOB_FOR_PRESET = {
+    "LIGHTWEIGHT": "sync_lightweight",
+    "ANALYTICS_FOCUSED": "sync_analytics",
+    "FULL_PROCESSING": "sync_full",
+}
+
+
+def profile_selection(profile: Profile) -> dg.AssetSelection:
+    """The staging and Layer-1 assets (with their checks) that a profile materialises."""
+    keys = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    return dg.AssetSelection.assets(*keys)
+
+
+def sync_job(preset_name: str) -> dg.UnresolvedAssetJobDefinition:
+    profile = preset(preset_name)
+    return dg.define_asset_job(
+        JOB_FOR_PRESET[preset_name],
+        selection=profile_selection(profile),
+        partitions_def=COURSES,
+        config=dg.RunConfig(resources={"sync_profile": SyncProfileResource.from_profile(profile)}),
+        description=f"Sync the selected courses with the {preset_name} profile (staging + Layer-1).",
+        tags={"canvas/profile": preset_name},
+    )
+
+
+SYNC_JOBS = [sync_job(name) for name in PRESET_FILES]
+
+discover_courses = dg.define_asset_job(
+    "discover_courses",
+    selection=dg.AssetSelection.assets("canvas_course_catalog"),
+    description="List the Canvas courses, record the catalog and register new course partitions.",
+)

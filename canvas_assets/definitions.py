@@ -10,6 +10,7 @@ from canvas_assets.assets.catalog import canvas_course_catalog
 from canvas_assets.assets.checks import ASSET_CHECKS
 from canvas_assets.assets.extract import canvas_extract
 from canvas_assets.assets.layer1 import LAYER1_ASSETS
+from canvas_assets.automation import SCHEDULES, SENSORS
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.jobs import SYNC_JOBS, discover_courses
 from canvas_assets.profiles import SyncProfileResource
@@ -19,8 +20,12 @@ defs = dg.Definitions(
     assets=[canvas_course_catalog, canvas_extract, *LAYER1_ASSETS],
     asset_checks=ASSET_CHECKS,
     jobs=[*SYNC_JOBS, discover_courses],
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={
-        "canvas": CanvasResource(base_url=dg.EnvVar("CANVAS_BASE_URL"), api_token=dg.EnvVar("CANVAS_API_TOKEN")),
+        "canvas": CanvasResource(
+            base_url=dg.EnvVar("CANVAS_BASE_URL"), api_token=dg.EnvVar("CANVAS_API_TOKEN")
+        ),
         # No name: the preset comes from CANVAS_SYNC_PROFILE (LIGHTWEIGHT when unset) for runs without run config.
         "sync_profile": SyncProfileResource(),
         "warehouse": WarehouseResource(),

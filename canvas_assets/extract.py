@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
 ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
+# The users endpoint knows every one of those but creation_pending.
+STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
 
 
 def utcnow() -> datetime:
@@ -112,7 +114,9 @@ def fetch_entity(client: Any, profile: Profile, entity: str, course_id: int, tim
         return [course]
     if entity == "students":
         include = ("email",) if profile.field_on("students", "basic_info") else ()
-        return list(client.list_students(course_id, include=include, timeout=timeout))
+        return list(
+            client.list_students(course_id, include=include, enrollment_states=STUDENT_STATES, timeout=timeout)
+        )
     if entity == "enrollments":
         return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
     if entity == "assignments":

@@ -1,5 +1,7 @@
 """Jobs: one per preset sync profile (with the preset as run config) and course discovery."""
 
+from typing import Any
+
 import dagster as dg
 
 from canvas_assets.partitions import COURSES
@@ -18,7 +20,7 @@ def profile_selection(profile: Profile) -> dg.AssetSelection:
     return dg.AssetSelection.assets(*keys)
 
 
-def sync_job(preset_name: str) -> dg.UnresolvedAssetJobDefinition:
+def sync_job(preset_name: str) -> Any:
     profile = preset(preset_name)
     return dg.define_asset_job(
         JOB_FOR_PRESET[preset_name],

@@ -224,7 +224,9 @@ def parse_profile(data: Optional[Mapping[str, Any]], *, env: Optional[Mapping[st
     processing_raw = _section(raw, "processing", "")
     _check_keys(processing_raw, tuple(PROCESSING_LIMITS), "processing")
 
-    def pick(section: Mapping[str, Any], key: str, where: str, base_section: Optional[Mapping[str, Any]]) -> Any:
+    def pick(
+        section: Mapping[str, Any], key: str, where: str, base_section: Optional[Mapping[str, Any]]
+    ) -> Any:
         if section.get(key) is not None:
             return section[key]
         if base_section is not None:

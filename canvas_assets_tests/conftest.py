@@ -2,13 +2,18 @@
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+
 # The server every test database lives on. CI starts it (see .ci/run); trust auth, no password.
-PG_ADMIN_URL = os.environ.get("CANVAS_ASSETS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "CANVAS_ASSETS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _admin_engine() -> sa.Engine:
@@ -47,3 +52,26 @@ def db_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+# ---------------------------------------------------------------- the Canvas sandbox (canvas_assets.sandbox)
+@pytest.fixture
+def make_sandbox() -> Iterator[Callable[..., CanvasSandbox]]:
+    """Factory: `make_sandbox(**SandboxConfig fields)` starts a sandbox on a free loopback port;
+    every sandbox it started is stopped after the test."""
+    started: list[CanvasSandbox] = []
+
+    def make(**config: Any) -> CanvasSandbox:
+        sb = CanvasSandbox(SandboxConfig(**config)).start()
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Callable[..., CanvasSandbox]) -> CanvasSandbox:
+    """A small sandbox with the hosted throttle, no latency and no random faults."""
+    return make_sandbox(scale="small", throttle="hosted", latency_ms=0.0, fault_rate=0.0)

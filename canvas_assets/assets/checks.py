@@ -42,7 +42,9 @@ def _query(warehouse: WarehouseResource, sql: str, ids: Sequence[int], **params:
         return list(conn.execute(stmt, params))
 
 
-def _result(bad: list[Any], *, describe: Callable[[Any], str], checked: int, severity=dg.AssetCheckSeverity.ERROR):
+def _result(
+    bad: list[Any], *, describe: Callable[[Any], str], checked: int, severity=dg.AssetCheckSeverity.ERROR
+):
     return dg.AssetCheckResult(
         passed=not bad,
         severity=severity,
@@ -68,10 +70,12 @@ def student_enrollments_have_students(
         """SELECT e.course_id, e.id, e.user_id FROM canvas_enrollments e
            LEFT JOIN canvas_students s ON s.id = e.user_id
            WHERE e.course_id IN :ids AND e.type = 'StudentEnrollment' AND e.deleted_at IS NULL
-             AND s.id IS NULL ORDER BY e.course_id, e.id""",
+             AND e.enrollment_state <> 'creation_pending' AND s.id IS NULL ORDER BY e.course_id, e.id""",
         ids,
     )
-    return _result(bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: user {r[2]} missing", checked=len(ids))
+    return _result(
+        bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: user {r[2]} missing", checked=len(ids)
+    )
 
 
 @dg.asset_check(
@@ -105,7 +109,9 @@ def students_match_total_students(
     name="scores_non_negative",
     description="No current or final score below zero.",
 )
-def scores_non_negative(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def scores_non_negative(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
     ids = run_course_ids(context)
     bad = _query(
         warehouse,
@@ -113,7 +119,9 @@ def scores_non_negative(context: dg.AssetCheckExecutionContext, warehouse: Wareh
            WHERE course_id IN :ids AND (current_score < 0 OR final_score < 0) ORDER BY course_id, id""",
         ids,
     )
-    return _result(bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: {r[2]}/{r[3]}", checked=len(ids))
+    return _result(
+        bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: {r[2]}/{r[3]}", checked=len(ids)
+    )
 
 
 STAGING_ID_ENTITIES = ("students", "enrollments", "assignments", "modules")
@@ -179,5 +187,8 @@ ASSET_CHECKS = [
     students_match_total_students,
     scores_non_negative,
     *[_duplicate_check(e) for e in STAGING_ID_ENTITIES],
-    *[_rejected_check(e) for e in ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")],
+    *[
+        _rejected_check(e)
+        for e in ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")
+    ],
 ]

@@ -1,6 +1,6 @@
 """Small pieces every asset module shares: turning our errors into Dagster failures, run metadata."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,3 +37,9 @@ def course_keys(context: Any) -> list[int]:
 # Recoverable failures (Canvas down for a while, a course past its time budget) get another go;
 # `Failure(allow_retries=False)` opts the rest out.
 CANVAS_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def gone_course_ids(warehouse: Any, course_ids: Iterable[int]) -> set[int]:
+    """Courses of `course_ids` that the catalog knows to be gone from Canvas (404 or no longer listed)."""
+    gone = set(warehouse.catalog_course_ids(include_gone=True)) - set(warehouse.catalog_course_ids())
+    return gone & {int(c) for c in course_ids}

@@ -62,7 +62,9 @@ def canvas_extract(
         entities = [
             e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys and profile.wants(e)
         ]
-        skipped = [e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys and e not in entities]
+        skipped = [
+            e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys and e not in entities
+        ]
         if skipped:
             context.log.info(f"profile {profile.name} switches off {', '.join(skipped)}: not produced")
         if not entities:
@@ -121,5 +123,9 @@ def _results(entities: list[str], report: ExtractReport, profile_name: str) -> I
     for entity in entities:
         yield dg.MaterializeResult(
             asset_key=staging_key(entity),
-            metadata={**shared, "records": records.get(entity, 0), "dagster/row_count": records.get(entity, 0)},
+            metadata={
+                **shared,
+                "records": records.get(entity, 0),
+                "dagster/row_count": records.get(entity, 0),
+            },
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from canvas_assets.assets.common import course_keys, dagster_failures
+from canvas_assets.assets.common import course_keys, dagster_failures, gone_course_ids
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
@@ -36,7 +36,7 @@ class StagedTransform:
     """What the transform op hands to the load op."""
 
     result: TransformResult
-    course_ids: list[int]  # the courses whose rows this load replaces (fetched or gone)
+    course_ids: list[int]  # the courses whose rows this load replaces (gone courses were soft-deleted already)
     seconds: float
 
 
@@ -61,7 +61,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
             courses = course_keys(context)
             wh = warehouse.get_warehouse()
             wh.ensure_schema()
-            gone = set(wh.gone_course_ids(courses))
+            gone = gone_course_ids(wh, courses)
             staged = {cid: recs for cid, recs in wh.read_staging(entity, courses).items() if cid not in gone}
             missing = [c for c in courses if c not in staged and c not in gone]
             if missing:
@@ -77,17 +77,21 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 ) from exc
             yield dg.Output(
                 StagedTransform(
-                    result=result, course_ids=sorted(set(staged) | gone), seconds=time.monotonic() - t0
+                    result=result, course_ids=sorted(staged), seconds=time.monotonic() - t0
                 )
             )
 
     @dg.op(name=f"load_{entity}", tags={"canvas/stage": "load"})
-    def load_op(context: dg.OpExecutionContext, staged: StagedTransform, warehouse: WarehouseResource) -> None:
+    def load_op(
+        context: dg.OpExecutionContext, staged: StagedTransform, warehouse: WarehouseResource
+    ) -> None:
         with dagster_failures("load"):
             wh = warehouse.get_warehouse()
             synced_at = datetime.now(timezone.utc)
             t0 = time.monotonic()
-            stats = wh.load(staged.result, course_ids=staged.course_ids, run_id=context.run_id, synced_at=synced_at)
+            stats = wh.load(
+                staged.result, course_ids=staged.course_ids, run_id=context.run_id, synced_at=synced_at
+            )
             if staged.result.rejected:
                 wh.write_rejected(staged.result.rejected, run_id=context.run_id)
                 context.log.warning(
@@ -101,7 +105,9 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                     "dagster/row_count": rows,
                     "courses": len(staged.course_ids),
                     "records_in": staged.result.records_in,
-                    "rows_loaded": dg.MetadataValue.json({t: len(df) for t, df in staged.result.tables.items()}),
+                    "rows_loaded": dg.MetadataValue.json(
+                        {t: len(df) for t, df in staged.result.tables.items()}
+                    ),
                     "rejected": len(staged.result.rejected),
                     "load_stats": dg.MetadataValue.json(_jsonable(stats)),
                     "transform_seconds": round(staged.seconds, 3),

@@ -1,0 +1,61 @@
+"""Counters the client keeps for Dagster metadata and the sync log (never URLs, bodies or tokens)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class ClientMetrics:
+    """Thread-safe counters of one client's traffic.
+
+    - requests: HTTP attempts sent (retries included)
+    - retries: attempts that were repeats of a failed one
+    - throttled: attempts Canvas refused because the token's bucket was full
+    - errors: attempts that failed for another reason (HTTP >= 400, timeout, connection failure)
+    - wait_seconds: time spent waiting, for the pacer and in retry backoff
+    - peak_in_flight: the most requests this client had in flight at once
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.throttled = 0
+        self.errors = 0
+        self.wait_seconds = 0.0
+        self.peak_in_flight = 0
+
+    def add(
+        self,
+        *,
+        requests: int = 0,
+        retries: int = 0,
+        throttled: int = 0,
+        errors: int = 0,
+        wait_seconds: float = 0.0,
+    ) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.throttled += throttled
+            self.errors += errors
+            self.wait_seconds += wait_seconds
+
+    def note_in_flight(self, in_flight: int) -> None:
+        with self._lock:
+            self.peak_in_flight = max(self.peak_in_flight, in_flight)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "throttled": self.throttled,
+                "errors": self.errors,
+                "wait_seconds": round(self.wait_seconds, 3),
+                "peak_in_flight": self.peak_in_flight,
+            }
+
+    def __repr__(self) -> str:
+        return f"ClientMetrics({self.snapshot()})"

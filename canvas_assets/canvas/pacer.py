@@ -1,0 +1,179 @@
+"""Pacing requests so the token's leaky bucket never overflows.
+
+Canvas keeps one leaky bucket per token (canvas-api.md §1): each request in flight holds an up-front
+cost of 50 units, the bucket leaks 10 units/s, and a request arriving while the level is at the
+high-water mark (600 open source, 700 hosted) is refused. The mark is not announced and another
+process may share the token, so the pacer learns from what every response reports
+(`X-Rate-Limit-Remaining: R`, the room left once that request's own hold is released):
+
+- Capacity. A response reporting R while k *other* requests of ours were in flight (their 50 units
+  are inside the level it reports) says the bucket has about `room = R + 50k` units for holds, so
+  `ceil(room / 50)` requests fit at once (from an empty bucket: 14 hosted, 12 legacy). The pacer
+  allows that minus a safety margin of 1 (13 hosted, 11 legacy), at least 1, at most `max_in_flight`.
+  Only readings taken with few others in flight (k <= 3) set this cap: with many in flight, responses
+  that Canvas has already finished but this process has not yet read are counted in k although their
+  hold is gone, and a busy client would overestimate the room by several requests.
+- Feedback. Every reading is a lower bound on the room left, whatever the lag, so it steers the limit
+  inside the cap: R below the low-water mark (~75 units: the bucket had room for at most one more
+  request) shrinks the limit at once (never above the others still in flight); R with a request's
+  worth to spare grows it by one, only while the limit is what holds requests back. Requests of
+  another process sharing the token are part of R, so both processes back off.
+- A reading below the low-water mark with nothing else of ours in flight means real costs (or another
+  process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
+- The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
+  reading, with nothing else of ours in the bucket, measures the room exactly.
+- A throttled response halves the limit (the request itself is retried after a backoff).
+
+Thread-safe: every method takes the pacer's lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+UPFRONT_COST = 50.0
+LEAK_RATE = 10.0
+
+
+@dataclass
+class PacerSlot:
+    """One request's permission to be in flight; hand it back to `Pacer.release` exactly once."""
+
+    seq: int
+    waited: float
+    in_flight: int = 1  # requests in flight once this one started, itself included
+    # The pacer's sequence counter when the response came back: requests started after that are not in
+    # the level the response reports.
+    received_mark: int | None = None
+
+
+class Pacer:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int = 32,
+        initial_in_flight: int = 1,
+        safety_margin: int = 1,
+        upfront_cost: float = UPFRONT_COST,
+        leak_rate: float = LEAK_RATE,
+        low_water: float = 75.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self.safety_margin = safety_margin
+        self.upfront_cost = upfront_cost
+        self.leak_rate = leak_rate
+        self.low_water = low_water
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._limit = max(1, min(initial_in_flight, max_in_flight))
+        self._cap = self._limit
+        self._max_remaining = 0.0
+        self.quiet_others = 3
+        self._calibrated = False
+        self._in_flight: set[int] = set()
+        self._next_seq = 0
+        self._not_before = 0.0
+        self._peak = 0
+
+    # --- state, for metrics and tests ------------------------------------------------------------
+    @property
+    def limit(self) -> int:
+        with self._cond:
+            return self._limit
+
+    @property
+    def cap(self) -> int:
+        """The most requests the bucket takes at once, as last measured (the limit never exceeds it)."""
+        with self._cond:
+            return self._cap
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._in_flight)
+
+    @property
+    def peak_in_flight(self) -> int:
+        with self._cond:
+            return self._peak
+
+    def __repr__(self) -> str:
+        return f"Pacer(limit={self.limit}, in_flight={self.in_flight}, max_in_flight={self.max_in_flight})"
+
+    # --- the protocol ------------------------------------------------------------------------------
+    def acquire(self) -> PacerSlot:
+        """Block until another request may start; return its slot (with the seconds spent waiting)."""
+        started = self._clock()
+        with self._cond:
+            while True:
+                now = self._clock()
+                if now < self._not_before:
+                    self._cond.wait(self._not_before - now)
+                elif len(self._in_flight) >= self._limit:
+                    self._cond.wait()
+                else:
+                    break
+            seq = self._next_seq
+            self._next_seq += 1
+            self._in_flight.add(seq)
+            in_flight = len(self._in_flight)
+            self._peak = max(self._peak, in_flight)
+        return PacerSlot(seq=seq, waited=self._clock() - started, in_flight=in_flight)
+
+    def mark_received(self, slot: PacerSlot) -> None:
+        """Note that `slot`'s response (or failure) has just come back."""
+        with self._cond:
+            slot.received_mark = self._next_seq
+
+    def release(self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False) -> None:
+        """Give the slot back and learn from what its response reported."""
+        with self._cond:
+            saturated = len(self._in_flight) >= self._limit
+            self._in_flight.discard(slot.seq)
+            mark = slot.received_mark if slot.received_mark is not None else self._next_seq
+            others = sum(1 for s in self._in_flight if s < mark)
+            if throttled:
+                self._limit = max(1, self._limit // 2)
+                self._calibrated = True
+            elif remaining is not None and math.isfinite(remaining):
+                self._learn(remaining, others, saturated)
+            self._cond.notify_all()
+
+    def grow(self) -> None:
+        """A success that carried no rate-limit headers (an instance without throttling): probe upwards."""
+        with self._cond:
+            if not self._calibrated and self._limit < self.max_in_flight:
+                self._limit += 1
+                self._cap = self._limit
+                self._cond.notify_all()
+
+    def _learn(self, remaining: float, others: int, saturated: bool) -> None:
+        unit = self.upfront_cost
+        # No reading can exceed the high-water mark minus what the bucket holds: the largest R seen so far
+        # bounds the room, whatever a lagging k suggests.
+        # (The first reading has nothing to compare with: its own room estimate stands in.)
+        if not self._calibrated:
+            self._max_remaining = remaining + unit * others
+        self._max_remaining = max(self._max_remaining, remaining)
+        if others <= self.quiet_others or not self._calibrated:
+            room = min(remaining + unit * others, self._max_remaining)
+            fits = math.ceil(room / unit) if room > 0 else 0
+            self._cap = max(1, min(self.max_in_flight, fits - self.safety_margin))
+        if remaining < self.low_water:
+            self._limit = max(1, min(self._limit - 1, others))
+            if others == 0:
+                wait = (self.low_water - remaining) / self.leak_rate
+                self._not_before = max(self._not_before, self._clock() + wait)
+        elif not self._calibrated:
+            self._limit = self._cap
+        elif remaining >= self.low_water + unit and saturated:
+            self._limit += 1
+        self._limit = max(1, min(self._limit, self._cap))
+        self._calibrated = True

@@ -1,0 +1,63 @@
+"""The retry decision and the backoff schedule, as pure functions.
+
+Which failures are worth another try is decided in one place (stripe-python's `_should_retry` is the
+model): throttles (429, or a 403 whose body says "Rate Limit Exceeded"), 5xx, 408, timeouts and dropped
+connections are; every other 4xx is a bug or a permission problem that retrying cannot fix (MIT Open
+Learning's Canvas pipeline once retried one such request 5,363 times). Sleeping and randomness are the
+caller's, so tests can make backoff instant and deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+
+THROTTLE_TEXT = "rate limit exceeded"
+
+
+def is_throttle(status: int | None, body: str = "") -> bool:
+    """Canvas's two ways of saying "the token's bucket is full": 429 (hosted, since 2025) or legacy 403."""
+    if status == 429:
+        return True
+    return status == 403 and THROTTLE_TEXT in body.lower()
+
+
+def is_recoverable(status: int | None, body: str = "", *, transport_error: bool = False) -> bool:
+    """Would the same request plausibly succeed a little later?"""
+    if transport_error:  # timeouts, refused or dropped connections, truncated bodies
+        return True
+    if status is None:
+        return False
+    if is_throttle(status, body):
+        return True
+    return status == 408 or 500 <= status <= 599
+
+
+def should_retry(
+    *,
+    status: int | None,
+    body: str = "",
+    transport_error: bool = False,
+    retries_done: int,
+    max_retries: int,
+) -> bool:
+    """Retry a failed attempt only if it is recoverable and the retry budget is not spent.
+
+    `status` is the HTTP status (None when no response arrived), `transport_error` says the exchange
+    itself failed (timeout, connection refused or dropped), `retries_done` counts retries already made.
+    A success (status < 400, no transport error) is never retried.
+    """
+    if retries_done >= max_retries:
+        return False
+    if not transport_error and (status is None or status < 400):
+        return False
+    return is_recoverable(status, body, transport_error=transport_error)
+
+
+def backoff_delay(retry_number: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retry_number)].
+
+    Full jitter spreads the retries of many threads that failed together (one throttle hits them all)
+    instead of sending them back in one synchronised burst.
+    """
+    ceiling = min(cap, base * (2 ** max(0, retry_number)))
+    return rng.uniform(0.0, max(0.0, ceiling))

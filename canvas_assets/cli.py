@@ -1,0 +1,376 @@
+"""`canvas-assets`: sandbox, sync, demo, status, profiles and database migrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from canvas_assets.errors import CanvasAssetsError, ProfileError
+from canvas_assets.profiles import Profile, load_profile_file, preset
+
+EXIT_FAILED_COURSES = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: CanvasAssetsError) -> None:
+    label = {"configuration": "configuration error", "canvas_api": "Canvas error", "timeout": "timeout"}.get(
+        exc.category.value, f"{exc.category.value} error"
+    )
+    where = f" (field: {exc.field})" if isinstance(exc, ProfileError) and exc.field else ""
+    click.secho(f"{label}{where}: {exc.message}", fg="red", err=True)
+    sys.exit(EXIT_BAD_INPUT if exc.category.value == "configuration" else EXIT_FAILED_COURSES)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Mirror Canvas LMS courses, students, enrollments, assignments and modules into SQL with Dagster."""
+
+
+# --- sandbox ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--courses", type=int, default=None, help="Number of courses (default: the scale's).")
+@click.option("--scale", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--throttle", type=click.Choice(["hosted", "legacy", "off"]), default="hosted", show_default=True
+)
+@click.option("--latency-ms", type=float, default=0.0, show_default=True)
+@click.option("--fault-rate", type=float, default=0.0, show_default=True)
+def sandbox(
+    host: str,
+    port: int,
+    courses: int | None,
+    scale: str,
+    seed: int,
+    throttle: str,
+    latency_ms: float,
+    fault_rate: float,
+) -> None:
+    """Serve the simulated Canvas until interrupted; prints its base URL and token."""
+    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+
+    if not 0 <= fault_rate <= 1:
+        raise click.BadParameter("must be between 0 and 1", param_hint="--fault-rate")
+    cfg = SandboxConfig(
+        courses=courses,
+        scale=scale,
+        seed=seed,
+        throttle=throttle,
+        latency_ms=latency_ms,
+        fault_rate=fault_rate,
+    )
+    with CanvasSandbox(cfg, host=host, port=port) as sb:
+        click.echo(f"Canvas sandbox: {len(sb.data.courses)} courses, throttle {throttle}, seed {seed}")
+        click.echo(f"export CANVAS_BASE_URL={sb.base_url}")
+        click.echo(f"export CANVAS_API_TOKEN={sb.token}")
+        click.echo("Ctrl-C to stop.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+# --- sync ---------------------------------------------------------------------------------------------------
+def _resolve_profile(profile_name: str | None, config_file: str | None) -> Profile:
+    if profile_name and config_file:
+        raise ProfileError("give either --profile or --config, not both", field="")
+    if config_file:
+        return load_profile_file(config_file)
+    name = profile_name or os.environ.get("CANVAS_SYNC_PROFILE") or "LIGHTWEIGHT"
+    return preset(name)
+
+
+def _print_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"\r  extracted {done}/{total} courses", err=True, nl=done >= total)
+    else:
+        click.echo(f"  extracted {done}/{total} courses", err=True)
+
+
+def _sync(
+    profile: Profile,
+    courses: Sequence[int],
+    max_courses: int | None,
+    catalog_states: Sequence[str],
+    run_size: int,
+) -> int:
+    import dagster as dg
+
+    from canvas_assets.definitions import defs
+    from canvas_assets.sync import discover, ensure_dagster_home, require_canvas_env, run_sync, select_courses
+    from canvas_assets.warehouse.db import Warehouse
+    from canvas_assets.warehouse.resource import default_database_url
+
+    require_canvas_env()
+    home = ensure_dagster_home()
+    db_url = os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
+    warehouse = Warehouse(db_url)
+    warehouse.ensure_schema()
+    click.echo(f"profile:   {profile.name} ({', '.join(profile.staging_entities)})")
+    click.echo(f"dagster:   {home}")
+    click.echo(f"warehouse: {warehouse.url_for_display}")
+    with dg.DagsterInstance.get() as instance:
+        catalog_config: dict[str, Any] = {"states": list(catalog_states)}
+        if max_courses is not None and not courses:
+            catalog_config["max_courses"] = max_courses
+        found = discover(defs, instance, catalog_config)
+        if not found.success:
+            click.secho(f"course discovery failed: {found.failure}", fg="red", err=True)
+            return EXIT_FAILED_COURSES
+        chosen = select_courses(instance, warehouse.catalog_course_ids(), courses or None, max_courses)
+        if not chosen:
+            click.echo("no courses to sync (the catalog is empty for these filters)")
+            return 0
+        click.echo(f"syncing {len(chosen)} course(s)...")
+        summary = run_sync(
+            defs, instance, warehouse, profile, chosen, run_size=run_size, progress=_print_progress
+        )
+    _print_summary(summary)
+    return 0 if summary.ok else EXIT_FAILED_COURSES
+
+
+def _print_summary(summary: Any) -> None:
+    counts: dict[str, int] = {}
+    for st in summary.course_status.values():
+        counts[st] = counts.get(st, 0) + 1
+    click.echo("")
+    click.echo(f"Sync summary ({summary.profile}, {summary.seconds:.1f} s, {len(summary.runs)} run(s))")
+    click.echo(f"  courses ok       {counts.get('success', 0)}")
+    click.echo(f"  courses failed   {counts.get('failed', 0)}")
+    click.echo(f"  courses gone     {counts.get('gone', 0)}")
+    if counts.get("not run"):
+        click.echo(f"  courses not run  {counts['not run']}")
+    click.echo(
+        f"  API calls        {summary.api_calls}  (retries {summary.retries}, throttled {summary.throttled})"
+    )
+    for table, n in summary.rows.items():
+        click.echo(f"  {table:<26} {n} rows")
+    for cid, err in sorted(summary.course_errors.items())[:20]:
+        click.secho(f"  course {cid}: {summary.course_status[cid]}: {err}", fg="yellow")
+    for run in summary.runs:
+        if not run.success:
+            click.secho(f"  run {run.run_id} failed: {run.failure}", fg="red")
+
+
+@main.command()
+@click.option("--profile", "profile_name", help="Preset: LIGHTWEIGHT, ANALYTICS_FOCUSED, FULL_PROCESSING.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A run-config YAML file.")
+@click.option("--course", "courses", type=int, multiple=True, help="Sync only this course id (repeatable).")
+@click.option("--max-courses", type=click.IntRange(min=1), default=None, help="Sync at most N courses.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    default=("available", "completed"),
+    show_default=True,
+    help="Course states to discover (repeatable).",
+)
+@click.option(
+    "--run-size", type=click.IntRange(min=1), default=500, show_default=True, help="Courses per run."
+)
+def sync(
+    profile_name: str | None,
+    config_file: str | None,
+    courses: tuple[int, ...],
+    max_courses: int | None,
+    states: tuple[str, ...],
+    run_size: int,
+) -> None:
+    """Discover courses and materialise the profile's assets through Dagster ($DAGSTER_HOME)."""
+    try:
+        profile = _resolve_profile(profile_name, config_file)
+        sys.exit(_sync(profile, courses, max_courses, states, run_size))
+    except CanvasAssetsError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--profile", "profile_name", default="FULL_PROCESSING", show_default=True)
+@click.option("--courses", type=int, default=None, help="Sandbox courses (default: the small scale's).")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(profile_name: str, courses: int | None, seed: int) -> None:
+    """Start a local Canvas sandbox and sync it into the default database, then show how to browse it."""
+    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+    from canvas_assets.sync import ensure_dagster_home
+    from canvas_assets.warehouse.resource import default_database_url
+
+    try:
+        profile = preset(profile_name)
+        home = ensure_dagster_home()
+        with CanvasSandbox(
+            SandboxConfig(courses=courses, seed=seed, throttle="hosted", latency_ms=5.0)
+        ) as sb:
+            os.environ["CANVAS_BASE_URL"] = sb.base_url
+            os.environ["CANVAS_API_TOKEN"] = sb.token
+            click.echo(f"sandbox:   {sb.base_url} ({len(sb.data.courses)} simulated courses)")
+            code = _sync(profile, (), None, ("available", "completed"), 500)
+        db_url = os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
+    except CanvasAssetsError as exc:
+        _fail(exc)
+        return
+    click.echo("")
+    click.echo("Browse the runs, assets and checks in the Dagster UI:")
+    click.echo(f"  export DAGSTER_HOME={home}")
+    click.echo("  dagster dev -m canvas_assets.definitions")
+    click.echo("To launch runs from the UI, serve a sandbox in another terminal (`canvas-assets sandbox`)")
+    click.echo("and export the CANVAS_BASE_URL and CANVAS_API_TOKEN it prints before `dagster dev`.")
+    click.echo(f"The tables are in {db_url}")
+    sys.exit(code)
+
+
+# --- status -------------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--courses/--no-courses", "show_courses", default=True, help="List the courses.")
+def status(as_json: bool, show_courses: bool) -> None:
+    """Pipeline status: courses known, synced, failed, success rate, mean duration, API calls."""
+    import dagster as dg
+
+    from canvas_assets.status import pipeline_status, recent_runs
+    from canvas_assets.sync import ensure_dagster_home
+    from canvas_assets.warehouse.db import Warehouse
+    from canvas_assets.warehouse.resource import default_database_url
+
+    try:
+        home = ensure_dagster_home()
+        warehouse = Warehouse(os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url())
+        warehouse.ensure_schema()
+        st = pipeline_status(warehouse.engine)
+        with dg.DagsterInstance.get() as instance:
+            runs = recent_runs(instance)
+    except CanvasAssetsError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        payload = {
+            "courses_known": st.courses_known,
+            "courses_gone": st.courses_gone,
+            "courses_synced": st.courses_synced,
+            "courses_failed": st.courses_failed,
+            "course_syncs": st.course_syncs,
+            "success_rate": st.success_rate,
+            "mean_course_seconds": st.mean_course_seconds,
+            "api_calls": st.api_calls,
+            "last_sync": st.last_sync.isoformat() if st.last_sync else None,
+            "last_sync_age_seconds": st.last_sync_age_seconds,
+            "courses": [
+                {
+                    "course_id": c.course_id,
+                    "name": c.name,
+                    "last_status": c.last_status,
+                    "last_sync": c.last_sync.isoformat() if c.last_sync else None,
+                    "error": c.error,
+                }
+                for c in st.courses
+            ],
+            "recent_runs": runs,
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    age = st.last_sync_age_seconds
+    click.echo(f"dagster home      {home}")
+    click.echo(f"warehouse         {warehouse.url_for_display}")
+    click.echo(f"courses known     {st.courses_known} (+{st.courses_gone} gone)")
+    click.echo(f"courses synced    {st.courses_synced}")
+    click.echo(f"courses failed    {st.courses_failed}")
+    click.echo(
+        f"last sync         {st.last_sync.isoformat() if st.last_sync else 'never'}"
+        + (f" ({_age(age)} ago)" if age is not None else "")
+    )
+    rate = f"{st.success_rate * 100:.1f}%" if st.success_rate is not None else "n/a"
+    click.echo(f"success rate      {rate} of {st.course_syncs} course syncs")
+    mean = f"{st.mean_course_seconds:.2f} s" if st.mean_course_seconds is not None else "n/a"
+    click.echo(f"mean course sync  {mean}")
+    click.echo(f"API calls         {st.api_calls}")
+    if runs:
+        click.echo("recent runs:")
+        for r in runs:
+            secs = f"{r['seconds']} s" if r["seconds"] is not None else ""
+            click.echo(f"  {r['run_id'][:8]}  {r['job']:<18} {r['status']:<10} {r['range']:<20} {secs}")
+    if show_courses and st.courses:
+        click.echo("courses:")
+        for c in st.courses[:200]:
+            last = c.last_sync.strftime("%Y-%m-%d %H:%M:%S") if c.last_sync else "never"
+            line = f"  {c.course_id:<12} {(c.last_status or 'never'):<8} {last:<20} {(c.name or '')[:40]}"
+            click.echo(line + (f"  {c.error}" if c.error and c.last_status != "success" else ""))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# --- profiles ----------------------------------------------------------------------------------------------
+@main.group()
+def profile() -> None:
+    """Show or validate sync profiles."""
+
+
+@profile.command("show")
+@click.argument("name")
+def profile_show(name: str) -> None:
+    """Print a preset as run config (LIGHTWEIGHT, ANALYTICS_FOCUSED, FULL_PROCESSING)."""
+    import yaml
+
+    try:
+        p = preset(name)
+    except ProfileError as exc:
+        _fail(exc)
+        return
+    click.echo(yaml.safe_dump(p.to_run_config(), sort_keys=False).rstrip())
+    click.echo(f"# fetches: {', '.join(p.staging_entities)}")
+
+
+@profile.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False))
+def profile_validate(path: str) -> None:
+    """Check a run-config file; names the field that is wrong."""
+    try:
+        p = load_profile_file(path)
+    except ProfileError as exc:
+        _fail(exc)
+        return
+    click.echo(f"{path}: valid profile {p.name} (fetches {', '.join(p.staging_entities)})")
+
+
+# --- database ---------------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Warehouse schema migrations."""
+
+
+@db.command("upgrade")
+@click.option(
+    "--url", default=None, help="SQLAlchemy URL (default: CANVAS_ASSETS_DATABASE_URL or the SQLite file)."
+)
+def db_upgrade(url: str | None) -> None:
+    """Bring the warehouse schema up to date (Alembic)."""
+    from canvas_assets.warehouse.migrate import current_revision, head_revision, upgrade
+    from canvas_assets.warehouse.resource import default_database_url
+
+    target = url or os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
+    try:
+        before = current_revision(target)
+        upgrade(target)
+    except CanvasAssetsError as exc:
+        _fail(exc)
+        return
+    click.echo(f"warehouse schema: {before or 'empty'} -> {head_revision()}")
+
+
+if __name__ == "__main__":
+    main()

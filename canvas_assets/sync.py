@@ -1,0 +1,322 @@
+"""`canvas-assets sync`: discover courses, then materialise a profile's assets in ranged Dagster runs.
+
+Runs go through the Dagster instance at $DAGSTER_HOME, so they show in the UI exactly like runs
+launched there. Courses are grouped into runs by contiguous ranges of partition keys (a ranged run is
+one extract step that fetches all of its courses concurrently), at most `run_size` courses per run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from canvas_assets.errors import ConfigurationError
+from canvas_assets.jobs import JOB_FOR_PRESET
+from canvas_assets.partitions import COURSES, range_tags
+from canvas_assets.profiles import Profile
+
+DEFAULT_RUN_SIZE = 500
+LAYER1_TABLES = {
+    "courses": "canvas_courses",
+    "students": "canvas_students",
+    "enrollments": "canvas_enrollments",
+    "assignments": "canvas_assignments",
+    "modules": "canvas_modules",
+    "module_items": "canvas_module_items",
+    "student_summaries": "canvas_student_summaries",
+    "score_history": "canvas_score_history",
+}
+
+
+def ensure_dagster_home() -> Path:
+    """$DAGSTER_HOME as an absolute, existing folder; `./.canvas_assets/dagster_home` when unset."""
+    home = os.environ.get("DAGSTER_HOME")
+    path = Path(home) if home else Path.cwd() / ".canvas_assets" / "dagster_home"
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+def require_canvas_env() -> None:
+    missing = [v for v in ("CANVAS_BASE_URL", "CANVAS_API_TOKEN") if not os.environ.get(v)]
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} not set: export the Canvas root URL (e.g. https://canvas.example.edu) "
+            "and an API access token, or try `canvas-assets demo`, which runs against a local sandbox",
+            stage="configuration",
+        )
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    courses: list[str]
+    success: bool
+    failure: str | None = None
+    extract_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyncSummary:
+    profile: str
+    courses: list[int]
+    runs: list[RunOutcome]
+    course_status: dict[int, str]
+    course_errors: dict[int, str]
+    rows: dict[str, int]
+    api_calls: int
+    throttled: int
+    retries: int
+    seconds: float
+
+    @property
+    def failed(self) -> list[int]:
+        return [c for c, s in self.course_status.items() if s == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.success for r in self.runs) and not self.failed
+
+
+def run_failure_message(result: Any) -> str | None:
+    """The first step failure's message of an in-process run (our Failure descriptions are token-free)."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.event_specific_data
+            err = getattr(data, "error", None)
+            user_desc = getattr(getattr(data, "user_failure_data", None), "description", None)
+            if user_desc:
+                return f"{event.step_key}: {user_desc}"
+            if err is not None:
+                cause = err
+                while getattr(cause, "cause", None) is not None:
+                    cause = cause.cause
+                return f"{event.step_key}: {cause.message.strip()}"
+            return f"{event.step_key} failed"
+    if not result.success:
+        return "the run failed (see the Dagster UI for its logs)"
+    return None
+
+
+def discover(
+    defs: dg.Definitions, instance: dg.DagsterInstance, catalog_config: dict[str, Any]
+) -> RunOutcome:
+    job = defs.resolve_job_def("discover_courses")
+    result = job.execute_in_process(
+        run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}},
+        instance=instance,
+        raise_on_error=False,
+        tags={"canvas/trigger": "cli"},
+    )
+    return RunOutcome(result.run_id, [], result.success, run_failure_message(result))
+
+
+def contiguous_runs(all_keys: Sequence[str], wanted: Sequence[str], run_size: int) -> list[list[str]]:
+    """Split `wanted` into runs of contiguous keys (in partition order), at most run_size each."""
+    wanted_set = set(wanted)
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for key in all_keys:
+        if key in wanted_set:
+            current.append(key)
+            if len(current) >= run_size:
+                runs.append(current)
+                current = []
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def select_courses(
+    instance: dg.DagsterInstance,
+    active_ids: Sequence[int],
+    requested: Sequence[int] | None,
+    max_courses: int | None,
+) -> list[str]:
+    partitions = set(instance.get_dynamic_partitions(COURSES.name))
+    active = [str(c) for c in active_ids if str(c) in partitions]
+    if requested:
+        unknown = [str(c) for c in requested if str(c) not in set(active)]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown course id(s) {', '.join(unknown)}: Canvas did not list them for this token/account "
+                "(see `canvas-assets status` for the known courses; the catalog lists available and completed "
+                "courses by default)",
+                stage="configuration",
+            )
+        chosen = [str(c) for c in requested]
+    else:
+        chosen = active
+    if max_courses is not None:
+        chosen = chosen[:max_courses]
+    return chosen
+
+
+def _extract_metadata(result: Any) -> dict[str, Any]:
+    for mat in result.asset_materializations_for_node("canvas_extract"):
+        return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return {}
+
+
+def run_sync(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    warehouse: Any,
+    profile: Profile,
+    courses: Sequence[str],
+    *,
+    run_size: int = DEFAULT_RUN_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncSummary:
+    """Materialise the profile's staging and Layer-1 assets for `courses` in ranged runs."""
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+    job_name = JOB_FOR_PRESET.get(profile.name, "sync_full")
+    job = defs.resolve_job_def(job_name)
+    selection = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    all_keys = instance.get_dynamic_partitions(COURSES.name)
+    runs = contiguous_runs(all_keys, courses, run_size)
+    outcomes: list[RunOutcome] = []
+    stop = threading.Event()
+    watcher = None
+    if progress is not None:
+        watcher = threading.Thread(
+            target=_watch_progress, args=(warehouse, started_at, len(courses), progress, stop), daemon=True
+        )
+        watcher.start()
+    try:
+        for keys in runs:
+            result = job.execute_in_process(
+                run_config=profile.to_run_config(),
+                instance=instance,
+                tags={
+                    **range_tags(keys[0], keys[-1]),
+                    "canvas/trigger": "cli",
+                    "canvas/profile": profile.name,
+                },
+                asset_selection=selection,
+                raise_on_error=False,
+            )
+            outcomes.append(
+                RunOutcome(
+                    result.run_id,
+                    keys,
+                    result.success,
+                    run_failure_message(result),
+                    _extract_metadata(result),
+                )
+            )
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+            progress(_courses_done(warehouse, started_at), len(courses))  # type: ignore[misc]
+    return _summarise(warehouse, profile, [int(c) for c in courses], outcomes, time.monotonic() - started)
+
+
+def _courses_done(warehouse: Any, since: datetime) -> int:
+    try:
+        with warehouse.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT COUNT(DISTINCT course_id) FROM canvas_sync_log WHERE stage = 'extract' "
+                        "AND started_at >= :since"
+                    ),
+                    {"since": since},
+                ).scalar_one()
+            )
+    except sa.exc.SQLAlchemyError:
+        return 0
+
+
+def _watch_progress(
+    warehouse: Any, since: datetime, total: int, progress: Callable[[int, int], None], stop: threading.Event
+) -> None:
+    last = -1
+    while not stop.wait(1.0):
+        done = _courses_done(warehouse, since)
+        if done != last:
+            progress(done, total)
+            last = done
+
+
+def _summarise(
+    warehouse: Any, profile: Profile, courses: list[int], runs: list[RunOutcome], seconds: float
+) -> SyncSummary:
+    run_ids = [r.run_id for r in runs]
+    status: dict[int, str] = {c: "not run" for c in courses}
+    errors: dict[int, str] = {}
+    rows: dict[str, int] = {}
+    if run_ids:
+        with warehouse.engine.connect() as conn:
+            log_rows = conn.execute(
+                sa.text(
+                    "SELECT course_id, status, error_type, message FROM canvas_sync_log "
+                    "WHERE run_id IN :runs AND stage = 'extract'"
+                ).bindparams(sa.bindparam("runs", expanding=True)),
+                {"runs": run_ids},
+            ).all()
+            rank = {"not run": 0, "success": 1, "skipped": 1, "gone": 2, "failed": 3}
+            for course_id, st, etype, message in log_rows:
+                st = "success" if st == "skipped" else st
+                if rank.get(st, 0) > rank.get(status.get(course_id, "not run"), 0):
+                    status[course_id] = st
+                    if st in ("failed", "gone"):
+                        errors[course_id] = f"{etype}: {message}"
+            for entity, table in LAYER1_TABLES.items():
+                if entity in ("module_items", "score_history"):
+                    wanted = "modules" if entity == "module_items" else "enrollments"
+                else:
+                    wanted = entity
+                if not profile.wants(wanted):
+                    continue
+                rows[table] = _count_rows(conn, table, courses)
+    for run in runs:
+        if not run.success:
+            for key in run.courses:
+                if status.get(int(key)) in ("not run", "success"):
+                    status[int(key)] = "failed"
+                    errors.setdefault(int(key), run.failure or "run failed")
+    meta = [r.extract_metadata for r in runs]
+    return SyncSummary(
+        profile=profile.name,
+        courses=courses,
+        runs=runs,
+        course_status=status,
+        course_errors=errors,
+        rows=rows,
+        api_calls=sum(int(m.get("api_calls", 0) or 0) for m in meta),
+        throttled=sum(int(m.get("throttled", 0) or 0) for m in meta),
+        retries=sum(int(m.get("retries", 0) or 0) for m in meta),
+        seconds=seconds,
+    )
+
+
+def _count_rows(conn: Any, table: str, courses: list[int]) -> int:
+    if table == "canvas_students":
+        sql = (
+            "SELECT COUNT(DISTINCT user_id) FROM canvas_enrollments WHERE course_id IN :ids "
+            "AND type = 'StudentEnrollment' AND deleted_at IS NULL"
+        )
+    elif table == "canvas_courses":
+        sql = "SELECT COUNT(*) FROM canvas_courses WHERE id IN :ids AND deleted_at IS NULL"
+    elif table == "canvas_score_history":
+        sql = "SELECT COUNT(*) FROM canvas_score_history WHERE course_id IN :ids"
+    else:
+        sql = f"SELECT COUNT(*) FROM {table} WHERE course_id IN :ids AND deleted_at IS NULL"
+    stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
+    return int(conn.execute(stmt, {"ids": courses}).scalar_one())

@@ -1,0 +1,420 @@
+"""Shared machinery of the transformers: options, results, quarantine records and column conversion.
+
+A transformer turns the raw Canvas records of some courses (exactly what staging holds) into typed
+DataFrames, one per Layer-1 table. Each column is declared once as a `Field` (where it comes from in the
+record, what kind of value it is, which profile option switches it on); conversion is column-wise so that
+100k records take about a second. A record whose value cannot be converted is quarantined as a `Rejected`
+naming the field and the value; the rest of its course loads.
+
+Conversion rules (canvas-api.md §4): ids are 64-bit integers, given as ints or digit strings; timestamps are
+ISO 8601 (`Z` or an offset) turned into UTC instants; scores are floats; lists and objects become JSON
+text with sorted keys; an absent field and a null field are both NULL; booleans stay booleans.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from canvas_assets.errors import TransformationError
+
+Kind = Literal["id", "int", "float", "str", "bool", "ts", "json"]
+INT64_MAX = 2**63 - 1
+
+_DTYPES: dict[str, Any] = {
+    "id": "Int64",
+    "int": "Int64",
+    "float": "float64",
+    "str": "string",
+    "bool": "boolean",
+    "json": "string",
+}
+TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    """Which optional column groups to produce (from the sync profile's `fields`).
+
+    A group that is off is DROPPED from the frame, so the loader leaves those columns untouched in the
+    database (a LIGHTWEIGHT sync does not wipe the syllabus a FULL sync stored).
+    """
+
+    course_public_info: bool = True  # is_public, public_description
+    course_extended_info: bool = True  # syllabus_body, term_start_at, term_end_at
+    course_settings: bool = True  # settings (JSON)
+    student_basic_info: bool = True  # email, login_id, sis_user_id
+    student_scores: bool = True  # enrollment scores and grades (+ score history)
+    student_enrollment_details: bool = True  # last_activity_at, total_activity_time, last_attended_at
+
+    def enabled(self, group: str | None) -> bool:
+        return group is None or bool(getattr(self, group))
+
+
+@dataclass
+class Rejected:
+    """A record that could not be transformed: quarantined with a precise reason and the raw payload."""
+
+    entity: str
+    course_id: int | None
+    canvas_id: int | None
+    reason: str
+    payload: dict[str, Any]
+    # The Layer-1 table the record would have gone to (modules yield modules and module items). The loader
+    # does not soft-delete a row whose record was quarantined: a malformed record is not a deletion.
+    table: str | None = None
+
+
+@dataclass
+class TransformResult:
+    entity: str
+    tables: dict[str, pd.DataFrame]
+    rejected: list[Rejected]
+    records_in: int
+
+    @property
+    def rows_out(self) -> int:
+        return sum(len(frame) for frame in self.tables.values())
+
+
+@dataclass(frozen=True)
+class Field:
+    """One output column: `path` into the raw record, the kind of value, the option group that enables it."""
+
+    column: str
+    kind: Kind
+    path: tuple[str, ...] = ()
+    group: str | None = None
+    required: bool = False
+
+    @property
+    def source(self) -> str:
+        return ".".join(self.path) if self.path else self.column
+
+    def extract(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        path = self.path or (self.column,)
+        if len(path) == 1:
+            key = path[0]
+            return [r.get(key) for r in records]
+        outer, inner = path[0], path[1:]
+        values = []
+        for r in records:
+            v: Any = r.get(outer)
+            for key in inner:
+                v = v.get(key) if isinstance(v, dict) else None
+            values.append(v)
+        return values
+
+
+# --- scalar converters: return (value, error) -------------------------------------------------------------
+_BAD = object()
+
+
+def to_id(value: Any) -> Any:
+    """A Canvas id as int, or `_BAD`. Accepts ints and digit strings (Canvas string-id mode)."""
+    if type(value) is int:
+        return value if 0 <= value <= INT64_MAX else _BAD
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        n = int(value)
+        return n if n <= INT64_MAX else _BAD
+    return _BAD
+
+
+def _to_int(value: Any) -> Any:
+    if type(value) is int:
+        return value if -INT64_MAX <= value <= INT64_MAX else _BAD
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
+            return int(s)
+    return _BAD
+
+
+def _to_float(value: Any) -> Any:
+    if type(value) is float:
+        return value if math.isfinite(value) else _BAD
+    if type(value) is int:
+        return float(value)
+    if isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            return _BAD
+        return f if math.isfinite(f) else _BAD
+    return _BAD
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return _BAD
+
+
+def _to_bool(value: Any) -> Any:
+    if type(value) is bool:
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return _BAD
+
+
+def to_json_text(value: Any) -> str:
+    """Stable JSON text: sorted keys, compact, unicode kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _to_json(value: Any) -> Any:
+    try:
+        return to_json_text(value)
+    except (TypeError, ValueError):
+        return _BAD
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "id": to_id,
+    "int": _to_int,
+    "float": _to_float,
+    "str": _to_str,
+    "bool": _to_bool,
+    "json": _to_json,
+}
+
+_KIND_WORDS = {
+    "id": "not a valid Canvas id",
+    "int": "not an integer",
+    "float": "not a number",
+    "str": "not a string",
+    "bool": "not a boolean",
+    "json": "not JSON-serialisable",
+    "ts": "not an ISO 8601 timestamp",
+}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
+    """Convert one column; returns the typed series and a boolean mask of values that failed."""
+    n = len(raw)
+    if f.kind == "ts":
+        obj = pd.Series(raw, dtype=object)
+        present = obj.notna().to_numpy()
+        is_str = np.fromiter((isinstance(v, str) for v in raw), dtype=bool, count=n)
+        parsed = pd.to_datetime(obj.where(is_str, None), utc=True, format="ISO8601", errors="coerce")
+        parsed = parsed.astype(TS_DTYPE)
+        bad = present & (~is_str | parsed.isna().to_numpy())
+        parsed[bad] = pd.NaT
+        return parsed, bad
+    conv = _CONVERTERS[f.kind]
+    values = [None if v is None else conv(v) for v in raw]
+    bad = np.fromiter((v is _BAD for v in values), dtype=bool, count=n)
+    if bad.any():
+        values = [None if v is _BAD else v for v in values]
+    if f.kind == "float":
+        series = pd.Series(np.array([np.nan if v is None else v for v in values], dtype="float64"))
+    else:
+        series = pd.Series(values, dtype=_DTYPES[f.kind])
+    return series, bad
+
+
+def reason_for(f: Field, value: Any) -> str:
+    if value is None:
+        return f"{f.source}: missing (required)"
+    return f"{f.source}: {_KIND_WORDS[f.kind]}: {_short(value)}"
+
+
+@dataclass
+class Frame:
+    """The outcome of converting records with a list of fields: typed frame plus per-row rejection reasons."""
+
+    frame: pd.DataFrame
+    reasons: dict[int, str] = field(default_factory=dict)  # row position -> reason
+
+
+def build_frame(
+    records: Sequence[Mapping[str, Any]],
+    fields: Sequence[Field],
+    options: TransformOptions,
+    *,
+    extra: Mapping[str, list[Any] | np.ndarray] | None = None,
+) -> Frame:
+    """Convert `records` column by column; rows with a bad (or missing required) value get a reason."""
+    data: dict[str, Any] = {}
+    bad_rows: dict[int, str] = {}
+    for f in fields:
+        if not options.enabled(f.group):
+            continue
+        raw = f.extract(records)
+        series, bad = convert_column(f, raw)
+        if f.required:
+            bad = bad | np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
+        if bad.any():
+            for pos in np.flatnonzero(bad).tolist():
+                reason = reason_for(f, raw[pos])
+                bad_rows[pos] = f"{bad_rows[pos]}; {reason}" if pos in bad_rows else reason
+        data[f.column] = series
+    if extra:
+        for column, values in extra.items():
+            data[column] = values
+    frame = pd.DataFrame(data, index=pd.RangeIndex(len(records)))
+    return Frame(frame, bad_rows)
+
+
+def column_names(fields: Sequence[Field], options: TransformOptions) -> list[str]:
+    return [f.column for f in fields if options.enabled(f.group)]
+
+
+def finish(frame: pd.DataFrame, drop_rows: Sequence[int], key: Sequence[str]) -> pd.DataFrame:
+    """Drop rejected rows, deduplicate on the table key (first occurrence wins), reset the index."""
+    if len(drop_rows):
+        frame = frame.drop(index=list(drop_rows))
+    if len(frame):
+        frame = frame.drop_duplicates(subset=list(key), keep="first")
+    return frame.reset_index(drop=True)
+
+
+def canvas_id_of(record: Any, key: str = "id") -> int | None:
+    if not isinstance(record, Mapping):
+        return None
+    value = to_id(record.get(key))
+    return None if value is _BAD else int(value)
+
+
+def flatten(
+    records_by_course: Mapping[int, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], np.ndarray, list[tuple[int, Any]]]:
+    """All records of all courses in one list, the staging course of each, and the non-object records."""
+    records: list[dict[str, Any]] = []
+    courses: list[int] = []
+    not_objects: list[tuple[int, Any]] = []
+    for course_id, course_records in records_by_course.items():
+        cid = int(course_id)
+        for record in course_records or ():
+            if isinstance(record, dict):
+                records.append(record)
+                courses.append(cid)
+            else:
+                not_objects.append((cid, record))
+    return records, np.asarray(courses, dtype="int64"), not_objects
+
+
+def not_object_rejections(entity: str, table: str, items: list[tuple[int, Any]]) -> list[Rejected]:
+    return [
+        Rejected(
+            entity=entity,
+            course_id=cid,
+            canvas_id=None,
+            reason=f"record is not a JSON object: {_short(rec)}",
+            payload={"value": rec},
+            table=table,
+        )
+        for cid, rec in items
+    ]
+
+
+class Transformer:
+    """One staging entity's transformer: raw records per course in, typed frames per table out."""
+
+    def __init__(
+        self,
+        entity: str,
+        tables: tuple[str, ...],
+        build: Callable[[Mapping[int, list[dict[str, Any]]], TransformOptions], TransformResult],
+        description: str = "",
+    ) -> None:
+        self.entity = entity
+        self.tables = tables
+        self._build = build
+        self.description = description
+
+    def __call__(
+        self, records_by_course: Mapping[int, list[dict[str, Any]]], options: TransformOptions | None = None
+    ) -> TransformResult:
+        try:
+            return self._build(records_by_course, options or TransformOptions())
+        except TransformationError:
+            raise
+        except Exception as exc:  # a bug or an unforeseen shape: fail the step, not one record
+            raise TransformationError(
+                f"{self.entity} transformer failed: {type(exc).__name__}: {exc}", stage="transform"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"Transformer(entity={self.entity!r}, tables={self.tables!r})"
+
+
+def transform_records(
+    entity: str,
+    table: str,
+    fields: Sequence[Field],
+    key: Sequence[str],
+    records_by_course: Mapping[int, list[dict[str, Any]]],
+    options: TransformOptions,
+    *,
+    staging_course_column: str | None = None,
+    id_key: str = "id",
+) -> tuple[pd.DataFrame, list[Rejected], int]:
+    """The common path: records of all courses -> one frame for `table`, rejected records, records in.
+
+    `staging_course_column`: the column that gets the staging course id. If a field of that name exists
+    (the record carries its own `course_id`), the staging course fills it only where the record has none.
+    """
+    records, courses, not_objects = flatten(records_by_course)
+    rejected = not_object_rejections(entity, table, not_objects)
+    has_course_field = any(f.column == staging_course_column for f in fields)
+    extra = None
+    if staging_course_column and not has_course_field:
+        extra = {staging_course_column: courses}
+    built = build_frame(records, fields, options, extra=extra)
+    frame = built.frame
+    if staging_course_column and has_course_field:
+        column = frame[staging_course_column]
+        frame[staging_course_column] = column.fillna(pd.Series(courses, dtype="Int64"))
+    if extra:
+        frame = frame[[*column_order(fields, options, staging_course_column)]]
+    for pos, reason in sorted(built.reasons.items()):
+        record = records[pos]
+        rejected.append(
+            Rejected(
+                entity=entity,
+                course_id=int(courses[pos]),
+                canvas_id=canvas_id_of(record, id_key),
+                reason=reason,
+                payload=record,
+                table=table,
+            )
+        )
+    frame = finish(frame, list(built.reasons), key)
+    non_null = [*key, *(f.column for f in fields if f.required)]
+    if staging_course_column:
+        non_null.append(staging_course_column)
+    frame = as_int64(frame, non_null)
+    return frame, rejected, len(records) + len(not_objects)
+
+
+def as_int64(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Nullable `Int64` columns that cannot hold NULL any more become plain `int64`."""
+    for column in columns:
+        if column in frame and frame[column].dtype == "Int64" and not frame[column].isna().any():
+            frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def column_order(fields: Sequence[Field], options: TransformOptions, course_column: str | None) -> list[str]:
+    """Field columns with the staging course column right after the first (the id)."""
+    names = column_names(fields, options)
+    if course_column and course_column not in names:
+        names.insert(1 if names else 0, course_column)
+    return names

@@ -1,0 +1,135 @@
+"""Modules: GET /courses/:id/modules?include[]=items (items complete) -> canvas_modules + canvas_module_items.
+
+Items come from each module's `items` list and take their module_id and course_id from the module. A
+module that cannot be transformed is quarantined with its items; a bad item is quarantined alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from canvas_assets.transform.base import (
+    Field,
+    Rejected,
+    TransformOptions,
+    TransformResult,
+    as_int64,
+    build_frame,
+    canvas_id_of,
+    finish,
+    not_object_rejections,
+    transform_records,
+)
+
+ENTITY = "modules"
+MODULES_TABLE = "canvas_modules"
+ITEMS_TABLE = "canvas_module_items"
+
+MODULE_FIELDS: tuple[Field, ...] = (
+    Field("id", "id", required=True),
+    Field("name", "str"),
+    Field("position", "int"),
+    Field("unlock_at", "ts"),
+    Field("published", "bool"),
+    Field("items_count", "int"),
+    Field("require_sequential_progress", "bool"),
+    Field("prerequisite_module_ids", "json"),
+)
+
+ITEM_FIELDS: tuple[Field, ...] = (
+    Field("id", "id", required=True),
+    Field("title", "str"),
+    Field("type", "str"),
+    Field("content_id", "id"),
+    Field("position", "int"),
+    Field("indent", "int"),
+    Field("published", "bool"),
+    Field("url", "str"),
+    Field("html_url", "str"),
+    Field("page_url", "str"),
+    Field("external_url", "str"),
+    Field("completion_requirement", "json"),
+)
+
+
+def transform_modules(
+    records_by_course: Mapping[int, list[dict[str, Any]]], options: TransformOptions
+) -> TransformResult:
+    # Modules whose `items` is not a list are quarantined before the column conversion.
+    rejected: list[Rejected] = []
+    clean: dict[int, list[dict[str, Any]]] = {}
+    for course_id, records in records_by_course.items():
+        kept = []
+        for record in records or ():
+            raw_items = record.get("items") if isinstance(record, dict) else None
+            if raw_items is not None and not isinstance(raw_items, list):
+                rejected.append(
+                    Rejected(
+                        ENTITY,
+                        int(course_id),
+                        canvas_id_of(record),
+                        f"items: not a list: {type(raw_items).__name__}",
+                        record,
+                        MODULES_TABLE,
+                    )
+                )
+                continue
+            kept.append(record)
+        clean[int(course_id)] = kept
+    n_bad_shape = len(rejected)
+
+    modules, module_rejected, n = transform_records(
+        ENTITY, MODULES_TABLE, MODULE_FIELDS, ("id",), clean, options, staging_course_column="course_id"
+    )
+    rejected.extend(module_rejected)
+
+    # Items of the modules that made it, in module order.
+    accepted = set(modules["id"].tolist())
+    items: list[dict[str, Any]] = []
+    item_courses: list[int] = []
+    item_modules: list[int] = []
+    not_objects: list[tuple[int, Any]] = []
+    for course_id, records in clean.items():
+        for record in records:
+            module_id = canvas_id_of(record)
+            if module_id is None or module_id not in accepted:
+                continue
+            for item in record.get("items") or ():
+                if isinstance(item, dict):
+                    items.append(item)
+                    item_courses.append(course_id)
+                    item_modules.append(module_id)
+                else:
+                    not_objects.append((course_id, item))
+    rejected.extend(not_object_rejections(ENTITY, ITEMS_TABLE, not_objects))
+    built = build_frame(
+        items,
+        ITEM_FIELDS,
+        options,
+        extra={
+            "course_id": np.asarray(item_courses, dtype="int64"),
+            "module_id": np.asarray(item_modules, dtype="int64"),
+        },
+    )
+    for pos, reason in sorted(built.reasons.items()):
+        rejected.append(
+            Rejected(
+                ENTITY,
+                item_courses[pos],
+                canvas_id_of(items[pos]),
+                f"module item in module {item_modules[pos]}: {reason}",
+                items[pos],
+                ITEMS_TABLE,
+            )
+        )
+    order = ["id", "course_id", "module_id", *[f.column for f in ITEM_FIELDS[1:]]]
+    item_frame = finish(built.frame[order], list(built.reasons), ("id",))
+    item_frame = as_int64(item_frame, ["id"])
+    item_frame["course_id"] = item_frame["course_id"].astype("int64")
+    item_frame["module_id"] = item_frame["module_id"].astype("int64")
+    return TransformResult(
+        ENTITY, {MODULES_TABLE: modules, ITEMS_TABLE: item_frame}, rejected, n + n_bad_shape
+    )

@@ -1,0 +1,123 @@
+"""The warehouse: one object per database URL, with the few operations the pipeline needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from canvas_assets.transform.base import Rejected, TransformResult
+from canvas_assets.warehouse import migrate, staging
+from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
+from canvas_assets.warehouse.load import LoadStats, load_result
+from canvas_assets.warehouse.staging import CatalogDiff
+
+
+class Warehouse:
+    """The warehouse database: staging, catalog, sync log, quarantine and the Layer-1 loads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.engine = get_engine(self.url)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.url_for_display!r})"
+
+    @property
+    def url_for_display(self) -> str:
+        return display_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def write_transaction(self) -> Any:
+        return write_transaction(self.engine)
+
+    # --- schema -------------------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create the schema in an empty database; refuse to run against an out-of-date one."""
+        migrate.ensure_schema(self.url)
+
+    # --- staging ------------------------------------------------------------------------------------
+    def replace_staging(
+        self, entity: str, course_id: int, records: list[dict[str, Any]], *, run_id: str, fetched_at: datetime
+    ) -> None:
+        """Atomically replace the raw records of one (entity, course)."""
+        self.replace_staging_many([(entity, course_id, records)], run_id=run_id, fetched_at=fetched_at)
+
+    def replace_staging_many(
+        self, items: list[tuple[str, int, list[dict[str, Any]]]], *, run_id: str, fetched_at: datetime
+    ) -> None:
+        """Replace several (entity, course) record lists in one transaction."""
+        with write_transaction(self.engine) as conn:
+            staging.replace_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
+
+    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+        """Raw records per course; courses with nothing staged are absent from the result."""
+        with self.engine.connect() as conn:
+            return staging.read_staging(conn, entity, course_ids)
+
+    def staged_courses(self, entity: str) -> dict[int, datetime]:
+        """Course ids with staged records of `entity`, and when they were fetched."""
+        with self.engine.connect() as conn:
+            return staging.staged_courses(conn, entity)
+
+    # --- catalog ------------------------------------------------------------------------------------
+    def upsert_catalog(
+        self, courses: list[dict[str, Any]], *, seen_at: datetime, full_listing: bool = True
+    ) -> CatalogDiff:
+        """Record the courses a listing returned; with a full listing, the missing ones are marked gone."""
+        with write_transaction(self.engine) as conn:
+            return staging.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
+
+    def mark_course_gone(
+        self, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool = True
+    ) -> None:
+        """A course that 404s: mark it gone in the catalog and (by default) soft-delete its Layer-1 rows."""
+        with write_transaction(self.engine) as conn:
+            staging.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
+
+    def catalog_course_ids(self, *, include_gone: bool = False) -> list[int]:
+        with self.engine.connect() as conn:
+            return staging.catalog_course_ids(conn, include_gone=include_gone)
+
+    # --- logs ---------------------------------------------------------------------------------------
+    def write_sync_log(self, rows: list[dict[str, Any]]) -> None:
+        """Append sync-log rows (keys = canvas_sync_log columns; duration_s derived when absent)."""
+        if not rows:
+            return
+        with write_transaction(self.engine) as conn:
+            staging.write_sync_log(conn, rows)
+
+    def write_rejected(self, rejected: list[Rejected], *, run_id: str) -> None:
+        """Quarantine records a transformer could not turn into rows."""
+        if not rejected:
+            return
+        with write_transaction(self.engine) as conn:
+            staging.write_rejected(conn, rejected, run_id=run_id)
+
+    # --- Layer 1 ------------------------------------------------------------------------------------
+    def load(
+        self,
+        result: TransformResult,
+        *,
+        course_ids: list[int],
+        run_id: str,
+        synced_at: datetime,
+        full_refresh: bool = True,
+    ) -> LoadStats:
+        """Upsert a transformer's tables in ONE transaction (see `warehouse.load` for the semantics).
+
+        `course_ids` are the courses this result covers (those whose staging was transformed): with
+        `full_refresh`, their rows that are not in the result are soft-deleted.
+        """
+        with write_transaction(self.engine) as conn:
+            return load_result(
+                conn,
+                result,
+                course_ids=course_ids,
+                run_id=run_id,
+                synced_at=synced_at,
+                full_refresh=full_refresh,
+            )

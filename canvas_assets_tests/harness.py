@@ -1,0 +1,107 @@
+"""Drive the real Dagster definitions against a sandbox and a warehouse, the way the CLI and the UI do."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from canvas_assets.definitions import defs
+from canvas_assets.jobs import JOB_FOR_PRESET
+from canvas_assets.partitions import COURSES, range_tags
+from canvas_assets.profiles import Profile, preset
+from canvas_assets.sandbox import CanvasSandbox
+from canvas_assets.warehouse.engine import get_engine
+
+
+@dataclass
+class Harness:
+    sandbox: CanvasSandbox
+    instance: dg.DagsterInstance
+    db_url: str
+
+    @property
+    def engine(self) -> sa.Engine:
+        return get_engine(self.db_url)
+
+    def discover(self, **catalog_config: Any) -> dg.ExecuteInProcessResult:
+        job = defs.resolve_job_def("discover_courses")
+        return job.execute_in_process(
+            run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}},
+            instance=self.instance,
+            raise_on_error=False,
+        )
+
+    def keys(self) -> list[str]:
+        return list(self.instance.get_dynamic_partitions(COURSES.name))
+
+    def sync(
+        self,
+        profile: str | Profile | dict = "LIGHTWEIGHT",
+        keys: Sequence[str] | None = None,
+        *,
+        selection: Sequence[dg.AssetKey] | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        """One run over `keys` (a single partition, or a ranged run over a contiguous range)."""
+        if isinstance(profile, str):
+            profile = preset(profile)
+        run_config = profile.to_run_config() if isinstance(profile, Profile) else profile
+        name = profile.name if isinstance(profile, Profile) else "FULL_PROCESSING"
+        job = defs.resolve_job_def(JOB_FOR_PRESET.get(name, "sync_full"))
+        keys = list(keys) if keys is not None else self.keys()
+        kwargs: dict[str, Any] = {}
+        if len(keys) == 1:
+            kwargs["partition_key"] = keys[0]
+        else:
+            kwargs["tags"] = range_tags(keys[0], keys[-1])
+        if selection is not None:
+            kwargs["asset_selection"] = list(selection)
+        return job.execute_in_process(run_config=run_config, instance=self.instance, raise_on_error=False, **kwargs)
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+
+    def table(self, name: str, key: str = "id") -> dict[Any, Any]:
+        return {r._mapping[key]: r._mapping for r in self.rows(f"SELECT * FROM {name}")}
+
+    def staging(self, entity: str, course_id: int) -> list[dict] | None:
+        rows = self.rows(
+            "SELECT records FROM canvas_staging WHERE entity = :e AND course_id = :c", e=entity, c=course_id
+        )
+        if not rows:
+            return None
+        value = rows[0][0]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def requests_to(self, template_fragment: str) -> int:
+        by_endpoint = self.sandbox.stats()["by_endpoint"]
+        return sum(n for endpoint, n in by_endpoint.items() if template_fragment in endpoint)
+
+
+def utc(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC instant (SQLite returns naive UTC, PostgreSQL aware)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's description and error message of a run, joined."""
+    parts = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.event_specific_data
+            user = getattr(data, "user_failure_data", None)
+            if user is not None and user.description:
+                parts.append(user.description)
+            err = getattr(data, "error", None)
+            while err is not None:
+                parts.append(err.message)
+                err = err.cause
+    return "\n".join(parts)

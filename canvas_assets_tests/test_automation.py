@@ -1,0 +1,65 @@
+"""Scheduling decisions: ranged run requests, newly discovered courses, failure reports (pure functions)."""
+
+from canvas_assets.automation import failure_report, never_synced, plan_ranged_runs, stage_of
+from canvas_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.profiles import preset
+from canvas_assets.sync import contiguous_runs
+
+KEYS = [str(k) for k in range(101, 111)]
+
+
+def test_contiguous_runs_split_on_gaps_and_on_run_size():
+    assert contiguous_runs(KEYS, KEYS, 4) == [KEYS[0:4], KEYS[4:8], KEYS[8:10]]
+    assert contiguous_runs(KEYS, ["101", "102", "105", "110"], 10) == [["101", "102"], ["105"], ["110"]]
+    assert contiguous_runs(KEYS, [], 10) == []
+
+
+def test_contiguous_runs_follow_partition_order_not_numeric_order():
+    # Dynamic partition keys are ordered by insertion: a course added later sorts last.
+    keys = ["300", "100", "200"]
+    assert contiguous_runs(keys, ["100", "300"], 10) == [["300", "100"]]
+
+
+def test_a_nightly_plan_covers_every_course_in_ranged_runs_with_the_profile():
+    requests = plan_ranged_runs(
+        KEYS, KEYS, profile_name="LIGHTWEIGHT", run_key_prefix="n:20261126", run_size=4
+    )
+    assert len(requests) == 3
+    covered = []
+    for req in requests:
+        first, last = req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]
+        covered += KEYS[KEYS.index(first) : KEYS.index(last) + 1]
+        assert req.run_config == preset("LIGHTWEIGHT").to_run_config()
+        assert req.tags["canvas/profile"] == "LIGHTWEIGHT"
+    assert covered == KEYS
+    assert len({r.run_key for r in requests}) == 3
+
+
+def test_a_weekly_plan_carries_the_full_profile():
+    (req,) = plan_ranged_runs(KEYS, KEYS, profile_name="full", run_key_prefix="w")
+    assert req.run_config["resources"]["sync_profile"]["config"]["name"] == "FULL_PROCESSING"
+    assert req.run_config["resources"]["sync_profile"]["config"]["entities"]["modules"] is True
+
+
+def test_courses_to_sync_after_discovery_are_the_never_materialised_live_ones():
+    assert never_synced(KEYS, materialized=set(KEYS[:8]), gone={"110"}) == ["109"]
+
+
+def test_failure_steps_map_to_pipeline_stages():
+    assert stage_of("canvas_extract") == "extract"
+    assert stage_of("layer1__enrollments.transform_enrollments") == "transform"
+    assert stage_of("layer1__enrollments.load_enrollments") == "load"
+    assert stage_of("canvas_course_catalog") == "catalog"
+
+
+def test_a_failure_report_names_run_courses_and_errors():
+    report = failure_report(
+        "r1",
+        "sync_full",
+        {"canvas/profile": "FULL_PROCESSING"},
+        [{"step": "canvas_extract", "stage": "extract", "error_type": "CanvasAuthError"}],
+        ["101", "102"],
+    )
+    assert report["courses"] == ["101", "102"]
+    assert report["profile"] == "FULL_PROCESSING"
+    assert report["failures"][0]["error_type"] == "CanvasAuthError"

@@ -1,0 +1,128 @@
+"""The pacer's rule, driven directly (no HTTP): room = R + 50k, allow floor(room/50) - 1 in flight."""
+
+import threading
+
+from canvas_assets.canvas.pacer import Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_pacer_lets_one_request_go_alone_until_headers_arrive():
+    assert Pacer(max_in_flight=32).limit == 1
+
+
+def observe(pacer: Pacer, remaining: float, *, others: int = 0) -> None:
+    """One response reporting `remaining` while `others` requests of ours were still in flight."""
+    held = [pacer.acquire() for _ in range(others)]
+    slot = pacer.acquire()
+    pacer.mark_received(slot)
+    pacer.release(slot, remaining=remaining)
+    for h in held:
+        pacer.release(h)
+
+
+def test_a_response_from_an_empty_hosted_bucket_allows_thirteen_in_flight():
+    pacer = Pacer(max_in_flight=32, initial_in_flight=4)
+    # The first response: 3 others of ours in flight hold 150 units, a little real cost remains.
+    observe(pacer, 700 - 150 - 0.2, others=3)
+    assert pacer.limit == 13  # ceil((549.8 + 150) / 50) - 1: 14 fit from empty, one kept spare
+
+
+def test_a_legacy_bucket_allows_eleven_in_flight():
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 600 - 0.1)
+    assert pacer.limit == 11
+
+
+def test_requests_started_after_a_response_came_back_are_not_counted_in_its_reading():
+    pacer = Pacer(max_in_flight=32, initial_in_flight=8)
+    first = pacer.acquire()
+    pacer.mark_received(first)
+    late = [pacer.acquire() for _ in range(3)]  # started after `first` came back: not in its reading
+    pacer.release(first, remaining=300.0)
+    assert pacer.cap == 5  # ceil(300 / 50) - 1, not ceil((300 + 150) / 50) - 1
+    for s in late:
+        pacer.release(s)
+
+
+def test_a_lagging_count_of_others_cannot_raise_the_room_above_the_largest_reading():
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 700.0)
+    # Three "others" that Canvas had in fact already finished: 700 + 150 would suggest 17 requests.
+    observe(pacer, 700.0, others=3)
+    assert pacer.cap == 13
+
+
+def test_another_process_sharing_the_token_leaves_less_room():
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 700.0)
+    observe(pacer, 700 - 6 * 50 - 0.5)  # another process holds six requests in flight
+    assert pacer.limit == 7
+
+
+def test_a_low_reading_shrinks_the_limit_at_once_and_a_high_one_grows_it_by_one_when_saturated():
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 700.0)
+    assert pacer.limit == 13
+    observe(pacer, 60.0, others=5)  # the bucket had room for one more at most
+    assert pacer.limit == 5
+    observe(pacer, 400.0, others=4)  # saturated (5 in flight of 5) with room to spare
+    assert pacer.limit == 6
+    observe(pacer, 400.0, others=1)  # not saturated: no growth
+    assert pacer.limit == 6
+
+
+def test_the_limit_never_exceeds_max_in_flight_nor_drops_below_one():
+    pacer = Pacer(max_in_flight=3)
+    observe(pacer, 700.0)
+    assert pacer.limit == 3
+    observe(pacer, 10.0)
+    assert pacer.limit == 1
+
+
+def test_a_throttled_response_halves_the_limit():
+    pacer = Pacer(max_in_flight=32, initial_in_flight=8)
+    slot = pacer.acquire()
+    pacer.release(slot, throttled=True)
+    assert pacer.limit == 4
+
+
+def test_a_nearly_full_bucket_makes_the_next_request_wait_for_the_leak():
+    clock = FakeClock()
+    pacer = Pacer(max_in_flight=32, clock=clock)
+    slot = pacer.acquire()
+    pacer.mark_received(slot)
+    pacer.release(slot, remaining=35.0)  # 40 units short of the low-water mark: 4 s at 10 units/s
+    started = threading.Event()
+
+    def worker() -> None:
+        pacer.acquire()
+        started.set()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    assert not started.wait(0.2)
+    clock.now += 4.0
+    with pacer._cond:
+        pacer._cond.notify_all()
+    assert started.wait(5)
+    t.join(5)
+
+
+def test_acquire_blocks_while_the_limit_is_reached_and_resumes_on_release():
+    pacer = Pacer(max_in_flight=1)
+    held = pacer.acquire()
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (pacer.acquire(), got.set()), daemon=True)
+    t.start()
+    assert not got.wait(0.1)
+    pacer.release(held)
+    assert got.wait(5)
+    t.join(5)
+    assert pacer.peak_in_flight == 1

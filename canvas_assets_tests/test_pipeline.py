@@ -1,0 +1,329 @@
+"""The Dagster pipeline end to end: sandbox over HTTP → extract → staging → transform → Layer-1."""
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import dagster as dg
+import pytest
+
+from canvas_assets.extract import STUDENT_STATES
+from canvas_assets.partitions import COURSES
+from canvas_assets_tests.harness import Harness, failure_text, utc
+
+BIG = 1000  # the small sandbox's large course: 3 pages of users and of enrollments
+SECRET = "not-the-real-token-5f0c2e"
+
+
+@pytest.fixture
+def harness(make_sandbox, db_url, monkeypatch) -> Iterator[Harness]:
+    sb = make_sandbox(scale="small", throttle="hosted")
+    monkeypatch.setenv("CANVAS_BASE_URL", sb.base_url)
+    monkeypatch.setenv("CANVAS_API_TOKEN", sb.token)
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", db_url)
+    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
+    monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
+    with dg.instance_for_test() as instance:
+        yield Harness(sb, instance, db_url)
+
+
+@pytest.fixture
+def sqlite_harness(make_sandbox, sqlite_url, monkeypatch) -> Iterator[Harness]:
+    sb = make_sandbox(scale="small", throttle="hosted")
+    monkeypatch.setenv("CANVAS_BASE_URL", sb.base_url)
+    monkeypatch.setenv("CANVAS_API_TOKEN", sb.token)
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
+    monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
+    with dg.instance_for_test() as instance:
+        yield Harness(sb, instance, sqlite_url)
+
+
+def instant(value: str | None) -> datetime | None:
+    return None if value is None else utc(datetime.fromisoformat(value))
+
+
+def live_course_ids(h: Harness) -> list[int]:
+    return h.sandbox.data.course_ids(states=("available", "completed"))
+
+
+# --- discovery and extract -------------------------------------------------------------------------------
+def test_discovery_registers_every_listed_course_as_a_partition(harness):
+    result = harness.discover()
+    assert result.success
+    assert harness.keys() == [str(c) for c in live_course_ids(harness)]
+    (mat,) = result.asset_materializations_for_node("canvas_course_catalog")
+    assert mat.metadata["new_partitions"].value == len(harness.keys())
+    again = harness.discover()
+    (mat,) = again.asset_materializations_for_node("canvas_course_catalog")
+    assert mat.metadata["new_partitions"].value == 0
+
+
+def test_extracting_one_course_stages_exactly_what_canvas_serves(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    h.sandbox.reset_stats()
+    result = h.sync("LIGHTWEIGHT", [str(BIG)])
+    assert result.success, failure_text(result)
+    data = h.sandbox.data
+    assert {e["id"] for e in h.staging("enrollments", BIG)} == {e["id"] for e in data.enrollments_of(BIG)}
+    assert {u["id"] for u in h.staging("students", BIG)} == {u["id"] for u in data.students_of(BIG, STUDENT_STATES)}
+    assert [c["id"] for c in h.staging("courses", BIG)] == [BIG]
+    assert h.staging("assignments", BIG) is None
+    # LIGHTWEIGHT switches assignments, modules and analytics off: they are never requested.
+    assert h.requests_to("/assignments") == h.requests_to("/modules") == h.requests_to("/analytics") == 0
+    assert h.sandbox.stats()["throttled"] == 0
+
+
+def test_field_groups_decide_which_requests_are_made(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    courses = len(h.keys())
+    h.sandbox.reset_stats()
+    assert h.sync("LIGHTWEIGHT").success
+    assert h.requests_to("/settings") == 0
+    assert h.requests_to("/analytics") == 0
+    h.sandbox.reset_stats()
+    assert h.sync("ANALYTICS_FOCUSED").success
+    assert h.requests_to("/settings") == courses
+    assert h.requests_to("/analytics/student_summaries") >= courses  # big courses take several pages
+    assert h.requests_to("/assignments") >= courses
+    assert h.requests_to("/modules") == 0
+    course = h.staging("courses", BIG)[0]
+    assert "settings" in course and "syllabus_body" in course
+
+
+def test_an_invalid_profile_fails_the_run_before_any_canvas_call(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    h.sandbox.reset_stats()
+    contradiction = {
+        "resources": {"sync_profile": {"config": {"name": "LIGHTWEIGHT", "entities": {"enrollments": False}}}}
+    }
+    result = h.sync(contradiction, h.keys())
+    assert not result.success
+    assert "fields.students.scores" in failure_text(result)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="modulez"):
+        h.sync({"resources": {"sync_profile": {"config": {"entities": {"modulez": True}}}}}, h.keys())
+    assert h.sandbox.stats()["requests"] == 0
+
+
+def test_a_course_canvas_no_longer_has_is_recorded_as_gone_not_failed(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    victim = live_course_ids(h)[2]
+    assert h.sync("LIGHTWEIGHT").success
+    h.sandbox.remove_course(victim)
+    result = h.sync("LIGHTWEIGHT")
+    assert result.success, failure_text(result)
+    statuses = {r.status for r in h.rows("SELECT status FROM canvas_sync_log WHERE course_id = :c AND run_id = :r",
+                                         c=victim, r=result.run_id)}
+    assert statuses == {"gone"}
+    (gone_at,) = h.rows("SELECT gone_at FROM canvas_course_catalog WHERE course_id = :c", c=victim)[0]
+    assert gone_at is not None
+    (deleted_at,) = h.rows("SELECT deleted_at FROM canvas_courses WHERE id = :c", c=victim)[0]
+    assert deleted_at is not None
+
+
+def test_a_bad_token_fails_fast_with_a_message_that_names_the_cause_not_the_token(sqlite_harness, monkeypatch):
+    h = sqlite_harness
+    assert h.discover().success
+    monkeypatch.setenv("CANVAS_API_TOKEN", SECRET)
+    h.sandbox.reset_stats()
+    result = h.sync("LIGHTWEIGHT")
+    assert not result.success
+    text = failure_text(result)
+    assert "Invalid access token" in text and "CANVAS_API_TOKEN" in text
+    assert SECRET not in text
+    starts = [e for e in result.all_events if e.event_type_value == "STEP_START" and e.step_key == "canvas_extract"]
+    assert len(starts) == 1  # not retried: a bad token does not get better
+    assert h.sandbox.stats()["requests"] <= 8  # only what was already in flight when the first 401 came back
+    for event in result.all_events:
+        assert SECRET not in str(event)
+
+
+def test_staging_is_replaced_not_appended_on_a_rerun(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    assert h.sync("LIGHTWEIGHT", [str(BIG)]).success
+    before = len(h.staging("enrollments", BIG))
+    h.sandbox.drop_enrollment(BIG)
+    assert h.sync("LIGHTWEIGHT", [str(BIG)]).success
+    assert len(h.staging("enrollments", BIG)) == before - 1
+    (n,) = h.rows("SELECT COUNT(*) FROM canvas_staging WHERE entity = 'enrollments' AND course_id = :c", c=BIG)[0]
+    assert n == 1
+
+
+# --- Layer-1 --------------------------------------------------------------------------------------------------
+def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
+    h = harness
+    assert h.discover().success
+    result = h.sync("FULL_PROCESSING")
+    assert result.success, failure_text(result)
+    data = h.sandbox.data
+    cids = live_course_ids(h)
+    # One run covered every course, and every course partition got its own materialization.
+    mats = result.asset_materializations_for_node("canvas_extract")
+    assert {m.partition for m in mats if m.asset_key == dg.AssetKey(["staging", "courses"])} == set(h.keys())
+
+    courses = h.table("canvas_courses")
+    for cid in cids:
+        c, row = data.courses[cid], courses[cid]
+        assert (row["name"], row["course_code"], row["workflow_state"]) == (c["name"], c["course_code"], c["workflow_state"])
+        assert row["total_students"] == data.total_students(cid)
+        assert utc(row["start_at"]) == instant(c.get("start_at"))
+        assert utc(row["created_at"]) == instant(c["created_at"])
+        assert row["deleted_at"] is None
+
+    enrollments = h.table("canvas_enrollments")
+    expected = {e["id"]: e for cid in cids for e in data.enrollments_of(cid)}
+    assert set(enrollments) == set(expected)
+    assert any(eid > 2**31 for eid in enrollments)
+    for eid, e in expected.items():
+        row = enrollments[eid]
+        assert (row["course_id"], row["user_id"], row["type"], row["enrollment_state"]) == (
+            e["course_id"], e["user_id"], e["type"], e["enrollment_state"],
+        )
+        grades = e.get("grades") or {}
+        for col in ("current_score", "final_score", "current_grade", "final_grade", "unposted_current_score"):
+            assert row[col] == grades.get(col), (eid, col)
+        assert utc(row["created_at"]) == instant(e["created_at"])
+        assert utc(row["last_activity_at"]) == instant(e.get("last_activity_at"))
+
+    students = h.table("canvas_students")
+    for cid in cids:
+        for u in data.students_of(cid, STUDENT_STATES):
+            row = students[u["id"]]
+            assert (row["name"], row["sortable_name"], row["short_name"]) == (u["name"], u["sortable_name"], u["short_name"])
+            assert row["email"] == u.get("email")
+            assert row["sis_user_id"] == u.get("sis_user_id")
+
+    assignments = h.table("canvas_assignments")
+    expected_a = {a["id"]: a for cid in cids for a in data.assignments_of(cid)}
+    assert set(assignments) == set(expected_a)
+    for aid, a in expected_a.items():
+        assert assignments[aid]["name"] == a["name"]
+        assert assignments[aid]["points_possible"] == a.get("points_possible")
+        assert utc(assignments[aid]["due_at"]) == instant(a.get("due_at"))
+
+    modules = h.table("canvas_modules")
+    items = h.table("canvas_module_items")
+    expected_m = [m for cid in cids for m in data.modules_of(cid)]
+    assert set(modules) == {m["id"] for m in expected_m}
+    assert set(items) == {i["id"] for m in expected_m for i in m["items"]}
+    assert max(m["items_count"] for m in expected_m) > 100  # the module whose items are fetched separately
+
+    summaries = h.rows("SELECT course_id, user_id, page_views FROM canvas_student_summaries")
+    expected_s = {(cid, s["id"]): s["page_views"] for cid in cids for s in (data.summaries_of(cid) or [])}
+    assert {(r.course_id, r.user_id): r.page_views for r in summaries} == expected_s
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["student_enrollments_have_students"].passed
+    assert checks["students_match_total_students"].passed
+    assert checks["scores_non_negative"].passed
+    assert h.sandbox.stats()["throttled"] == 0
+
+
+def test_a_second_sync_after_canvas_changes_soft_deletes_renames_and_tracks_scores(harness):
+    h = harness
+    assert h.discover().success
+    assert h.sync("FULL_PROCESSING").success
+    dropped = h.sandbox.drop_enrollment(BIG)
+    removed = h.sandbox.delete_assignment(BIG)
+    changed = h.sandbox.change_score(BIG)
+    student = h.sandbox.data.enrollments[changed]["user_id"]
+    h.sandbox.rename_user(student, "Zoë Ångström-Renamed")
+    history_before = h.rows("SELECT COUNT(*) FROM canvas_score_history WHERE enrollment_id = :e", e=changed)[0][0]
+
+    result = h.sync("FULL_PROCESSING")
+    assert result.success, failure_text(result)
+    assert h.table("canvas_enrollments")[dropped]["deleted_at"] is not None
+    assert h.table("canvas_assignments")[removed]["deleted_at"] is not None
+    assert h.table("canvas_students")[student]["name"] == "Zoë Ångström-Renamed"
+    history = h.rows(
+        "SELECT current_score FROM canvas_score_history WHERE enrollment_id = :e ORDER BY recorded_at, id", e=changed
+    )
+    assert len(history) == history_before + 1
+    assert history[-1].current_score == h.sandbox.data.enrollments[changed]["grades"]["current_score"]
+
+    # The dropped enrollment comes back: its soft delete is cleared.
+    h.sandbox.data.enrollments[dropped]["enrollment_state"] = "active"
+    assert h.sync("FULL_PROCESSING").success
+    assert h.table("canvas_enrollments")[dropped]["deleted_at"] is None
+
+
+def test_an_immediate_resync_changes_nothing_but_synced_at(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    assert h.sync("FULL_PROCESSING").success
+
+    def snapshot() -> dict:
+        out = {}
+        for table in ("canvas_courses", "canvas_students", "canvas_enrollments", "canvas_assignments",
+                      "canvas_modules", "canvas_module_items", "canvas_score_history"):
+            rows = h.rows(f"SELECT * FROM {table}")
+            out[table] = sorted(
+                tuple((k, v) for k, v in r._mapping.items() if k not in ("synced_at",)) for r in rows
+            )
+        return out
+
+    before = snapshot()
+    assert h.sync("FULL_PROCESSING").success
+    assert snapshot() == before
+
+
+def test_malformed_records_are_quarantined_and_the_rest_of_the_course_loads(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    bad = h.sandbox.corrupt_record("enrollments", BIG)
+    result = h.sync("LIGHTWEIGHT")
+    assert result.success, failure_text(result)
+    rejected = h.rows("SELECT entity, course_id, canvas_id, reason FROM canvas_rejected_records")
+    assert [(r.entity, r.course_id, r.canvas_id) for r in rejected] == [("enrollments", BIG, bad["id"])]
+    assert "created_at" in rejected[0].reason
+    loaded = h.rows("SELECT COUNT(*) FROM canvas_enrollments WHERE course_id = :c", c=BIG)[0][0]
+    assert loaded == len(h.sandbox.data.enrollments_of(BIG)) - 1
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["no_rejected_enrollments"].passed
+    assert checks["no_rejected_enrollments"].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_failure_in_the_middle_of_a_load_leaves_the_previous_layer1_state(sqlite_harness, monkeypatch):
+    h = sqlite_harness
+    assert h.discover().success
+    assert h.sync("LIGHTWEIGHT").success
+    before = h.rows("SELECT id, current_score, deleted_at FROM canvas_enrollments ORDER BY id")
+    history = h.rows("SELECT COUNT(*) FROM canvas_score_history")[0][0]
+    h.sandbox.change_score(BIG)
+    h.sandbox.drop_enrollment(BIG)
+
+    import canvas_assets.warehouse.load as load_module
+
+    real = load_module.load_table
+    calls = {"n": 0}
+
+    def exploding(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] >= 1:
+            raise RuntimeError("disk full (injected)")
+        return out
+
+    monkeypatch.setattr(load_module, "load_table", exploding)
+    result = h.sync("LIGHTWEIGHT", selection=[dg.AssetKey(["staging", "enrollments"]), dg.AssetKey(["layer1", "enrollments"])])
+    assert not result.success
+    assert "disk full" in failure_text(result)
+    assert h.rows("SELECT id, current_score, deleted_at FROM canvas_enrollments ORDER BY id") == before
+    assert h.rows("SELECT COUNT(*) FROM canvas_score_history")[0][0] == history
+
+
+def test_layer1_is_rebuilt_from_staging_with_zero_canvas_calls(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    assert h.sync("LIGHTWEIGHT").success
+    h.rows("SELECT 1")
+    h.sandbox.reset_stats()
+    layer1 = [dg.AssetKey(["layer1", e]) for e in ("courses", "students", "enrollments")]
+    result = h.sync("LIGHTWEIGHT", selection=layer1)
+    assert result.success, failure_text(result)
+    assert h.sandbox.stats()["requests"] == 0
+    assert len(h.keys()) == len(COURSES.get_partition_keys(dynamic_partitions_store=h.instance))

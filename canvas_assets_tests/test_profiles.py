@@ -1,0 +1,128 @@
+"""Sync profiles: presets, partial profiles, and validation that names the field."""
+
+import pytest
+import yaml
+
+from canvas_assets.errors import ProfileError
+from canvas_assets.profiles import (
+    PRESET_FILES,
+    PROFILES_DIR,
+    SyncProfileResource,
+    load_profile_file,
+    parse_profile,
+    preset,
+)
+
+
+def test_the_three_presets_have_the_original_designs_values():
+    light, analytics, full = preset("LIGHTWEIGHT"), preset("ANALYTICS_FOCUSED"), preset("FULL_PROCESSING")
+    assert light.staging_entities == ["courses", "students", "enrollments"]
+    assert (light.batch_size, light.request_timeout_seconds, light.retry_attempts) == (3, 120.0, 3)
+    assert analytics.staging_entities == [
+        "courses",
+        "students",
+        "enrollments",
+        "assignments",
+        "student_summaries",
+    ]
+    assert all(all(groups.values()) for groups in analytics.fields.values())
+    assert (analytics.batch_size, analytics.request_timeout_seconds, analytics.retry_attempts) == (
+        2,
+        180.0,
+        2,
+    )
+    assert full.staging_entities[-2:] == ["modules", "student_summaries"]
+    assert (full.batch_size, full.request_timeout_seconds, full.retry_attempts) == (1, 300.0, 2)
+
+
+@pytest.mark.parametrize("alias", ["lightweight", "Lightweight", "lightweight.yaml", "LIGHTWEIGHT"])
+def test_a_preset_is_found_by_any_spelling_of_its_name(alias):
+    assert preset(alias).name == "LIGHTWEIGHT"
+
+
+def test_every_preset_file_is_a_complete_valid_run_config():
+    for name, filename in PRESET_FILES.items():
+        data = yaml.safe_load((PROFILES_DIR / filename).read_text())
+        block = data["resources"]["sync_profile"]["config"]
+        assert set(block) == {"name", "entities", "fields", "processing"}
+        assert load_profile_file(PROFILES_DIR / filename) == preset(name)
+
+
+def test_a_partial_profile_is_completed_from_its_preset():
+    p = parse_profile({"name": "LIGHTWEIGHT", "entities": {"assignments": True}})
+    assert p.entities["assignments"] is True
+    assert p.batch_size == 3
+
+
+def test_a_profile_round_trips_through_run_config():
+    full = preset("FULL_PROCESSING")
+    assert parse_profile(full.to_run_config()) == full
+
+
+def test_no_name_takes_the_preset_from_the_environment():
+    assert parse_profile({}, env={"CANVAS_SYNC_PROFILE": "analytics_focused"}).name == "ANALYTICS_FOCUSED"
+    assert parse_profile({}, env={}).name == "LIGHTWEIGHT"
+
+
+@pytest.mark.parametrize(
+    ("profile", "field", "words"),
+    [
+        ({"name": "LIGHTWEIGHT", "entities": {"modulez": True}}, "entities.modulez", "unknown profile field"),
+        (
+            {"name": "LIGHTWEIGHT", "fields": {"students": {"grades": True}}},
+            "fields.students.grades",
+            "unknown",
+        ),
+        ({"name": "LIGHTWEIGHT", "entities": {"courses": "yes"}}, "entities.courses", "true or false"),
+        ({"name": "LIGHTWEIGHT", "processing": {"batch_size": 2.5}}, "processing.batch_size", "whole number"),
+        (
+            {"name": "LIGHTWEIGHT", "processing": {"retry_attempts": 99}},
+            "processing.retry_attempts",
+            "between",
+        ),
+        (
+            {"name": "LIGHTWEIGHT", "entities": {"enrollments": False}},
+            "fields.students.scores",
+            "needs enrollments",
+        ),
+        (
+            {"name": "ANALYTICS_FOCUSED", "entities": {"students": False}},
+            "fields.students.basic_info",
+            "needs students",
+        ),
+        ({"name": "MY_PROFILE"}, "entities.courses", "missing"),
+        ({"name": ""}, "name", "non-empty"),
+        ({"name": "LIGHTWEIGHT", "processing": 3}, "processing", "mapping"),
+    ],
+)
+def test_an_invalid_profile_is_refused_naming_the_field(profile, field, words):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(profile)
+    assert err.value.field == field
+    assert words in str(err.value)
+    assert err.value.recoverable is False
+
+
+def test_a_bad_environment_profile_name_says_which_variable_is_wrong():
+    with pytest.raises(ProfileError, match="CANVAS_SYNC_PROFILE='NIGHTLY' is not a preset"):
+        parse_profile({}, env={"CANVAS_SYNC_PROFILE": "NIGHTLY"})
+
+
+def test_a_profile_file_that_is_not_yaml_or_not_there_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resources: [unclosed")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_profile_file(bad)
+    with pytest.raises(ProfileError, match="cannot read profile file"):
+        load_profile_file(tmp_path / "missing.yaml")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("resources: {canvas: {config: {}}}")
+    with pytest.raises(ProfileError, match=r"resources\.sync_profile\.config"):
+        load_profile_file(wrong)
+
+
+def test_the_resource_resolves_to_the_same_profile_as_the_run_config():
+    for name in PRESET_FILES:
+        assert SyncProfileResource.from_profile(preset(name)).resolve() == preset(name)
+    partial = SyncProfileResource(name="full")
+    assert partial.resolve() == preset("FULL_PROCESSING")

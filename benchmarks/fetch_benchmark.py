@@ -41,6 +41,7 @@ def _sandbox_main(config: dict[str, Any], conn: Connection) -> None:
     from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
 
     sb = CanvasSandbox(SandboxConfig(**config)).start()
+    cpu_at_reset = time.process_time()
     conn.send({"base_url": sb.base_url, "token": sb.token, "account_id": sb.data.account_id})
     try:
         while True:
@@ -49,11 +50,13 @@ def _sandbox_main(config: dict[str, Any], conn: Connection) -> None:
                 break
             if command == "reset_stats":
                 sb.reset_stats()
+                cpu_at_reset = time.process_time()
                 conn.send(None)
             elif command == "stats":
                 stats = sb.stats()
                 stats.pop("lists", None)  # large, and the bound is computed over there
                 stats["lower_bound_s"] = sb.lower_bound_seconds()
+                stats["server_cpu_s"] = time.process_time() - cpu_at_reset
                 conn.send(stats)
     finally:
         sb.stop()
@@ -126,20 +129,22 @@ class Run:
     bound_s: float
     peak_in_flight: int
     client: dict[str, Any]
+    server_cpu_s: float
+    client_cpu_s: float
 
 
-def timed_fetch(
-    sandbox: SandboxProcess, client: CanvasClient, course_ids: list[int], *, workers: int
-) -> Run:
+def timed_fetch(sandbox: SandboxProcess, client: CanvasClient, course_ids: list[int], *, workers: int) -> Run:
     tasks = [(cid, e) for cid in course_ids for e in ENTITIES]
     sandbox.reset_stats()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if workers == 1:
         records = sum(fetch_entity(client, cid, e) for cid, e in tasks)
     else:
         with ThreadPoolExecutor(workers) as pool:
             records = sum(pool.map(lambda t: fetch_entity(client, *t), tasks))
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu_started
     stats = sandbox.stats()
     return Run(
         wall_s=wall,
@@ -149,6 +154,8 @@ def timed_fetch(
         bound_s=stats["lower_bound_s"],
         peak_in_flight=stats["peak_in_flight"],
         client=client.metrics.snapshot(),
+        server_cpu_s=stats["server_cpu_s"],
+        client_cpu_s=client_cpu,
     )
 
 
@@ -161,7 +168,9 @@ def spread_sample(course_ids: list[int], n: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", default="medium", choices=("small", "medium", "large"))
     parser.add_argument("--throttle", default="hosted", choices=("hosted", "legacy"))
     parser.add_argument("--latency-ms", type=float, default=30.0)
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"concurrent: wall {conc.wall_s:.2f}s, {conc.requests} requests, {conc.records} records, "
             f"throttled {conc.throttled}, peak in flight {conc.peak_in_flight}, bound {conc.bound_s:.2f}s, "
-            f"client {conc.client}",
+            f"CPU: sandbox {conc.server_cpu_s:.2f}s, client {conc.client_cpu_s:.2f}s; client {conc.client}",
             flush=True,
         )
 
@@ -211,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             sample_n = 0
             if estimate > SEQUENTIAL_BUDGET_S:
                 sample_n = max(1, math.ceil(len(course_ids) * 60.0 / estimate))
-                print(f"a full sequential run would take ~{estimate:.0f}s: sampling {sample_n} courses", flush=True)
+                print(
+                    f"a full sequential run would take ~{estimate:.0f}s: sampling {sample_n} courses",
+                    flush=True,
+                )
         sampled = 0 < sample_n < len(course_ids)
         seq_courses = spread_sample(course_ids, sample_n) if sampled else course_ids
         with CanvasClient(sandbox.base_url, sandbox.token, max_in_flight=1) as seq_client:

@@ -37,11 +37,22 @@ LAYER1_TABLES = {
 }
 
 
+# Dagster's console logger at WARNING: the CLI prints its own progress and summary; the full logs are
+# in the instance (the UI shows them).
+QUIET_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def ensure_dagster_home() -> Path:
-    """$DAGSTER_HOME as an absolute, existing folder; `./.canvas_assets/dagster_home` when unset."""
+    """$DAGSTER_HOME as an absolute, existing folder; `./.canvas_assets/dagster_home` when unset.
+
+    A home the CLI creates itself gets a minimal dagster.yaml (SQLite storage, telemetry off); an
+    existing one is used as it is.
+    """
     home = os.environ.get("DAGSTER_HOME")
-    path = Path(home) if home else Path.cwd() / ".canvas_assets" / "dagster_home"
-    path = path.resolve()
+    path = (Path(home) if home else Path.cwd() / ".canvas_assets" / "dagster_home").resolve()
+    if not home and not (path / "dagster.yaml").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(path)
     return path
@@ -113,7 +124,7 @@ def discover(
 ) -> RunOutcome:
     job = defs.resolve_job_def("discover_courses")
     result = job.execute_in_process(
-        run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}},
+        run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}, **QUIET_LOGGING},
         instance=instance,
         raise_on_error=False,
         tags={"canvas/trigger": "cli"},
@@ -200,7 +211,7 @@ def run_sync(
     try:
         for keys in runs:
             result = job.execute_in_process(
-                run_config=profile.to_run_config(),
+                run_config={**profile.to_run_config(), **QUIET_LOGGING},
                 instance=instance,
                 tags={
                     **range_tags(keys[0], keys[-1]),
@@ -223,7 +234,6 @@ def run_sync(
         stop.set()
         if watcher is not None:
             watcher.join(timeout=5)
-            progress(_courses_done(warehouse, started_at), len(courses))  # type: ignore[misc]
     return _summarise(warehouse, profile, [int(c) for c in courses], outcomes, time.monotonic() - started)
 
 
@@ -247,11 +257,14 @@ def _watch_progress(
     warehouse: Any, since: datetime, total: int, progress: Callable[[int, int], None], stop: threading.Event
 ) -> None:
     last = -1
-    while not stop.wait(1.0):
+    while True:
+        stopping = stop.wait(1.0)
         done = _courses_done(warehouse, since)
         if done != last:
             progress(done, total)
             last = done
+        if stopping:
+            return
 
 
 def _summarise(

@@ -125,6 +125,7 @@ class Pacer:
             self._in_flight.add(seq)
             in_flight = len(self._in_flight)
             self._peak = max(self._peak, in_flight)
+            self._wake()  # pass on a wake-up this thread may have taken from another waiter
         return PacerSlot(seq=seq, waited=self._clock() - started, in_flight=in_flight)
 
     def mark_received(self, slot: PacerSlot) -> None:
@@ -144,7 +145,7 @@ class Pacer:
                 self._calibrated = True
             elif remaining is not None and math.isfinite(remaining):
                 self._learn(remaining, others, saturated)
-            self._cond.notify_all()
+            self._wake()
 
     def grow(self) -> None:
         """A success that carried no rate-limit headers (an instance without throttling): probe upwards."""
@@ -152,7 +153,14 @@ class Pacer:
             if not self._calibrated and self._limit < self.max_in_flight:
                 self._limit += 1
                 self._cap = self._limit
-                self._cond.notify_all()
+                self._wake()
+
+    def _wake(self) -> None:
+        # Wake only as many waiters as there are free slots: waking all of them on every release makes
+        # dozens of threads fight over the GIL for nothing, which delays the threads reading responses.
+        free = self._limit - len(self._in_flight)
+        if free > 0:
+            self._cond.notify(free)
 
     def _learn(self, remaining: float, others: int, saturated: bool) -> None:
         unit = self.upfront_cost

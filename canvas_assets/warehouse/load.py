@@ -29,10 +29,9 @@ values are prepared column-wise with numpy/pandas and handed to the driver in bu
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -177,45 +176,57 @@ def sqlite_timestamp(at: datetime) -> str:
 
 
 def copy_texts(series: pd.Series) -> list[str]:
-    """One column in PostgreSQL's COPY text format (`\\N` for NULL, backslash escapes)."""
+    """One column in PostgreSQL's COPY text format (`\\N` for NULL, backslash escapes).
+
+    Numbers and timestamps are formatted by numpy (non-null values only); strings are escaped only when the
+    column contains a character that needs it, which one scan of the joined column tells.
+    """
     dtype = series.dtype
     mask = series.isna().to_numpy()
+    if isinstance(dtype, pd.StringDtype):
+        present = series.dropna().tolist()
+        values = series.to_numpy(dtype=object, na_value=_COPY_NULL).tolist()
+        if _needs_escape("\x00".join(present)):
+            values = [
+                _COPY_NULL if m else _copy_escape(v) for v, m in zip(values, mask.tolist(), strict=True)
+            ]
+        return values
     if isinstance(dtype, pd.DatetimeTZDtype):
-        text = np.datetime_as_string(_naive_us(series), unit="us", timezone="UTC")
-    elif isinstance(dtype, np.dtype) and dtype.kind in "iu":
-        text = series.to_numpy().astype(str)
-    elif isinstance(dtype, np.dtype) and dtype.kind == "b":
-        text = np.where(series.to_numpy(), "t", "f")
-    elif isinstance(dtype, np.dtype) and dtype.kind == "f":
-        text = series.to_numpy().astype(str)
-    elif isinstance(dtype, pd.Int64Dtype) or (dtype.kind in "iu" and not isinstance(dtype, np.dtype)):
-        text = series.to_numpy(dtype="int64", na_value=0).astype(str)
-    elif dtype.kind == "b" and not isinstance(dtype, np.dtype):
-        text = np.where(series.to_numpy(dtype=bool, na_value=False), "t", "f")
-    elif dtype.kind == "f" and not isinstance(dtype, np.dtype):
-        text = series.to_numpy(dtype="float64", na_value=np.nan).astype(str)
+        raw: np.ndarray = _naive_us(series)
+    elif dtype.kind in "iufb":
+        na_value: Any = {"i": 0, "u": 0, "f": np.nan, "b": False}[dtype.kind]
+        raw = (
+            series.to_numpy()
+            if isinstance(dtype, np.dtype)
+            else series.to_numpy(dtype.numpy_dtype, na_value=na_value)
+        )
     else:
-        out = []
-        for v, m in zip(series.to_numpy(dtype=object).tolist(), mask.tolist(), strict=False):
-            if m or v is None:
-                out.append(_COPY_NULL)
-                continue
-            s = v if isinstance(v, str) else str(v)
-            if "\\" in s or "\t" in s or "\n" in s or "\r" in s:
-                s = s.translate(_COPY_ESCAPES)
-            out.append(s)
-        return out
-    values = text.tolist()
-    if mask.any():
-        for i in np.flatnonzero(mask).tolist():
-            values[i] = _COPY_NULL
-    return values
+        return [
+            _COPY_NULL if m or v is None else _copy_escape(v if isinstance(v, str) else str(v))
+            for v, m in zip(series.to_numpy(dtype=object).tolist(), mask.tolist(), strict=True)
+        ]
+    if not mask.any():
+        return list(_format(raw).tolist())
+    out = np.full(len(raw), _COPY_NULL, dtype=object)
+    keep = ~mask
+    out[keep] = _format(raw[keep])
+    return list(out.tolist())
 
 
-def _key_values(frame: pd.DataFrame, key: list[str]) -> list[Any]:
-    if len(key) == 1:
-        return python_values(frame[key[0]])
-    return list(zip(*(python_values(frame[c]) for c in key), strict=False))
+def _format(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "M":
+        return np.datetime_as_string(values, unit="us", timezone="UTC")
+    if values.dtype.kind == "b":
+        return np.where(values, "t", "f")
+    return values.astype(str)
+
+
+def _needs_escape(s: str) -> bool:
+    return "\\" in s or "\t" in s or "\n" in s or "\r" in s
+
+
+def _copy_escape(s: str) -> str:
+    return s.translate(_COPY_ESCAPES) if _needs_escape(s) else s
 
 
 # --- the load -------------------------------------------------------------------------------------------
@@ -251,10 +262,6 @@ def _rejected_table(r: Rejected, result: TransformResult) -> str | None:
     return next(iter(result.tables), None) if len(result.tables) == 1 else None
 
 
-def _uses_copy(conn: sa.Connection) -> bool:
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
-
-
 def load_table(
     conn: sa.Connection,
     name: str,
@@ -266,7 +273,11 @@ def load_table(
     full_refresh: bool,
     rejected: Sequence[Rejected] = (),
 ) -> TableLoadStats:
-    """Load one table's frame (see the module docstring). Runs inside the caller's transaction."""
+    """Load one table's frame (see the module docstring). Runs inside the caller's transaction.
+
+    The frame is first bulk-copied into a temporary table; counting new and restored rows, the score
+    history and the upsert are then set-based SQL between that table and the target.
+    """
     target = table(name)
     stats = TableLoadStats(name)
     key = [c.name for c in target.primary_key.columns]
@@ -274,42 +285,23 @@ def load_table(
     has_deleted_at = "deleted_at" in target.c
 
     if len(frame):
-        keys = _key_values(frame, key)
-        score_columns = (
-            [c for c in SCORE_COLUMNS if c in frame.columns] if name == "canvas_enrollments" else []
-        )
-        read = ["deleted_at"] if has_deleted_at else []
-        if score_columns:
-            read.extend(SCORE_COLUMNS)
-
-        temp = _copy_to_temp(conn, target, frame) if _uses_copy(conn) else None
-        if temp is not None:
-            previous = _previous_state_joined(conn, target, temp, key, read)
-        else:
-            previous = _previous_state(conn, target, key, keys, read)
-
-        stats.upserted = len(keys)
-        stats.inserted = sum(1 for k in keys if k not in previous)
-        if has_deleted_at:
-            stats.restored = sum(1 for k in keys if k in previous and previous[k][0] is not None)
-        history = (
-            _score_history(frame, keys, previous, score_columns, run_id, synced_at) if score_columns else []
-        )
-
         columns = list(frame.columns)
+        temp = _stage(conn, target, frame)
+        on = sa.and_(*(target.c[k] == temp.c[k] for k in key))
+        stats.upserted = len(frame)
+        stats.inserted, stats.restored = _count_new_and_restored(
+            conn, target, temp, on, key[0], has_deleted_at
+        )
+        score_columns = [c for c in SCORE_COLUMNS if c in columns] if name == "canvas_enrollments" else []
+        if score_columns:
+            stats.history_rows = _append_score_history(
+                conn, target, temp, on, score_columns, run_id, synced_at
+            )
         update_columns = [c for c in columns if c not in key] + ["synced_at"]
         if has_deleted_at:
             update_columns.append("deleted_at")
-        if temp is not None:
-            _upsert_from_temp(conn, target, temp, key, columns, update_columns, synced_at, len(frame))
-        elif conn.dialect.name == "sqlite":
-            _upsert_sqlite(conn, target, key, frame, update_columns, synced_at)
-        else:
-            _upsert_core(conn, target, key, frame, update_columns, synced_at)
-
-        if history:
-            bulk_insert(conn, table("canvas_score_history"), pd.DataFrame(history))
-            stats.history_rows = len(history)
+        _upsert_from_temp(conn, target, temp, key, columns, update_columns, synced_at, len(frame))
+        conn.exec_driver_sql(f"DROP TABLE {conn.dialect.identifier_preparer.quote(temp.name)}")
 
     scope = COURSE_SCOPE_COLUMN.get(name)
     if full_refresh and scope is not None and has_deleted_at and course_ids:
@@ -317,71 +309,54 @@ def load_table(
     return stats
 
 
-# --- upserts ----------------------------------------------------------------------------------------------
-def _upsert_statement(
-    dialect_insert: Any, target: sa.Table, key: list[str], update_columns: list[str]
-) -> Any:
-    stmt = dialect_insert
-    return stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in update_columns})
+# --- staging the frame in a temporary table ---------------------------------------------------------------
+def _uses_copy(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
-def _upsert_sqlite(
-    conn: sa.Connection,
-    target: sa.Table,
-    key: list[str],
-    frame: pd.DataFrame,
-    update_columns: list[str],
-    synced_at: datetime,
-) -> None:
-    """The compiled upsert run by sqlite3's executemany over plain tuples (no per-row SQLAlchemy work)."""
-    values: dict[str, Iterable[Any]] = {c: sqlite_values(frame[c]) for c in frame.columns}
-    values["synced_at"] = repeat(sqlite_timestamp(synced_at))
-    if "deleted_at" in update_columns:
-        values["deleted_at"] = repeat(None)
-    insert = sqlite.insert(target).values({c: sa.bindparam(c) for c in values})
-    compiled = _upsert_statement(insert, target, key, update_columns).compile(dialect=conn.dialect)
-    order = list(compiled.positiontup or ())
-    assert sorted(order) == sorted(values), (order, list(values))
-    rows = list(zip(*(values[c] for c in order), strict=False))
-    for index, batch in enumerate(chunks(rows, BATCH_ROWS)):
-        conn.exec_driver_sql(compiled.string, list(batch))
-        _after_batch(target.name, index, len(batch))
-
-
-def _upsert_core(
-    conn: sa.Connection,
-    target: sa.Table,
-    key: list[str],
-    frame: pd.DataFrame,
-    update_columns: list[str],
-    synced_at: datetime,
-) -> None:
-    """Any other driver: SQLAlchemy Core executemany (RETURNING keeps "insertmanyvalues" batching on)."""
-    extra: dict[str, Any] = {"synced_at": synced_at}
-    if "deleted_at" in update_columns:
-        extra["deleted_at"] = None
-    columns = [*frame.columns, *extra]
-    lists: list[Iterable[Any]] = [python_values(frame[c]) for c in frame.columns]
-    lists.extend(repeat(v) for v in extra.values())
-    rows = [dict(zip(columns, row, strict=False)) for row in zip(*lists, strict=False)]
-    stmt = _upsert_statement(postgresql.insert(target), target, key, update_columns).returning(
-        *(target.c[c] for c in key)
+def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> sa.Table:
+    """Bulk-copy the frame, numbered by `_n`, into a temporary table (gone at rollback, dropped after use)."""
+    columns = list(frame.columns)
+    temp = sa.Table(
+        f"_load_{target.name}",
+        sa.MetaData(),
+        *(sa.Column(c, target.c[c].type) for c in columns),
+        sa.Column("_n", sa.BigInteger()),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
     )
-    for index, batch in enumerate(chunks(rows, BATCH_ROWS)):
-        conn.execute(stmt, list(batch))
-        _after_batch(target.name, index, len(batch))
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(temp.name)}")
+    temp.create(conn)
+    numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
+    if _uses_copy(conn):
+        _copy(conn, temp.name, numbered)
+    elif conn.dialect.name == "sqlite":
+        compiled = (
+            sa.insert(temp)
+            .values({c: sa.bindparam(c) for c in numbered.columns})
+            .compile(dialect=conn.dialect)
+        )
+        values = {c: sqlite_values(numbered[c]) for c in numbered.columns}
+        rows = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
+        for batch in chunks(rows, BATCH_ROWS):
+            conn.exec_driver_sql(compiled.string, list(batch))
+    else:
+        lists = [python_values(numbered[c]) for c in numbered.columns]
+        dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
+        for batch in chunks(dicts, BATCH_ROWS):
+            conn.execute(sa.insert(temp), list(batch))
+    return temp
 
 
-def _copy(conn: sa.Connection, table_name: str, columns: Sequence[str], frame: pd.DataFrame) -> None:
+def _copy(conn: sa.Connection, table_name: str, frame: pd.DataFrame) -> None:
+    """PostgreSQL COPY ... FROM STDIN of a frame, encoded column-wise."""
     quote = conn.dialect.identifier_preparer.quote
     texts = [copy_texts(frame[c]) for c in frame.columns]
-    body = "\n".join(map("\t".join, zip(*texts, strict=False)))
-    if not body:
-        return
+    body = "\n".join(map("\t".join, zip(*texts, strict=True)))
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN",
+            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in frame.columns)}) FROM STDIN",
             io.StringIO(body + "\n"),
             size=1 << 20,
         )
@@ -389,26 +364,62 @@ def _copy(conn: sa.Connection, table_name: str, columns: Sequence[str], frame: p
         cursor.close()
 
 
-def _copy_to_temp(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> sa.Table:
-    """COPY the frame (plus a row number `_n`) into a temporary table that vanishes at commit/rollback."""
-    quote = conn.dialect.identifier_preparer.quote
-    name = f"_load_{target.name}"
-    columns = list(frame.columns)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
-    conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {quote(name)} ON COMMIT DROP AS "
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(target.name)} WITH NO DATA"
+# --- set-based steps ----------------------------------------------------------------------------------------
+def _literal(value: Any, column: sa.Column[Any], conn: sa.Connection) -> Any:
+    """A constant for INSERT ... SELECT. PostgreSQL needs the type spelled out; SQLite must not get a CAST
+    (CAST(... AS DATETIME) has NUMERIC affinity there and would turn the text into a number)."""
+    expr: Any = sa.null() if value is None else sa.literal(value, column.type)
+    if conn.dialect.name == "postgresql":
+        return sa.cast(expr, column.type)
+    return expr
+
+
+def _count_new_and_restored(
+    conn: sa.Connection, target: sa.Table, temp: sa.Table, on: Any, first_key: str, has_deleted_at: bool
+) -> tuple[int, int]:
+    new = sa.func.coalesce(sa.func.sum(sa.case((target.c[first_key].is_(None), 1), else_=0)), 0)
+    restored: Any = sa.literal(0)
+    if has_deleted_at:
+        restored = sa.func.coalesce(sa.func.sum(sa.case((target.c.deleted_at.is_not(None), 1), else_=0)), 0)
+    row = conn.execute(sa.select(new, restored).select_from(temp.outerjoin(target, on))).one()
+    return int(row[0]), int(row[1])
+
+
+def _append_score_history(
+    conn: sa.Connection,
+    target: sa.Table,
+    temp: sa.Table,
+    on: Any,
+    score_columns: list[str],
+    run_id: str,
+    recorded_at: datetime,
+) -> int:
+    """Append history for enrollments new with a score, or whose (present) score columns changed.
+
+    Runs before the upsert, so `target` still holds the previous values. A history row holds the scores as
+    they stand after the load: the incoming values, and the stored ones for columns the frame lacks.
+    """
+    history = table("canvas_score_history")
+    is_new = target.c.id.is_(None)
+    has_score = sa.or_(*(temp.c[c].is_not(None) for c in score_columns))
+    changed = sa.or_(*(temp.c[c].is_distinct_from(target.c[c]) for c in score_columns))
+    after = {c: (temp.c[c] if c in score_columns else target.c[c]) for c in SCORE_COLUMNS}
+    user_id = temp.c.user_id if "user_id" in temp.c else target.c.user_id
+    source = (
+        sa.select(
+            temp.c.id,
+            temp.c.course_id,
+            user_id,
+            _literal(recorded_at, history.c.recorded_at, conn),
+            *(after[c] for c in SCORE_COLUMNS),
+            _literal(run_id, history.c.run_id, conn),
+        )
+        .select_from(temp.outerjoin(target, on))
+        .where(sa.or_(sa.and_(is_new, has_score), sa.and_(~is_new, changed)))
     )
-    conn.exec_driver_sql(f"ALTER TABLE {quote(name)} ADD COLUMN _n bigint")
-    numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
-    _copy(conn, name, [*columns, "_n"], numbered)
-    temp = sa.Table(
-        name,
-        sa.MetaData(),
-        *(sa.Column(c, target.c[c].type) for c in columns),
-        sa.Column("_n", sa.BigInteger()),
-    )
-    return temp
+    names = ["enrollment_id", "course_id", "user_id", "recorded_at", *SCORE_COLUMNS, "run_id"]
+    result = conn.execute(sa.insert(history).from_select(names, source))
+    return int(result.rowcount or 0)
 
 
 def _upsert_from_temp(
@@ -421,133 +432,23 @@ def _upsert_from_temp(
     synced_at: datetime,
     n_rows: int,
 ) -> None:
-    managed: list[Any] = [
-        sa.cast(sa.literal(synced_at, UTCDateTime()), target.c.synced_at.type).label("synced_at")
-    ]
+    """INSERT ... SELECT ... ON CONFLICT DO UPDATE in batches of `_n` ranges (a hook runs after each)."""
+    managed = [_literal(synced_at, target.c.synced_at, conn).label("synced_at")]
     if "deleted_at" in update_columns:
-        managed.append(sa.cast(sa.null(), target.c.deleted_at.type).label("deleted_at"))
+        managed.append(_literal(None, target.c.deleted_at, conn).label("deleted_at"))
     names = [*columns, *(m.name for m in managed)]
-    for index, start in enumerate(range(0, n_rows, COPY_BATCH_ROWS)):
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    batch_rows = COPY_BATCH_ROWS if _uses_copy(conn) else BATCH_ROWS
+    for index, start in enumerate(range(0, n_rows, batch_rows)):
         source = sa.select(*(temp.c[c] for c in columns), *managed).where(
-            temp.c._n >= start, temp.c._n < start + COPY_BATCH_ROWS
+            temp.c._n >= start, temp.c._n < start + batch_rows
         )
-        insert = postgresql.insert(target).from_select(names, source)
-        conn.execute(_upsert_statement(insert, target, key, update_columns))
-        _after_batch(target.name, index, min(COPY_BATCH_ROWS, n_rows - start))
-
-
-def bulk_insert(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> None:
-    """Append rows (no conflicts expected): COPY on PostgreSQL, executemany elsewhere."""
-    if not len(frame):
-        return
-    for column in frame.columns:
-        if isinstance(target.c[column].type, UTCDateTime) and frame[column].dtype != TS_DTYPE:
-            frame[column] = _to_utc(frame[column])
-    if _uses_copy(conn):
-        _copy(conn, target.name, list(frame.columns), frame)
-        return
-    if conn.dialect.name == "sqlite":
-        values = [sqlite_values(frame[c]) for c in frame.columns]
-        compiled = (
-            sa.insert(target)
-            .values({c: sa.bindparam(c) for c in frame.columns})
-            .compile(dialect=conn.dialect)
+        stmt = dialect_insert(target).from_select(names, source)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={c: stmt.excluded[c] for c in update_columns}
         )
-        position = {c: i for i, c in enumerate(frame.columns)}
-        order = [position[c] for c in compiled.positiontup or ()]
-        rows = [tuple(row[i] for i in order) for row in zip(*values, strict=False)]
-        for batch in chunks(rows, BATCH_ROWS):
-            conn.exec_driver_sql(compiled.string, list(batch))
-        return
-    lists = [python_values(frame[c]) for c in frame.columns]
-    rows_dicts = [dict(zip(frame.columns, row, strict=False)) for row in zip(*lists, strict=False)]
-    for batch in chunks(rows_dicts, BATCH_ROWS):
-        conn.execute(sa.insert(target), list(batch))
-
-
-# --- previous state and score history ---------------------------------------------------------------------
-def _previous_state(
-    conn: sa.Connection, target: sa.Table, key: list[str], keys: list[Any], columns: list[str]
-) -> dict[Any, tuple[Any, ...]]:
-    """Existing rows of the incoming keys: key -> values of `columns` (before this load writes)."""
-    selected = [target.c[c] for c in columns]
-    previous: dict[Any, tuple[Any, ...]] = {}
-    if len(key) == 1:
-        k = target.c[key[0]]
-        for chunk in chunks(keys, KEY_CHUNK):
-            for row in conn.execute(sa.select(k, *selected).where(k.in_(chunk))):
-                previous[row[0]] = tuple(row[1:])
-        return previous
-    # Composite key (course_id, user_id): read the incoming courses, keep the incoming keys.
-    incoming = set(keys)
-    key_columns = [target.c[c] for c in key]
-    courses = sorted({k[0] for k in incoming})
-    for chunk in chunks(courses, KEY_CHUNK):
-        for row in conn.execute(sa.select(*key_columns, *selected).where(key_columns[0].in_(chunk))):
-            composite = tuple(row[: len(key)])
-            if composite in incoming:
-                previous[composite] = tuple(row[len(key) :])
-    return previous
-
-
-def _previous_state_joined(
-    conn: sa.Connection, target: sa.Table, temp: sa.Table, key: list[str], columns: list[str]
-) -> dict[Any, tuple[Any, ...]]:
-    """As `_previous_state`, with the incoming keys already in the COPY table: one join."""
-    on = sa.and_(*(target.c[k] == temp.c[k] for k in key))
-    query = sa.select(*(target.c[k] for k in key), *(target.c[c] for c in columns)).select_from(
-        target.join(temp, on)
-    )
-    n = len(key)
-    previous: dict[Any, tuple[Any, ...]] = {}
-    for row in conn.execute(query):
-        previous[row[0] if n == 1 else tuple(row[:n])] = tuple(row[n:])
-    return previous
-
-
-def _score_history(
-    frame: pd.DataFrame,
-    ids: list[Any],
-    previous: dict[Any, tuple[Any, ...]],
-    score_columns: list[str],
-    run_id: str,
-    recorded_at: datetime,
-) -> list[dict[str, Any]]:
-    """History rows for enrollments that are new with a score, or whose present score columns changed.
-
-    `previous` maps id -> (deleted_at, *SCORE_COLUMNS). A history row holds the scores as they stand after
-    the load: the incoming values, and the stored ones for score columns the frame does not carry.
-    """
-    new_scores = list(zip(*(python_values(frame[c]) for c in score_columns), strict=False))
-    course_ids = python_values(frame["course_id"])
-    user_ids = python_values(frame["user_id"]) if "user_id" in frame.columns else [None] * len(frame)
-    history = []
-    for enrollment_id, course_id, user_id, scores in zip(ids, course_ids, user_ids, new_scores, strict=False):
-        new = dict(zip(score_columns, scores, strict=False))
-        old = previous.get(enrollment_id)
-        if old is None:
-            if all(v is None for v in scores):
-                continue
-            state = new
-        else:
-            stored = dict(zip(SCORE_COLUMNS, old[1:], strict=False))
-            if all(stored[c] == v for c, v in new.items()):
-                continue
-            state = {**stored, **new}
-        history.append(
-            {
-                "enrollment_id": enrollment_id,
-                "course_id": course_id,
-                "user_id": user_id,
-                "recorded_at": recorded_at,
-                "current_score": state.get("current_score"),
-                "final_score": state.get("final_score"),
-                "current_grade": state.get("current_grade"),
-                "final_grade": state.get("final_grade"),
-                "run_id": run_id,
-            }
-        )
-    return history
+        conn.execute(stmt)
+        _after_batch(target.name, index, min(batch_rows, n_rows - start))
 
 
 def _soft_delete(

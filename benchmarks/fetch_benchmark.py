@@ -19,6 +19,7 @@ The last line is
 """
 
 import argparse
+import contextlib
 import math
 import multiprocessing as mp
 import sys
@@ -91,10 +92,8 @@ class SandboxProcess:
         return stats
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._conn.send("stop")
-        except OSError:
-            pass
         self._proc.join(timeout=10)
         if self._proc.is_alive():
             self._proc.terminate()

@@ -382,7 +382,7 @@ class CanvasClient:
             raise ConfigurationError("max_retries must not be negative", stage="configuration")
         self._token = str(token).strip()
         self._secrets = (self._token,)
-        install_redaction().add_secret(self._token)
+        install_redaction(log.name).add_secret(self._token)
         self.api_url = self.base_url + "/api/v1"
         self._origin = origin_of(self.base_url)
         self.read_timeout = float(read_timeout)

@@ -97,19 +97,28 @@ class Field:
     def source(self) -> str:
         return ".".join(self.path) if self.path else self.column
 
-    def extract(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+    def extract(
+        self, records: Sequence[Mapping[str, Any]], cache: dict[str, list[Any]] | None = None
+    ) -> list[Any]:
+        """The raw values of this field, one per record (None when absent). `cache` shares the nested
+        objects (e.g. an enrollment's `grades`) between the fields that read from them."""
         path = self.path or (self.column,)
         if len(path) == 1:
             key = path[0]
             return [r.get(key) for r in records]
-        outer, inner = path[0], path[1:]
-        values = []
-        for r in records:
-            v: Any = r.get(outer)
-            for key in inner:
-                v = v.get(key) if isinstance(v, dict) else None
-            values.append(v)
+        outer = path[0]
+        objects = cache.get(outer) if cache is not None else None
+        if objects is None:
+            objects = [v if v.__class__ is dict else _EMPTY for v in (r.get(outer) for r in records)]
+            if cache is not None:
+                cache[outer] = objects
+        values = objects
+        for key in path[1:]:
+            values = [v.get(key) if v.__class__ is dict else None for v in values]
         return values
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 # --- scalar converters: return (value, error) -------------------------------------------------------------
@@ -206,22 +215,44 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
-    """Convert one column; returns the typed series and a boolean mask of values that failed."""
+    """Convert one column; returns the typed series and a boolean mask of values that failed.
+
+    Hot path: values that already have the right type pass through without a function call, and the
+    (rare) failures are located only when a scan says there is one.
+    """
     n = len(raw)
     if f.kind == "ts":
         obj = pd.Series(raw, dtype=object)
         present = obj.notna().to_numpy()
-        is_str = np.fromiter((isinstance(v, str) for v in raw), dtype=bool, count=n)
-        parsed = pd.to_datetime(obj.where(is_str, None), utc=True, format="ISO8601", errors="coerce")
-        parsed = parsed.astype(TS_DTYPE)
-        bad = present & (~is_str | parsed.isna().to_numpy())
-        parsed[bad] = pd.NaT
+        not_str = [i for i, v in enumerate(raw) if v is not None and v.__class__ is not str]
+        if not_str:
+            obj[not_str] = None
+        parsed = pd.to_datetime(obj, utc=True, format="ISO8601", errors="coerce").astype(TS_DTYPE)
+        bad = present & parsed.isna().to_numpy()
+        if not_str:
+            bad[not_str] = True
         return parsed, bad
     conv = _CONVERTERS[f.kind]
-    values = [None if v is None else conv(v) for v in raw]
-    bad = np.fromiter((v is _BAD for v in values), dtype=bool, count=n)
-    if bad.any():
-        values = [None if v is _BAD else v for v in values]
+    if f.kind == "str":
+        values = [v if v.__class__ is str or v is None else conv(v) for v in raw]
+    elif f.kind == "bool":
+        values = [v if v.__class__ is bool or v is None else conv(v) for v in raw]
+    elif f.kind == "id":
+        values = [
+            v if v.__class__ is int and 0 <= v <= INT64_MAX else (None if v is None else conv(v)) for v in raw
+        ]
+    elif f.kind == "float":  # finite floats pass (v - v is NaN for inf and NaN)
+        values = [
+            v if v.__class__ is float and v - v == 0.0 else (None if v is None else conv(v)) for v in raw
+        ]
+    else:
+        values = [None if v is None else conv(v) for v in raw]
+    bad = np.zeros(n, dtype=bool)
+    if _BAD in values:  # a C-level scan; the positions are looked for only when there is a failure
+        positions = [i for i, v in enumerate(values) if v is _BAD]
+        bad[positions] = True
+        for i in positions:
+            values[i] = None
     if f.kind == "float":
         series = pd.Series(np.array([np.nan if v is None else v for v in values], dtype="float64"))
     else:
@@ -253,13 +284,14 @@ def build_frame(
     """Convert `records` column by column; rows with a bad (or missing required) value get a reason."""
     data: dict[str, Any] = {}
     bad_rows: dict[int, str] = {}
+    cache: dict[str, list[Any]] = {}
     for f in fields:
         if not options.enabled(f.group):
             continue
-        raw = f.extract(records)
+        raw = f.extract(records, cache)
         series, bad = convert_column(f, raw)
-        if f.required:
-            bad = bad | np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
+        if f.required and None in raw:
+            bad = bad | np.array([v is None for v in raw], dtype=bool)
         if bad.any():
             for pos in np.flatnonzero(bad).tolist():
                 reason = reason_for(f, raw[pos])

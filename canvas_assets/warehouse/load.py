@@ -45,7 +45,6 @@ from canvas_assets.warehouse.staging import chunks, utc
 
 BATCH_ROWS = 5000  # rows per executemany batch (SQLite, generic drivers)
 COPY_BATCH_ROWS = 50_000  # rows per INSERT ... SELECT from the COPY table (PostgreSQL)
-KEY_CHUNK = 5000  # keys per IN (...) when reading the previous state
 SCORE_COLUMNS = ("current_score", "final_score", "current_grade", "final_grade")
 MANAGED_COLUMNS = ("synced_at", "deleted_at")
 
@@ -171,10 +170,6 @@ def sqlite_values(series: pd.Series) -> list[Any]:
     return python_values(series)
 
 
-def sqlite_timestamp(at: datetime) -> str:
-    return utc(at).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
 def copy_texts(series: pd.Series) -> list[str]:
     """One column in PostgreSQL's COPY text format (`\\N` for NULL, backslash escapes).
 
@@ -206,19 +201,21 @@ def copy_texts(series: pd.Series) -> list[str]:
             for v, m in zip(series.to_numpy(dtype=object).tolist(), mask.tolist(), strict=True)
         ]
     if not mask.any():
-        return list(_format(raw).tolist())
+        return _format(raw)
     out = np.full(len(raw), _COPY_NULL, dtype=object)
     keep = ~mask
     out[keep] = _format(raw[keep])
     return list(out.tolist())
 
 
-def _format(values: np.ndarray) -> np.ndarray:
+def _format(values: np.ndarray) -> list[str]:
     if values.dtype.kind == "M":
-        return np.datetime_as_string(values, unit="us", timezone="UTC")
+        return list(np.datetime_as_string(values, unit="us", timezone="UTC").tolist())
     if values.dtype.kind == "b":
-        return np.where(values, "t", "f")
-    return values.astype(str)
+        return list(np.where(values, "t", "f").tolist())
+    if values.dtype.kind == "f":
+        return list(map(repr, values.tolist()))  # shortest repr that round-trips exactly
+    return list(map(str, values.tolist()))
 
 
 def _needs_escape(s: str) -> bool:

@@ -1,0 +1,321 @@
+"""Transformers: raw Canvas records (as staged) -> typed frames, with quarantine of malformed records."""
+
+import json
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from canvas_assets.errors import TransformationError
+from canvas_assets.transform import TRANSFORMERS, TransformOptions
+
+BIG_ID = 2**31 + 12345  # hosted Canvas ids pass 2^31
+COURSE = 101
+
+
+def course_record(**overrides):
+    record = {
+        "id": COURSE,
+        "name": "Biology 101",
+        "course_code": "BIO101",
+        "workflow_state": "available",
+        "account_id": 1,
+        "root_account_id": 1,
+        "enrollment_term_id": 5,
+        "uuid": "abc",
+        "created_at": "2025-01-06T08:00:00Z",
+        "start_at": "2025-01-06T08:00:00+02:00",
+        "end_at": None,
+        "time_zone": "Europe/Berlin",
+        "default_view": "modules",
+        "is_public": False,
+        "public_description": "<p>Cells</p>",
+        "syllabus_body": "<h1>Syllabus</h1>",
+        "total_students": 30,
+        "term": {"id": 5, "name": "Spring 2025", "start_at": "2025-01-01T00:00:00Z", "end_at": None},
+        "settings": {"hide_final_grades": False, "allow_student_forum_attachments": True},
+    }
+    record.update(overrides)
+    return record
+
+
+def enrollment_record(id=1, user_id=11, **overrides):
+    record = {
+        "id": id,
+        "user_id": user_id,
+        "course_id": COURSE,
+        "course_section_id": 7,
+        "type": "StudentEnrollment",
+        "role": "StudentEnrollment",
+        "enrollment_state": "active",
+        "created_at": "2025-01-06T08:00:00Z",
+        "last_activity_at": "2025-02-01T10:00:00Z",
+        "total_activity_time": 3600,
+        "grades": {"current_score": 85.5, "final_score": 70.0, "current_grade": "B", "final_grade": "C"},
+    }
+    record.update(overrides)
+    return record
+
+
+def transform(entity, records_by_course, **options):
+    return TRANSFORMERS[entity](records_by_course, TransformOptions(**options))
+
+
+def test_the_registry_has_one_transformer_per_staging_entity():
+    assert set(TRANSFORMERS) == {
+        "courses",
+        "students",
+        "enrollments",
+        "assignments",
+        "modules",
+        "student_summaries",
+    }
+    assert TRANSFORMERS["modules"].tables == ("canvas_modules", "canvas_module_items")
+
+
+def test_timestamps_with_offsets_become_utc_instants():
+    result = transform("courses", {COURSE: [course_record(start_at="2025-01-06T08:00:00+02:00")]})
+    frame = result.tables["canvas_courses"]
+    assert frame.loc[0, "start_at"] == pd.Timestamp("2025-01-06T06:00:00Z")
+    assert frame.loc[0, "created_at"] == pd.Timestamp("2025-01-06T08:00:00Z")
+    assert str(frame["start_at"].dtype.tz) == "UTC"
+
+
+def test_ids_above_2_31_and_digit_strings_become_64_bit_integers():
+    records = [enrollment_record(id=BIG_ID, user_id=str(BIG_ID + 1))]
+    frame = transform("enrollments", {COURSE: records}).tables["canvas_enrollments"]
+    assert frame.loc[0, "id"] == BIG_ID
+    assert frame.loc[0, "user_id"] == BIG_ID + 1
+    assert frame["id"].dtype == "int64"
+
+
+def test_absent_and_null_fields_both_become_null():
+    absent = enrollment_record(id=1)
+    del absent["last_activity_at"]
+    null = enrollment_record(id=2, last_activity_at=None)
+    frame = transform("enrollments", {COURSE: [absent, null]}).tables["canvas_enrollments"]
+    assert frame["last_activity_at"].isna().all()
+
+
+def test_enrollment_grades_are_flattened_into_score_columns():
+    frame = transform("enrollments", {COURSE: [enrollment_record()]}).tables["canvas_enrollments"]
+    row = frame.iloc[0]
+    assert (row["current_score"], row["final_score"]) == (85.5, 70.0)
+    assert (row["current_grade"], row["final_grade"]) == ("B", "C")
+    assert pd.isna(row["unposted_current_score"])
+
+
+def test_an_enrollment_without_grades_has_null_scores():
+    teacher = enrollment_record(type="TeacherEnrollment")
+    del teacher["grades"]
+    frame = transform("enrollments", {COURSE: [teacher]}).tables["canvas_enrollments"]
+    assert frame[["current_score", "final_score", "current_grade"]].isna().all(axis=None)
+
+
+def test_a_record_with_a_bad_date_is_rejected_with_the_field_and_value_and_the_rest_loads():
+    records = [enrollment_record(id=1), enrollment_record(id=2, created_at="2025-02-30T00:00:00Z")]
+    result = transform("enrollments", {COURSE: records})
+    assert result.tables["canvas_enrollments"]["id"].tolist() == [1]
+    [rejected] = result.rejected
+    assert (rejected.entity, rejected.course_id, rejected.canvas_id) == ("enrollments", COURSE, 2)
+    assert "created_at" in rejected.reason and "2025-02-30" in rejected.reason
+    assert rejected.payload["id"] == 2
+
+
+def test_a_record_without_an_id_is_rejected():
+    record = enrollment_record()
+    del record["id"]
+    result = transform("enrollments", {COURSE: [record]})
+    assert result.tables["canvas_enrollments"].empty
+    assert result.rejected[0].canvas_id is None
+    assert result.rejected[0].reason == "id: missing (required)"
+
+
+def test_an_invalid_id_is_rejected_with_its_value():
+    result = transform("students", {COURSE: [{"id": "12a", "name": "X"}]})
+    assert result.rejected[0].reason == "id: not a valid Canvas id: '12a'"
+
+
+def test_a_non_numeric_score_is_rejected():
+    record = enrollment_record(grades={"current_score": "eighty"})
+    result = transform("enrollments", {COURSE: [record]})
+    assert result.tables["canvas_enrollments"].empty
+    assert result.rejected[0].reason == "grades.current_score: not a number: 'eighty'"
+
+
+def test_numeric_strings_are_accepted_as_scores():
+    record = enrollment_record(grades={"current_score": "91.25"})
+    frame = transform("enrollments", {COURSE: [record]}).tables["canvas_enrollments"]
+    assert frame.loc[0, "current_score"] == 91.25
+
+
+def test_a_record_that_is_not_an_object_is_rejected():
+    result = transform("students", {COURSE: [{"id": 1}, "garbage"]})
+    assert len(result.tables["canvas_students"]) == 1
+    assert "not a JSON object" in result.rejected[0].reason
+
+
+def test_scores_off_drops_the_score_columns():
+    frame = transform("enrollments", {COURSE: [enrollment_record()]}, student_scores=False).tables[
+        "canvas_enrollments"
+    ]
+    assert not {"current_score", "final_score", "current_grade", "override_score"} & set(frame.columns)
+    assert "enrollment_state" in frame.columns
+
+
+def test_enrollment_details_off_drops_activity_columns():
+    frame = transform(
+        "enrollments", {COURSE: [enrollment_record()]}, student_enrollment_details=False
+    ).tables["canvas_enrollments"]
+    assert not {"last_activity_at", "total_activity_time", "last_attended_at"} & set(frame.columns)
+
+
+def test_student_basic_info_off_drops_email_login_and_sis_id():
+    records = [{"id": 1, "name": "Ann", "email": "ann@example.edu", "login_id": "ann", "sis_user_id": "S1"}]
+    frame = transform("students", {COURSE: records}, student_basic_info=False).tables["canvas_students"]
+    assert not {"email", "login_id", "sis_user_id"} & set(frame.columns)
+    assert frame.loc[0, "name"] == "Ann"
+
+
+@pytest.mark.parametrize(
+    ("option", "columns"),
+    [
+        ("course_public_info", {"is_public", "public_description"}),
+        ("course_extended_info", {"syllabus_body", "term_start_at", "term_end_at"}),
+        ("course_settings", {"settings"}),
+    ],
+)
+def test_course_options_off_drop_their_columns(option, columns):
+    frame = transform("courses", {COURSE: [course_record()]}, **{option: False}).tables["canvas_courses"]
+    assert not columns & set(frame.columns)
+    assert "name" in frame.columns
+
+
+def test_the_course_term_gives_term_name_and_dates_and_settings_become_json():
+    frame = transform("courses", {COURSE: [course_record()]}).tables["canvas_courses"]
+    row = frame.iloc[0]
+    assert row["term_name"] == "Spring 2025"
+    assert row["term_start_at"] == pd.Timestamp("2025-01-01T00:00:00Z")
+    assert pd.isna(row["term_end_at"])
+    assert row["settings"] == '{"allow_student_forum_attachments":true,"hide_final_grades":false}'
+
+
+def test_html_is_kept_as_text_and_booleans_stay_booleans():
+    frame = transform("courses", {COURSE: [course_record()]}).tables["canvas_courses"]
+    assert frame.loc[0, "syllabus_body"] == "<h1>Syllabus</h1>"
+    assert frame["is_public"].tolist() == [False]
+    assert frame["is_public"].dtype == "boolean"
+
+
+def test_lists_become_stable_json_text():
+    assignment = {
+        "id": 5,
+        "course_id": COURSE,
+        "name": "Essay",
+        "submission_types": ["online_upload", "online_text_entry"],
+    }
+    frame = transform("assignments", {COURSE: [assignment]}).tables["canvas_assignments"]
+    assert json.loads(frame.loc[0, "submission_types"]) == ["online_upload", "online_text_entry"]
+
+
+def test_modules_produce_modules_and_items_with_the_module_id():
+    module = {
+        "id": 50,
+        "name": "Week 1",
+        "position": 1,
+        "prerequisite_module_ids": [49],
+        "items": [
+            {"id": 500, "title": "Intro", "type": "Page", "completion_requirement": {"type": "must_view"}},
+            {
+                "id": 501,
+                "title": "Quiz",
+                "type": "Quiz",
+                "content_id": BIG_ID,
+                "completion_requirement": {"type": "min_score", "min_score": 7},
+            },
+        ],
+    }
+    result = transform("modules", {COURSE: [module]})
+    modules, items = result.tables["canvas_modules"], result.tables["canvas_module_items"]
+    assert modules[["id", "course_id"]].values.tolist() == [[50, COURSE]]
+    assert modules.loc[0, "prerequisite_module_ids"] == "[49]"
+    assert items["module_id"].tolist() == [50, 50]
+    assert items["course_id"].tolist() == [COURSE, COURSE]
+    assert items.loc[1, "content_id"] == BIG_ID
+    assert items.loc[1, "completion_requirement"] == '{"min_score":7,"type":"min_score"}'
+
+
+def test_a_bad_module_item_is_rejected_alone():
+    module = {"id": 50, "name": "Week 1", "items": [{"id": 500, "title": "ok"}, {"title": "no id"}]}
+    result = transform("modules", {COURSE: [module]})
+    assert result.tables["canvas_module_items"]["id"].tolist() == [500]
+    [rejected] = result.rejected
+    assert rejected.table == "canvas_module_items"
+    assert rejected.reason == "module item in module 50: id: missing (required)"
+
+
+def test_a_rejected_module_takes_its_items_with_it():
+    module = {"id": 50, "unlock_at": "soon", "items": [{"id": 500}]}
+    result = transform("modules", {COURSE: [module]})
+    assert result.tables["canvas_modules"].empty
+    assert result.tables["canvas_module_items"].empty
+    assert result.rejected[0].reason == "unlock_at: not an ISO 8601 timestamp: 'soon'"
+
+
+def test_ids_listed_twice_yield_one_row():
+    records = [{"id": 1, "name": "Ann"}, {"id": 1, "name": "Ann"}, {"id": 2, "name": "Bob"}]
+    frame = transform("students", {COURSE: records, COURSE + 1: [{"id": 1, "name": "Ann"}]}).tables[
+        "canvas_students"
+    ]
+    assert sorted(frame["id"].tolist()) == [1, 2]
+
+
+def test_an_enrollment_without_course_id_takes_the_staging_course():
+    record = enrollment_record()
+    del record["course_id"]
+    frame = transform("enrollments", {COURSE: [record]}).tables["canvas_enrollments"]
+    assert frame.loc[0, "course_id"] == COURSE
+
+
+def test_student_summaries_flatten_the_tardiness_breakdown():
+    summary = {
+        "id": BIG_ID,
+        "page_views": 120,
+        "participations": 7,
+        "tardiness_breakdown": {"total": 10, "on_time": 6, "late": 2, "missing": 1, "floating": 1},
+    }
+    frame = transform("student_summaries", {COURSE: [summary]}).tables["canvas_student_summaries"]
+    row = frame.iloc[0]
+    assert (row["course_id"], row["user_id"]) == (COURSE, BIG_ID)
+    assert (row["tardiness_on_time"], row["tardiness_late"], row["tardiness_total"]) == (6, 2, 10)
+
+
+def test_no_records_give_typed_empty_frames():
+    frame = transform("enrollments", {}).tables["canvas_enrollments"]
+    assert frame.empty
+    assert str(frame["created_at"].dtype) == "datetime64[us, UTC]"
+    assert frame["current_score"].dtype == "float64"
+
+
+def test_records_in_counts_every_input_record():
+    result = transform("students", {COURSE: [{"id": 1}, {"id": "x"}], COURSE + 1: [{"id": 2}]})
+    assert result.records_in == 3
+
+
+def test_an_unexpected_failure_is_a_transformation_error(monkeypatch):
+    from canvas_assets.transform import base
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(base, "build_frame", boom)
+    with pytest.raises(TransformationError, match="students transformer failed"):
+        transform("students", {COURSE: [{"id": 1}]})
+
+
+def test_parsed_timestamps_are_the_same_instants_as_python_parses():
+    stamp = "2025-03-30T01:30:00-07:00"
+    frame = transform("students", {COURSE: [{"id": 1, "created_at": stamp}]}).tables["canvas_students"]
+    assert frame.loc[0, "created_at"].to_pydatetime() == datetime.fromisoformat(stamp).astimezone(
+        timezone.utc
+    )

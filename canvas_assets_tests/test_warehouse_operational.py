@@ -1,0 +1,234 @@
+"""Staging, course catalog, sync log, quarantine, the engine set-up and the Dagster resource."""
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from canvas_assets.transform import Rejected
+from canvas_assets.warehouse import Warehouse
+from canvas_assets.warehouse.engine import dispose_engines, normalize_url
+from canvas_assets.warehouse.models import table
+from canvas_assets.warehouse.resource import WarehouseResource, default_database_url
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T1 = T0 + timedelta(hours=1)
+
+
+@pytest.fixture
+def wh(db_url):
+    warehouse = Warehouse(db_url)
+    warehouse.ensure_schema()
+    yield warehouse
+    dispose_engines()
+
+
+def rows(wh, name, *order_by):
+    t = table(name)
+    with wh.engine.connect() as conn:
+        query = sa.select(t).order_by(*(t.c[c] for c in order_by or [t.primary_key.columns[0].name]))
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+# --- staging ----------------------------------------------------------------------------------------------
+def test_staging_is_replaced_not_appended(wh):
+    wh.replace_staging("students", 1, [{"id": 1}, {"id": 2}], run_id="a", fetched_at=T0)
+    wh.replace_staging("students", 1, [{"id": 3}], run_id="b", fetched_at=T1)
+    assert wh.read_staging("students", [1]) == {1: [{"id": 3}]}
+    [row] = rows(wh, "canvas_staging", "course_id")
+    assert (row["record_count"], row["run_id"], row["fetched_at"]) == (1, "b", T1)
+
+
+def test_read_staging_omits_courses_with_nothing_staged_and_other_entities(wh):
+    wh.replace_staging_many(
+        [("students", 1, [{"id": 1, "name": "Zoë"}]), ("students", 2, []), ("enrollments", 3, [{"id": 9}])],
+        run_id="a",
+        fetched_at=T0,
+    )
+    assert wh.read_staging("students", [1, 2, 3, 4]) == {1: [{"id": 1, "name": "Zoë"}], 2: []}
+    assert set(wh.staged_courses("students")) == {1, 2}
+
+
+def test_a_staging_batch_with_an_unserialisable_record_writes_nothing(wh):
+    wh.replace_staging("students", 1, [{"id": 1}], run_id="a", fetched_at=T0)
+    with pytest.raises(TypeError):
+        # json.dumps(default=str) copes with odd values; a tuple key it cannot write.
+        wh.replace_staging_many(
+            [("students", 1, [{"id": 2}]), ("students", 2, [{(1, 2): "x"}])],
+            run_id="b",
+            fetched_at=T1,
+        )
+    assert wh.read_staging("students", [1, 2]) == {1: [{"id": 1}]}
+
+
+# --- catalog ----------------------------------------------------------------------------------------------
+def listing(*ids):
+    return [{"id": i, "name": f"Course {i}", "workflow_state": "available", "account_id": 1} for i in ids]
+
+
+def test_the_catalog_diff_reports_new_vanished_and_returned_courses(wh):
+    first = wh.upsert_catalog(listing(1, 2, 3), seen_at=T0)
+    assert (first.new, first.vanished, first.returned, first.total) == ([1, 2, 3], [], [], 3)
+
+    second = wh.upsert_catalog(listing(1, 2), seen_at=T1)
+    assert (second.new, second.vanished, second.returned, second.active) == ([], [3], [], [1, 2])
+    gone = {r["course_id"]: r for r in rows(wh, "canvas_course_catalog")}[3]
+    assert (gone["gone_at"], gone["gone_reason"], gone["first_seen_at"]) == (
+        T1,
+        "not in the course listing",
+        T0,
+    )
+
+    third = wh.upsert_catalog(listing(1, 2, 3, 4), seen_at=T1 + timedelta(hours=1))
+    assert (third.new, third.returned, third.total) == ([4], [3], 4)
+    assert {r["course_id"]: r["gone_at"] for r in rows(wh, "canvas_course_catalog")}[3] is None
+
+
+def test_a_partial_listing_marks_nothing_vanished(wh):
+    wh.upsert_catalog(listing(1, 2, 3), seen_at=T0)
+    diff = wh.upsert_catalog(listing(1), seen_at=T1, full_listing=False)
+    assert diff.vanished == []
+    assert wh.catalog_course_ids() == [1, 2, 3]
+
+
+def test_catalog_ids_may_be_strings(wh):
+    diff = wh.upsert_catalog([{"id": str(2**40), "name": "Big"}, {"name": "no id"}], seen_at=T0)
+    assert (diff.listed, diff.invalid) == ([2**40], 1)
+
+
+def test_a_course_marked_gone_leaves_the_catalog_and_its_rows_are_soft_deleted(wh):
+    from canvas_assets.transform import TRANSFORMERS
+
+    wh.upsert_catalog(listing(1, 2), seen_at=T0)
+    result = TRANSFORMERS["courses"]({1: [{"id": 1, "name": "One"}]})
+    wh.load(result, course_ids=[1], run_id="r", synced_at=T0)
+    wh.mark_course_gone(1, reason="404 Not Found", at=T1)
+    assert wh.catalog_course_ids() == [2]
+    assert wh.catalog_course_ids(include_gone=True) == [1, 2]
+    assert rows(wh, "canvas_courses")[0]["deleted_at"] == T1
+
+
+# --- sync log and quarantine ------------------------------------------------------------------------------
+def test_sync_log_rows_are_written_and_duration_is_derived(wh):
+    wh.write_sync_log(
+        [
+            {
+                "run_id": "r1",
+                "course_id": "101",
+                "entity": "enrollments",
+                "stage": "extract",
+                "records": 40,
+                "api_calls": 2,
+                "started_at": T0,
+                "finished_at": T0 + timedelta(seconds=2.5),
+                "status": "success",
+            },
+            {
+                "run_id": "r1",
+                "course_id": 102,
+                "entity": "enrollments",
+                "stage": "extract",
+                "status": "gone",
+                "error_type": "CanvasNotFound",
+                "error_category": "canvas_api",
+                "message": "404",
+            },
+        ]
+    )
+    first, second = rows(wh, "canvas_sync_log", "id")
+    assert (first["course_id"], first["duration_s"], first["status"]) == (101, 2.5, "success")
+    assert (second["status"], second["error_type"], second["duration_s"]) == ("gone", "CanvasNotFound", None)
+
+
+def test_a_sync_log_row_with_an_unknown_column_is_refused(wh):
+    with pytest.raises(ValueError, match="colour"):
+        wh.write_sync_log([{"run_id": "r", "colour": "blue"}])
+
+
+def test_rejected_records_are_quarantined_with_reason_and_payload(wh):
+    wh.write_rejected(
+        [
+            Rejected(
+                "enrollments", 101, 7, "created_at: not an ISO 8601 timestamp: 'x'", {"id": 7, "n": "Zoë"}
+            )
+        ],
+        run_id="r1",
+    )
+    [row] = rows(wh, "canvas_rejected_records", "id")
+    assert (row["entity"], row["course_id"], row["canvas_id"], row["run_id"]) == ("enrollments", 101, 7, "r1")
+    assert json.loads(row["payload"]) == {"id": 7, "n": "Zoë"}
+    assert row["rejected_at"].tzinfo is not None
+
+
+# --- engine and resource ----------------------------------------------------------------------------------
+def test_two_writers_share_one_sqlite_file_without_lock_errors(sqlite_url):
+    warehouses = [Warehouse(sqlite_url), Warehouse(sqlite_url)]
+    warehouses[0].ensure_schema()
+    errors = []
+
+    def write(wh, offset):
+        try:
+            for i in range(20):
+                wh.replace_staging("students", offset + i, [{"id": i}], run_id="r", fetched_at=T0)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w, n * 100)) for n, w in enumerate(warehouses)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(warehouses[0].read_staging("students", range(200))) == 40
+    with warehouses[0].engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    dispose_engines()
+
+
+def test_the_display_url_masks_the_password():
+    wh = Warehouse("postgresql+psycopg2://canvas:s3cret@db.example.edu:5432/warehouse")
+    assert "s3cret" not in wh.url_for_display
+    assert "***" in wh.url_for_display
+    assert "s3cret" not in repr(wh)
+
+
+def test_a_bare_postgresql_url_uses_the_installed_driver():
+    assert normalize_url("postgres://u@h/db").startswith("postgresql+psycopg")
+
+
+def test_default_url_prefers_the_environment_variable(monkeypatch):
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", "postgresql+psycopg2://u@h/db")
+    monkeypatch.setenv("DAGSTER_HOME", "/somewhere")
+    assert default_database_url() == "postgresql+psycopg2://u@h/db"
+
+
+def test_default_url_is_a_sqlite_file_under_dagster_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert default_database_url() == f"sqlite:///{tmp_path.resolve() / 'canvas_assets.db'}"
+
+
+def test_default_url_falls_back_to_a_folder_in_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    url = default_database_url()
+    assert url == f"sqlite:///{tmp_path.resolve() / '.canvas_assets' / 'canvas_assets.db'}"
+    assert (tmp_path / ".canvas_assets").is_dir()
+
+
+def test_the_resource_uses_its_url_field_first(monkeypatch, sqlite_url):
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", "sqlite:///elsewhere.db")
+    wh = WarehouseResource(url=sqlite_url).get_warehouse()
+    assert wh.url == sqlite_url
+    assert WarehouseResource(url=sqlite_url).get_warehouse().engine is wh.engine  # cached per URL
+    dispose_engines()
+
+
+def test_the_resource_without_a_url_resolves_the_default(monkeypatch, tmp_path):
+    monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert WarehouseResource().get_warehouse().url == default_database_url()
+    dispose_engines()

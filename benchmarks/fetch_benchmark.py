@@ -19,84 +19,20 @@ The last line is
 """
 
 import argparse
-import contextlib
 import math
-import multiprocessing as mp
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 from canvas_assets.canvas import CanvasClient
 from canvas_assets.errors import CanvasNotFound
+from canvas_assets.sandbox.process import SandboxProcess
 
 ENTITIES = ("course", "students", "enrollments", "assignments", "modules", "summaries")
 STUDENT_STATES = ("active", "invited", "completed", "inactive")
 SEQUENTIAL_BUDGET_S = 180.0
-
-
-# --- the sandbox process --------------------------------------------------------------------------------
-def _sandbox_main(config: dict[str, Any], conn: Connection) -> None:
-    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
-
-    sb = CanvasSandbox(SandboxConfig(**config)).start()
-    cpu_at_reset = time.process_time()
-    conn.send({"base_url": sb.base_url, "token": sb.token, "account_id": sb.data.account_id})
-    try:
-        while True:
-            command = conn.recv()
-            if command == "stop":
-                break
-            if command == "reset_stats":
-                sb.reset_stats()
-                cpu_at_reset = time.process_time()
-                conn.send(None)
-            elif command == "stats":
-                stats = sb.stats()
-                stats.pop("lists", None)  # large, and the bound is computed over there
-                stats["lower_bound_s"] = sb.lower_bound_seconds()
-                stats["server_cpu_s"] = time.process_time() - cpu_at_reset
-                conn.send(stats)
-    finally:
-        sb.stop()
-        conn.close()
-
-
-class SandboxProcess:
-    """A sandbox in a child process, driven over a pipe."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_sandbox_main, args=(config, child), daemon=True)
-        self._proc.start()
-        child.close()
-        if not self._conn.poll(300):
-            raise RuntimeError("the sandbox process did not start")
-        info = self._conn.recv()
-        self.base_url: str = info["base_url"]
-        self.token: str = info["token"]
-        self.account_id: int = info["account_id"]
-
-    def _ask(self, command: str) -> Any:
-        self._conn.send(command)
-        return self._conn.recv()
-
-    def reset_stats(self) -> None:
-        self._ask("reset_stats")
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._ask("stats")
-        return stats
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self._conn.send("stop")
-        self._proc.join(timeout=10)
-        if self._proc.is_alive():
-            self._proc.terminate()
 
 
 # --- fetching ---------------------------------------------------------------------------------------------

@@ -31,13 +31,25 @@ def test_a_response_from_an_empty_hosted_bucket_allows_thirteen_in_flight():
     pacer = Pacer(max_in_flight=32, initial_in_flight=4)
     # The first response: 3 others of ours in flight hold 150 units, a little real cost remains.
     observe(pacer, 700 - 150 - 0.2, others=3)
-    assert pacer.limit == 13  # ceil((549.8 + 150) / 50) - 1: 14 fit from empty, one kept spare
+    assert pacer.cap == 13  # ceil((549.8 + 150) / 50) - 1: 14 fit from empty, one kept spare
+
+
+def test_after_calibration_the_limit_grows_one_by_one_towards_the_cap():
+    # Never a jump to the cap: a second process starting on the same token would jump too.
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 700.0)
+    assert (pacer.cap, pacer.limit) == (13, 4)
+    for expected in range(5, 14):
+        observe(pacer, 700.0 - 50 * (expected - 2), others=expected - 2)  # saturated, room to spare
+        assert pacer.limit == min(expected, 13)
+    observe(pacer, 150.0, others=12)
+    assert pacer.limit == 13  # never above the cap
 
 
 def test_a_legacy_bucket_allows_eleven_in_flight():
     pacer = Pacer(max_in_flight=32)
     observe(pacer, 600 - 0.1)
-    assert pacer.limit == 11
+    assert pacer.cap == 11
 
 
 def test_requests_started_after_a_response_came_back_are_not_counted_in_its_reading():
@@ -63,12 +75,15 @@ def test_another_process_sharing_the_token_leaves_less_room():
     pacer = Pacer(max_in_flight=32)
     observe(pacer, 700.0)
     observe(pacer, 700 - 6 * 50 - 0.5)  # another process holds six requests in flight
-    assert pacer.limit == 7
+    assert pacer.cap == 7
+    assert pacer.limit <= 7
 
 
 def test_a_low_reading_shrinks_the_limit_at_once_and_a_high_one_grows_it_by_one_when_saturated():
     pacer = Pacer(max_in_flight=32)
     observe(pacer, 700.0)
+    for others in range(3, 12):
+        observe(pacer, 700.0 - 50 * others, others=others)
     assert pacer.limit == 13
     observe(pacer, 60.0, others=5)  # the bucket had room for one more at most
     assert pacer.limit == 5

@@ -21,7 +21,10 @@ process may share the token, so the pacer learns from what every response report
 - A reading below the low-water mark with nothing else of ours in flight means real costs (or another
   process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
 - The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
-  reading, with nothing else of ours in the bucket, measures the room exactly.
+  reading, with nothing else of ours in the bucket, measures the room exactly. From there the limit
+  starts at 4 and grows by one per response with room to spare, never jumping to the cap: a second
+  process starting on the same token at the same moment would otherwise jump too, and together they
+  would overfill the bucket.
 - A throttled response halves the limit (the request itself is retried after a backoff).
 
 Thread-safe: every method takes the pacer's lock.
@@ -76,6 +79,7 @@ class Pacer:
         self._cap = self._limit
         self._max_remaining = 0.0
         self.quiet_others = 3
+        self.start_after_calibration = 4
         self._calibrated = False
         self._in_flight: set[int] = set()
         self._next_seq = 0
@@ -180,7 +184,10 @@ class Pacer:
                 wait = (self.low_water - remaining) / self.leak_rate
                 self._not_before = max(self._not_before, self._clock() + wait)
         elif not self._calibrated:
-            self._limit = self._cap
+            # Not straight to the cap: another process may be starting on the same token right now, and
+            # two clients that both jumped to the cap would overfill the bucket together. Growth by one
+            # per response with room to spare gets there within a few round trips.
+            self._limit = min(self._cap, self.start_after_calibration)
         elif remaining >= self.low_water + unit and saturated:
             self._limit += 1
         self._limit = max(1, min(self._limit, self._cap))

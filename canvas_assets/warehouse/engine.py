@@ -85,6 +85,7 @@ def _create_engine(url: str) -> sa.Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA temp_store = MEMORY")  # the loader stages frames in temp tables
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")

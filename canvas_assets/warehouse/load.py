@@ -1,29 +1,31 @@
 """Layer-1 loads: bulk upsert, soft delete and score history, in the caller's single transaction.
 
-For each table of a `TransformResult`:
+For each table of a `TransformResult`, the frame is first bulk-copied into a temporary table (gone at
+rollback, dropped after use); everything else is set-based SQL between that table and the target, inside
+the one transaction `Warehouse.load` opens:
 
-1. read the previous state of the incoming keys (deleted_at, and for enrollments the scores) inside the
-   same transaction, before writing, so the comparison is against exactly what this load replaces;
-2. upsert on the natural key with `INSERT ... ON CONFLICT DO UPDATE`. Only the columns PRESENT in the frame
-   are written, so a profile that does not fetch a column group leaves what a richer sync stored (new rows
-   get NULL there); `synced_at` is set and `deleted_at` cleared on every row present;
-3. for enrollments with score columns, append a `canvas_score_history` row for each enrollment that is new
-   (with a score) or whose scores changed;
+1. count the incoming keys that are new, and those that were soft-deleted (restored);
+2. for enrollments with score columns, append a `canvas_score_history` row for each enrollment that is new
+   (with a score) or whose scores changed. This runs before the upsert, so it compares with exactly the
+   values this load replaces;
+3. upsert on the natural key, `INSERT ... SELECT ... ON CONFLICT DO UPDATE` (both dialects), in batches.
+   Only the columns PRESENT in the frame are written, so a profile that does not fetch a column group
+   leaves what a richer sync stored (new rows get NULL there); `synced_at` is set and `deleted_at` cleared
+   on every row present;
 4. with `full_refresh`, soft-delete the rows of the given courses that this load did not touch
    (`deleted_at = synced_at` where deleted_at is null and synced_at is older), except rows whose record
    was quarantined (a malformed record is not a deletion). Students are global: never soft-deleted.
 
 A re-run with unchanged data changes nothing but `synced_at` and adds no history.
 
-Speed (DESIGN §3: loading must not be the bottleneck). Per-row work in Python is what limits bulk loads, so
-values are prepared column-wise with numpy/pandas and handed to the driver in bulk:
-- SQLite: the compiled upsert is run with the driver's `executemany` over plain tuples, in batches;
-- PostgreSQL (psycopg2): the frame is `COPY`ed into a temporary table, and the upsert is
-  `INSERT ... SELECT ... ON CONFLICT DO UPDATE` from it, in batches. Measured on the 2-core CI machine,
-  executemany with multi-row VALUES ("insertmanyvalues") tops out near 5,000 rows/s for a 28-column
-  enrollment frame (client-side quoting of every parameter plus parsing huge statements); COPY is an order
-  of magnitude faster (see benchmarks/load_benchmark.py);
-- any other driver: SQLAlchemy Core executemany.
+Speed (DESIGN §3: loading must not be the bottleneck). Per-row Python work is what limits bulk loads, so
+values are encoded column-wise with numpy/pandas and handed to the driver in bulk: PostgreSQL (psycopg2)
+gets one `COPY ... FROM STDIN`, SQLite the driver's `executemany` over plain tuples, other drivers
+SQLAlchemy Core executemany. Measured on the 2-core CI machine, executemany of
+`insert().on_conflict_do_update()` with multi-row VALUES ("insertmanyvalues"; SQLAlchemy 2.1 only batches
+an ON CONFLICT insert when it has RETURNING) tops out near 5,000 rows/s for the 28-column enrollment
+frame, most of it psycopg2 quoting every parameter client-side; COPY plus INSERT ... SELECT is several
+times faster (benchmarks/load_benchmark.py).
 """
 
 from __future__ import annotations
@@ -318,7 +320,10 @@ def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> sa.Tab
         f"_load_{target.name}",
         sa.MetaData(),
         *(sa.Column(c, target.c[c].type) for c in columns),
-        sa.Column("_n", sa.BigInteger()),
+        # The batch number ranges over `_n`: as the key (SQLite: the rowid) each batch reads only its rows.
+        sa.Column(
+            "_n", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
+        ),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )

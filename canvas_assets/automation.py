@@ -25,7 +25,7 @@ import dagster as dg
 
 from canvas_assets.assets.common import gone_course_ids
 from canvas_assets.jobs import JOB_FOR_PRESET, discover_courses
-from canvas_assets.partitions import COURSES, range_tags
+from canvas_assets.partitions import COURSE_PARTITIONS_NAME, COURSES, range_tags
 from canvas_assets.profiles import PROFILE_ENV_VAR, preset
 from canvas_assets.sync import contiguous_runs
 from canvas_assets.warehouse.resource import WarehouseResource
@@ -69,7 +69,7 @@ def never_synced(all_keys: Sequence[str], materialized: set[str], gone: set[str]
 def _active_keys(
     instance: dg.DagsterInstance, warehouse: Optional[WarehouseResource]
 ) -> tuple[list[str], set[str]]:
-    keys = instance.get_dynamic_partitions(COURSES.name)
+    keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     gone: set[str] = set()
     if warehouse is not None:
         try:
@@ -209,7 +209,7 @@ def _course_keys_of_run(instance: dg.DagsterInstance, tags: Mapping[str, str]) -
     )
     if not first or not last:
         return []
-    keys = instance.get_dynamic_partitions(COURSES.name)
+    keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     if first in keys and last in keys:
         return list(keys[keys.index(first) : keys.index(last) + 1])
     return [first, last]

@@ -113,9 +113,11 @@ def fetch_entity(client: Any, profile: Profile, entity: str, course_id: int, tim
             course = {**course, "settings": client.get_course_settings(course_id, timeout=timeout)}
         return [course]
     if entity == "students":
-        include = ("email",) if profile.field_on("students", "basic_info") else ()
+        student_include: tuple[str, ...] = ("email",) if profile.field_on("students", "basic_info") else ()
         return list(
-            client.list_students(course_id, include=include, enrollment_states=STUDENT_STATES, timeout=timeout)
+            client.list_students(
+                course_id, include=student_include, enrollment_states=STUDENT_STATES, timeout=timeout
+            )
         )
     if entity == "enrollments":
         return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))

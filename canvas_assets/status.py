@@ -89,16 +89,20 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
             durations.append((finished - started).total_seconds())
         if finished and (last_sync is None or finished > last_sync):
             last_sync = finished
-        prev = latest.get(int(a.course_id))
-        if prev is None or (finished and _as_dt(prev.finished) and finished > _as_dt(prev.finished)):  # type: ignore[operator]
+        prev_finished = _as_dt(latest[int(a.course_id)].finished) if int(a.course_id) in latest else None
+        if int(a.course_id) not in latest or (finished and prev_finished and finished > prev_finished):
             latest[int(a.course_id)] = a
     courses = []
     for cid in sorted(set(names) | set(latest)):
-        a = latest.get(cid)
-        state = None if a is None else ("gone" if a.gone else "failed" if a.failed else "success")
+        last = latest.get(cid)
+        state = None if last is None else ("gone" if last.gone else "failed" if last.failed else "success")
         courses.append(
             CourseStatus(
-                cid, names.get(cid), state, _as_dt(a.finished) if a else None, a.error if a else None
+                cid,
+                names.get(cid),
+                state,
+                _as_dt(last.finished) if last else None,
+                last.error if last else None,
             )
         )
     return PipelineStatus(

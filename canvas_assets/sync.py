@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET
-from canvas_assets.partitions import COURSES, range_tags
+from canvas_assets.partitions import COURSE_PARTITIONS_NAME, range_tags
 from canvas_assets.profiles import Profile
 
 DEFAULT_RUN_SIZE = 500
@@ -157,7 +157,7 @@ def select_courses(
     requested: Sequence[int] | None,
     max_courses: int | None,
 ) -> list[str]:
-    partitions = set(instance.get_dynamic_partitions(COURSES.name))
+    partitions = set(instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME))
     active = [str(c) for c in active_ids if str(c) in partitions]
     if requested:
         unknown = [str(c) for c in requested if str(c) not in set(active)]
@@ -198,7 +198,7 @@ def run_sync(
     job_name = JOB_FOR_PRESET.get(profile.name, "sync_full")
     job = defs.resolve_job_def(job_name)
     selection = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
-    all_keys = instance.get_dynamic_partitions(COURSES.name)
+    all_keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     runs = contiguous_runs(all_keys, courses, run_size)
     outcomes: list[RunOutcome] = []
     stop = threading.Event()

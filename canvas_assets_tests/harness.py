@@ -59,7 +59,9 @@ class Harness:
             kwargs["tags"] = range_tags(keys[0], keys[-1])
         if selection is not None:
             kwargs["asset_selection"] = list(selection)
-        return job.execute_in_process(run_config=run_config, instance=self.instance, raise_on_error=False, **kwargs)
+        return job.execute_in_process(
+            run_config=run_config, instance=self.instance, raise_on_error=False, **kwargs
+        )
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.connect() as conn:

@@ -85,13 +85,17 @@ def test_sync_exits_non_zero_and_names_the_course_when_one_course_fails(cli_env,
     # The other courses were synced all the same.
     db = sa.create_engine(cli_env["CANVAS_ASSETS_DATABASE_URL"])
     with db.connect() as conn:
-        synced = conn.execute(sa.text("SELECT COUNT(DISTINCT course_id) FROM canvas_enrollments")).scalar_one()
+        synced = conn.execute(
+            sa.text("SELECT COUNT(DISTINCT course_id) FROM canvas_enrollments")
+        ).scalar_one()
     assert synced >= len(sandbox.data.course_ids(states=("available", "completed"))) - 2
 
 
 def test_sync_with_an_invalid_profile_file_names_the_field_and_calls_nobody(cli_env, tmp_path, sandbox):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("resources:\n  sync_profile:\n    config:\n      name: LIGHTWEIGHT\n      processing: {batch_size: 0}\n")
+    bad.write_text(
+        "resources:\n  sync_profile:\n    config:\n      name: LIGHTWEIGHT\n      processing: {batch_size: 0}\n"
+    )
     sandbox.reset_stats()
     result = canvas_assets("sync", "--config", str(bad), env=cli_env, cwd=tmp_path)
     assert result.returncode == 2
@@ -127,7 +131,9 @@ def test_profile_show_and_validate(cli_env, tmp_path):
     shown = canvas_assets("profile", "show", "analytics_focused", env=cli_env, cwd=tmp_path)
     assert shown.returncode == 0
     assert "name: ANALYTICS_FOCUSED" in shown.stdout
-    ok = canvas_assets("profile", "validate", str(PROFILES_DIR / "full_processing.yaml"), env=cli_env, cwd=tmp_path)
+    ok = canvas_assets(
+        "profile", "validate", str(PROFILES_DIR / "full_processing.yaml"), env=cli_env, cwd=tmp_path
+    )
     assert ok.returncode == 0 and "valid profile FULL_PROCESSING" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: LIGHTWEIGHT\nentities: {courses: yes-please}\n")
@@ -137,23 +143,60 @@ def test_profile_show_and_validate(cli_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_dagster_asset_materialize_works_per_partition_and_per_range_after_discovery(cli_env, tmp_path, sandbox):
+def test_dagster_asset_materialize_works_per_partition_and_per_range_after_discovery(
+    cli_env, tmp_path, sandbox
+):
     dagster = str(BIN / "dagster")
-    found = run([dagster, "asset", "materialize", "-m", "canvas_assets.definitions", "--select", "canvas_course_catalog"],
-                cli_env, ROOT)
+    found = run(
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "canvas_assets.definitions",
+            "--select",
+            "canvas_course_catalog",
+        ],
+        cli_env,
+        ROOT,
+    )
     assert found.returncode == 0, found.stderr[-3000:]
     courses = [str(c) for c in sandbox.data.course_ids(states=("available", "completed"))]
     select = 'key:"staging/*" or key:"layer1/*"'
     one = run(
-        [dagster, "asset", "materialize", "-m", "canvas_assets.definitions", "--select", select,
-         "--partition", courses[0], "-c", str(PROFILES_DIR / "lightweight.yaml")],
-        cli_env, ROOT,
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "canvas_assets.definitions",
+            "--select",
+            select,
+            "--partition",
+            courses[0],
+            "-c",
+            str(PROFILES_DIR / "lightweight.yaml"),
+        ],
+        cli_env,
+        ROOT,
     )
     assert one.returncode == 0, one.stderr[-3000:]
     ranged = run(
-        [dagster, "asset", "materialize", "-m", "canvas_assets.definitions", "--select", select,
-         "--partition-range", f"{courses[1]}...{courses[3]}", "-c", str(PROFILES_DIR / "full_processing.yaml")],
-        cli_env, ROOT,
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "canvas_assets.definitions",
+            "--select",
+            select,
+            "--partition-range",
+            f"{courses[1]}...{courses[3]}",
+            "-c",
+            str(PROFILES_DIR / "full_processing.yaml"),
+        ],
+        cli_env,
+        ROOT,
     )
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     db = sa.create_engine(cli_env["CANVAS_ASSETS_DATABASE_URL"])
@@ -162,7 +205,9 @@ def test_dagster_asset_materialize_works_per_partition_and_per_range_after_disco
         assigned = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT course_id FROM canvas_assignments"))}
     expected = {int(c) for c in courses[:4] if sandbox.data.enrollments_of(int(c))}
     assert enrolled == expected
-    assert assigned <= {int(c) for c in courses[1:4]}  # LIGHTWEIGHT did not fetch the first course's assignments
+    assert assigned <= {
+        int(c) for c in courses[1:4]
+    }  # LIGHTWEIGHT did not fetch the first course's assignments
     assert sandbox.token not in one.stdout + one.stderr + ranged.stdout + ranged.stderr
 
 

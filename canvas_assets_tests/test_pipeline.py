@@ -66,7 +66,9 @@ def test_extracting_one_course_stages_exactly_what_canvas_serves(sqlite_harness)
     assert result.success, failure_text(result)
     data = h.sandbox.data
     assert {e["id"] for e in h.staging("enrollments", BIG)} == {e["id"] for e in data.enrollments_of(BIG)}
-    assert {u["id"] for u in h.staging("students", BIG)} == {u["id"] for u in data.students_of(BIG, STUDENT_STATES)}
+    assert {u["id"] for u in h.staging("students", BIG)} == {
+        u["id"] for u in data.students_of(BIG, STUDENT_STATES)
+    }
     assert [c["id"] for c in h.staging("courses", BIG)] == [BIG]
     assert h.staging("assignments", BIG) is None
     # LIGHTWEIGHT switches assignments, modules and analytics off: they are never requested.
@@ -115,8 +117,14 @@ def test_a_course_canvas_no_longer_has_is_recorded_as_gone_not_failed(sqlite_har
     h.sandbox.remove_course(victim)
     result = h.sync("LIGHTWEIGHT")
     assert result.success, failure_text(result)
-    statuses = {r.status for r in h.rows("SELECT status FROM canvas_sync_log WHERE course_id = :c AND run_id = :r",
-                                         c=victim, r=result.run_id)}
+    statuses = {
+        r.status
+        for r in h.rows(
+            "SELECT status FROM canvas_sync_log WHERE course_id = :c AND run_id = :r",
+            c=victim,
+            r=result.run_id,
+        )
+    }
     assert statuses == {"gone"}
     (gone_at,) = h.rows("SELECT gone_at FROM canvas_course_catalog WHERE course_id = :c", c=victim)[0]
     assert gone_at is not None
@@ -124,7 +132,9 @@ def test_a_course_canvas_no_longer_has_is_recorded_as_gone_not_failed(sqlite_har
     assert deleted_at is not None
 
 
-def test_a_bad_token_fails_fast_with_a_message_that_names_the_cause_not_the_token(sqlite_harness, monkeypatch):
+def test_a_bad_token_fails_fast_with_a_message_that_names_the_cause_not_the_token(
+    sqlite_harness, monkeypatch
+):
     h = sqlite_harness
     assert h.discover().success
     monkeypatch.setenv("CANVAS_API_TOKEN", SECRET)
@@ -134,7 +144,9 @@ def test_a_bad_token_fails_fast_with_a_message_that_names_the_cause_not_the_toke
     text = failure_text(result)
     assert "Invalid access token" in text and "CANVAS_API_TOKEN" in text
     assert SECRET not in text
-    starts = [e for e in result.all_events if e.event_type_value == "STEP_START" and e.step_key == "canvas_extract"]
+    starts = [
+        e for e in result.all_events if e.event_type_value == "STEP_START" and e.step_key == "canvas_extract"
+    ]
     assert len(starts) == 1  # not retried: a bad token does not get better
     assert h.sandbox.stats()["requests"] <= 8  # only what was already in flight when the first 401 came back
     for event in result.all_events:
@@ -149,7 +161,9 @@ def test_staging_is_replaced_not_appended_on_a_rerun(sqlite_harness):
     h.sandbox.drop_enrollment(BIG)
     assert h.sync("LIGHTWEIGHT", [str(BIG)]).success
     assert len(h.staging("enrollments", BIG)) == before - 1
-    (n,) = h.rows("SELECT COUNT(*) FROM canvas_staging WHERE entity = 'enrollments' AND course_id = :c", c=BIG)[0]
+    (n,) = h.rows(
+        "SELECT COUNT(*) FROM canvas_staging WHERE entity = 'enrollments' AND course_id = :c", c=BIG
+    )[0]
     assert n == 1
 
 
@@ -168,7 +182,11 @@ def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
     courses = h.table("canvas_courses")
     for cid in cids:
         c, row = data.courses[cid], courses[cid]
-        assert (row["name"], row["course_code"], row["workflow_state"]) == (c["name"], c["course_code"], c["workflow_state"])
+        assert (row["name"], row["course_code"], row["workflow_state"]) == (
+            c["name"],
+            c["course_code"],
+            c["workflow_state"],
+        )
         assert row["total_students"] == data.total_students(cid)
         assert utc(row["start_at"]) == instant(c.get("start_at"))
         assert utc(row["created_at"]) == instant(c["created_at"])
@@ -181,7 +199,10 @@ def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
     for eid, e in expected.items():
         row = enrollments[eid]
         assert (row["course_id"], row["user_id"], row["type"], row["enrollment_state"]) == (
-            e["course_id"], e["user_id"], e["type"], e["enrollment_state"],
+            e["course_id"],
+            e["user_id"],
+            e["type"],
+            e["enrollment_state"],
         )
         grades = e.get("grades") or {}
         for col in ("current_score", "final_score", "current_grade", "final_grade", "unposted_current_score"):
@@ -193,7 +214,11 @@ def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
     for cid in cids:
         for u in data.students_of(cid, STUDENT_STATES):
             row = students[u["id"]]
-            assert (row["name"], row["sortable_name"], row["short_name"]) == (u["name"], u["sortable_name"], u["short_name"])
+            assert (row["name"], row["sortable_name"], row["short_name"]) == (
+                u["name"],
+                u["sortable_name"],
+                u["short_name"],
+            )
             assert row["email"] == u.get("email")
             assert row["sis_user_id"] == u.get("sis_user_id")
 
@@ -232,7 +257,9 @@ def test_a_second_sync_after_canvas_changes_soft_deletes_renames_and_tracks_scor
     changed = h.sandbox.change_score(BIG)
     student = h.sandbox.data.enrollments[changed]["user_id"]
     h.sandbox.rename_user(student, "Zoë Ångström-Renamed")
-    history_before = h.rows("SELECT COUNT(*) FROM canvas_score_history WHERE enrollment_id = :e", e=changed)[0][0]
+    history_before = h.rows("SELECT COUNT(*) FROM canvas_score_history WHERE enrollment_id = :e", e=changed)[
+        0
+    ][0]
 
     result = h.sync("FULL_PROCESSING")
     assert result.success, failure_text(result)
@@ -240,7 +267,8 @@ def test_a_second_sync_after_canvas_changes_soft_deletes_renames_and_tracks_scor
     assert h.table("canvas_assignments")[removed]["deleted_at"] is not None
     assert h.table("canvas_students")[student]["name"] == "Zoë Ångström-Renamed"
     history = h.rows(
-        "SELECT current_score FROM canvas_score_history WHERE enrollment_id = :e ORDER BY recorded_at, id", e=changed
+        "SELECT current_score FROM canvas_score_history WHERE enrollment_id = :e ORDER BY recorded_at, id",
+        e=changed,
     )
     assert len(history) == history_before + 1
     assert history[-1].current_score == h.sandbox.data.enrollments[changed]["grades"]["current_score"]
@@ -258,8 +286,15 @@ def test_an_immediate_resync_changes_nothing_but_synced_at(sqlite_harness):
 
     def snapshot() -> dict:
         out = {}
-        for table in ("canvas_courses", "canvas_students", "canvas_enrollments", "canvas_assignments",
-                      "canvas_modules", "canvas_module_items", "canvas_score_history"):
+        for table in (
+            "canvas_courses",
+            "canvas_students",
+            "canvas_enrollments",
+            "canvas_assignments",
+            "canvas_modules",
+            "canvas_module_items",
+            "canvas_score_history",
+        ):
             rows = h.rows(f"SELECT * FROM {table}")
             out[table] = sorted(
                 tuple((k, v) for k, v in r._mapping.items() if k not in ("synced_at",)) for r in rows
@@ -309,7 +344,10 @@ def test_a_failure_in_the_middle_of_a_load_leaves_the_previous_layer1_state(sqli
         return out
 
     monkeypatch.setattr(load_module, "load_table", exploding)
-    result = h.sync("LIGHTWEIGHT", selection=[dg.AssetKey(["staging", "enrollments"]), dg.AssetKey(["layer1", "enrollments"])])
+    result = h.sync(
+        "LIGHTWEIGHT",
+        selection=[dg.AssetKey(["staging", "enrollments"]), dg.AssetKey(["layer1", "enrollments"])],
+    )
     assert not result.success
     assert "disk full" in failure_text(result)
     assert h.rows("SELECT id, current_score, deleted_at FROM canvas_enrollments ORDER BY id") == before

@@ -49,7 +49,9 @@ def create_database() -> str:
 def drop_database(name: str) -> None:
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+        conn.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+        )
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
 
@@ -76,14 +78,21 @@ def production(tmp_path, sandbox) -> Iterator[dict]:
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     try:
-        yield {"env": env, "home": home, "warehouse_url": env["CANVAS_ASSETS_DATABASE_URL"], "sandbox": sandbox}
+        yield {
+            "env": env,
+            "home": home,
+            "warehouse_url": env["CANVAS_ASSETS_DATABASE_URL"],
+            "sandbox": sandbox,
+        }
     finally:
         drop_database(instance_db)
         drop_database(warehouse_db)
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    response = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+    )
     response.raise_for_status()
     body = response.json()
     assert "errors" not in body, body["errors"]
@@ -94,8 +103,20 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run(production, tmp_path):
     env, sandbox = production["env"], production["sandbox"]
     found = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "canvas_assets.definitions", "--select", "canvas_course_catalog"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "canvas_assets.definitions",
+            "--select",
+            "canvas_course_catalog",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert found.returncode == 0, found.stderr[-3000:]
 
@@ -103,7 +124,11 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,42 +143,81 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
             assert time.monotonic() < deadline, "dagster dev did not come up"
             time.sleep(1)
 
-        listing = graphql(url, """{
+        listing = graphql(
+            url,
+            """{
           assetNodes { assetKey { path } partitionDefinition { name } backfillPolicy { policyType } }
           repositoriesOrError { ... on RepositoryConnection { nodes {
             jobs { name } schedules { name scheduleState { status } } sensors { name sensorState { status } }
           } } }
           assetCheckNames: assetNodes { assetChecksOrError { ... on AssetChecks { checks { name } } } }
-        }""")
+        }""",
+        )
         keys = {"/".join(n["assetKey"]["path"]) for n in listing["assetNodes"]}
-        assert {"canvas_course_catalog", "staging/enrollments", "layer1/modules", "layer1/student_summaries"} <= keys
+        assert {
+            "canvas_course_catalog",
+            "staging/enrollments",
+            "layer1/modules",
+            "layer1/student_summaries",
+        } <= keys
         for node in listing["assetNodes"]:
             if node["assetKey"]["path"][0] in ("staging", "layer1"):
                 assert node["partitionDefinition"]["name"] == "canvas_course"
                 assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN"
         (repo,) = listing["repositoriesOrError"]["nodes"]
-        assert {"sync_lightweight", "sync_analytics", "sync_full", "discover_courses"} <= {j["name"] for j in repo["jobs"]}
+        assert {"sync_lightweight", "sync_analytics", "sync_full", "discover_courses"} <= {
+            j["name"] for j in repo["jobs"]
+        }
         schedules = {s["name"]: s["scheduleState"]["status"] for s in repo["schedules"]}
-        assert schedules == {"course_discovery": "RUNNING", "nightly_lightweight_sync": "RUNNING", "weekly_full_sync": "RUNNING"}
+        assert schedules == {
+            "course_discovery": "RUNNING",
+            "nightly_lightweight_sync": "RUNNING",
+            "weekly_full_sync": "RUNNING",
+        }
         sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
         assert sensors == {"new_courses_sensor": "RUNNING", "sync_failure_reporter": "RUNNING"}
-        checks = {c["name"] for n in listing["assetCheckNames"] for c in (n["assetChecksOrError"].get("checks") or [])}
-        assert {"student_enrollments_have_students", "students_match_total_students", "scores_non_negative"} <= checks
+        checks = {
+            c["name"]
+            for n in listing["assetCheckNames"]
+            for c in (n["assetChecksOrError"].get("checks") or [])
+        }
+        assert {
+            "student_enrollments_have_students",
+            "students_match_total_students",
+            "scores_non_negative",
+        } <= checks
 
-        launched = graphql(url, """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+        launched = graphql(
+            url,
+            """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
               __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-            {"p": {"assetSelection": [{"path": k} for k in LIGHT_KEYS], "allPartitions": True,
-                   "runConfigData": preset("LIGHTWEIGHT").to_run_config(),
-                   "tags": [{"key": "canvas/trigger", "value": "test"}], "title": "every course"}},
+            {
+                "p": {
+                    "assetSelection": [{"path": k} for k in LIGHT_KEYS],
+                    "allPartitions": True,
+                    "runConfigData": preset("LIGHTWEIGHT").to_run_config(),
+                    "tags": [{"key": "canvas/trigger", "value": "test"}],
+                    "title": "every course",
+                }
+            },
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill_id = launched["backfillId"]
         deadline = time.monotonic() + 300
         while True:
-            status = graphql(url, """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+            status = graphql(
+                url,
+                """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
                   ... on PartitionBackfill { status runs { runId status tags { key value } } } } }""",
-                {"id": backfill_id})["partitionBackfillOrError"]
-            if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "CANCELED", "COMPLETED_FAILED"):
+                {"id": backfill_id},
+            )["partitionBackfillOrError"]
+            if status["status"] in (
+                "COMPLETED",
+                "COMPLETED_SUCCESS",
+                "FAILED",
+                "CANCELED",
+                "COMPLETED_FAILED",
+            ):
                 break
             assert time.monotonic() < deadline, f"backfill still {status['status']}"
             time.sleep(2)
@@ -171,9 +235,15 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
 
     engine = sa.create_engine(production["warehouse_url"])
     with engine.connect() as conn:
-        loaded = {r[0] for r in conn.execute(sa.text("SELECT id FROM canvas_enrollments WHERE deleted_at IS NULL"))}
+        loaded = {
+            r[0] for r in conn.execute(sa.text("SELECT id FROM canvas_enrollments WHERE deleted_at IS NULL"))
+        }
     engine.dispose()
-    truth = {e["id"] for c in sandbox.data.course_ids(states=("available", "completed")) for e in sandbox.data.enrollments_of(c)}
+    truth = {
+        e["id"]
+        for c in sandbox.data.course_ids(states=("available", "completed"))
+        for e in sandbox.data.enrollments_of(c)
+    }
     assert loaded == truth
     assert sandbox.stats()["throttled"] == 0
 
@@ -214,8 +284,11 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
         (req,) = result
         assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1000", "1002")
         assert req.run_config["resources"]["sync_profile"]["config"]["name"] == "ANALYTICS_FOCUSED"
-        again = new_courses_sensor(dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse},
-                                                           cursor=context.cursor))
+        again = new_courses_sensor(
+            dg.build_sensor_context(
+                instance=instance, resources={"warehouse": warehouse}, cursor=context.cursor
+            )
+        )
         assert isinstance(again, dg.SkipReason)
 
 
@@ -228,18 +301,34 @@ def test_two_syncs_started_together_on_one_token_see_no_throttling_and_agree(mak
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
-        env.update(DAGSTER_HOME=str(home), CANVAS_BASE_URL=sandbox.base_url, CANVAS_API_TOKEN=sandbox.token,
-                   CANVAS_ASSETS_DATABASE_URL=pg_url)
-        procs.append(subprocess.Popen([str(BIN / "canvas-assets"), "sync", "--profile", "FULL_PROCESSING"], env=env,
-                                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env.update(
+            DAGSTER_HOME=str(home),
+            CANVAS_BASE_URL=sandbox.base_url,
+            CANVAS_API_TOKEN=sandbox.token,
+            CANVAS_ASSETS_DATABASE_URL=pg_url,
+        )
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "canvas-assets"), "sync", "--profile", "FULL_PROCESSING"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     stats = sandbox.stats()
     assert stats["throttled"] == 0
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
-        loaded = {r[0] for r in conn.execute(sa.text("SELECT id FROM canvas_enrollments WHERE deleted_at IS NULL"))}
-        items = conn.execute(sa.text("SELECT COUNT(*) FROM canvas_module_items WHERE deleted_at IS NULL")).scalar_one()
+        loaded = {
+            r[0] for r in conn.execute(sa.text("SELECT id FROM canvas_enrollments WHERE deleted_at IS NULL"))
+        }
+        items = conn.execute(
+            sa.text("SELECT COUNT(*) FROM canvas_module_items WHERE deleted_at IS NULL")
+        ).scalar_one()
     engine.dispose()
     cids = sandbox.data.course_ids(states=("available", "completed"))
     assert loaded == {e["id"] for c in cids for e in sandbox.data.enrollments_of(c)}

@@ -9,7 +9,7 @@ import dagster as dg
 from canvas_assets.assets.common import CANVAS_RETRY_POLICY, dagster_failures
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.errors import ConfigurationError
-from canvas_assets.partitions import COURSES
+from canvas_assets.partitions import COURSE_PARTITIONS_NAME
 from canvas_assets.warehouse.resource import WarehouseResource
 
 COURSE_STATES = ("created", "claimed", "available", "completed", "deleted", "all")
@@ -80,10 +80,10 @@ def canvas_course_catalog(
         diff = wh.upsert_catalog(
             courses, seen_at=datetime.now(timezone.utc), full_listing=config.max_courses is None
         )
-    existing = set(context.instance.get_dynamic_partitions(COURSES.name))
+    existing = set(context.instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME))
     new_keys = [str(c["id"]) for c in courses if str(c["id"]) not in existing]
     if new_keys:
-        context.instance.add_dynamic_partitions(COURSES.name, new_keys)
+        context.instance.add_dynamic_partitions(COURSE_PARTITIONS_NAME, new_keys)
     context.log.info(
         f"catalog: {len(courses)} courses ({len(new_keys)} new partitions, {len(diff.vanished)} vanished) "
         f"from {'account ' + account_id if account_id else 'the token'}"

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.partitions import COURSE_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
 from canvas_assets.warehouse.resource import WarehouseResource
 
 PARTITION_TAG = "dagster/partition"
@@ -25,7 +25,7 @@ def run_course_ids(context: Any) -> list[int]:
     first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if first is None or last is None:
         return []
-    keys = context.instance.get_dynamic_partitions(COURSES.name)
+    keys = context.instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     if first not in keys or last not in keys:
         return []
     return [int(k) for k in keys[keys.index(first) : keys.index(last) + 1]]

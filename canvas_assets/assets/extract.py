@@ -1,6 +1,7 @@
 """`canvas_extract`: one multi-asset that fetches every staging entity of the run's courses at once."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -106,7 +107,7 @@ def canvas_extract(
 def _results(entities: list[str], report: ExtractReport, profile_name: str) -> Iterator[dg.MaterializeResult]:
     records = report.records_by_entity()
     m = report.metrics
-    shared = {
+    shared: dict[str, Any] = {
         "profile": profile_name,
         "courses": len(report.courses),
         "courses_ok": len(report.course_ids("success")),

@@ -36,7 +36,9 @@ class StagedTransform:
     """What the transform op hands to the load op."""
 
     result: TransformResult
-    course_ids: list[int]  # the courses whose rows this load replaces (gone courses were soft-deleted already)
+    course_ids: list[
+        int
+    ]  # the courses whose rows this load replaces (gone courses were soft-deleted already)
     seconds: float
 
 
@@ -76,9 +78,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                     f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
                 ) from exc
             yield dg.Output(
-                StagedTransform(
-                    result=result, course_ids=sorted(staged), seconds=time.monotonic() - t0
-                )
+                StagedTransform(result=result, course_ids=sorted(staged), seconds=time.monotonic() - t0)
             )
 
     @dg.op(name=f"load_{entity}", tags={"canvas/stage": "load"})

@@ -15,9 +15,17 @@ def failure_from(exc: CanvasAssetsError, *, stage: str) -> dg.Failure:
     meta = exc.to_metadata()
     return dg.Failure(
         description=f"[{meta['error_category']}] {exc.message}",
-        metadata={k: dg.MetadataValue.text(str(v)) for k, v in meta.items()},
+        metadata={k: _metadata_value(v) for k, v in meta.items()},
         allow_retries=exc.recoverable,
     )
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.text(str(value))
 
 
 @contextmanager

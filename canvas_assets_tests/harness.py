@@ -35,7 +35,7 @@ class Harness:
             raise_on_error=False,
         )
 
-    def keys(self) -> list[str]:
+    def course_keys(self) -> list[str]:
         return list(self.instance.get_dynamic_partitions(COURSES.name))
 
     def sync(
@@ -51,7 +51,7 @@ class Harness:
         run_config = profile.to_run_config() if isinstance(profile, Profile) else profile
         name = profile.name if isinstance(profile, Profile) else "FULL_PROCESSING"
         job = defs.resolve_job_def(JOB_FOR_PRESET.get(name, "sync_full"))
-        keys = list(keys) if keys is not None else self.keys()
+        keys = list(keys) if keys is not None else self.course_keys()
         kwargs: dict[str, Any] = {}
         if len(keys) == 1:
             kwargs["partition_key"] = keys[0]

@@ -35,7 +35,7 @@ def harness(make_sandbox, sqlite_url, monkeypatch):
 class Collector(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:  # the http.server API
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Collector.received.append(json.loads(body))
         self.send_response(204)
@@ -73,7 +73,7 @@ def test_a_failed_run_is_recorded_in_the_sync_log_and_posted_to_the_webhook(harn
         "AND entity = '*'",
         r=result.run_id,
     )
-    assert {r.course_id for r in rows} == {int(k) for k in h.keys()}
+    assert {r.course_id for r in rows} == {int(k) for k in h.course_keys()}
     assert {(r.stage, r.status, r.error_type, r.error_category) for r in rows} == {
         ("extract", "failed", "CanvasAuthError", "canvas_api")
     }
@@ -90,13 +90,13 @@ def test_the_catalog_honours_its_filters(harness):
     data = h.sandbox.data
     result = h.discover(states=["available"], max_courses=3)
     assert result.success
-    assert h.keys() == [str(c) for c in data.course_ids(states=("available",))[:3]]
+    assert h.course_keys() == [str(c) for c in data.course_ids(states=("available",))[:3]]
     term = data.courses[data.course_ids(states=("completed",))[0]]["enrollment_term_id"]
     assert h.discover(states=["completed"], enrollment_term_id=term).success
     expected = [
         c for c in data.course_ids(states=("completed",)) if data.courses[c]["enrollment_term_id"] == term
     ]
-    assert set(expected) <= {int(k) for k in h.keys()}
+    assert set(expected) <= {int(k) for k in h.course_keys()}
 
 
 def test_the_catalog_lists_an_accounts_courses_when_an_account_is_set(harness, monkeypatch):
@@ -105,7 +105,7 @@ def test_the_catalog_lists_an_accounts_courses_when_an_account_is_set(harness, m
     h.sandbox.reset_stats()
     assert h.discover().success
     assert h.requests_to("/accounts/:id/courses") >= 1
-    assert h.keys() == [str(c) for c in h.sandbox.data.course_ids(states=("available", "completed"))]
+    assert h.course_keys() == [str(c) for c in h.sandbox.data.course_ids(states=("available", "completed"))]
 
 
 def test_a_bad_catalog_setting_is_refused_with_what_to_do(harness, monkeypatch):

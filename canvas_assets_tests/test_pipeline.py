@@ -50,9 +50,9 @@ def live_course_ids(h: Harness) -> list[int]:
 def test_discovery_registers_every_listed_course_as_a_partition(harness):
     result = harness.discover()
     assert result.success
-    assert harness.keys() == [str(c) for c in live_course_ids(harness)]
+    assert harness.course_keys() == [str(c) for c in live_course_ids(harness)]
     (mat,) = result.asset_materializations_for_node("canvas_course_catalog")
-    assert mat.metadata["new_partitions"].value == len(harness.keys())
+    assert mat.metadata["new_partitions"].value == len(harness.course_keys())
     again = harness.discover()
     (mat,) = again.asset_materializations_for_node("canvas_course_catalog")
     assert mat.metadata["new_partitions"].value == 0
@@ -79,7 +79,7 @@ def test_extracting_one_course_stages_exactly_what_canvas_serves(sqlite_harness)
 def test_field_groups_decide_which_requests_are_made(sqlite_harness):
     h = sqlite_harness
     assert h.discover().success
-    courses = len(h.keys())
+    courses = len(h.course_keys())
     h.sandbox.reset_stats()
     assert h.sync("LIGHTWEIGHT").success
     assert h.requests_to("/settings") == 0
@@ -101,11 +101,11 @@ def test_an_invalid_profile_fails_the_run_before_any_canvas_call(sqlite_harness)
     contradiction = {
         "resources": {"sync_profile": {"config": {"name": "LIGHTWEIGHT", "entities": {"enrollments": False}}}}
     }
-    result = h.sync(contradiction, h.keys())
+    result = h.sync(contradiction, h.course_keys())
     assert not result.success
     assert "fields.students.scores" in failure_text(result)
     with pytest.raises(dg.DagsterInvalidConfigError, match="modulez"):
-        h.sync({"resources": {"sync_profile": {"config": {"entities": {"modulez": True}}}}}, h.keys())
+        h.sync({"resources": {"sync_profile": {"config": {"entities": {"modulez": True}}}}}, h.course_keys())
     assert h.sandbox.stats()["requests"] == 0
 
 
@@ -177,7 +177,7 @@ def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
     cids = live_course_ids(h)
     # One run covered every course, and every course partition got its own materialization.
     mats = result.asset_materializations_for_node("canvas_extract")
-    assert {m.partition for m in mats if m.asset_key == dg.AssetKey(["staging", "courses"])} == set(h.keys())
+    assert {m.partition for m in mats if m.asset_key == dg.AssetKey(["staging", "courses"])} == set(h.course_keys())
 
     courses = h.table("canvas_courses")
     for cid in cids:
@@ -364,4 +364,4 @@ def test_layer1_is_rebuilt_from_staging_with_zero_canvas_calls(sqlite_harness):
     result = h.sync("LIGHTWEIGHT", selection=layer1)
     assert result.success, failure_text(result)
     assert h.sandbox.stats()["requests"] == 0
-    assert len(h.keys()) == len(COURSES.get_partition_keys(dynamic_partitions_store=h.instance))
+    assert len(h.course_keys()) == len(COURSES.get_partition_keys(dynamic_partitions_store=h.instance))

@@ -1,9 +1,13 @@
 """Drive the real Dagster definitions against a sandbox and a warehouse, the way the CLI and the UI do."""
 
 import json
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -107,3 +111,29 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
                 parts.append(err.message)
                 err = err.cause
     return "\n".join(parts)
+
+
+# --- shared by the tests that run real processes ------------------------------------------------------
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "canvas_assets.definitions"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any CANVAS_/DAGSTER_ setting, plus `extra`, for a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def pipeline_harness(sandbox: CanvasSandbox, db_url: str, monkeypatch: Any) -> Iterator[Harness]:
+    """This process pointed at `sandbox` and `db_url`, with an ephemeral Dagster instance."""
+    monkeypatch.setenv("CANVAS_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("CANVAS_API_TOKEN", sandbox.token)
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", db_url)
+    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
+    monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
+    with dg.instance_for_test() as instance:
+        yield Harness(sandbox, instance, db_url)

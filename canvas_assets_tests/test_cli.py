@@ -1,18 +1,15 @@
 """The command line, run as a user runs it: real subprocesses, a temporary DAGSTER_HOME, a sandbox on loopback."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from canvas_assets.profiles import PROFILES_DIR
+from canvas_assets_tests.harness import BIN, MATERIALIZE, ROOT, clean_env
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SECRET = "cli-secret-token-9d3a"
 
 
@@ -22,13 +19,11 @@ def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -
 
 @pytest.fixture
 def cli_env(tmp_path, sandbox) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
-    env.update(
+    env = clean_env(
         DAGSTER_HOME=str(tmp_path / "home"),
         CANVAS_BASE_URL=sandbox.base_url,
         CANVAS_API_TOKEN=sandbox.token,
         CANVAS_ASSETS_DATABASE_URL=f"sqlite:///{tmp_path / 'warehouse.db'}",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -41,9 +36,7 @@ def canvas_assets(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Comp
 
 @pytest.mark.slow
 def test_demo_exits_0_in_a_fresh_dagster_home(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    result = canvas_assets("demo", env=env, cwd=tmp_path)
+    result = canvas_assets("demo", env=clean_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "courses failed   0" in result.stdout
     assert "dagster dev" in result.stdout
@@ -146,14 +139,9 @@ def test_profile_show_and_validate(cli_env, tmp_path):
 def test_dagster_asset_materialize_works_per_partition_and_per_range_after_discovery(
     cli_env, tmp_path, sandbox
 ):
-    dagster = str(BIN / "dagster")
     found = run(
         [
-            dagster,
-            "asset",
-            "materialize",
-            "-m",
-            "canvas_assets.definitions",
+            *MATERIALIZE,
             "--select",
             "canvas_course_catalog",
         ],
@@ -165,11 +153,7 @@ def test_dagster_asset_materialize_works_per_partition_and_per_range_after_disco
     select = 'key:"staging/*" or key:"layer1/*"'
     one = run(
         [
-            dagster,
-            "asset",
-            "materialize",
-            "-m",
-            "canvas_assets.definitions",
+            *MATERIALIZE,
             "--select",
             select,
             "--partition",
@@ -183,11 +167,7 @@ def test_dagster_asset_materialize_works_per_partition_and_per_range_after_disco
     assert one.returncode == 0, one.stderr[-3000:]
     ranged = run(
         [
-            dagster,
-            "asset",
-            "materialize",
-            "-m",
-            "canvas_assets.definitions",
+            *MATERIALIZE,
             "--select",
             select,
             "--partition-range",

@@ -1,13 +1,10 @@
 """Operations around the pipeline: failure reporting, the catalog's filters, the sandbox command."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,21 +12,15 @@ import requests
 
 from canvas_assets.automation import WEBHOOK_ENV_VAR, sync_failure_reporter
 from canvas_assets.definitions import defs
-from canvas_assets_tests.harness import Harness
+from canvas_assets_tests.harness import BIN, clean_env, failure_text, pipeline_harness
 
-BIN = Path(sys.executable).parent
 SECRET = "reporter-secret-token-77c1"
 
 
 @pytest.fixture
 def harness(make_sandbox, sqlite_url, monkeypatch):
-    sb = make_sandbox(scale="small")
-    monkeypatch.setenv("CANVAS_BASE_URL", sb.base_url)
-    monkeypatch.setenv("CANVAS_API_TOKEN", sb.token)
-    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", sqlite_url)
-    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
-    with dg.instance_for_test() as instance:
-        yield Harness(sb, instance, sqlite_url)
+    with pipeline_harness(make_sandbox(scale="small"), sqlite_url, monkeypatch) as h:
+        yield h
 
 
 class Collector(BaseHTTPRequestHandler):
@@ -112,15 +103,13 @@ def test_a_bad_catalog_setting_is_refused_with_what_to_do(harness, monkeypatch):
     monkeypatch.setenv("CANVAS_ACCOUNT_ID", "main-campus")
     result = harness.discover()
     assert not result.success
-    from canvas_assets_tests.harness import failure_text
-
     assert "CANVAS_ACCOUNT_ID must be a numeric Canvas account id" in failure_text(result)
     monkeypatch.delenv("CANVAS_ACCOUNT_ID")
     assert "is not one Canvas knows" in failure_text(harness.discover(states=["open"]))
 
 
 def test_the_sandbox_command_serves_canvas_and_prints_how_to_reach_it(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANVAS_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [str(BIN / "canvas-assets"), "sandbox", "--port", "0", "--courses", "5", "--seed", "3"],
         env=env,

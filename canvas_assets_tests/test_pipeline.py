@@ -8,7 +8,7 @@ import pytest
 
 from canvas_assets.extract import STUDENT_STATES
 from canvas_assets.partitions import COURSES
-from canvas_assets_tests.harness import Harness, failure_text, utc
+from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness, utc
 
 BIG = 1000  # the small sandbox's large course: 3 pages of users and of enrollments
 SECRET = "not-the-real-token-5f0c2e"
@@ -16,26 +16,15 @@ SECRET = "not-the-real-token-5f0c2e"
 
 @pytest.fixture
 def harness(make_sandbox, db_url, monkeypatch) -> Iterator[Harness]:
-    sb = make_sandbox(scale="small", throttle="hosted")
-    monkeypatch.setenv("CANVAS_BASE_URL", sb.base_url)
-    monkeypatch.setenv("CANVAS_API_TOKEN", sb.token)
-    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", db_url)
-    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
-    monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
-    with dg.instance_for_test() as instance:
-        yield Harness(sb, instance, db_url)
+    """The pipeline on SQLite and on PostgreSQL."""
+    with pipeline_harness(make_sandbox(scale="small", throttle="hosted"), db_url, monkeypatch) as h:
+        yield h
 
 
 @pytest.fixture
 def sqlite_harness(make_sandbox, sqlite_url, monkeypatch) -> Iterator[Harness]:
-    sb = make_sandbox(scale="small", throttle="hosted")
-    monkeypatch.setenv("CANVAS_BASE_URL", sb.base_url)
-    monkeypatch.setenv("CANVAS_API_TOKEN", sb.token)
-    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", sqlite_url)
-    monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
-    monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
-    with dg.instance_for_test() as instance:
-        yield Harness(sb, instance, sqlite_url)
+    with pipeline_harness(make_sandbox(scale="small", throttle="hosted"), sqlite_url, monkeypatch) as h:
+        yield h
 
 
 def instant(value: str | None) -> datetime | None:
@@ -177,7 +166,9 @@ def test_a_ranged_full_sync_mirrors_canvas_value_by_value(harness):
     cids = live_course_ids(h)
     # One run covered every course, and every course partition got its own materialization.
     mats = result.asset_materializations_for_node("canvas_extract")
-    assert {m.partition for m in mats if m.asset_key == dg.AssetKey(["staging", "courses"])} == set(h.course_keys())
+    assert {m.partition for m in mats if m.asset_key == dg.AssetKey(["staging", "courses"])} == set(
+        h.course_keys()
+    )
 
     courses = h.table("canvas_courses")
     for cid in cids:

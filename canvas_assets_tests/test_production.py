@@ -6,12 +6,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -23,9 +21,8 @@ from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG
 from canvas_assets.profiles import preset
 from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets_tests.conftest import PG_ADMIN_URL
+from canvas_assets_tests.harness import BIN, MATERIALIZE, ROOT, clean_env
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 LIGHT_KEYS = [["staging", e] for e in ("courses", "students", "enrollments")] + [
     ["layer1", e] for e in ("courses", "students", "enrollments")
 ]
@@ -64,8 +61,7 @@ def production(tmp_path, sandbox) -> Iterator[dict]:
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     host_url = PG_ADMIN_URL.rsplit("/", 1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
-    env.update(
+    env = clean_env(
         DAGSTER_HOME=str(home),
         DAGSTER_PG_HOST="127.0.0.1",
         DAGSTER_PG_PORT="5432",
@@ -75,7 +71,6 @@ def production(tmp_path, sandbox) -> Iterator[dict]:
         CANVAS_BASE_URL=sandbox.base_url,
         CANVAS_API_TOKEN=sandbox.token,
         CANVAS_ASSETS_DATABASE_URL=f"{host_url}/{warehouse_db}",
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     try:
         yield {
@@ -104,11 +99,7 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
     env, sandbox = production["env"], production["sandbox"]
     found = subprocess.run(
         [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "canvas_assets.definitions",
+            *MATERIALIZE,
             "--select",
             "canvas_course_catalog",
         ],
@@ -300,8 +291,7 @@ def test_two_syncs_started_together_on_one_token_see_no_throttling_and_agree(mak
         home = tmp_path / f"home{i}"
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CANVAS_", "DAGSTER_"))}
-        env.update(
+        env = clean_env(
             DAGSTER_HOME=str(home),
             CANVAS_BASE_URL=sandbox.base_url,
             CANVAS_API_TOKEN=sandbox.token,

@@ -40,8 +40,11 @@ def test_after_calibration_the_limit_grows_one_by_one_towards_the_cap():
     observe(pacer, 700.0)
     assert (pacer.cap, pacer.limit) == (13, 4)
     for expected in range(5, 14):
-        observe(pacer, 700.0 - 50 * (expected - 2), others=expected - 2)  # saturated, room to spare
-        assert pacer.limit == min(expected, 13)
+        # One round trip: a limit's worth of saturated responses with room to spare grows it by one.
+        for _ in range(expected - 1):
+            assert pacer.limit == expected - 1
+            observe(pacer, 700.0 - 50 * (expected - 2), others=expected - 2)
+        assert pacer.limit == expected
     observe(pacer, 150.0, others=12)
     assert pacer.limit == 13  # never above the cap
 
@@ -82,12 +85,12 @@ def test_another_process_sharing_the_token_leaves_less_room():
 def test_a_low_reading_shrinks_the_limit_at_once_and_a_high_one_grows_it_by_one_when_saturated():
     pacer = Pacer(max_in_flight=32)
     observe(pacer, 700.0)
-    for others in range(3, 12):
-        observe(pacer, 700.0 - 50 * others, others=others)
-    assert pacer.limit == 13
+    while pacer.limit < 13:
+        observe(pacer, 700.0 - 50 * (pacer.limit - 1), others=pacer.limit - 1)
     observe(pacer, 60.0, others=5)  # the bucket had room for one more at most
     assert pacer.limit == 5
-    observe(pacer, 400.0, others=4)  # saturated (5 in flight of 5) with room to spare
+    for _ in range(5):  # a round trip of saturated responses (5 in flight of 5) with room to spare
+        observe(pacer, 400.0, others=4)
     assert pacer.limit == 6
     observe(pacer, 400.0, others=1)  # not saturated: no growth
     assert pacer.limit == 6
@@ -141,3 +144,17 @@ def test_acquire_blocks_while_the_limit_is_reached_and_resumes_on_release():
     assert got.wait(5)
     t.join(5)
     assert pacer.peak_in_flight == 1
+
+
+def test_with_another_process_on_the_token_three_requests_stay_spare():
+    pacer = Pacer(max_in_flight=32)
+    observe(pacer, 700.0)  # alone: the bucket's whole room is known
+    # Four of ours in flight, and R says 4 more holds are in the bucket than ours explain.
+    for _ in range(8):
+        observe(pacer, 700.0 - 50 * 4 - 50 * 4, others=3)  # R = 300: 4 spare alone, fewer than needed
+    assert pacer.limit == 5  # grew: 300 >= 75 + 150
+    for _ in range(10):
+        observe(pacer, 200.0, others=4)  # 2.5 spare: shared, so no growth
+    assert pacer.limit == 5
+    observe(pacer, 110.0, others=4)  # below two spare while shared: shrink
+    assert pacer.limit == 4

@@ -13,18 +13,21 @@ process may share the token, so the pacer learns from what every response report
   Only readings taken with few others in flight (k <= 3) set this cap: with many in flight, responses
   that Canvas has already finished but this process has not yet read are counted in k although their
   hold is gone, and a busy client would overestimate the room by several requests.
-- Feedback. Every reading is a lower bound on the room left, whatever the lag, so it steers the limit
-  inside the cap: R below the low-water mark (~75 units: the bucket had room for at most one more
-  request) shrinks the limit at once (never above the others still in flight); R with a request's
-  worth to spare grows it by one, only while the limit is what holds requests back. Requests of
+- Feedback. Every reading steers the limit inside the cap: R below the low-water mark (~75 units: the
+  bucket had room for at most one more request) shrinks the limit at once (never above the others
+  still in flight); R with a request's worth to spare counts towards growing it by one per round
+  trip, only while the limit is what holds requests back. When the bucket holds more than our own
+  requests explain (another process shares the token), three requests' worth must stay spare before
+  growing, and the limit shrinks already below two: neither process sees the other's growth until
+  its next readings. Requests of
   another process sharing the token are part of R, so both processes back off.
 - A reading below the low-water mark with nothing else of ours in flight means real costs (or another
   process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
 - The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
   reading, with nothing else of ours in the bucket, measures the room exactly. From there the limit
-  starts at 4 and grows by one per response with room to spare, never jumping to the cap: a second
-  process starting on the same token at the same moment would otherwise jump too, and together they
-  would overfill the bucket.
+  starts at 4 and grows by one per round trip with room to spare (a limit's worth of responses
+  reporting R >= 125), never jumping to the cap: a second process on the same token would jump too,
+  and together they would overfill the bucket.
 - A throttled response halves the limit (the request itself is retried after a backoff).
 
 Thread-safe: every method takes the pacer's lock.
@@ -80,6 +83,7 @@ class Pacer:
         self._max_remaining = 0.0
         self.quiet_others = 3
         self.start_after_calibration = 4
+        self._grow_credit = 0
         self._calibrated = False
         self._in_flight: set[int] = set()
         self._next_seq = 0
@@ -178,9 +182,15 @@ class Pacer:
             room = min(remaining + unit * others, self._max_remaining)
             fits = math.ceil(room / unit) if room > 0 else 0
             self._cap = max(1, min(self.max_in_flight, fits - self.safety_margin))
-        if remaining < self.low_water:
+        # Holds in the bucket that are not ours: another process is spending the same token. Then keep
+        # more room spare, since its growth and ours cannot see each other until the next readings.
+        foreign = self._max_remaining - (remaining + unit * others)
+        shared = foreign >= unit * 0.8
+        grow_above = self.low_water + unit * (3 if shared else 1)
+        shrink_below = self.low_water + (unit if shared else 0)
+        if remaining < shrink_below:
             self._limit = max(1, min(self._limit - 1, others))
-            if others == 0:
+            if others == 0 and remaining < self.low_water:
                 wait = (self.low_water - remaining) / self.leak_rate
                 self._not_before = max(self._not_before, self._clock() + wait)
         elif not self._calibrated:
@@ -188,7 +198,13 @@ class Pacer:
             # two clients that both jumped to the cap would overfill the bucket together. Growth by one
             # per response with room to spare gets there within a few round trips.
             self._limit = min(self._cap, self.start_after_calibration)
-        elif remaining >= self.low_water + unit and saturated:
-            self._limit += 1
+        elif remaining >= grow_above and saturated:
+            # Additive increase once per round trip (a limit's worth of roomy responses), not once per
+            # response: readings are stale by the time a busy process reads them, and a burst of stale
+            # "room to spare" readings must not grow the limit by the size of the burst.
+            self._grow_credit += 1
+            if self._grow_credit >= self._limit:
+                self._grow_credit = 0
+                self._limit += 1
         self._limit = max(1, min(self._limit, self._cap))
         self._calibrated = True

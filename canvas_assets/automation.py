@@ -24,6 +24,7 @@ from typing import Any, Optional
 import dagster as dg
 
 from canvas_assets.assets.common import gone_course_ids
+from canvas_assets.canvas.redact import redact_known
 from canvas_assets.jobs import JOB_FOR_PRESET, discover_courses
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, COURSES, range_tags
 from canvas_assets.profiles import PROFILE_ENV_VAR, preset
@@ -45,12 +46,14 @@ def plan_ranged_runs(
 ) -> list[dg.RunRequest]:
     """One RunRequest per contiguous range of wanted course keys, carrying the profile as run config."""
     profile = preset(profile_name)
+    selection = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
     requests = []
     for i, keys in enumerate(contiguous_runs(all_keys, wanted, run_size)):
         requests.append(
             dg.RunRequest(
                 run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
                 run_config=profile.to_run_config(),
+                asset_selection=selection,
                 tags={
                     **range_tags(keys[0], keys[-1]),
                     "canvas/profile": profile.name,
@@ -131,7 +134,7 @@ weekly_full_sync = sync_schedule(
 # --- newly discovered courses -----------------------------------------------------------------------------
 @dg.sensor(
     name="new_courses_sensor",
-    job_name="sync_lightweight",
+    job_name="sync_full",  # every asset; each request selects its profile's
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Syncs courses that were registered but never synced, in ranged runs, with the profile from "
@@ -239,7 +242,7 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
                 "error_type": meta.get("error_type") or (err.cls_name if err else None),
                 "error_category": meta.get("error_category"),
                 "recoverable": meta.get("recoverable"),
-                "message": (
+                "message": redact_known(
                     user.description
                     if user is not None and user.description
                     else (err.message if err else "")

@@ -125,7 +125,7 @@ def _sync(
         found = discover(defs, instance, catalog_config)
         if not found.success:
             click.secho(f"course discovery failed: {found.failure}", fg="red", err=True)
-            return EXIT_FAILED_COURSES
+            return EXIT_BAD_INPUT if found.failure_category == "configuration" else EXIT_FAILED_COURSES
         chosen = select_courses(instance, warehouse.catalog_course_ids(), courses or None, max_courses)
         if not chosen:
             click.echo("no courses to sync (the catalog is empty for these filters)")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from canvas_assets.canvas.redact import install_redaction, redact_known
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -36,6 +37,7 @@ from canvas_assets.errors import (
 from canvas_assets.profiles import Profile
 
 log = logging.getLogger(__name__)
+install_redaction(__name__)
 
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
@@ -178,10 +180,16 @@ class Extractor:
                 self.client, self.profile, entity, course.course_id, min(MAX_READ_TIMEOUT_S, remaining)
             )
         except CanvasNotFound as exc:
-            # Analytics 404s for courses that are not published or have analytics off: no data, no failure.
-            outcome.status = "unavailable" if entity == "student_summaries" else "gone"
             outcome.error = exc
-            outcome.records = [] if entity == "student_summaries" else None
+            if entity == "student_summaries":
+                # Analytics 404s for courses that are unpublished or have analytics off: no data, no failure.
+                outcome.status, outcome.records = "unavailable", []
+            elif entity == "courses" or self._course_is_gone(course.course_id):
+                outcome.status = "gone"
+            else:
+                # The course is there; one of its lists vanished mid-fetch (a module deleted between the
+                # list and its items, say). The entity failed; the course's other data stands.
+                outcome.status = "failed"
         except (CanvasAuthError, ConfigurationError):
             self._cancel.set()
             raise
@@ -191,7 +199,8 @@ class Extractor:
             log.exception("unexpected error fetching %s of course %s", entity, course.course_id)
             outcome.status = "failed"
             outcome.error = CanvasAssetsError(
-                f"unexpected {type(exc).__name__} while fetching {entity}: {exc}", stage="extract"
+                f"unexpected {type(exc).__name__} while fetching {entity}: {redact_known(str(exc))}",
+                stage="extract",
             )
         outcome.finished_at = utcnow()
         outcome.api_calls = _thread_requests(self.client) - calls_before
@@ -199,6 +208,16 @@ class Extractor:
             outcome.error.course_id = course.course_id
             outcome.error.stage = outcome.error.stage or "extract"
         return outcome
+
+    def _course_is_gone(self, course_id: int) -> bool:
+        """Only a 404 on the course itself means the course is gone."""
+        try:
+            self.client.get_course(course_id, include=(), timeout=MAX_READ_TIMEOUT_S)
+        except CanvasNotFound:
+            return True
+        except CanvasAssetsError:
+            return False
+        return False
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:

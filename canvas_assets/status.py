@@ -55,53 +55,97 @@ def _as_dt(value: Any) -> datetime | None:
     return _utc(datetime.fromisoformat(str(value)))
 
 
+@dataclass
+class CourseAttempt:
+    """One course in one run: the latest row of each (entity, stage) decides (a retried step writes again)."""
+
+    run_id: str
+    course_id: int
+    status: str  # success | failed | gone
+    started: datetime | None
+    finished: datetime | None
+    api_calls: int
+    error: str | None
+
+
+RANK = {"success": 0, "skipped": 0, "gone": 1, "failed": 2}
+
+
+def course_attempts(conn: sa.Connection, run_ids: list[str] | None = None) -> list[CourseAttempt]:
+    """Every (run, course) of the sync log, or of the given runs, with its outcome."""
+    sql = (
+        "SELECT id, run_id, course_id, entity, stage, status, started_at, finished_at, api_calls, error_type, "
+        "message FROM canvas_sync_log"
+    )
+    params: dict[str, Any] = {}
+    stmt = sa.text(sql + " ORDER BY id")
+    if run_ids is not None:
+        stmt = sa.text(sql + " WHERE run_id IN :runs ORDER BY id").bindparams(
+            sa.bindparam("runs", expanding=True)
+        )
+        params["runs"] = run_ids
+    latest: dict[tuple[str, int, str, str], Any] = {}
+    calls: dict[tuple[str, int], int] = {}
+    for row in conn.execute(stmt, params):
+        latest[(row.run_id, int(row.course_id), row.entity, row.stage)] = row
+        key = (row.run_id, int(row.course_id))
+        calls[key] = calls.get(key, 0) + int(row.api_calls or 0)
+    grouped: dict[tuple[str, int], list[Any]] = {}
+    for (run_id, course_id, _, _), row in latest.items():
+        grouped.setdefault((run_id, course_id), []).append(row)
+    out = []
+    for (run_id, course_id), rows in grouped.items():
+        worst = max(rows, key=lambda r: RANK.get(r.status, 0))
+        status = {"skipped": "success"}.get(worst.status, worst.status)
+        starts = [d for d in (_as_dt(r.started_at) for r in rows) if d]
+        ends = [d for d in (_as_dt(r.finished_at) for r in rows) if d]
+        error = f"{worst.error_type}: {worst.message}" if status != "success" else None
+        out.append(
+            CourseAttempt(
+                run_id,
+                course_id,
+                status,
+                min(starts) if starts else None,
+                max(ends) if ends else None,
+                calls[(run_id, course_id)],
+                error,
+            )
+        )
+    return out
+
+
 def pipeline_status(engine: sa.Engine) -> PipelineStatus:
     with engine.connect() as conn:
         catalog = conn.execute(
             sa.text("SELECT course_id, name, gone_at FROM canvas_course_catalog ORDER BY course_id")
         ).all()
-        # One row per (run, course): failed if any entity failed, gone if the course vanished.
-        attempts = conn.execute(
-            sa.text(
-                """SELECT run_id, course_id,
-                          MIN(started_at) AS started, MAX(finished_at) AS finished,
-                          SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed,
-                          SUM(CASE WHEN status = 'gone' THEN 1 ELSE 0 END) AS gone,
-                          SUM(COALESCE(api_calls, 0)) AS api_calls,
-                          MAX(CASE WHEN status IN ('failed', 'gone') THEN error_type || ': ' || message END) AS error
-                   FROM canvas_sync_log WHERE stage = 'extract'
-                   GROUP BY run_id, course_id"""
-            )
-        ).all()
+        attempts = course_attempts(conn)
     names = {int(r.course_id): r.name for r in catalog}
     gone_ids = {int(r.course_id) for r in catalog if r.gone_at is not None}
-    latest: dict[int, Any] = {}
+    latest: dict[int, CourseAttempt] = {}
     durations: list[float] = []
-    ok = total = api_calls = 0
+    ok = api_calls = 0
     last_sync: datetime | None = None
     for a in attempts:
-        started, finished = _as_dt(a.started), _as_dt(a.finished)
-        total += 1
-        api_calls += int(a.api_calls or 0)
-        if not a.failed and not a.gone:
-            ok += 1
-        if started and finished:
-            durations.append((finished - started).total_seconds())
-        if finished and (last_sync is None or finished > last_sync):
-            last_sync = finished
-        prev_finished = _as_dt(latest[int(a.course_id)].finished) if int(a.course_id) in latest else None
-        if int(a.course_id) not in latest or (finished and prev_finished and finished > prev_finished):
-            latest[int(a.course_id)] = a
+        api_calls += a.api_calls
+        ok += a.status == "success"
+        if a.started and a.finished:
+            durations.append((a.finished - a.started).total_seconds())
+        if a.finished and (last_sync is None or a.finished > last_sync):
+            last_sync = a.finished
+        prev = latest.get(a.course_id)
+        if prev is None or (a.finished and prev.finished and a.finished > prev.finished):
+            latest[a.course_id] = a
+    total = len(attempts)
     courses = []
     for cid in sorted(set(names) | set(latest)):
         last = latest.get(cid)
-        state = None if last is None else ("gone" if last.gone else "failed" if last.failed else "success")
         courses.append(
             CourseStatus(
                 cid,
                 names.get(cid),
-                state,
-                _as_dt(last.finished) if last else None,
+                last.status if last else None,
+                last.finished if last else None,
                 last.error if last else None,
             )
         )

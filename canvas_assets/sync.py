@@ -19,10 +19,12 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, range_tags
 from canvas_assets.profiles import Profile
+from canvas_assets.status import course_attempts
 
 DEFAULT_RUN_SIZE = 500
 LAYER1_TABLES = {
@@ -74,6 +76,7 @@ class RunOutcome:
     courses: list[str]
     success: bool
     failure: str | None = None
+    failure_category: str | None = None
     extract_metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +102,16 @@ class SyncSummary:
         return all(r.success for r in self.runs) and not self.failed
 
 
+def run_failure_category(result: Any) -> str | None:
+    """The error category (errors.ErrorCategory value) of the run's first step failure, if it had one."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            user = getattr(event.event_specific_data, "user_failure_data", None)
+            value = user.metadata.get("error_category") if user is not None and user.metadata else None
+            return str(getattr(value, "value", value)) if value is not None else None
+    return None
+
+
 def run_failure_message(result: Any) -> str | None:
     """The first step failure's message of an in-process run (our Failure descriptions are token-free)."""
     for event in result.all_events:
@@ -107,12 +120,12 @@ def run_failure_message(result: Any) -> str | None:
             err = getattr(data, "error", None)
             user_desc = getattr(getattr(data, "user_failure_data", None), "description", None)
             if user_desc:
-                return f"{event.step_key}: {user_desc}"
+                return redact_known(f"{event.step_key}: {user_desc}")
             if err is not None:
                 cause = err
                 while getattr(cause, "cause", None) is not None:
                     cause = cause.cause
-                return f"{event.step_key}: {cause.message.strip()}"
+                return redact_known(f"{event.step_key}: {cause.message.strip()}")
             return f"{event.step_key} failed"
     if not result.success:
         return "the run failed (see the Dagster UI for its logs)"
@@ -129,7 +142,9 @@ def discover(
         raise_on_error=False,
         tags={"canvas/trigger": "cli"},
     )
-    return RunOutcome(result.run_id, [], result.success, run_failure_message(result))
+    return RunOutcome(
+        result.run_id, [], result.success, run_failure_message(result), run_failure_category(result)
+    )
 
 
 def contiguous_runs(all_keys: Sequence[str], wanted: Sequence[str], run_size: int) -> list[list[str]]:
@@ -227,6 +242,7 @@ def run_sync(
                     keys,
                     result.success,
                     run_failure_message(result),
+                    run_failure_category(result),
                     _extract_metadata(result),
                 )
             )
@@ -276,20 +292,11 @@ def _summarise(
     rows: dict[str, int] = {}
     if run_ids:
         with warehouse.engine.connect() as conn:
-            log_rows = conn.execute(
-                sa.text(
-                    "SELECT course_id, status, error_type, message FROM canvas_sync_log "
-                    "WHERE run_id IN :runs AND stage = 'extract'"
-                ).bindparams(sa.bindparam("runs", expanding=True)),
-                {"runs": run_ids},
-            ).all()
-            rank = {"not run": 0, "success": 1, "skipped": 1, "gone": 2, "failed": 3}
-            for course_id, st, etype, message in log_rows:
-                st = "success" if st == "skipped" else st
-                if rank.get(st, 0) > rank.get(status.get(course_id, "not run"), 0):
-                    status[course_id] = st
-                    if st in ("failed", "gone"):
-                        errors[course_id] = f"{etype}: {message}"
+            for attempt in course_attempts(conn, run_ids):
+                if attempt.course_id in status:
+                    status[attempt.course_id] = attempt.status
+                    if attempt.error:
+                        errors[attempt.course_id] = attempt.error
             for entity, table in LAYER1_TABLES.items():
                 if entity in ("module_items", "score_history"):
                     wanted = "modules" if entity == "module_items" else "enrollments"

@@ -87,7 +87,11 @@ def test_the_catalog_honours_its_filters(harness):
     expected = [
         c for c in data.course_ids(states=("completed",)) if data.courses[c]["enrollment_term_id"] == term
     ]
-    assert set(expected) <= {int(k) for k in h.course_keys()}
+    assert expected
+    new_keys = {int(k) for k in h.course_keys()} - set(data.course_ids(states=("available",))[:3])
+    assert new_keys == set(expected)  # only that term's completed courses were added
+    # A filtered listing does not make the courses it leaves out gone.
+    assert h.rows("SELECT course_id FROM canvas_course_catalog WHERE gone_at IS NOT NULL") == []
 
 
 def test_the_catalog_lists_an_accounts_courses_when_an_account_is_set(harness, monkeypatch):

@@ -5,9 +5,9 @@ from datetime import datetime
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from canvas_assets.extract import STUDENT_STATES
-from canvas_assets.partitions import COURSES
 from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness, utc
 
 BIG = 1000  # the small sandbox's large course: 3 pages of users and of enrollments
@@ -324,23 +324,24 @@ def test_a_failure_in_the_middle_of_a_load_leaves_the_previous_layer1_state(sqli
 
     import canvas_assets.warehouse.load as load_module
 
-    real = load_module.load_table
-    calls = {"n": 0}
+    batches = []
 
-    def exploding(*args, **kwargs):
-        calls["n"] += 1
-        out = real(*args, **kwargs)
-        if calls["n"] >= 1:
+    def crash_after_the_first_batch(table: str, index: int, rows: int) -> None:
+        batches.append((table, index))
+        if index >= 1:
             raise RuntimeError("disk full (injected)")
-        return out
 
-    monkeypatch.setattr(load_module, "load_table", exploding)
+    # Small batches, so the crash comes in the middle of the enrollments upsert.
+    monkeypatch.setattr(load_module, "BATCH_ROWS", 50)
+    monkeypatch.setattr(load_module, "COPY_BATCH_ROWS", 50)
+    monkeypatch.setattr(load_module, "_after_batch", crash_after_the_first_batch)
     result = h.sync(
         "LIGHTWEIGHT",
         selection=[dg.AssetKey(["staging", "enrollments"]), dg.AssetKey(["layer1", "enrollments"])],
     )
     assert not result.success
     assert "disk full" in failure_text(result)
+    assert ("canvas_enrollments", 0) in batches  # one batch had been written when the crash came
     assert h.rows("SELECT id, current_score, deleted_at FROM canvas_enrollments ORDER BY id") == before
     assert h.rows("SELECT COUNT(*) FROM canvas_score_history")[0][0] == history
 
@@ -349,10 +350,40 @@ def test_layer1_is_rebuilt_from_staging_with_zero_canvas_calls(sqlite_harness):
     h = sqlite_harness
     assert h.discover().success
     assert h.sync("LIGHTWEIGHT").success
-    h.rows("SELECT 1")
+    tables = ("canvas_courses", "canvas_students", "canvas_enrollments")
+    before = {t: h.rows(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
+    with h.engine.begin() as conn:
+        for table in tables:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
     h.sandbox.reset_stats()
     layer1 = [dg.AssetKey(["layer1", e]) for e in ("courses", "students", "enrollments")]
     result = h.sync("LIGHTWEIGHT", selection=layer1)
     assert result.success, failure_text(result)
     assert h.sandbox.stats()["requests"] == 0
-    assert len(h.course_keys()) == len(COURSES.get_partition_keys(dynamic_partitions_store=h.instance))
+    assert {t: h.rows(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables} == before
+    assert all(v > 0 for v in before.values())
+
+
+def test_a_course_that_fails_keeps_its_rows_and_fails_the_fetch_check(sqlite_harness):
+    h = sqlite_harness
+    assert h.discover().success
+    assert h.sync("LIGHTWEIGHT").success
+    before = h.rows(
+        "SELECT id, current_score, synced_at FROM canvas_enrollments WHERE course_id = :c ORDER BY id", c=BIG
+    )
+    h.sandbox.change_score(BIG)
+    h.sandbox.forbid_course(BIG)  # every request about the course now answers 401 unauthorized
+    result = h.sync("LIGHTWEIGHT")
+    assert result.success, failure_text(result)  # the other courses went on
+    after = h.rows(
+        "SELECT id, current_score, synced_at FROM canvas_enrollments WHERE course_id = :c ORDER BY id", c=BIG
+    )
+    assert after == before  # neither the changed score nor an old staging copy passing as fresh
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["all_courses_fetched_enrollments"].passed
+    assert checks["all_courses_fetched_enrollments"].severity == dg.AssetCheckSeverity.ERROR
+    others = h.rows(
+        "SELECT COUNT(DISTINCT course_id) FROM canvas_enrollments WHERE synced_at > :t",
+        t=max(r.synced_at for r in before),
+    )
+    assert others[0][0] >= 1

@@ -13,12 +13,13 @@ from canvas_assets.partitions import COURSE_PARTITIONS_NAME
 from canvas_assets.warehouse.resource import WarehouseResource
 
 COURSE_STATES = ("created", "claimed", "available", "completed", "deleted", "all")
+DEFAULT_STATES = ("available", "completed")
 
 
 class CatalogConfig(dg.Config):
     """Which courses to discover. The defaults mirror what a school usually wants: live and past courses."""
 
-    states: list[str] = ["available", "completed"]
+    states: list[str] = list(DEFAULT_STATES)
     enrollment_term_id: Optional[int] = None
     max_courses: Optional[int] = None
     account_id: Optional[str] = None  # default: CANVAS_ACCOUNT_ID, else the token's own courses
@@ -74,12 +75,19 @@ def canvas_course_catalog(
             api_calls = client.metrics.snapshot()["requests"]
         finally:
             client.close()
+        if config.enrollment_term_id is not None:
+            # /courses (the token's own) has no term filter: apply it here so both listings agree.
+            courses = [c for c in courses if c.get("enrollment_term_id") == config.enrollment_term_id]
         courses = sorted(courses, key=lambda c: int(c["id"]))
         if config.max_courses is not None:
             courses = courses[: config.max_courses]
-        diff = wh.upsert_catalog(
-            courses, seen_at=datetime.now(timezone.utc), full_listing=config.max_courses is None
+        # Only an unfiltered listing says that a course which is not in it is gone.
+        full_listing = (
+            config.max_courses is None
+            and config.enrollment_term_id is None
+            and ({"all"} <= set(config.states) or set(DEFAULT_STATES) <= set(config.states))
         )
+        diff = wh.upsert_catalog(courses, seen_at=datetime.now(timezone.utc), full_listing=full_listing)
     existing = set(context.instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME))
     new_keys = [str(c["id"]) for c in courses if str(c["id"]) not in existing]
     if new_keys:

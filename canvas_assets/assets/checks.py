@@ -10,7 +10,9 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from canvas_assets.assets.common import extract_outcomes
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.warehouse.resource import WarehouseResource
 
 PARTITION_TAG = "dagster/partition"
@@ -182,7 +184,23 @@ def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
     return check
 
 
+def _fetched_check(entity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["layer1", entity]),
+        name=f"all_courses_fetched_{entity}",
+        description=f"Every course of the run had its {entity} fetched from Canvas (a course that failed keeps "
+        "its previous rows; canvas_sync_log says why).",
+    )
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        outcomes = extract_outcomes(warehouse.get_warehouse(), context.run.run_id, entity)
+        bad = sorted((c, error) for c, (status, error) in outcomes.items() if status == "failed")
+        return _result(bad, describe=lambda r: f"course {r[0]}: {r[1]}", checked=len(outcomes))
+
+    return check
+
+
 ASSET_CHECKS = [
+    *[_fetched_check(e) for e in STAGING_ENTITIES],
     student_enrollments_have_students,
     students_match_total_students,
     scores_non_negative,

@@ -2,16 +2,19 @@
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
+import sqlalchemy as sa
 
+from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import CanvasAssetsError
 
 
 def failure_from(exc: CanvasAssetsError, *, stage: str) -> dg.Failure:
     """A Dagster Failure carrying the error taxonomy; only recoverable errors are retried."""
     exc.stage = exc.stage or stage
+    exc.message = redact_known(exc.message)
     meta = exc.to_metadata()
     return dg.Failure(
         description=f"[{meta['error_category']}] {exc.message}",
@@ -51,3 +54,14 @@ def gone_course_ids(warehouse: Any, course_ids: Iterable[int]) -> set[int]:
     """Courses of `course_ids` that the catalog knows to be gone from Canvas (404 or no longer listed)."""
     gone = set(warehouse.catalog_course_ids(include_gone=True)) - set(warehouse.catalog_course_ids())
     return gone & {int(c) for c in course_ids}
+
+
+def extract_outcomes(warehouse: Any, run_id: str, entity: str) -> dict[int, tuple[str, Optional[str]]]:
+    """{course id: (status, error type)} of this run's extract of `entity`, the latest attempt of each
+    course winning (a retried step writes again). Empty when the run did not extract `entity`."""
+    stmt = sa.text(
+        "SELECT course_id, status, error_type FROM canvas_sync_log "
+        "WHERE run_id = :run AND entity = :entity AND stage = 'extract' ORDER BY id"
+    )
+    with warehouse.engine.connect() as conn:
+        return {int(r[0]): (r[1], r[2]) for r in conn.execute(stmt, {"run": run_id, "entity": entity})}

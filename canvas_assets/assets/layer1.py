@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from canvas_assets.assets.common import course_keys, dagster_failures, gone_course_ids
+from canvas_assets.assets.common import course_keys, dagster_failures, extract_outcomes, gone_course_ids
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
@@ -65,7 +65,19 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
             wh.ensure_schema()
             gone = gone_course_ids(wh, courses)
             staged = {cid: recs for cid, recs in wh.read_staging(entity, courses).items() if cid not in gone}
-            missing = [c for c in courses if c not in staged and c not in gone]
+            fetched = extract_outcomes(wh, context.run_id, entity)
+            if fetched:
+                # The extract ran in this run: load what it fetched, and leave the rows of a course it could
+                # not fetch as they are (its staging is an older fetch; loading it would pass as fresh).
+                failed = sorted(
+                    c for c, (status, _) in fetched.items() if status not in ("success", "skipped")
+                )
+                staged = {c: r for c, r in staged.items() if c in fetched and c not in failed}
+                if failed:
+                    context.log.warning(
+                        f"{entity} of {len(failed)} course(s) not fetched, left as they were: {failed[:20]}"
+                    )
+            missing = [c for c in courses if c not in staged and c not in gone and c not in fetched]
             if missing:
                 context.log.warning(
                     f"{len(missing)} course(s) have no {entity} staging yet and are left as they are: "

@@ -346,6 +346,10 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+# Canvas tokens are printable ASCII without spaces (e.g. "7~AbC..."); anything else is a paste error.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
 # --- the client ---------------------------------------------------------------------------------------
 class CanvasClient:
     """A thread-safe Canvas API client: paced, retried, paginated, typed errors, token kept secret.
@@ -381,6 +385,13 @@ class CanvasClient:
         if max_retries < 0:
             raise ConfigurationError("max_retries must not be negative", stage="configuration")
         self._token = str(token).strip()
+        if not _TOKEN_CHARS.fullmatch(self._token):
+            # http.client would refuse such a header with an error that quotes it: say so without the token.
+            raise ConfigurationError(
+                f"{TOKEN_ENV} contains spaces, line breaks, control or non-ASCII characters: "
+                "paste the access token exactly as Canvas showed it",
+                stage="configuration",
+            )
         self._secrets = (self._token,)
         install_redaction(log.name).add_secret(self._token)
         self.api_url = self.base_url + "/api/v1"
@@ -489,6 +500,14 @@ class CanvasClient:
             except requests.RequestException as exc:
                 self.pacer.mark_received(slot)
                 error = error_for_transport(exc, method=method, url=shown, read_timeout=read_timeout)
+            except Exception as exc:  # anything else from the HTTP stack may quote headers: redact it
+                self.pacer.mark_received(slot)
+                error = CanvasConnectionError(
+                    f"{type(exc).__name__} while calling Canvas: {redact(str(exc), self._secrets)}",
+                    method=method,
+                    url=shown,
+                    recoverable=False,
+                )
             finally:
                 # Canvas released this request's hold before answering: free the slot before parsing.
                 self.pacer.release(slot, remaining=remaining, throttled=throttled)

@@ -9,6 +9,7 @@ would otherwise end up in a log line: everything user-visible goes through `reda
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -99,3 +100,10 @@ def install_redaction(logger_name: str = "canvas_assets.canvas") -> RedactingFil
             logging.getLogger(logger_name).addFilter(TOKEN_FILTER)
             _installed.add(logger_name)
     return TOKEN_FILTER
+
+
+def redact_known(text: str) -> str:
+    """`text` with every token a client of this process has registered replaced: for free text from
+    anywhere (errors of other libraries, run failure messages) before it is logged, stored or posted."""
+    env_token = os.environ.get("CANVAS_API_TOKEN", "").strip()
+    return redact(text, TOKEN_FILTER.secrets | ({env_token} if env_token else set()))

@@ -1,0 +1,68 @@
+"""The extraction engine on its own: what a 404 means, and how retried attempts are counted."""
+
+from datetime import datetime, timezone
+
+from canvas_assets.canvas import CanvasClient
+from canvas_assets.errors import CanvasNotFound
+from canvas_assets.extract import Extractor, fetch_entity
+from canvas_assets.profiles import preset
+from canvas_assets.status import course_attempts
+from canvas_assets.warehouse import Warehouse
+
+BIG = 1000
+
+
+def test_a_404_on_a_list_of_a_course_that_exists_fails_that_entity_and_does_not_make_the_course_gone(
+    sandbox, sqlite_url
+):
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+
+    def fetch(client, profile, entity, course_id, timeout):
+        if entity == "enrollments" and course_id == BIG:
+            raise CanvasNotFound("The specified resource does not exist.", status=404)
+        return fetch_entity(client, profile, entity, course_id, timeout)
+
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        report = Extractor(
+            client,
+            wh,
+            preset("LIGHTWEIGHT"),
+            entities=["courses", "students", "enrollments"],
+            run_id="r1",
+            fetch=fetch,
+        ).run([BIG, 1002])
+    assert report.courses[BIG].status == "failed"
+    assert report.courses[1002].status == "success"
+    assert wh.catalog_course_ids(include_gone=True) == []  # nothing marked gone
+    assert set(wh.read_staging("students", [BIG])) == {BIG}  # the entities that worked were staged
+
+
+def test_a_course_that_404s_itself_is_gone(sandbox, sqlite_url):
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    sandbox.remove_course(1002)
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        report = Extractor(client, wh, preset("LIGHTWEIGHT"), entities=["students"], run_id="r1").run([1002])
+    assert report.courses[1002].status == "gone"
+
+
+def test_the_latest_attempt_of_a_retried_step_decides_a_courses_outcome(sqlite_url):
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    t = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    row = {
+        "run_id": "r1",
+        "course_id": 7,
+        "entity": "enrollments",
+        "stage": "extract",
+        "records": 0,
+        "api_calls": 1,
+        "started_at": t,
+        "finished_at": t,
+    }
+    wh.write_sync_log([{**row, "status": "failed", "error_type": "CanvasServerError", "message": "502"}])
+    wh.write_sync_log([{**row, "status": "success", "records": 5}])
+    with wh.engine.connect() as conn:
+        (attempt,) = course_attempts(conn, ["r1"])
+    assert (attempt.course_id, attempt.status, attempt.api_calls) == (7, "success", 2)

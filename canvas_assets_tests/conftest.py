@@ -46,6 +46,18 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
 
 
+@pytest.fixture
+def wh(db_url):
+    """A migrated warehouse on SQLite and on PostgreSQL (with `db_url`)."""
+    from canvas_assets.warehouse import Warehouse
+    from canvas_assets.warehouse.engine import dispose_engines
+
+    warehouse = Warehouse(db_url)
+    warehouse.ensure_schema()
+    yield warehouse
+    dispose_engines()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request) -> str:
     """Runs a test once on SQLite (the embedded default) and once on PostgreSQL (production)."""

@@ -6,8 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
-from canvas_assets.warehouse import Warehouse, load
-from canvas_assets.warehouse.engine import dispose_engines
+from canvas_assets.warehouse import load
 from canvas_assets.warehouse.models import table
 
 COURSE = 101
@@ -16,14 +15,6 @@ BIG = 2**31 + 7
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 T1 = T0 + timedelta(hours=1)
 T2 = T0 + timedelta(hours=2)
-
-
-@pytest.fixture
-def wh(db_url):
-    warehouse = Warehouse(db_url)
-    warehouse.ensure_schema()
-    yield warehouse
-    dispose_engines()
 
 
 def enrollment(id, user_id=None, score=80.0, grade="B", course_id=COURSE):

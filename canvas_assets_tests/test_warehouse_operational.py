@@ -17,14 +17,6 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 T1 = T0 + timedelta(hours=1)
 
 
-@pytest.fixture
-def wh(db_url):
-    warehouse = Warehouse(db_url)
-    warehouse.ensure_schema()
-    yield warehouse
-    dispose_engines()
-
-
 def rows(wh, name, *order_by):
     t = table(name)
     with wh.engine.connect() as conn:

@@ -326,7 +326,15 @@ def test_two_syncs_started_together_on_one_token_see_no_throttling_and_agree(mak
         items = conn.execute(
             sa.text("SELECT COUNT(*) FROM canvas_module_items WHERE deleted_at IS NULL")
         ).scalar_one()
+        history = conn.execute(sa.text("SELECT COUNT(*) FROM canvas_score_history")).scalar_one()
+        distinct_history = conn.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT enrollment_id, current_score, final_score, current_grade, "
+                "final_grade FROM canvas_score_history) AS d"
+            )
+        ).scalar_one()
     engine.dispose()
     cids = sandbox.data.course_ids(states=("available", "completed"))
     assert loaded == {e["id"] for c in cids for e in sandbox.data.enrollments_of(c)}
     assert items == sum(len(m["items"]) for c in cids for m in sandbox.data.modules_of(c))
+    assert history == distinct_history > 0  # each score recorded once, though both syncs loaded it

@@ -6,11 +6,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from canvas_assets.transform.base import Rejected, TransformResult
 from canvas_assets.warehouse import migrate, staging
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
 from canvas_assets.warehouse.load import LoadStats, load_result
 from canvas_assets.warehouse.staging import CatalogDiff
+
+# pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
+LOAD_LOCK_KEY = 0x434E5653
 
 
 class Warehouse:
@@ -113,6 +118,11 @@ class Warehouse:
         `full_refresh`, their rows that are not in the result are soft-deleted.
         """
         with write_transaction(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                # Loads compare with what is committed (score history, soft deletes): two syncs loading at
+                # once would both see the same change. One load at a time; SQLite's BEGIN IMMEDIATE
+                # already serialises writers.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
             return load_result(
                 conn,
                 result,

@@ -25,8 +25,15 @@ import dagster as dg
 
 from canvas_assets.assets.common import gone_course_ids
 from canvas_assets.canvas.redact import redact_known
-from canvas_assets.jobs import JOB_FOR_PRESET, discover_courses
-from canvas_assets.partitions import COURSE_PARTITIONS_NAME, COURSES, range_tags
+from canvas_assets.jobs import JOB_FOR_PRESET, discover_courses, profile_asset_keys
+from canvas_assets.partitions import (
+    COURSE_PARTITIONS_NAME,
+    COURSES,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    course_keys_of_run,
+    range_tags,
+)
 from canvas_assets.profiles import PROFILE_ENV_VAR, preset
 from canvas_assets.sync import contiguous_runs
 from canvas_assets.warehouse.resource import WarehouseResource
@@ -46,7 +53,7 @@ def plan_ranged_runs(
 ) -> list[dg.RunRequest]:
     """One RunRequest per contiguous range of wanted course keys, carrying the profile as run config."""
     profile = preset(profile_name)
-    selection = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    selection = profile_asset_keys(profile)
     requests = []
     for i, keys in enumerate(contiguous_runs(all_keys, wanted, run_size)):
         requests.append(
@@ -203,21 +210,6 @@ def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> No
         pass
 
 
-def _course_keys_of_run(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[str]:
-    if "dagster/partition" in tags:
-        return [tags["dagster/partition"]]
-    first, last = (
-        tags.get("dagster/asset_partition_range_start"),
-        tags.get("dagster/asset_partition_range_end"),
-    )
-    if not first or not last:
-        return []
-    keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
-    if first in keys and last in keys:
-        return list(keys[keys.index(first) : keys.index(last) + 1])
-    return [first, last]
-
-
 @dg.run_failure_sensor(
     name="sync_failure_reporter",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -260,7 +252,9 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
                 "message": context.failure_event.message or "run failed",
             }
         )
-    courses = _course_keys_of_run(context.instance, run.tags)
+    # A range whose ends are unknown to the instance is still worth naming in the report.
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    courses = course_keys_of_run(context.instance, run.tags) or ([start, end] if start and end else [])
     now = datetime.now(timezone.utc)
     first = failures[0]
     rows = [

@@ -14,10 +14,14 @@ JOB_FOR_PRESET = {
 }
 
 
+def profile_asset_keys(profile: Profile) -> list[dg.AssetKey]:
+    """The staging and Layer-1 assets that a profile materialises."""
+    return [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+
+
 def profile_selection(profile: Profile) -> dg.AssetSelection:
-    """The staging and Layer-1 assets (with their checks) that a profile materialises."""
-    keys = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
-    return dg.AssetSelection.assets(*keys)
+    """The same assets as a selection (their checks included)."""
+    return dg.AssetSelection.assets(*profile_asset_keys(profile))
 
 
 def sync_job(preset_name: str) -> Any:

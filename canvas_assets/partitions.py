@@ -1,5 +1,8 @@
 """The course partitions: one partition per Canvas course id, registered by `canvas_course_catalog`."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 COURSE_PARTITIONS_NAME = "canvas_course"
@@ -16,3 +19,20 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the course keys first..last (in partition order)."""
     return {RANGE_START_TAG: first, RANGE_END_TAG: last}
+
+
+PARTITION_TAG = "dagster/partition"
+
+
+def course_keys_of_run(instance: Any, tags: Mapping[str, str]) -> list[str]:
+    """The course keys a run covers, from its partition tags (for checks and sensors, which have no
+    partition of their own); [] when the tags name no known course range."""
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not first or not last:
+        return []
+    keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
+    if first not in keys or last not in keys:
+        return []
+    return list(keys[keys.index(first) : keys.index(last) + 1])

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import ConfigurationError
-from canvas_assets.jobs import JOB_FOR_PRESET
+from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, range_tags
 from canvas_assets.profiles import Profile
 from canvas_assets.status import course_attempts
@@ -212,7 +212,7 @@ def run_sync(
     started_at = datetime.now(timezone.utc)
     job_name = JOB_FOR_PRESET.get(profile.name, "sync_full")
     job = defs.resolve_job_def(job_name)
-    selection = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    selection = profile_asset_keys(profile)
     all_keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     runs = contiguous_runs(all_keys, courses, run_size)
     outcomes: list[RunOutcome] = []

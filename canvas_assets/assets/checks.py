@@ -11,26 +11,16 @@ import dagster as dg
 import sqlalchemy as sa
 
 from canvas_assets.assets.common import extract_outcomes
-from canvas_assets.partitions import COURSE_PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.partitions import course_keys_of_run
 from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.warehouse.resource import WarehouseResource
 
-PARTITION_TAG = "dagster/partition"
 MAX_LISTED = 20
 
 
 def run_course_ids(context: Any) -> list[int]:
-    """The course ids a run covers, from its partition tags (works for checks, which have no partition)."""
-    tags = context.run.tags
-    if PARTITION_TAG in tags:
-        return [int(tags[PARTITION_TAG])]
-    first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
-    if first is None or last is None:
-        return []
-    keys = context.instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
-    if first not in keys or last not in keys:
-        return []
-    return [int(k) for k in keys[keys.index(first) : keys.index(last) + 1]]
+    """The course ids the check's run covers (a check in a ranged run has no partition of its own)."""
+    return [int(k) for k in course_keys_of_run(context.instance, context.run.tags)]
 
 
 def _in_clause(ids: Sequence[int]) -> sa.BindParameter:

@@ -9,7 +9,6 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
 
 import dagster as dg
 
@@ -121,7 +120,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                         {t: len(df) for t, df in staged.result.tables.items()}
                     ),
                     "rejected": len(staged.result.rejected),
-                    "load_stats": dg.MetadataValue.json(_jsonable(stats)),
+                    "load_stats": dg.MetadataValue.json(stats.to_metadata()),
                     "transform_seconds": round(staged.seconds, 3),
                     "load_seconds": round(load_seconds, 3),
                     "rows_per_second": round(rows / load_seconds, 1) if load_seconds > 0 else None,
@@ -142,18 +141,6 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
         return load_op(transform_op(staged))
 
     return layer1_asset
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
 
 
 LAYER1_ASSETS = [build_layer1_asset(entity) for entity in STAGING_ENTITIES]

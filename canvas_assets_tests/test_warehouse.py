@@ -74,22 +74,24 @@ def test_a_load_writes_typed_rows_with_utc_timestamps_and_64_bit_ids(wh):
     [row] = rows(wh, "canvas_enrollments")
     assert (row["id"], row["user_id"]) == (BIG, BIG + 1)
     assert row["created_at"] == datetime(2025, 1, 6, 7, 0, tzinfo=timezone.utc)
-    assert row["synced_at"] == T0
+    assert "synced_at" not in row  # when Canvas confirmed the course lives in canvas_course_sync
     assert row["current_score"] == 80.0
     assert row["deleted_at"] is None
 
 
-def test_a_second_identical_load_changes_nothing_but_synced_at(wh):
+def test_a_second_identical_load_writes_nothing_and_confirms_the_course(wh):
     records = {COURSE: [enrollment(1), enrollment(2, score=55.5)]}
     run(wh, "enrollments", records, T0)
     before = rows(wh, "canvas_enrollments")
     stats = run(wh, "enrollments", records, T1)
-    after = rows(wh, "canvas_enrollments")
-    assert [{**r, "synced_at": None} for r in after] == [{**r, "synced_at": None} for r in before]
-    assert {r["synced_at"] for r in after} == {T1}
+    assert rows(wh, "canvas_enrollments") == before
     assert len(history(wh)) == 2
     s = stats.tables["canvas_enrollments"]
-    assert (s.upserted, s.inserted, s.soft_deleted, s.restored, s.history_rows) == (2, 0, 0, 0, 0)
+    assert (s.rows, s.upserted, s.inserted, s.updated, s.unchanged) == (2, 0, 0, 0, 2)
+    assert (s.soft_deleted, s.restored, s.history_rows, s.written) == (0, 0, 0, 0)
+    [confirmed] = wh.confirmations("enrollments")
+    assert (confirmed["course_id"], confirmed["confirmed_at"], confirmed["changed_at"]) == (COURSE, T1, T0)
+    assert confirmed["run_id"] == "run-1300"
 
 
 def test_a_vanished_row_is_soft_deleted_and_restored_when_it_returns(wh):
@@ -147,7 +149,7 @@ def test_a_lighter_profile_keeps_the_columns_it_does_not_fetch(wh):
     assert by_id[COURSE]["public_description"] == "public"
     assert by_id[COURSE]["term_start_at"] == datetime(2025, 1, 1, tzinfo=timezone.utc)
     assert by_id[OTHER]["syllabus_body"] is None  # a new row gets NULL where the frame has no column
-    assert by_id[COURSE]["synced_at"] == T1
+    assert {c["course_id"]: c["confirmed_at"] for c in wh.confirmations("courses")} == {COURSE: T1, OTHER: T1}
 
 
 def test_score_history_records_new_scores_and_changes_only(wh):
@@ -254,8 +256,12 @@ def test_load_stats_report_inserted_and_totals(wh):
     stats = run(wh, "enrollments", {COURSE: [enrollment(1), enrollment(2)]}, T0)
     assert (stats.upserted, stats.inserted, stats.history_rows) == (2, 2, 2)
     meta = stats.to_metadata()
-    assert meta["rows_upserted"] == 2
+    assert (meta["rows_upserted"], meta["rows_written"], meta["rows_unchanged"]) == (2, 2, 0)
     assert meta["canvas_enrollments.inserted"] == 2
+    assert (meta["courses_confirmed"], meta["courses_changed"]) == (1, 1)
+    meta = run(wh, "enrollments", {COURSE: [enrollment(1), enrollment(2, score=1.0)]}, T1).to_metadata()
+    assert (meta["rows_written"], meta["rows_updated"], meta["rows_unchanged"]) == (1, 1, 1)
+    assert (meta["canvas_enrollments.upserted"], meta["score_history_rows"]) == (1, 1)
 
 
 def test_a_frame_with_an_unknown_column_is_refused(wh):

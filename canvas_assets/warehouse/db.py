@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from canvas_assets.transform.base import Rejected, TransformResult
 from canvas_assets.warehouse import migrate, staging
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
-from canvas_assets.warehouse.load import LoadStats, load_result
+from canvas_assets.warehouse.load import PG_WORK_MEM, LoadStats, load_result
 from canvas_assets.warehouse.staging import CatalogDiff
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
@@ -114,8 +114,10 @@ class Warehouse:
     ) -> LoadStats:
         """Upsert a transformer's tables in ONE transaction (see `warehouse.load` for the semantics).
 
-        `course_ids` are the courses this result covers (those whose staging was transformed): with
-        `full_refresh`, their rows that are not in the result are soft-deleted.
+        Only rows that are new or differ from what the table holds are written. `course_ids` are the courses
+        this result covers (those whose staging was transformed): with `full_refresh`, their rows that are
+        not in the result are soft-deleted, and each gets a `canvas_course_sync` row saying that Canvas
+        confirmed its rows of this entity at `synced_at` (see `confirmations`).
         """
         with write_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":
@@ -123,6 +125,8 @@ class Warehouse:
                 # once would both see the same change. One load at a time; SQLite's BEGIN IMMEDIATE
                 # already serialises writers.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+                # The diff joins every incoming row with the table: keep its hash tables in memory.
+                conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
             return load_result(
                 conn,
                 result,
@@ -131,3 +135,14 @@ class Warehouse:
                 synced_at=synced_at,
                 full_refresh=full_refresh,
             )
+
+    def confirmations(
+        self, entity: str | None = None, course_ids: Iterable[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """When Canvas last confirmed each course's rows, per entity (`canvas_course_sync`).
+
+        Layer-1 rows are written only when they change, so this, not a per-row time, says how fresh a
+        course's data is: `confirmed_at` (the load that last covered it), `fetched_at` (when its records were
+        fetched), `changed_at` (the last load that wrote one of its rows), `run_id`."""
+        with self.engine.connect() as conn:
+            return staging.read_confirmations(conn, entity, course_ids)

@@ -1,31 +1,34 @@
-"""Layer-1 loads: bulk upsert, soft delete and score history, in the caller's single transaction.
+"""Layer-1 loads: change-only upsert, soft delete and score history, in the caller's single transaction.
 
-For each table of a `TransformResult`, the frame is first bulk-copied into a temporary table (gone at
-rollback, dropped after use); everything else is set-based SQL between that table and the target, inside
-the one transaction `Warehouse.load` opens:
+For each table of a `TransformResult`, the frame is first bulk-copied into a temporary table `_load_<table>`
+(PostgreSQL: COPY; gone at rollback, dropped after use); everything else is set-based SQL between that table
+and the target, inside the one transaction `Warehouse.load` opens:
 
-1. count the incoming keys that are new, and those that were soft-deleted (restored);
-2. for enrollments with score columns, append a `canvas_score_history` row for each enrollment that is new
-   (with a score) or whose scores changed. This runs before the upsert, so it compares with exactly the
-   values this load replaces;
-3. upsert on the natural key, `INSERT ... SELECT ... ON CONFLICT DO UPDATE` (both dialects), in batches.
-   Only the columns PRESENT in the frame are written, so a profile that does not fetch a column group
-   leaves what a richer sync stored (new rows get NULL there); `synced_at` is set and `deleted_at` cleared
-   on every row present;
-4. with `full_refresh`, soft-delete the rows of the given courses that this load did not touch
-   (`deleted_at = synced_at` where deleted_at is null and synced_at is older), except rows whose record
-   was quarantined (a malformed record is not a deletion). Students are global: never soft-deleted.
-
-A re-run with unchanged data changes nothing but `synced_at` and adds no history.
+1. diff: one join of the incoming rows with the target collects, in a temporary `_diff_<table>`, the rows
+   that are new, that were soft-deleted (restored), or whose values differ (`IS DISTINCT FROM`, NULL-safe)
+   in the columns PRESENT in the frame. Unchanged rows are never touched again: a re-sync of identical
+   Canvas data writes no Layer-1 row at all (PostgreSQL's n_tup_upd / n_tup_ins stay put, no row lock,
+   no index entry, no WAL), and a re-sync in which k records changed writes exactly those k rows;
+2. for enrollments with score columns, a `canvas_score_history` row for each enrollment that is new (with
+   a score) or whose scores differ from the stored ones; computed in the diff, before any write, so it
+   compares with exactly the values this load replaces;
+3. `UPDATE ... FROM` the changed rows and `INSERT ... SELECT` the new ones, in batches of `_n` ranges
+   (a hook runs after each). Only the columns present in the frame are written, so a profile that does not
+   fetch a column group leaves what a richer sync stored (new rows get NULL there); `deleted_at` is cleared
+   on restored rows;
+4. with `full_refresh`, soft-delete the rows of the given courses that are not among this load's keys
+   (`NOT EXISTS` in `_load_<table>`; `deleted_at` = the load's `synced_at`), except rows whose record was
+   quarantined (a malformed record is not a deletion). Students are global: never soft-deleted;
+5. one `canvas_course_sync` row per (entity, course) of the load records that Canvas confirmed the course's
+   rows at `synced_at` (`confirmed_at`), when those records were fetched (`fetched_at`, from staging) and,
+   when this load wrote any row of the course, `changed_at`. Rows carry no per-row sync time (that would
+   force a write of every row on every sync); this table is where "last synced" lives.
 
 Speed (DESIGN §3: loading must not be the bottleneck). Per-row Python work is what limits bulk loads, so
 values are encoded column-wise with numpy/pandas and handed to the driver in bulk: PostgreSQL (psycopg2)
 gets one `COPY ... FROM STDIN`, SQLite the driver's `executemany` over plain tuples, other drivers
-SQLAlchemy Core executemany. Measured on the 2-core CI machine, executemany of
-`insert().on_conflict_do_update()` with multi-row VALUES ("insertmanyvalues"; SQLAlchemy 2.1 only batches
-an ON CONFLICT insert when it has RETURNING) tops out near 5,000 rows/s for the 28-column enrollment
-frame, most of it psycopg2 quoting every parameter client-side; COPY plus INSERT ... SELECT is several
-times faster (benchmarks/load_benchmark.py).
+SQLAlchemy Core executemany. The comparison runs in the database (a hash join), so a re-sync costs one
+COPY plus one join (benchmarks/load_benchmark.py).
 """
 
 from __future__ import annotations
@@ -39,42 +42,63 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from canvas_assets.transform.base import Rejected, TransformResult
-from canvas_assets.warehouse.models import CANVAS_ID_COLUMN, COURSE_SCOPE_COLUMN, UTCDateTime, table
-from canvas_assets.warehouse.staging import chunks, utc
+from canvas_assets.warehouse.models import (
+    CANVAS_ID_COLUMN,
+    COURSE_SCOPE_COLUMN,
+    UTCDateTime,
+    table,
+)
+from canvas_assets.warehouse.staging import IN_CHUNK, chunks, utc
 
-BATCH_ROWS = 5000  # rows per executemany batch (SQLite, generic drivers)
-COPY_BATCH_ROWS = 50_000  # rows per INSERT ... SELECT from the COPY table (PostgreSQL)
+BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
+COPY_BATCH_ROWS = 1_000_000  # rows per write batch (PostgreSQL): one statement for a whole ranged run
 SCORE_COLUMNS = ("current_score", "final_score", "current_grade", "final_grade")
+# Columns the loader manages; a frame may not set them. `synced_at` is accepted (and ignored) for frames
+# built before the per-row column was dropped.
 MANAGED_COLUMNS = ("synced_at", "deleted_at")
+PG_WORK_MEM = "128MB"  # per load transaction: the diff's hash joins stay in memory
 
 
 def _after_batch(table_name: str, batch_index: int, rows: int) -> None:
-    """Called after each upsert batch. A seam for tests that need a failure half-way through a load."""
+    """Called after each write batch. A seam for tests that need a failure half-way through a load."""
 
 
 @dataclass
 class TableLoadStats:
     table: str
-    upserted: int = 0  # rows written (inserted + updated)
+    rows: int = 0  # rows in the load
     inserted: int = 0  # keys that were not in the table before
+    updated: int = 0  # existing rows written because a value changed or they were restored
+    unchanged: int = 0  # rows present and identical: not written
     soft_deleted: int = 0  # rows of the loaded courses that vanished
-    restored: int = 0  # soft-deleted rows that came back
+    restored: int = 0  # soft-deleted rows that came back (counted in `updated`)
     history_rows: int = 0  # canvas_score_history rows appended
 
     @property
-    def updated(self) -> int:
-        return self.upserted - self.inserted
+    def upserted(self) -> int:
+        """Rows written by the upsert (inserted + updated)."""
+        return self.inserted + self.updated
+
+    @property
+    def written(self) -> int:
+        """Every Layer-1 row this load wrote: inserted, updated and soft-deleted."""
+        return self.inserted + self.updated + self.soft_deleted
 
 
 @dataclass
 class LoadStats:
     tables: dict[str, TableLoadStats] = field(default_factory=dict)
+    courses_confirmed: int = 0  # (entity, course) confirmations written to canvas_course_sync
+    courses_changed: int = 0  # of those, courses in which this load wrote a row
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.tables.values())
+
+    @property
+    def rows(self) -> int:
+        return self._sum("rows")
 
     @property
     def upserted(self) -> int:
@@ -83,6 +107,14 @@ class LoadStats:
     @property
     def inserted(self) -> int:
         return self._sum("inserted")
+
+    @property
+    def updated(self) -> int:
+        return self._sum("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self._sum("unchanged")
 
     @property
     def soft_deleted(self) -> int:
@@ -96,19 +128,30 @@ class LoadStats:
     def history_rows(self) -> int:
         return self._sum("history_rows")
 
+    @property
+    def written(self) -> int:
+        return self._sum("written")
+
     def to_metadata(self) -> dict[str, Any]:
         """Flat figures for Dagster metadata: totals plus `<table>.<figure>`."""
         meta: dict[str, Any] = {
+            "rows_loaded": self.rows,
+            "rows_written": self.written,
             "rows_upserted": self.upserted,
             "rows_inserted": self.inserted,
+            "rows_updated": self.updated,
+            "rows_unchanged": self.unchanged,
             "rows_soft_deleted": self.soft_deleted,
             "rows_restored": self.restored,
             "score_history_rows": self.history_rows,
+            "courses_confirmed": self.courses_confirmed,
+            "courses_changed": self.courses_changed,
         }
         for name, s in self.tables.items():
             for key, value in asdict(s).items():
                 if key != "table":
                     meta[f"{name}.{key}"] = value
+            meta[f"{name}.upserted"] = s.upserted
         return meta
 
 
@@ -241,6 +284,7 @@ def load_result(
     synced_at = utc(synced_at)
     course_ids = sorted({int(c) for c in course_ids})
     stats = LoadStats()
+    changed: set[int] = set()
     for name, frame in result.tables.items():
         stats.tables[name] = load_table(
             conn,
@@ -251,7 +295,12 @@ def load_result(
             synced_at=synced_at,
             full_refresh=full_refresh,
             rejected=[r for r in result.rejected if _rejected_table(r, result) == name],
+            changed_courses=changed,
         )
+    changed &= set(course_ids)
+    record_confirmations(conn, result.entity, course_ids, changed, run_id=run_id, at=synced_at)
+    stats.courses_confirmed = len(course_ids)
+    stats.courses_changed = len(changed)
     return stats
 
 
@@ -271,40 +320,60 @@ def load_table(
     synced_at: datetime,
     full_refresh: bool,
     rejected: Sequence[Rejected] = (),
+    changed_courses: set[int] | None = None,
 ) -> TableLoadStats:
     """Load one table's frame (see the module docstring). Runs inside the caller's transaction.
 
-    The frame is first bulk-copied into a temporary table; counting new and restored rows, the score
-    history and the upsert are then set-based SQL between that table and the target.
+    `changed_courses`, when given, receives the courses (of a course-scoped table) in which a row was written.
     """
     target = table(name)
     stats = TableLoadStats(name)
     key = [c.name for c in target.primary_key.columns]
     frame = prepare_frame(frame, target, key)
     has_deleted_at = "deleted_at" in target.c
+    scope = COURSE_SCOPE_COLUMN.get(name)
+    changed = changed_courses if changed_courses is not None else set()
+    q = conn.dialect.identifier_preparer.quote
+    temp: str | None = None
 
     if len(frame):
         columns = list(frame.columns)
         temp = _stage(conn, target, frame)
-        on = sa.and_(*(target.c[k] == temp.c[k] for k in key))
-        stats.upserted = len(frame)
-        stats.inserted, stats.restored = _count_new_and_restored(
-            conn, target, temp, on, key[0], has_deleted_at
-        )
         score_columns = [c for c in SCORE_COLUMNS if c in columns] if name == "canvas_enrollments" else []
-        if score_columns:
-            stats.history_rows = _append_score_history(
-                conn, target, temp, on, score_columns, run_id, synced_at
+        diff = _diff(conn, target, temp, key, columns, score_columns, has_deleted_at)
+        stats.rows = len(frame)
+        counts = conn.execute(
+            sa.text(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN is_new THEN 1 ELSE 0 END), 0), "
+                f"COALESCE(SUM(CASE WHEN restored THEN 1 ELSE 0 END), 0) FROM {q(diff)}"
             )
-        update_columns = [c for c in columns if c not in key] + ["synced_at"]
-        if has_deleted_at:
-            update_columns.append("deleted_at")
-        _upsert_from_temp(conn, target, temp, key, columns, update_columns, synced_at, len(frame))
-        conn.exec_driver_sql(f"DROP TABLE {conn.dialect.identifier_preparer.quote(temp.name)}")
+        ).one()
+        written, stats.inserted, stats.restored = int(counts[0]), int(counts[1]), int(counts[2])
+        stats.updated = written - stats.inserted
+        stats.unchanged = stats.rows - written
+        if score_columns and written:
+            stats.history_rows = _append_score_history(
+                conn, target, temp, diff, key, score_columns, run_id, synced_at
+            )
+        if written:
+            _write_changes(conn, target, temp, diff, key, columns, has_deleted_at, len(frame))
+            if scope is not None and scope in columns:
+                changed.update(
+                    int(c)
+                    for c in conn.execute(
+                        sa.text(
+                            f"SELECT DISTINCT s.{q(scope)} FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n"
+                        )
+                    ).scalars()
+                )
+        conn.exec_driver_sql(f"DROP TABLE {q(diff)}")
 
-    scope = COURSE_SCOPE_COLUMN.get(name)
     if full_refresh and scope is not None and has_deleted_at and course_ids:
-        stats.soft_deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name)
+        deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name, temp, key)
+        stats.soft_deleted = len(deleted)
+        changed.update(deleted)
+    if temp is not None:
+        conn.exec_driver_sql(f"DROP TABLE {q(temp)}")
     return stats
 
 
@@ -313,7 +382,7 @@ def _uses_copy(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
-def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> sa.Table:
+def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> str:
     """Bulk-copy the frame, numbered by `_n`, into a temporary table (gone at rollback, dropped after use)."""
     columns = list(frame.columns)
     temp = sa.Table(
@@ -347,7 +416,7 @@ def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> sa.Tab
         dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
         for batch in chunks(dicts, BATCH_ROWS):
             conn.execute(sa.insert(temp), list(batch))
-    return temp
+    return temp.name
 
 
 def _copy(conn: sa.Connection, table_name: str, frame: pd.DataFrame) -> None:
@@ -367,89 +436,125 @@ def _copy(conn: sa.Connection, table_name: str, frame: pd.DataFrame) -> None:
 
 
 # --- set-based steps ----------------------------------------------------------------------------------------
-def _literal(value: Any, column: sa.Column[Any], conn: sa.Connection) -> Any:
-    """A constant for INSERT ... SELECT. PostgreSQL needs the type spelled out; SQLite must not get a CAST
-    (CAST(... AS DATETIME) has NUMERIC affinity there and would turn the text into a number)."""
-    expr: Any = sa.null() if value is None else sa.literal(value, column.type)
+def _distinct(conn: sa.Connection, left: Sequence[str], right: Sequence[str]) -> str:
+    """NULL-safe "some value differs" between two equally long lists of column expressions."""
     if conn.dialect.name == "postgresql":
-        return sa.cast(expr, column.type)
-    return expr
+        if len(left) == 1:
+            return f"{left[0]} IS DISTINCT FROM {right[0]}"
+        return f"({', '.join(left)}) IS DISTINCT FROM ({', '.join(right)})"
+    return "(" + " OR ".join(f"{a} IS NOT {b}" for a, b in zip(left, right, strict=True)) + ")"
 
 
-def _count_new_and_restored(
-    conn: sa.Connection, target: sa.Table, temp: sa.Table, on: Any, first_key: str, has_deleted_at: bool
-) -> tuple[int, int]:
-    new = sa.func.coalesce(sa.func.sum(sa.case((target.c[first_key].is_(None), 1), else_=0)), 0)
-    restored: Any = sa.literal(0)
+def _on_commit_drop(conn: sa.Connection) -> str:
+    return " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+
+
+def _diff(
+    conn: sa.Connection,
+    target: sa.Table,
+    temp: str,
+    key: list[str],
+    columns: list[str],
+    score_columns: list[str],
+    has_deleted_at: bool,
+) -> str:
+    """Collect the incoming rows that must be written in a temporary table `_diff_<table>`:
+    `_n` (the row of the load table), `is_new`, `restored` (was soft-deleted) and `scored` (needs a score
+    history row). One join of the load table with the target; unchanged rows do not appear."""
+    q = conn.dialect.identifier_preparer.quote
+    name = f"_diff_{target.name}"
+    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+    values = [c for c in columns if c not in key]
+    is_new = f"t.{q(key[0])} IS NULL"
+    conditions = [is_new]
+    restored = "t.deleted_at IS NOT NULL" if has_deleted_at else "1 = 0"
     if has_deleted_at:
-        restored = sa.func.coalesce(sa.func.sum(sa.case((target.c.deleted_at.is_not(None), 1), else_=0)), 0)
-    row = conn.execute(sa.select(new, restored).select_from(temp.outerjoin(target, on))).one()
-    return int(row[0]), int(row[1])
+        conditions.append(restored)
+    if values:
+        conditions.append(_distinct(conn, [f"t.{q(c)}" for c in values], [f"s.{q(c)}" for c in values]))
+    scored = "1 = 0"
+    if score_columns:
+        has_score = " OR ".join(f"s.{q(c)} IS NOT NULL" for c in score_columns)
+        differs = _distinct(conn, [f"t.{q(c)}" for c in score_columns], [f"s.{q(c)}" for c in score_columns])
+        scored = f"CASE WHEN {is_new} THEN ({has_score}) ELSE ({differs}) END"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(name)}")
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {q(name)}{_on_commit_drop(conn)} AS "
+        f"SELECT s._n AS _n, {is_new} AS is_new, {restored} AS restored, {scored} AS scored "
+        f"FROM {q(temp)} s LEFT JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
+    )
+    return name
 
 
 def _append_score_history(
     conn: sa.Connection,
     target: sa.Table,
-    temp: sa.Table,
-    on: Any,
+    temp: str,
+    diff: str,
+    key: list[str],
     score_columns: list[str],
     run_id: str,
     recorded_at: datetime,
 ) -> int:
-    """Append history for enrollments new with a score, or whose (present) score columns changed.
+    """Append history for the enrollments the diff marked: new with a score, or with changed scores.
 
-    Runs before the upsert, so `target` still holds the previous values. A history row holds the scores as
+    Runs before the writes, so `target` still holds the previous values. A history row holds the scores as
     they stand after the load: the incoming values, and the stored ones for columns the frame lacks.
     """
-    history = table("canvas_score_history")
-    is_new = target.c.id.is_(None)
-    has_score = sa.or_(*(temp.c[c].is_not(None) for c in score_columns))
-    changed = sa.or_(*(temp.c[c].is_distinct_from(target.c[c]) for c in score_columns))
-    after = {c: (temp.c[c] if c in score_columns else target.c[c]) for c in SCORE_COLUMNS}
-    user_id = temp.c.user_id if "user_id" in temp.c else target.c.user_id
-    source = (
-        sa.select(
-            temp.c.id,
-            temp.c.course_id,
-            user_id,
-            _literal(recorded_at, history.c.recorded_at, conn),
-            *(after[c] for c in SCORE_COLUMNS),
-            _literal(run_id, history.c.run_id, conn),
-        )
-        .select_from(temp.outerjoin(target, on))
-        .where(sa.or_(sa.and_(is_new, has_score), sa.and_(~is_new, changed)))
-    )
+    q = conn.dialect.identifier_preparer.quote
+    temp_columns = set(score_columns)
+    need_target = len(score_columns) < len(SCORE_COLUMNS)
+    after = [f"s.{q(c)}" if c in temp_columns else f"t.{q(c)}" for c in SCORE_COLUMNS]
+    join_target = ""
+    if need_target:
+        on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+        join_target = f" LEFT JOIN {q(target.name)} t ON {on}"
     names = ["enrollment_id", "course_id", "user_id", "recorded_at", *SCORE_COLUMNS, "run_id"]
-    result = conn.execute(sa.insert(history).from_select(names, source))
+    stmt = sa.text(
+        f"INSERT INTO canvas_score_history ({', '.join(q(n) for n in names)}) "
+        f"SELECT s.id, s.course_id, s.user_id, :recorded_at, {', '.join(after)}, :run_id "
+        f"FROM {q(diff)} d JOIN {q(temp)} s ON s._n = d._n{join_target} WHERE d.scored"
+    ).bindparams(sa.bindparam("recorded_at", type_=UTCDateTime()), sa.bindparam("run_id", type_=sa.String()))
+    result = conn.execute(stmt, {"recorded_at": recorded_at, "run_id": run_id})
     return int(result.rowcount or 0)
 
 
-def _upsert_from_temp(
+def _write_changes(
     conn: sa.Connection,
     target: sa.Table,
-    temp: sa.Table,
+    temp: str,
+    diff: str,
     key: list[str],
     columns: list[str],
-    update_columns: list[str],
-    synced_at: datetime,
+    has_deleted_at: bool,
     n_rows: int,
 ) -> None:
-    """INSERT ... SELECT ... ON CONFLICT DO UPDATE in batches of `_n` ranges (a hook runs after each)."""
-    managed = [_literal(synced_at, target.c.synced_at, conn).label("synced_at")]
-    if "deleted_at" in update_columns:
-        managed.append(_literal(None, target.c.deleted_at, conn).label("deleted_at"))
-    names = [*columns, *(m.name for m in managed)]
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    batch_rows = COPY_BATCH_ROWS if _uses_copy(conn) else BATCH_ROWS
+    """UPDATE the changed rows and INSERT the new ones, in batches of `_n` ranges (a hook runs after each).
+
+    Only rows of the diff are touched: an unchanged row is neither written nor locked."""
+    q = conn.dialect.identifier_preparer.quote
+    t = q(target.name)
+    values = [c for c in columns if c not in key]
+    assignments = [f"{q(c)} = s.{q(c)}" for c in values]
+    if has_deleted_at:
+        assignments.append("deleted_at = NULL")
+    match = " AND ".join(f"{t}.{q(k)} = s.{q(k)}" for k in key)
+    rows = f"FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n"
+    batch = "s._n >= :lo AND s._n < :hi"
+    update = (
+        f"UPDATE {t} SET {', '.join(assignments)} FROM (SELECT s.* {rows} WHERE NOT d.is_new AND {batch}) s "
+        f"WHERE {match}"
+    )
+    insert = (
+        f"INSERT INTO {t} ({', '.join(q(c) for c in columns)}) SELECT {', '.join(f's.{q(c)}' for c in columns)} "
+        f"{rows} WHERE d.is_new AND {batch} ON CONFLICT ({', '.join(q(k) for k in key)}) DO NOTHING"
+    )
+    batch_rows = COPY_BATCH_ROWS if conn.dialect.name == "postgresql" else BATCH_ROWS
     for index, start in enumerate(range(0, n_rows, batch_rows)):
-        source = sa.select(*(temp.c[c] for c in columns), *managed).where(
-            temp.c._n >= start, temp.c._n < start + batch_rows
-        )
-        stmt = dialect_insert(target).from_select(names, source)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=key, set_={c: stmt.excluded[c] for c in update_columns}
-        )
-        conn.execute(stmt)
+        bounds = {"lo": start, "hi": start + batch_rows}
+        if assignments:
+            conn.execute(sa.text(update), bounds)
+        conn.execute(sa.text(insert), bounds)
         _after_batch(target.name, index, min(batch_rows, n_rows - start))
 
 
@@ -458,24 +563,107 @@ def _soft_delete(
     target: sa.Table,
     scope: str,
     course_ids: Sequence[int],
-    synced_at: datetime,
+    deleted_at: datetime,
     rejected: Sequence[Rejected],
     name: str,
-) -> int:
-    id_column = target.c[CANVAS_ID_COLUMN[name]]
-    quarantined = sorted({r.canvas_id for r in rejected if r.canvas_id is not None})
-    total = 0
-    for chunk in chunks(list(course_ids)):
-        stmt = (
-            sa.update(target)
-            .where(
-                target.c[scope].in_(chunk),
-                target.c.deleted_at.is_(None),
-                target.c.synced_at < synced_at,
+    temp: str | None,
+    key: list[str],
+) -> list[int]:
+    """Soft-delete the rows of `course_ids` whose key is not in this load (the load table `temp`; none: every
+    row of those courses), except quarantined records. Returns the course of each row soft-deleted."""
+    q = conn.dialect.identifier_preparer.quote
+    t = q(target.name)
+    id_column = CANVAS_ID_COLUMN[name]
+    quarantined = sorted({int(r.canvas_id) for r in rejected if r.canvas_id is not None})
+    postgres = conn.dialect.name == "postgresql"
+    where = ["deleted_at IS NULL"]
+    if temp is not None:
+        if not postgres:  # SQLite probes the load table per row: give it the key's index
+            conn.exec_driver_sql(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {q(temp + '_key')} ON {q(temp)} "
+                f"({', '.join(q(k) for k in key)})"
             )
-            .values(deleted_at=synced_at)
-        )
+        match = " AND ".join(f"s.{q(k)} = {t}.{q(k)}" for k in key)
+        where.append(f"NOT EXISTS (SELECT 1 FROM {q(temp)} s WHERE {match})")
+    params: dict[str, Any] = {"deleted_at": deleted_at}
+    bind = [sa.bindparam("deleted_at", type_=UTCDateTime())]
+    if postgres:
+        where.append(f"{q(scope)} = ANY(CAST(:courses AS BIGINT[]))")
         if quarantined:
-            stmt = stmt.where(id_column.not_in(quarantined))
-        total += conn.execute(stmt).rowcount or 0
-    return total
+            where.append(f"NOT ({q(id_column)} = ANY(CAST(:quarantined AS BIGINT[])))")
+            params["quarantined"] = quarantined
+        course_chunks: list[Sequence[int]] = [list(course_ids)]
+    else:
+        where.append(f"{q(scope)} IN :courses")
+        bind.append(sa.bindparam("courses", expanding=True))
+        if quarantined:
+            where.append(f"{q(id_column)} NOT IN :quarantined")
+            bind.append(sa.bindparam("quarantined", expanding=True))
+            params["quarantined"] = quarantined
+        course_chunks = list(chunks(list(course_ids), IN_CHUNK))
+    stmt = sa.text(
+        f"UPDATE {t} SET deleted_at = :deleted_at WHERE {' AND '.join(where)} RETURNING {q(scope)}"
+    ).bindparams(*bind)
+    deleted: list[int] = []
+    for chunk in course_chunks:
+        deleted.extend(int(c) for c in conn.execute(stmt, {**params, "courses": list(chunk)}).scalars())
+    return deleted
+
+
+# --- per-course confirmations ----------------------------------------------------------------------------
+def record_confirmations(
+    conn: sa.Connection,
+    entity: str,
+    course_ids: Sequence[int],
+    changed: set[int],
+    *,
+    run_id: str,
+    at: datetime,
+) -> None:
+    """Upsert one `canvas_course_sync` row per course: confirmed at `at` (and changed, for `changed`)."""
+    if not course_ids:
+        return
+    update = (
+        "ON CONFLICT (entity, course_id) DO UPDATE SET confirmed_at = excluded.confirmed_at, "
+        "fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
+        "changed_at = COALESCE(excluded.changed_at, canvas_course_sync.changed_at)"
+    )
+    columns = "(entity, course_id, confirmed_at, fetched_at, changed_at, run_id)"
+    if conn.dialect.name == "postgresql":
+        stmt = sa.text(
+            f"INSERT INTO canvas_course_sync {columns} "
+            "SELECT CAST(:entity AS VARCHAR), c.course_id, :at, st.fetched_at, "
+            "CASE WHEN c.changed THEN CAST(:at AS TIMESTAMPTZ) END, CAST(:run_id AS VARCHAR) "
+            "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:changed AS BOOLEAN[])) AS c(course_id, changed) "
+            "LEFT JOIN canvas_staging st ON st.entity = CAST(:entity AS VARCHAR) AND st.course_id = c.course_id "
+            + update
+        ).bindparams(sa.bindparam("at", type_=UTCDateTime()))
+        conn.execute(
+            stmt,
+            {
+                "entity": entity,
+                "at": at,
+                "run_id": run_id,
+                "ids": list(course_ids),
+                "changed": [c in changed for c in course_ids],
+            },
+        )
+        return
+    stmt = sa.text(
+        f"INSERT INTO canvas_course_sync {columns} VALUES (:entity, :course_id, :at, "
+        "(SELECT fetched_at FROM canvas_staging WHERE entity = :entity AND course_id = :course_id), "
+        ":changed_at, :run_id) " + update
+    ).bindparams(sa.bindparam("at", type_=UTCDateTime()), sa.bindparam("changed_at", type_=UTCDateTime()))
+    conn.execute(
+        stmt,
+        [
+            {
+                "entity": entity,
+                "course_id": c,
+                "at": at,
+                "changed_at": at if c in changed else None,
+                "run_id": run_id,
+            }
+            for c in course_ids
+        ],
+    )

@@ -1,8 +1,10 @@
 """The warehouse schema, defined once: DDL, loaders, tests and migrations all read these models.
 
-Layer-1 tables mirror Canvas objects (one row per Canvas id, `synced_at` on every row, `deleted_at` on
-course-scoped rows that vanished on a full sync). Operational tables hold the course catalog, the raw
-staging records, the per-course sync log and the quarantine of records that could not be transformed.
+Layer-1 tables mirror Canvas objects (one row per Canvas id, `deleted_at` on course-scoped rows that vanished
+on a full sync). A row is written only when its content changes, so it carries no per-row sync time: when
+Canvas last confirmed a course's rows of an entity is one row of `canvas_course_sync` per (entity, course),
+written by every load. Operational tables hold the course catalog, the raw staging records, the per-course
+sync log, those confirmations and the quarantine of records that could not be transformed.
 
 Conventions: Canvas ids are 64-bit (`BigInteger`; Canvas ids exceed 2^31 on hosted instances), every
 timestamp is a timezone-aware UTC instant (`UTCDateTime`, which also makes SQLite, which has no time
@@ -112,7 +114,6 @@ class CanvasCourse(Base):
     course_format: Mapped[str | None]
     license: Mapped[str | None]
     settings: Mapped[str | None]  # JSON text of GET /courses/:id/settings
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index(None, "account_id"),)
@@ -133,7 +134,6 @@ class CanvasStudent(Base):
     pronouns: Mapped[str | None]
     avatar_url: Mapped[str | None]
     created_at: Mapped[datetime | None]
-    synced_at: Mapped[datetime]
 
 
 class CanvasEnrollment(Base):
@@ -165,7 +165,6 @@ class CanvasEnrollment(Base):
     unposted_final_grade: Mapped[str | None]
     override_score: Mapped[float | None]
     override_grade: Mapped[str | None]
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "user_id"))
@@ -192,7 +191,6 @@ class CanvasAssignment(Base):
     html_url: Mapped[str | None]
     created_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index(None, "course_id"),)
@@ -210,7 +208,6 @@ class CanvasModule(Base):
     items_count: Mapped[int | None] = mapped_column(sa.Integer())
     require_sequential_progress: Mapped[bool | None]
     prerequisite_module_ids: Mapped[str | None]  # JSON list
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index(None, "course_id"),)
@@ -233,7 +230,6 @@ class CanvasModuleItem(Base):
     page_url: Mapped[str | None]
     external_url: Mapped[str | None]
     completion_requirement: Mapped[str | None]  # JSON object
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "module_id"))
@@ -253,7 +249,6 @@ class CanvasStudentSummary(Base):
     tardiness_missing: Mapped[int | None] = mapped_column(sa.Integer())
     tardiness_floating: Mapped[int | None] = mapped_column(sa.Integer())
     tardiness_total: Mapped[int | None] = mapped_column(sa.Integer())
-    synced_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
 
@@ -330,6 +325,28 @@ class CanvasSyncLog(Base):
     __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "course_id", "entity"))
 
 
+class CanvasCourseSync(Base):
+    """When a load last confirmed one course's rows of one entity against Canvas: one row per (entity, course).
+
+    Layer-1 rows are written only when Canvas changed them, so this is where "last synced" lives:
+    `confirmed_at` is the `synced_at` of the latest load that covered the course (every row of the course
+    present in that load was checked, and, on a full refresh, every row missing from it soft-deleted),
+    `fetched_at` when that load's records were fetched from Canvas (staging), `changed_at` the latest load
+    that wrote any row of the course (insert, update, soft delete or restore).
+    """
+
+    __tablename__ = "canvas_course_sync"
+
+    entity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    course_id: Mapped[int] = _id()
+    confirmed_at: Mapped[datetime]
+    fetched_at: Mapped[datetime | None]
+    changed_at: Mapped[datetime | None]
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+
+    __table_args__ = (sa.Index(None, "course_id"),)
+
+
 class CanvasRejectedRecord(Base):
     """Quarantine: records a transformer could not turn into rows, with the reason and the raw payload."""
 
@@ -363,6 +380,7 @@ OPERATIONAL_TABLES: tuple[str, ...] = (
     "canvas_course_catalog",
     "canvas_staging",
     "canvas_sync_log",
+    "canvas_course_sync",
     "canvas_rejected_records",
 )
 ALL_TABLES: tuple[str, ...] = LAYER1_TABLES + OPERATIONAL_TABLES

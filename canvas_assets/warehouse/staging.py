@@ -244,3 +244,20 @@ def write_rejected(conn: sa.Connection, rejected: Sequence[Rejected], *, run_id:
     ]
     for chunk in chunks(rows, 5000):
         conn.execute(sa.insert(t), list(chunk))
+
+
+# --- per-course confirmations -----------------------------------------------------------------------------
+def read_confirmations(
+    conn: sa.Connection, entity: str | None = None, course_ids: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """`canvas_course_sync` rows (entity, course_id, confirmed_at, fetched_at, changed_at, run_id)."""
+    t = table("canvas_course_sync")
+    query = sa.select(t).order_by(t.c.course_id, t.c.entity)
+    if entity is not None:
+        query = query.where(t.c.entity == entity)
+    if course_ids is None:
+        return [dict(r._mapping) for r in conn.execute(query)]
+    out: list[dict[str, Any]] = []
+    for chunk in chunks(sorted({int(c) for c in course_ids})):
+        out.extend(dict(r._mapping) for r in conn.execute(query.where(t.c.course_id.in_(chunk))))
+    return sorted(out, key=lambda r: (r["course_id"], r["entity"]))

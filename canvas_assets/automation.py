@@ -4,8 +4,8 @@ Why schedules with ranged run requests rather than declarative automation for th
 schedule's run requests carry run config, so each schedule names its own profile (a nightly
 LIGHTWEIGHT and a weekly FULL_PROCESSING side by side), while automation-launched runs carry none
 and could only use the one deployment-wide CANVAS_SYNC_PROFILE. A RunRequest tagged with a
-partition range is one run over many courses (verified on 1.13.27), so batching is kept: one run
-per contiguous range of at most `NIGHTLY_RUN_SIZE` courses, never one run per course.
+partition range is one run over many courses (verified on 1.13.27): one run per contiguous range
+of courses (`partitions.plan_course_runs`), the same runs a backfill of those courses from the UI makes.
 
 Courses found between nightly runs (the hourly catalog refresh, or a discovery launched by hand)
 are picked up by `new_courses_sensor`, which requests ranged runs for partitions that have never been
@@ -32,13 +32,12 @@ from canvas_assets.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     course_keys_of_run,
+    plan_course_runs,
     range_tags,
 )
 from canvas_assets.profiles import PROFILE_ENV_VAR, preset
-from canvas_assets.sync import contiguous_runs
 from canvas_assets.warehouse.resource import WarehouseResource
 
-NIGHTLY_RUN_SIZE = 500
 WEBHOOK_ENV_VAR = "CANVAS_ASSETS_FAILURE_WEBHOOK"
 
 
@@ -49,13 +48,12 @@ def plan_ranged_runs(
     *,
     profile_name: str,
     run_key_prefix: str,
-    run_size: int = NIGHTLY_RUN_SIZE,
 ) -> list[dg.RunRequest]:
     """One RunRequest per contiguous range of wanted course keys, carrying the profile as run config."""
     profile = preset(profile_name)
     selection = profile_asset_keys(profile)
     requests = []
-    for i, keys in enumerate(contiguous_runs(all_keys, wanted, run_size)):
+    for i, keys in enumerate(plan_course_runs(all_keys, wanted)):
         requests.append(
             dg.RunRequest(
                 run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
@@ -127,7 +125,7 @@ nightly_sync = sync_schedule(
     "30 2 * * *",
     "LIGHTWEIGHT",
     running=True,
-    description="Every night: all known courses, LIGHTWEIGHT profile, in ranged runs of up to 500 courses.",
+    description="Every night: all known courses, LIGHTWEIGHT profile, in ranged runs (one per contiguous range of courses).",
 )
 weekly_full_sync = sync_schedule(
     "weekly_full_sync",

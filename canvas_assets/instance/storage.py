@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import dagster._check as check
+import sqlalchemy as sa
 from dagster import AssetKey
 from dagster._config import Field, StringSource
 from dagster._core.definitions.events import (
@@ -74,6 +75,7 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
+        self._engine = pooled_engine(postgres_url)
 
     @classmethod
     def config_type(cls) -> Any:
@@ -101,7 +103,14 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
             self._record_unmaterialized_courses(event)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        super().store_event_batch([_as_failure_if_failed(e) for e in events])
+        converted = [_as_failure_if_failed(e) for e in events]
+        # dagster-postgres drops failure events from batches: store those one by one (few per run).
+        materializations = [e for e in converted if not _is_failure(e)]
+        if materializations:
+            super().store_event_batch(materializations)
+        for event in converted:
+            if _is_failure(event):
+                super().store_event(event)
         for event in events:
             if _is_run_failure(event):
                 self._record_unmaterialized_courses(event)
@@ -159,8 +168,14 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
                         ),
                     )
                 )
+        # Plain rows in the event log are all Dagster's partition status and event history read.
         for start in range(0, len(entries), 1000):
-            super().store_event_batch(entries[start : start + 1000])
+            with self._connect() as conn:
+                conn.execute(self.prepare_insert_event_batch(entries[start : start + 1000]))
+
+
+def _is_failure(event: EventLogEntry) -> bool:
+    return event.dagster_event is not None and event.dagster_event.is_asset_failed_to_materialize
 
 
 def _is_run_failure(event: EventLogEntry) -> bool:
@@ -207,6 +222,23 @@ def _as_failure_if_failed(event: EventLogEntry) -> EventLogEntry:
     )
 
 
+def pooled_engine(postgres_url: str) -> sa.Engine:
+    """A small connection pool instead of dagster-postgres's NullPool.
+
+    With NullPool every stored event opens and closes its own connections (two or three per event);
+    a ranged run stores thousands of events, so a process keeps a few connections open instead.
+    `pool_pre_ping` replaces a connection that a database restart closed.
+    """
+    return sa.create_engine(
+        postgres_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=2,
+        max_overflow=8,
+        pool_recycle=1800,
+        pool_pre_ping=True,
+    )
+
+
 class _FromStorageConfig:
     """Run and schedule storages that read the same config as `CanvasStorage`."""
 
@@ -224,11 +256,15 @@ class _FromStorageConfig:
 
 
 class CanvasRunStorage(_FromStorageConfig, PostgresRunStorage):
-    pass
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
+        self._engine = pooled_engine(postgres_url)
 
 
 class CanvasScheduleStorage(_FromStorageConfig, PostgresScheduleStorage):
-    pass
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
+        self._engine = pooled_engine(postgres_url)
 
 
 class CanvasStorage(DagsterStorage, ConfigurableClass):

@@ -269,3 +269,139 @@ def test_a_frame_with_an_unknown_column_is_refused(wh):
     result.tables["canvas_students"]["shoe_size"] = 42
     with pytest.raises(ValueError, match="shoe_size"):
         wh.load(result, course_ids=[COURSE], run_id="r", synced_at=T0)
+
+
+# --- what a re-sync writes (PostgreSQL's own accounting) ------------------------------------------------------
+LAYER1 = ("canvas_courses", "canvas_students", "canvas_enrollments", "canvas_modules", "canvas_module_items")
+
+
+def _row_versions(engine):
+    """Every Layer-1 row's physical version: (table, key) -> (xmin, ctid). A written row gets a new one."""
+    out = {}
+    with engine.connect() as conn:
+        for name in LAYER1:
+            for key, xmin, ctid in conn.execute(sa.text(f"SELECT id, xmin::text, ctid::text FROM {name}")):
+                out[(name, key)] = (xmin, ctid)
+    return out
+
+
+def _pg_writes(url):
+    """n_tup_ins and n_tup_upd per Layer-1 table, once every backend that wrote has exited and reported."""
+    from canvas_assets.warehouse.engine import dispose_engines
+
+    dispose_engines()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    last = None
+    for _ in range(40):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            counts = {
+                r.relname: (r.n_tup_ins, r.n_tup_upd)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname IN :t"
+                    ).bindparams(sa.bindparam("t", expanding=True)),
+                    {"t": list(LAYER1)},
+                )
+            }
+        if counts == last:
+            break
+        last = counts
+        import time
+
+        time.sleep(0.25)
+    engine.dispose()
+    return counts
+
+
+def _sync(wh, records, at):
+    courses, students, enrollments, modules = records
+    for entity, data in (
+        ("courses", courses),
+        ("students", students),
+        ("enrollments", enrollments),
+        ("modules", modules),
+    ):
+        run(wh, entity, data, at)
+
+
+def _records():
+    courses = {c: [course(c)] for c in (COURSE, OTHER)}
+    students = {COURSE: [{"id": 1000 + i, "name": f"S{i}"} for i in range(1, 31)]}
+    enrollments = {
+        COURSE: [enrollment(i, score=50.0 + i) for i in range(1, 21)],
+        OTHER: [enrollment(i, course_id=OTHER, score=None) for i in range(21, 31)],
+    }
+    modules = {
+        COURSE: [{"id": 50, "name": "Week 1", "items": [{"id": 500 + i, "title": f"I{i}"} for i in range(5)]}]
+    }
+    return courses, students, enrollments, modules
+
+
+def test_a_resync_writes_only_the_rows_canvas_changed(pg_url):
+    from canvas_assets.warehouse import Warehouse
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    records = _records()
+    _sync(wh, records, T0)
+    versions, writes, history_before = _row_versions(wh.engine), _pg_writes(pg_url), len(history(wh))
+    wh = Warehouse(pg_url)
+
+    _sync(wh, _records(), T1)  # identical data: nothing is written, nothing locked
+    assert _row_versions(wh.engine) == versions
+    assert _pg_writes(pg_url) == writes
+    assert len(history(wh)) == history_before
+    assert {c["confirmed_at"] for c in wh.confirmations()} == {T1}
+    wh = Warehouse(pg_url)
+
+    courses, students, enrollments, modules = _records()
+    enrollments[COURSE][3]["grades"]["current_score"] = 1.0  # enrollment 4: a score
+    enrollments[OTHER][0]["enrollment_state"] = "completed"  # enrollment 21: not a score
+    students[COURSE][0]["name"] = "Renamed"  # student 1001
+    modules[COURSE][0]["items"][2]["title"] = "Changed"  # item 502
+    _sync(wh, (courses, students, enrollments, modules), T2)
+    after = _row_versions(wh.engine)
+    rewritten = sorted(k for k in after if after[k] != versions[k])
+    assert rewritten == [
+        ("canvas_enrollments", 4),
+        ("canvas_enrollments", 21),
+        ("canvas_module_items", 502),
+        ("canvas_students", 1001),
+    ]
+    now = _pg_writes(pg_url)
+    delta = {t: (now[t][0] - writes[t][0], now[t][1] - writes[t][1]) for t in LAYER1}
+    assert delta == {
+        "canvas_courses": (0, 0),
+        "canvas_students": (0, 1),
+        "canvas_enrollments": (0, 2),
+        "canvas_modules": (0, 0),
+        "canvas_module_items": (0, 1),
+    }
+    assert [
+        (h["enrollment_id"], h["current_score"], h["recorded_at"]) for h in history(wh)[history_before:]
+    ] == [(4, 1.0, T2)]
+    sync = {(c["entity"], c["course_id"]): (c["confirmed_at"], c["changed_at"]) for c in wh.confirmations()}
+    assert sync[("enrollments", COURSE)] == (T2, T2)
+    assert sync[("enrollments", OTHER)] == (T2, T2)
+    assert sync[("courses", COURSE)] == (T2, T0)  # confirmed, unchanged since the first load
+    assert sync[("modules", COURSE)] == (T2, T2)
+
+
+def test_soft_delete_and_restore_write_only_those_rows(pg_url):
+    from canvas_assets.warehouse import Warehouse
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    run(wh, "enrollments", {COURSE: [enrollment(i) for i in range(1, 11)]}, T0)
+    versions = _row_versions(wh.engine)
+    stats = run(wh, "enrollments", {COURSE: [enrollment(i) for i in range(1, 10)]}, T1)
+    assert (stats.soft_deleted, stats.written) == (1, 1)
+    after = _row_versions(wh.engine)
+    assert sorted(k for k in after if after[k] != versions[k]) == [("canvas_enrollments", 10)]
+    stats = run(wh, "enrollments", {COURSE: [enrollment(i) for i in range(1, 11)]}, T2)
+    assert (stats.restored, stats.updated, stats.written, stats.history_rows) == (1, 1, 1, 0)
+    assert [r["deleted_at"] for r in rows(wh, "canvas_enrollments")] == [None] * 10
+    from canvas_assets.warehouse.engine import dispose_engines
+
+    dispose_engines()

@@ -1,7 +1,9 @@
 """Pipeline status (`canvas-assets status`): what the original design called pipeline monitoring.
 
 Computed from the warehouse's catalog and sync log (per course and entity rows written by every
-extract), plus the Dagster instance's recent runs.
+extract), the Layer-1 confirmations (`canvas_course_sync`: when a load last confirmed each course's rows of
+each entity against Canvas, and when one of them last changed; Layer-1 rows carry no per-row sync time
+because an unchanged row is never rewritten), plus the Dagster instance's recent runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ class CourseStatus:
     last_status: str | None
     last_sync: datetime | None
     error: str | None
+    # entity -> when a Layer-1 load last confirmed the course's rows of that entity against Canvas
+    confirmed: dict[str, datetime] = field(default_factory=dict)
+    # entity -> when a Layer-1 load last wrote one of those rows (insert, update, soft delete, restore)
+    changed: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def last_confirmed(self) -> datetime | None:
+        """The oldest confirmation among the course's entities: every entity is at least this fresh."""
+        return min(self.confirmed.values()) if self.confirmed else None
 
 
 @dataclass
@@ -35,12 +46,51 @@ class PipelineStatus:
     last_sync: datetime | None
     courses: list[CourseStatus] = field(default_factory=list)
     recent_runs: list[dict[str, Any]] = field(default_factory=list)
+    # entity -> (courses confirmed, oldest and newest confirmation) over the courses not gone
+    confirmed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def last_sync_age_seconds(self) -> float | None:
         if self.last_sync is None:
             return None
         return (datetime.now(timezone.utc) - _utc(self.last_sync)).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`canvas-assets status --json`), timestamps as ISO 8601."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "courses_known": self.courses_known,
+            "courses_gone": self.courses_gone,
+            "courses_synced": self.courses_synced,
+            "courses_failed": self.courses_failed,
+            "course_syncs": self.course_syncs,
+            "success_rate": self.success_rate,
+            "mean_course_seconds": self.mean_course_seconds,
+            "api_calls": self.api_calls,
+            "last_sync": iso(self.last_sync),
+            "last_sync_age_seconds": self.last_sync_age_seconds,
+            "confirmed": {
+                entity: {k: (iso(v) if isinstance(v, datetime) else v) for k, v in figures.items()}
+                for entity, figures in self.confirmed.items()
+            },
+            "courses": [
+                {
+                    "course_id": c.course_id,
+                    "name": c.name,
+                    "last_status": c.last_status,
+                    "last_sync": iso(c.last_sync),
+                    "error": c.error,
+                    "last_confirmed": iso(c.last_confirmed),
+                    "confirmed": {e: iso(t) for e, t in sorted(c.confirmed.items())},
+                    "changed": {e: iso(t) for e, t in sorted(c.changed.items())},
+                }
+                for c in self.courses
+            ],
+            "recent_runs": self.recent_runs,
+        }
 
 
 def _utc(value: datetime) -> datetime:
@@ -120,6 +170,9 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
             sa.text("SELECT course_id, name, gone_at FROM canvas_course_catalog ORDER BY course_id")
         ).all()
         attempts = course_attempts(conn)
+        confirmations = conn.execute(
+            sa.text("SELECT entity, course_id, confirmed_at, changed_at FROM canvas_course_sync")
+        ).all()
     names = {int(r.course_id): r.name for r in catalog}
     gone_ids = {int(r.course_id) for r in catalog if r.gone_at is not None}
     latest: dict[int, CourseAttempt] = {}
@@ -137,8 +190,20 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
         if prev is None or (a.finished and prev.finished and a.finished > prev.finished):
             latest[a.course_id] = a
     total = len(attempts)
+    confirmed: dict[int, dict[str, datetime]] = {}
+    changed: dict[int, dict[str, datetime]] = {}
+    per_entity: dict[str, list[datetime]] = {}
+    for row in confirmations:
+        cid, at = int(row.course_id), _as_dt(row.confirmed_at)
+        if at is not None:
+            confirmed.setdefault(cid, {})[row.entity] = at
+            if cid not in gone_ids:
+                per_entity.setdefault(row.entity, []).append(at)
+        when = _as_dt(row.changed_at)
+        if when is not None:
+            changed.setdefault(cid, {})[row.entity] = when
     courses = []
-    for cid in sorted(set(names) | set(latest)):
+    for cid in sorted(set(names) | set(latest) | set(confirmed)):
         last = latest.get(cid)
         courses.append(
             CourseStatus(
@@ -147,6 +212,8 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
                 last.status if last else None,
                 last.finished if last else None,
                 last.error if last else None,
+                confirmed.get(cid, {}),
+                changed.get(cid, {}),
             )
         )
     return PipelineStatus(
@@ -160,6 +227,10 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
         api_calls=api_calls,
         last_sync=last_sync,
         courses=courses,
+        confirmed={
+            entity: {"courses": len(times), "oldest": min(times), "newest": max(times)}
+            for entity, times in sorted(per_entity.items())
+        },
     )
 
 

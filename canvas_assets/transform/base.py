@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -103,22 +104,44 @@ class Field:
         """The raw values of this field, one per record (None when absent). `cache` shares the nested
         objects (e.g. an enrollment's `grades`) between the fields that read from them."""
         path = self.path or (self.column,)
+        plain = cache.get(_PLAIN) if cache is not None else None
+        if plain is None:
+            plain = [_only(records, dict)]
+            if cache is not None:
+                cache[_PLAIN] = plain
         if len(path) == 1:
-            key = path[0]
-            return [r.get(key) for r in records]
+            return _get_all(records, path[0], plain[0])
         outer = path[0]
         objects = cache.get(outer) if cache is not None else None
         if objects is None:
-            objects = [v if v.__class__ is dict else _EMPTY for v in (r.get(outer) for r in records)]
+            objects = _get_all(records, outer, plain[0])
+            if not _only(objects, dict):  # absent or not an object: read as an empty object
+                objects = [v if v.__class__ is dict else _EMPTY for v in objects]
             if cache is not None:
                 cache[outer] = objects
-        values = objects
-        for key in path[1:]:
+        values = list(map(dict.get, objects, repeat(path[1])))
+        for key in path[2:]:
             values = [v.get(key) if v.__class__ is dict else None for v in values]
         return values
 
 
+_PLAIN = "\x00plain"  # cache entry: are the records all plain dicts
+
+
+def _get_all(records: Sequence[Mapping[str, Any]], key: str, plain: bool) -> list[Any]:
+    """`record.get(key)` for every record, the loop in C when the records are plain dicts."""
+    if plain:
+        return list(map(dict.get, records, repeat(key)))  # type: ignore[arg-type]
+    return [r.get(key) for r in records]
+
+
+def _only(values: Sequence[Any], *types: type) -> bool:
+    """Whether every value is exactly one of `types` (None allowed when NoneType is given). One C-level pass."""
+    return set(map(type, values)) <= set(types)
+
+
 _EMPTY: dict[str, Any] = {}
+NONE = type(None)
 
 
 # --- scalar converters: return (value, error) -------------------------------------------------------------
@@ -224,7 +247,11 @@ def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
     if f.kind == "ts":
         obj = pd.Series(raw, dtype=object)
         present = obj.notna().to_numpy()
-        not_str = [i for i, v in enumerate(raw) if v is not None and v.__class__ is not str]
+        not_str = (
+            []
+            if _only(raw, str, NONE)
+            else [i for i, v in enumerate(raw) if v is not None and v.__class__ is not str]
+        )
         if not_str:
             obj[not_str] = None
         parsed = pd.to_datetime(obj, utc=True, format="ISO8601", errors="coerce").astype(TS_DTYPE)
@@ -232,6 +259,9 @@ def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
         if not_str:
             bad[not_str] = True
         return parsed, bad
+    fast = _fast_column(f.kind, raw)
+    if fast is not None:
+        return fast, np.zeros(n, dtype=bool)
     conv = _CONVERTERS[f.kind]
     if f.kind == "str":
         values = [v if v.__class__ is str or v is None else conv(v) for v in raw]
@@ -258,6 +288,33 @@ def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
     else:
         series = pd.Series(values, dtype=_DTYPES[f.kind])
     return series, bad
+
+
+def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
+    """The whole column at C speed when every value already has the right type and range (the usual case);
+    None when some value needs the per-value converter (or may be bad)."""
+    types = set(map(type, raw))
+    types.discard(NONE)
+    try:
+        if kind == "str" and types <= {str}:
+            return pd.Series(raw, dtype="string")
+        if kind == "bool" and types <= {bool}:
+            return pd.Series(raw, dtype="boolean")
+        if kind in ("id", "int") and types <= {int}:
+            series = pd.Series(pd.array(raw, dtype="Int64"))
+            low = series.min()
+            if kind == "id" and low is not pd.NA and low < 0:
+                return None
+            return series
+        if kind == "float" and types <= {float, int}:
+            values = np.array(raw, dtype="float64")
+            # None became NaN; a NaN or infinity of the record itself is bad (slow path finds it).
+            if int(np.count_nonzero(~np.isfinite(values))) != raw.count(None):
+                return None
+            return pd.Series(values)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return None
 
 
 def reason_for(f: Field, value: Any) -> str:

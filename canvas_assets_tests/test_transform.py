@@ -319,3 +319,43 @@ def test_parsed_timestamps_are_the_same_instants_as_python_parses():
     assert frame.loc[0, "created_at"].to_pydatetime() == datetime.fromisoformat(stamp).astimezone(
         timezone.utc
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("course_section_id", -3, "not a valid Canvas id"),
+        ("course_section_id", 2**63, "not a valid Canvas id"),
+        ("course_section_id", True, "not a valid Canvas id"),
+        ("total_activity_time", 2**64, "not an integer"),
+        ("type", ["x"], "not a string"),
+    ],
+)
+def test_one_bad_value_in_an_otherwise_clean_column_is_quarantined(field, value, words):
+    records = [enrollment_record(id=i, user_id=100 + i) for i in range(1, 6)]
+    records[2][field] = value
+    result = transform("enrollments", {COURSE: records})
+    assert [r.canvas_id for r in result.rejected] == [3]
+    assert words in result.rejected[0].reason
+    assert result.tables["canvas_enrollments"]["id"].tolist() == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), "high"])
+def test_a_score_that_is_not_a_finite_number_is_quarantined(score):
+    records = [enrollment_record(id=i, user_id=100 + i) for i in range(1, 4)]
+    records[1]["grades"] = {**records[1]["grades"], "current_score": score}
+    result = transform("enrollments", {COURSE: records})
+    assert [r.canvas_id for r in result.rejected] == [2]
+    frame = result.tables["canvas_enrollments"]
+    assert frame["current_score"].tolist() == [85.5, 85.5]
+
+
+def test_clean_columns_keep_their_types_and_nulls():
+    records = [enrollment_record(id=1, user_id=11), enrollment_record(id=2**40, user_id=12, grades=None)]
+    records[1]["course_section_id"] = None
+    frame = transform("enrollments", {COURSE: records}).tables["canvas_enrollments"]
+    assert frame["id"].tolist() == [1, 2**40]
+    assert frame["course_section_id"].isna().tolist() == [False, True]
+    assert str(frame["course_section_id"].dtype) == "Int64"
+    assert frame["current_score"].isna().tolist() == [False, True]
+    assert str(frame["type"].dtype) == "string"

@@ -301,7 +301,8 @@ def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
         if kind == "bool" and types <= {bool}:
             return pd.Series(raw, dtype="boolean")
         if kind in ("id", "int") and types <= {int}:
-            series = pd.Series(pd.array(raw, dtype="Int64"))
+            with np.errstate(all="raise"):  # out of int64 range: the slow path rejects it by name
+                series = pd.Series(pd.array(raw, dtype="Int64"))
             low = series.min()
             if kind == "id" and low is not pd.NA and low < 0:
                 return None
@@ -312,7 +313,7 @@ def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
             if int(np.count_nonzero(~np.isfinite(values))) != raw.count(None):
                 return None
             return pd.Series(values)
-    except (OverflowError, TypeError, ValueError):
+    except (OverflowError, TypeError, ValueError, FloatingPointError):
         return None
     return None
 

@@ -127,13 +127,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def canvas_storage(postgres_url: str) -> dict[str, Any]:
+    """Instance overrides: the project's own storage (canvas_assets.instance.storage) on `postgres_url`."""
+    return {
+        "storage": {
+            "custom": {
+                "module": "canvas_assets.instance.storage",
+                "class": "CanvasStorage",
+                "config": {"postgres_url": postgres_url},
+            }
+        }
+    }
+
+
 @contextmanager
-def pipeline_harness(sandbox: CanvasSandbox, db_url: str, monkeypatch: Any) -> Iterator[Harness]:
-    """This process pointed at `sandbox` and `db_url`, with an ephemeral Dagster instance."""
+def pipeline_harness(
+    sandbox: CanvasSandbox, db_url: str, monkeypatch: Any, instance_overrides: dict[str, Any] | None = None
+) -> Iterator[Harness]:
+    """This process pointed at `sandbox` and `db_url`, with a throwaway Dagster instance (Dagster's
+    SQLite test instance, or `instance_overrides` such as `canvas_storage(url)`)."""
     monkeypatch.setenv("CANVAS_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("CANVAS_API_TOKEN", sandbox.token)
     monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", db_url)
     monkeypatch.delenv("CANVAS_ACCOUNT_ID", raising=False)
     monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides=instance_overrides) as instance:
         yield Harness(sandbox, instance, db_url)

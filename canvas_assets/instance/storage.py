@@ -31,6 +31,7 @@ from dagster._core.definitions.events import (
     AssetMaterializationFailureReason,
     AssetMaterializationFailureType,
 )
+from dagster._core.event_api import AssetRecordsFilter, EventRecordsFilter, EventRecordsResult
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
@@ -96,6 +97,29 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
     @property
     def can_store_asset_failure_events(self) -> bool:
         return True
+
+    def fetch_failed_materializations(
+        self,
+        records_filter: AssetKey | AssetRecordsFilter,
+        limit: int,
+        cursor: str | None = None,
+        ascending: bool = False,
+    ) -> EventRecordsResult:
+        """The failure events of an asset (OSS storage answers none): the UI's event history of a course
+        partition lists them beside its materializations."""
+        if isinstance(records_filter, AssetRecordsFilter):
+            event_filter = records_filter.to_event_records_filter(
+                event_type=DagsterEventType.ASSET_FAILED_TO_MATERIALIZE, cursor=cursor, ascending=ascending
+            )
+        else:
+            before, after = EventRecordsFilter.get_cursor_params(cursor, ascending)
+            event_filter = EventRecordsFilter(
+                event_type=DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
+                asset_key=records_filter,
+                before_cursor=before,
+                after_cursor=after,
+            )
+        return self._get_event_records_result(event_filter, limit, cursor, ascending)
 
     def store_event(self, event: EventLogEntry) -> None:
         super().store_event(_as_failure_if_failed(event))

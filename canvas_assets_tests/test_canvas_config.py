@@ -63,7 +63,7 @@ def test_a_missing_token_names_the_environment_variable(token):
 def test_the_client_repr_does_not_show_the_token():
     with CanvasClient("https://school.instructure.com", TOKEN) as client:
         assert TOKEN not in repr(client)
-        assert TOKEN not in repr(client.__dict__.get("_session").auth)  # type: ignore[union-attr]
+        assert TOKEN not in repr(client.__dict__.get("_transport"))
 
 
 def test_link_headers_are_parsed_case_insensitively_with_several_rels():

@@ -42,6 +42,14 @@ class ClientMetrics:
             self.errors += errors
             self.wait_seconds += wait_seconds
 
+    def started(self, *, in_flight: int, waited: float) -> None:
+        """One attempt sent after waiting `waited` seconds for the pacer, `in_flight` requests in flight."""
+        with self._lock:
+            self.requests += 1
+            self.wait_seconds += waited
+            if in_flight > self.peak_in_flight:
+                self.peak_in_flight = in_flight
+
     def note_in_flight(self, in_flight: int) -> None:
         with self._lock:
             self.peak_in_flight = max(self.peak_in_flight, in_flight)

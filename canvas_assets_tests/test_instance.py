@@ -59,7 +59,7 @@ def test_a_ranged_run_plans_once_per_asset_and_gives_each_course_its_own_figures
         by_course[(m.asset_key.to_user_string(), m.partition)] = meta["dagster/row_count"]
     staged = len(h.staging("enrollments", BIG) or [])
     assert by_course[("staging/enrollments", str(BIG))] == staged > 100
-    small = [k for k in keys if k != str(BIG)][0]
+    small = next(k for k in keys if k != str(BIG))
     assert by_course[("staging/enrollments", small)] == len(h.staging("enrollments", int(small)) or [])
     # Run-wide figures live once, on the run.
     tags = h.instance.get_run_by_id(result.run_id).tags

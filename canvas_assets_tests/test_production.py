@@ -2,7 +2,6 @@
 GraphQL-launched backfill of every course, scheduled and sensor-driven syncs, two concurrent syncs."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import requests
 import sqlalchemy as sa
 
 from canvas_assets.automation import new_courses_sensor, nightly_sync, weekly_full_sync
+from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
 from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG
 from canvas_assets.profiles import preset
 from canvas_assets.warehouse.resource import WarehouseResource
@@ -55,11 +55,11 @@ def drop_database(name: str) -> None:
 
 @pytest.fixture
 def production(tmp_path, sandbox) -> Iterator[dict]:
-    """DAGSTER_HOME with the project's dagster.yaml on a temporary PostgreSQL database, plus a PG warehouse."""
+    """DAGSTER_HOME with the production instance configuration on a temporary PostgreSQL database, plus a
+    PG warehouse."""
     instance_db, warehouse_db = create_database(), create_database()
     home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance_config(home, PRODUCTION_CONFIG)
     host_url = PG_ADMIN_URL.rsplit("/", 1)[0]
     env = clean_env(
         DAGSTER_HOME=str(home),

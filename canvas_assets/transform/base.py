@@ -430,10 +430,12 @@ class Transformer:
         self.description = description
 
     def __call__(
-        self, records_by_course: Mapping[int, list[dict[str, Any]]], options: TransformOptions | None = None
+        self, records_by_course: Mapping[int, Sequence[Any]], options: TransformOptions | None = None
     ) -> TransformResult:
+        """Transform raw records per course (lists, or staging's lazily decoded `StagedRecords`), in course
+        chunks of at most CHUNK_RECORDS records so that only one chunk's decoded records are alive."""
         try:
-            return self._build(records_by_course, options or TransformOptions())
+            return transform_in_chunks(self._build, records_by_course, options or TransformOptions())
         except TransformationError:
             raise
         except Exception as exc:  # a bug or an unforeseen shape: fail the step, not one record
@@ -508,3 +510,53 @@ def column_order(fields: Sequence[Field], options: TransformOptions, course_colu
     if course_column and course_column not in names:
         names.insert(1 if names else 0, course_column)
     return names
+
+
+# Records per transformation chunk. Staging hands records over lazily (JSON text per course, decoded when
+# iterated), so transforming a ranged run course chunk by course chunk keeps only one chunk's decoded
+# records in memory at a time, not the whole range's.
+CHUNK_RECORDS = 25_000
+# Key of each Layer-1 table (first occurrence wins across chunks, as within one).
+TABLE_KEYS: dict[str, tuple[str, ...]] = {"canvas_student_summaries": ("course_id", "user_id")}
+
+
+def _course_chunks(records_by_course: Mapping[int, Any], limit: int) -> list[dict[int, Any]]:
+    chunks: list[dict[int, Any]] = []
+    current: dict[int, Any] = {}
+    size = 0
+    for course_id, records in records_by_course.items():
+        n = len(records) if records is not None else 0
+        if current and size + n > limit:
+            chunks.append(current)
+            current, size = {}, 0
+        current[course_id] = records
+        size += n
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def transform_in_chunks(
+    build: Callable[[Mapping[int, list[dict[str, Any]]], TransformOptions], TransformResult],
+    records_by_course: Mapping[int, Any],
+    options: TransformOptions,
+) -> TransformResult:
+    """Run `build` over course chunks of at most CHUNK_RECORDS records and concatenate the results."""
+    chunks = _course_chunks(records_by_course, CHUNK_RECORDS)
+    if len(chunks) == 1:
+        return build(chunks[0], options)
+    parts = [build(chunk, options) for chunk in chunks]
+    tables: dict[str, pd.DataFrame] = {}
+    for name in parts[0].tables:
+        frames = [p.tables[name] for p in parts if len(p.tables[name])] or [parts[0].tables[name]]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        key = list(TABLE_KEYS.get(name, ("id",)))
+        if len(frames) > 1 and all(k in frame.columns for k in key):
+            frame = frame.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
+        tables[name] = frame
+    return TransformResult(
+        parts[0].entity,
+        tables,
+        [r for p in parts for r in p.rejected],
+        sum(p.records_in for p in parts),
+    )

@@ -58,8 +58,9 @@ class Warehouse:
         with write_transaction(self.engine) as conn:
             staging.replace_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
 
-    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
-        """Raw records per course; courses with nothing staged are absent from the result."""
+    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.StagedRecords]:
+        """Raw records per course (read-only sequences decoded on each read, so that a ranged run does not
+        hold every course's decoded records at once); courses with nothing staged are absent."""
         with self.engine.connect() as conn:
             return staging.read_staging(conn, entity, course_ids)
 

@@ -157,8 +157,6 @@ class LoadStats:
 
 # --- frame preparation and column encodings ---------------------------------------------------------------
 TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
-_COPY_NULL = "\\N"
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def prepare_frame(frame: pd.DataFrame, target: sa.Table, key: list[str]) -> pd.DataFrame:
@@ -213,62 +211,6 @@ def sqlite_values(series: pd.Series) -> list[Any]:
             None if m else s[:10] + " " + s[11:] for s, m in zip(text.tolist(), mask.tolist(), strict=False)
         ]
     return python_values(series)
-
-
-def copy_texts(series: pd.Series) -> list[str]:
-    """One column in PostgreSQL's COPY text format (`\\N` for NULL, backslash escapes).
-
-    Numbers and timestamps are formatted by numpy (non-null values only); strings are escaped only when the
-    column contains a character that needs it, which one scan of the joined column tells.
-    """
-    dtype = series.dtype
-    mask = series.isna().to_numpy()
-    if isinstance(dtype, pd.StringDtype):
-        present = series.dropna().tolist()
-        values = series.to_numpy(dtype=object, na_value=_COPY_NULL).tolist()
-        if _needs_escape("\x00".join(present)):
-            values = [
-                _COPY_NULL if m else _copy_escape(v) for v, m in zip(values, mask.tolist(), strict=True)
-            ]
-        return values
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        raw: np.ndarray = _naive_us(series)
-    elif dtype.kind in "iufb":
-        na_value: Any = {"i": 0, "u": 0, "f": np.nan, "b": False}[dtype.kind]
-        raw = (
-            series.to_numpy()
-            if isinstance(dtype, np.dtype)
-            else series.to_numpy(dtype.numpy_dtype, na_value=na_value)
-        )
-    else:
-        return [
-            _COPY_NULL if m or v is None else _copy_escape(v if isinstance(v, str) else str(v))
-            for v, m in zip(series.to_numpy(dtype=object).tolist(), mask.tolist(), strict=True)
-        ]
-    if not mask.any():
-        return _format(raw)
-    out = np.full(len(raw), _COPY_NULL, dtype=object)
-    keep = ~mask
-    out[keep] = _format(raw[keep])
-    return list(out.tolist())
-
-
-def _format(values: np.ndarray) -> list[str]:
-    if values.dtype.kind == "M":
-        return list(np.datetime_as_string(values, unit="us", timezone="UTC").tolist())
-    if values.dtype.kind == "b":
-        return list(np.where(values, "t", "f").tolist())
-    if values.dtype.kind == "f":
-        return list(map(repr, values.tolist()))  # shortest repr that round-trips exactly
-    return list(map(str, values.tolist()))
-
-
-def _needs_escape(s: str) -> bool:
-    return "\\" in s or "\t" in s or "\n" in s or "\r" in s
-
-
-def _copy_escape(s: str) -> str:
-    return s.translate(_COPY_ESCAPES) if _needs_escape(s) else s
 
 
 # --- PostgreSQL binary COPY ---------------------------------------------------------------------------------
@@ -561,22 +503,6 @@ def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> _Stage
         for batch in chunks(dicts, BATCH_ROWS):
             conn.execute(sa.insert(temp), list(batch))
     return _Staged(name)
-
-
-def _copy(conn: sa.Connection, table_name: str, frame: pd.DataFrame) -> None:
-    """PostgreSQL COPY ... FROM STDIN of a frame, encoded column-wise."""
-    quote = conn.dialect.identifier_preparer.quote
-    texts = [copy_texts(frame[c]) for c in frame.columns]
-    body = "\n".join(map("\t".join, zip(*texts, strict=True)))
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(
-            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in frame.columns)}) FROM STDIN",
-            io.StringIO(body + "\n"),
-            size=1 << 20,
-        )
-    finally:
-        cursor.close()
 
 
 # --- set-based steps ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Each function takes a `Connection` inside the caller's transaction; `Warehouse` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -72,16 +72,57 @@ def replace_staging(
     conn.execute(stmt, rows)
 
 
-def read_staging(
-    conn: sa.Connection, entity: str, course_ids: Iterable[int]
-) -> dict[int, list[dict[str, Any]]]:
+class StagedRecords(Sequence[Any]):
+    """One course's staged records, kept as their JSON text and decoded each time they are read.
+
+    A ranged run reads the staging of hundreds of courses at once; decoded, their records take several
+    times the memory of the text. The transformers read course chunk by course chunk, so only one
+    chunk's decoded records are alive at a time. Behaves as a read-only list (len, index, iterate, ==).
+    """
+
+    __slots__ = ("_count", "_text")
+
+    def __init__(self, text: str, count: int | None = None) -> None:
+        self._text = text
+        self._count = count
+
+    def _decode(self) -> list[Any]:
+        records = json.loads(self._text)
+        return records if isinstance(records, list) else [records]
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = len(self._decode())
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._decode())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decode()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StagedRecords):
+            return self._decode() == other._decode()
+        return self._decode() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StagedRecords({len(self)} records)"
+
+
+def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, StagedRecords]:
+    """Staged records per course (lazily decoded: see `StagedRecords`)."""
     t = table("canvas_staging")
     ids = sorted({int(c) for c in course_ids})
-    out: dict[int, list[dict[str, Any]]] = {}
+    out: dict[int, StagedRecords] = {}
     for chunk in chunks(ids):
-        query = sa.select(t.c.course_id, t.c.records).where(t.c.entity == entity, t.c.course_id.in_(chunk))
-        for course_id, records in conn.execute(query):
-            out[int(course_id)] = json.loads(records)
+        query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
+            t.c.entity == entity, t.c.course_id.in_(chunk)
+        )
+        for course_id, records, count in conn.execute(query):
+            out[int(course_id)] = StagedRecords(records, count)
     return out
 
 

@@ -89,49 +89,56 @@ def _resolve_profile(profile_name: str | None, config_file: str | None) -> Profi
     return preset(name)
 
 
-def _print_progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        click.echo(f"\r  extracted {done}/{total} courses", err=True, nl=done >= total)
-    else:
-        click.echo(f"  extracted {done}/{total} courses", err=True)
-
-
 def _sync(
     profile: Profile,
     courses: Sequence[int],
     max_courses: int | None,
     catalog_states: Sequence[str],
+    *,
+    as_json: bool = False,
 ) -> int:
     import dagster as dg
 
     from canvas_assets.definitions import defs
+    from canvas_assets.progress import ProgressDisplay, listen
     from canvas_assets.sync import discover, ensure_dagster_home, require_canvas_env, run_sync, select_courses
     from canvas_assets.warehouse.db import Warehouse
     from canvas_assets.warehouse.resource import default_database_url
 
     require_canvas_env()
     home = ensure_dagster_home()
-    db_url = os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
-    warehouse = Warehouse(db_url)
+    warehouse = Warehouse(default_database_url())
     warehouse.ensure_schema()
-    click.echo(f"profile:   {profile.name} ({', '.join(profile.staging_entities)})")
-    click.echo(f"dagster:   {home}")
-    click.echo(f"warehouse: {warehouse.url_for_display}")
-    with dg.DagsterInstance.get() as instance:
-        catalog_config: dict[str, Any] = {"states": list(catalog_states)}
-        if max_courses is not None and not courses:
-            catalog_config["max_courses"] = max_courses
-        found = discover(defs, instance, catalog_config)
-        if not found.success:
-            click.secho(f"course discovery failed: {found.failure}", fg="red", err=True)
-            return EXIT_BAD_INPUT if found.failure_category == "configuration" else EXIT_FAILED_COURSES
-        chosen = select_courses(instance, warehouse.catalog_course_ids(), courses or None, max_courses)
-        if not chosen:
-            click.echo("no courses to sync (the catalog is empty for these filters)")
-            return 0
-        click.echo(f"syncing {len(chosen)} course(s)...")
-        summary = run_sync(defs, instance, warehouse, profile, chosen, progress=_print_progress)
-    _print_summary(summary)
+    # With --json, stdout carries the summary alone; the header and progress go to stderr.
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    say(f"profile:   {profile.name} ({', '.join(profile.staging_entities)})")
+    say(f"dagster:   {home}")
+    say(f"warehouse: {_display_url(default_database_url())}")
+    display = ProgressDisplay()
+    stop = listen(display)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            catalog_config: dict[str, Any] = {"states": list(catalog_states)}
+            if max_courses is not None and not courses:
+                catalog_config["max_courses"] = max_courses
+            found = discover(defs, instance, catalog_config)
+            if not found.success:
+                display.close()
+                click.secho(f"course discovery failed: {found.failure}", fg="red", err=True)
+                return EXIT_BAD_INPUT if found.failure_category == "configuration" else EXIT_FAILED_COURSES
+            chosen = select_courses(instance, warehouse.catalog_course_ids(), courses or None, max_courses)
+            if not chosen:
+                display.close()
+                say("no courses to sync (the catalog is empty for these filters)")
+                return 0
+            summary = run_sync(defs, instance, warehouse, profile, chosen)
+    finally:
+        stop()
+        display.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        _print_summary(summary)
     return 0 if summary.ok else EXIT_FAILED_COURSES
 
 
@@ -171,17 +178,19 @@ def _print_summary(summary: Any) -> None:
     show_default=True,
     help="Course states to discover (repeatable).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def sync(
     profile_name: str | None,
     config_file: str | None,
     courses: tuple[int, ...],
     max_courses: int | None,
     states: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Discover courses and materialise the profile's assets through Dagster ($DAGSTER_HOME)."""
     try:
         profile = _resolve_profile(profile_name, config_file)
-        sys.exit(_sync(profile, courses, max_courses, states))
+        sys.exit(_sync(profile, courses, max_courses, states, as_json=as_json))
     except CanvasAssetsError as exc:
         _fail(exc)
 
@@ -206,17 +215,17 @@ def demo(profile_name: str, courses: int | None, seed: int) -> None:
             os.environ["CANVAS_API_TOKEN"] = sb.token
             click.echo(f"sandbox:   {sb.base_url} ({len(sb.data.courses)} simulated courses)")
             code = _sync(profile, (), None, ("available", "completed"))
-        db_url = os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
+        db_url = default_database_url()
     except CanvasAssetsError as exc:
         _fail(exc)
         return
     click.echo("")
-    click.echo("Browse the runs, assets and checks in the Dagster UI:")
-    click.echo(f"  export DAGSTER_HOME={home}")
-    click.echo("  dagster dev -m canvas_assets.definitions")
+    click.echo("Browse the runs, assets, partitions and checks in the Dagster UI (same instance):")
+    click.echo("  canvas-assets ui")
     click.echo("To launch runs from the UI, serve a sandbox in another terminal (`canvas-assets sandbox`)")
-    click.echo("and export the CANVAS_BASE_URL and CANVAS_API_TOKEN it prints before `dagster dev`.")
-    click.echo(f"The tables are in {db_url}")
+    click.echo("and export the CANVAS_BASE_URL and CANVAS_API_TOKEN it prints before `canvas-assets ui`.")
+    click.echo(f"Dagster instance: {home}")
+    click.echo(f"Tables: {_display_url(db_url)}")
     sys.exit(code)
 
 
@@ -235,7 +244,7 @@ def status(as_json: bool, show_courses: bool) -> None:
 
     try:
         home = ensure_dagster_home()
-        warehouse = Warehouse(os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url())
+        warehouse = Warehouse(default_database_url())
         warehouse.ensure_schema()
         st = pipeline_status(warehouse.engine)
         with dg.DagsterInstance.get() as instance:
@@ -348,14 +357,14 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option(
-    "--url", default=None, help="SQLAlchemy URL (default: CANVAS_ASSETS_DATABASE_URL or the SQLite file)."
+    "--url", default=None, help="SQLAlchemy URL (default: CANVAS_ASSETS_DATABASE_URL or the local store)."
 )
 def db_upgrade(url: str | None) -> None:
     """Bring the warehouse schema up to date (Alembic)."""
     from canvas_assets.warehouse.migrate import current_revision, head_revision, upgrade
     from canvas_assets.warehouse.resource import default_database_url
 
-    target = url or os.environ.get("CANVAS_ASSETS_DATABASE_URL") or default_database_url()
+    target = url or default_database_url()
     try:
         before = current_revision(target)
         upgrade(target)
@@ -363,6 +372,61 @@ def db_upgrade(url: str | None) -> None:
         _fail(exc)
         return
     click.echo(f"warehouse schema: {before or 'empty'} -> {head_revision()}")
+
+
+def _display_url(url: str) -> str:
+    from canvas_assets.instance.local_store import describe_url
+
+    return describe_url(url)
+
+
+# --- the Dagster UI and instance ---------------------------------------------------------------------------
+@main.command()
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(port: int, host: str) -> None:
+    """Open the Dagster UI (webserver and daemon) on the instance `sync` and `demo` use."""
+    import subprocess
+
+    from canvas_assets.sync import ensure_dagster_home
+
+    home = ensure_dagster_home()
+    click.echo(f"Dagster instance: {home}")
+    click.echo(f"Dagster UI: http://{host}:{port}  (Ctrl-C to stop)")
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    command = [dagster, "dev", "-m", "canvas_assets.definitions", "-h", host, "-p", str(port)]
+    try:
+        sys.exit(subprocess.call(command, env=os.environ.copy()))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@main.group()
+def instance() -> None:
+    """The Dagster instance configuration (dagster.yaml)."""
+
+
+@instance.command("init")
+@click.option("--production", is_flag=True, help="PostgreSQL server settings from DAGSTER_PG_* variables.")
+@click.option("--force", is_flag=True, help="Replace an existing dagster.yaml.")
+@click.argument("home", required=False, type=click.Path(file_okay=False))
+def instance_init(production: bool, force: bool, home: str | None) -> None:
+    """Write the local (default) or production dagster.yaml into HOME (default: $DAGSTER_HOME)."""
+    from pathlib import Path
+
+    from canvas_assets.instance import LOCAL_CONFIG, PRODUCTION_CONFIG, write_instance_config
+
+    target = Path(home or os.environ.get("DAGSTER_HOME") or "").expanduser()
+    if not str(target) or str(target) == ".":
+        raise click.UsageError("give HOME or set DAGSTER_HOME (an absolute path)")
+    if (target / "dagster.yaml").exists() and not force:
+        raise click.UsageError(f"{target / 'dagster.yaml'} exists: pass --force to replace it")
+    written = write_instance_config(target.resolve(), PRODUCTION_CONFIG if production else LOCAL_CONFIG)
+    click.echo(f"wrote {written}")
+    if production:
+        click.echo(
+            "set DAGSTER_PG_HOST, DAGSTER_PG_PORT, DAGSTER_PG_USER, DAGSTER_PG_PASSWORD, DAGSTER_PG_DB"
+        )
 
 
 if __name__ == "__main__":

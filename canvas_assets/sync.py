@@ -9,11 +9,9 @@ one extract step that fetches all of its courses concurrently), as a backfill fr
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.profiles import Profile
+from canvas_assets.progress import report as report_progress
 from canvas_assets.status import course_attempts
 
 LAYER1_TABLES = {
@@ -103,6 +102,30 @@ class SyncSummary:
     def ok(self) -> bool:
         return all(r.success for r in self.runs) and not self.failed
 
+    def to_json(self) -> dict[str, Any]:
+        """The summary as `canvas-assets sync --json` prints it."""
+        counts: dict[str, int] = {}
+        for status in self.course_status.values():
+            counts[status] = counts.get(status, 0) + 1
+        return {
+            "profile": self.profile,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "courses": len(self.courses),
+            "courses_by_status": counts,
+            "failed_courses": [
+                {"course_id": c, "error": self.course_errors.get(c)} for c in sorted(self.failed)
+            ],
+            "rows": self.rows,
+            "api_calls": self.api_calls,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "runs": [
+                {"run_id": r.run_id, "courses": len(r.courses), "success": r.success, "failure": r.failure}
+                for r in self.runs
+            ],
+        }
+
 
 def run_failure_category(result: Any) -> str | None:
     """The error category (errors.ErrorCategory value) of the run's first step failure, if it had one."""
@@ -138,12 +161,14 @@ def discover(
     defs: dg.Definitions, instance: dg.DagsterInstance, catalog_config: dict[str, Any]
 ) -> RunOutcome:
     job = defs.resolve_job_def("discover_courses")
+    report_progress("discovery", 0, 0, "listing courses")
     result = job.execute_in_process(
         run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}, **QUIET_LOGGING},
         instance=instance,
         raise_on_error=False,
         tags={"canvas/trigger": "cli"},
     )
+    report_progress("discovery", 1, 1)
     return RunOutcome(
         result.run_id, [], result.success, run_failure_message(result), run_failure_category(result)
     )
@@ -186,83 +211,42 @@ def run_sync(
     warehouse: Any,
     profile: Profile,
     courses: Sequence[str],
-    *,
-    progress: Callable[[int, int], None] | None = None,
 ) -> SyncSummary:
-    """Materialise the profile's staging and Layer-1 assets for `courses` in ranged runs."""
+    """Materialise the profile's staging and Layer-1 assets for `courses` in ranged runs.
+
+    Progress goes to `canvas_assets.progress` listeners (the CLI's display), phase by phase.
+    """
     started = time.monotonic()
-    started_at = datetime.now(timezone.utc)
     job_name = JOB_FOR_PRESET.get(profile.name, "sync_full")
     job = defs.resolve_job_def(job_name)
     selection = profile_asset_keys(profile)
     all_keys = instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME)
     runs = plan_course_runs(all_keys, courses)
     outcomes: list[RunOutcome] = []
-    stop = threading.Event()
-    watcher = None
-    if progress is not None:
-        watcher = threading.Thread(
-            target=_watch_progress, args=(warehouse, started_at, len(courses), progress, stop), daemon=True
+    for i, keys in enumerate(runs):
+        report_progress("runs", 0, 0, f"run {i + 1} of {len(runs)}: {len(keys)} course(s)")
+        result = job.execute_in_process(
+            run_config={**profile.to_run_config(), **QUIET_LOGGING},
+            instance=instance,
+            tags={
+                **range_tags(keys[0], keys[-1]),
+                "canvas/trigger": "cli",
+                "canvas/profile": profile.name,
+            },
+            asset_selection=selection,
+            raise_on_error=False,
         )
-        watcher.start()
-    try:
-        for keys in runs:
-            result = job.execute_in_process(
-                run_config={**profile.to_run_config(), **QUIET_LOGGING},
-                instance=instance,
-                tags={
-                    **range_tags(keys[0], keys[-1]),
-                    "canvas/trigger": "cli",
-                    "canvas/profile": profile.name,
-                },
-                asset_selection=selection,
-                raise_on_error=False,
+        outcomes.append(
+            RunOutcome(
+                result.run_id,
+                keys,
+                result.success,
+                run_failure_message(result),
+                run_failure_category(result),
+                _run_tags(instance, result.run_id),
             )
-            outcomes.append(
-                RunOutcome(
-                    result.run_id,
-                    keys,
-                    result.success,
-                    run_failure_message(result),
-                    run_failure_category(result),
-                    _run_tags(instance, result.run_id),
-                )
-            )
-    finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join(timeout=5)
+        )
     return _summarise(warehouse, profile, [int(c) for c in courses], outcomes, time.monotonic() - started)
-
-
-def _courses_done(warehouse: Any, since: datetime) -> int:
-    try:
-        with warehouse.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.text(
-                        "SELECT COUNT(DISTINCT course_id) FROM canvas_sync_log WHERE stage = 'extract' "
-                        "AND started_at >= :since"
-                    ),
-                    {"since": since},
-                ).scalar_one()
-            )
-    except sa.exc.SQLAlchemyError:
-        return 0
-
-
-def _watch_progress(
-    warehouse: Any, since: datetime, total: int, progress: Callable[[int, int], None], stop: threading.Event
-) -> None:
-    last = -1
-    while True:
-        stopping = stop.wait(1.0)
-        done = _courses_done(warehouse, since)
-        if done != last:
-            progress(done, total)
-            last = done
-        if stopping:
-            return
 
 
 def _summarise(

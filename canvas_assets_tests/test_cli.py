@@ -35,16 +35,27 @@ def canvas_assets(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Comp
 
 
 @pytest.mark.slow
-def test_demo_exits_0_in_a_fresh_dagster_home(tmp_path):
+def test_demo_exits_0_in_a_fresh_folder_on_the_local_store(tmp_path):
     result = canvas_assets("demo", env=clean_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "courses failed   0" in result.stdout
-    assert "dagster dev" in result.stdout
-    home = tmp_path / ".canvas_assets" / "dagster_home"
-    db = sa.create_engine(f"sqlite:///{home / 'canvas_assets.db'}")
+    assert "canvas-assets ui" in result.stdout
+    # Progress on a pipe: plain lines per phase, no Dagster banners.
+    for phase in ("discovering courses...", "fetching from Canvas...", "transforming and loading..."):
+        assert phase in result.stderr
+    assert "Welcome to Dagster" not in result.stdout + result.stderr
+    assert "telemetry" not in (result.stdout + result.stderr).lower()
+    store = tmp_path / ".canvas_assets"
+    assert (store / "dagster_home" / "dagster.yaml").exists()
+    from canvas_assets.instance.local_store import WAREHOUSE_DB, embedded_server
+
+    db = sa.create_engine(embedded_server(store / "pgdata").url(WAREHOUSE_DB), poolclass=sa.pool.NullPool)
     with db.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM canvas_enrollments")).scalar_one() > 0
         assert conn.execute(sa.text("SELECT COUNT(*) FROM canvas_module_items")).scalar_one() > 0
+    status = canvas_assets("status", "--json", env=clean_env(), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["courses_synced"] > 0
 
 
 @pytest.mark.slow
@@ -54,6 +65,12 @@ def test_sync_then_status_report_the_pipeline(cli_env, tmp_path, sandbox):
     courses = len(sandbox.data.course_ids(states=("available", "completed")))
     assert f"courses ok       {courses}" in result.stdout
     assert "throttled 0" in result.stdout
+    again = canvas_assets("sync", "--profile", "lightweight", "--json", env=cli_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads(again.stdout)  # stdout is the JSON alone; progress went to stderr
+    assert summary["ok"] is True and summary["courses_by_status"] == {"success": courses}
+    assert summary["throttled"] == 0 and summary["api_calls"] > courses
+    assert summary["rows"]["canvas_enrollments"] > 0
     status = canvas_assets("status", "--json", env=cli_env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
@@ -64,7 +81,7 @@ def test_sync_then_status_report_the_pipeline(cli_env, tmp_path, sandbox):
     assert report["mean_course_seconds"] > 0
     assert report["last_sync_age_seconds"] >= 0
     assert [r["status"] for r in report["recent_runs"]][:2] == ["SUCCESS", "SUCCESS"]
-    assert sandbox.token not in status.stdout + result.stdout + result.stderr
+    assert sandbox.token not in status.stdout + result.stdout + result.stderr + again.stdout + again.stderr
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.extract import Extractor, ExtractReport
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
+from canvas_assets.progress import report as report_progress
 from canvas_assets.warehouse.resource import WarehouseResource
 
 STAGING_DESCRIPTIONS = {
@@ -84,9 +85,12 @@ def canvas_extract(
         )
         done = 0
 
+        report_progress("fetch", 0, len(courses))
+
         def progress(course) -> None:
             nonlocal done
             done += 1
+            report_progress("fetch", done, len(courses))
             if course.status != "success" or done % 25 == 0 or done == len(courses):
                 err = course.error
                 context.log.info(

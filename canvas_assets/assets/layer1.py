@@ -24,6 +24,7 @@ from canvas_assets.assets.common import (
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
+from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS, TransformResult
 from canvas_assets.warehouse.resource import WarehouseResource
 
@@ -47,6 +48,7 @@ class StagedTransform:
     seconds: float
     not_loaded: dict[int, str]  # course -> why its rows were left as they were (failed fetch, no staging)
     gone: list[int]
+    entities_in_run: int  # how many Layer-1 entities this run loads (for progress)
 
 
 def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
@@ -106,6 +108,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                     seconds=time.monotonic() - t0,
                     not_loaded=not_loaded,
                     gone=sorted(gone),
+                    entities_in_run=len(profile.staging_entities),
                 )
             )
 
@@ -149,6 +152,9 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                     f"canvas/load_seconds.{entity}": f"{load_seconds:.3f}",
                 },
             )
+            run = context.instance.get_run_by_id(context.run_id)
+            loaded = sum(1 for k in (run.tags if run else {}) if k.startswith("canvas/rows."))
+            report_progress("layer1", loaded, staged.entities_in_run, f"{entity}: {rows} rows")
             context.log.info(
                 f"layer1/{entity}: {rows} rows of {len(staged.course_ids)} course(s) "
                 f"({staged.result.records_in} records in, {len(staged.result.rejected)} rejected); "

@@ -109,3 +109,14 @@ def _prepare(server: EmbeddedServer) -> None:
 def local_warehouse_url() -> str:
     """The warehouse of the local store (database `canvas_assets` on the embedded server)."""
     return embedded_server().url(WAREHOUSE_DB)
+
+
+def describe_url(url: str) -> str:
+    """A database URL as a person should read it: the local store named by its folder, no password."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    socket_dir = parsed.query.get("host")
+    if isinstance(socket_dir, str) and not parsed.host and parsed.drivername.startswith("postgresql"):
+        return f"local PostgreSQL in {socket_dir} (database {parsed.database})"
+    return parsed.render_as_string(hide_password=True)

@@ -45,6 +45,8 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import pg_url_from_config
 
+from canvas_assets.progress import report as report_progress
+
 # Materializations of one step are stored in batches of this many events (one INSERT each).
 EVENT_BATCH_SIZE = "1000"
 COURSE_STATUS_KEY = "canvas/course_status"
@@ -77,6 +79,7 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
         self._engine = pooled_engine(postgres_url)
+        self._events_stored = 0
 
     @classmethod
     def config_type(cls) -> Any:
@@ -132,6 +135,8 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
         materializations = [e for e in converted if not _is_failure(e)]
         if materializations:
             super().store_event_batch(materializations)
+            self._events_stored += len(materializations)
+            report_progress("events", 0, 0, f"{self._events_stored} events stored")
         for event in converted:
             if _is_failure(event):
                 super().store_event(event)

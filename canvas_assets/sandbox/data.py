@@ -191,12 +191,10 @@ class SandboxData:
         wanted = set(ALL_BUT_DELETED if states is None else states)
         kinds = None if types is None else set(types)
         with self.lock:
-            out = []
-            for eid in self._enrollments_by_course.get(course_id, []):
-                e = self.enrollments[eid]
-                if e["enrollment_state"] in wanted and (kinds is None or e["type"] in kinds):
-                    out.append(e)
-            return out
+            rows = list(map(self.enrollments.__getitem__, self._enrollments_by_course.get(course_id, ())))
+        if kinds is None:
+            return [e for e in rows if e["enrollment_state"] in wanted]
+        return [e for e in rows if e["enrollment_state"] in wanted and e["type"] in kinds]
 
     def students_of(
         self, course_id: int, states: Iterable[str] = ("active", "invited"), include_test: bool = False

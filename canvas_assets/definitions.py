@@ -4,20 +4,37 @@ Importing this module touches no network and no disk: resources read their envir
 open connections only when a run uses them.
 """
 
+import warnings
+
 import dagster as dg
 
 from canvas_assets.assets.catalog import canvas_course_catalog
 from canvas_assets.assets.checks import ASSET_CHECKS
 from canvas_assets.assets.extract import canvas_extract
 from canvas_assets.assets.layer1 import LAYER1_ASSETS
+from canvas_assets.assets.tables import FRESHNESS
 from canvas_assets.automation import SCHEDULES, SENSORS
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.jobs import SYNC_JOBS, discover_courses
 from canvas_assets.profiles import SyncProfileResource
 from canvas_assets.warehouse.resource import WarehouseResource
 
+# Layer-1 tables carry a freshness policy (a missed nightly sync shows as stale in the UI); every asset
+# links to the code that builds it.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in 1.13: no noise on import
+    ASSETS = dg.with_source_code_references(
+        [
+            canvas_course_catalog,
+            canvas_extract,
+            *dg.map_asset_specs(
+                lambda spec: spec.replace_attributes(freshness_policy=FRESHNESS), LAYER1_ASSETS
+            ),
+        ]
+    )
+
 defs = dg.Definitions(
-    assets=[canvas_course_catalog, canvas_extract, *LAYER1_ASSETS],
+    assets=ASSETS,
     asset_checks=ASSET_CHECKS,
     jobs=[*SYNC_JOBS, discover_courses],
     schedules=SCHEDULES,

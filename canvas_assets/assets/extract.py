@@ -12,6 +12,7 @@ from canvas_assets.assets.common import (
     dagster_failures,
     record_run_figures,
 )
+from canvas_assets.assets.tables import table_metadata
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.extract import Extractor, ExtractReport
 from canvas_assets.partitions import COURSES, SINGLE_RUN
@@ -40,8 +41,10 @@ def staging_key(entity: str) -> dg.AssetKey:
             staging_key(e),
             skippable=True,
             group_name="staging",
-            description=STAGING_DESCRIPTIONS[e],
+            description=STAGING_DESCRIPTIONS[e]
+            + f" One row per course in `canvas_staging` (entity = '{e}'): the raw JSON records as Canvas served them.",
             kinds={"canvas", "sql"},
+            metadata=table_metadata("canvas_staging"),
         )
         for e in STAGING_ENTITIES
     ],

@@ -21,6 +21,7 @@ from canvas_assets.assets.common import (
     gone_course_ids,
     record_run_figures,
 )
+from canvas_assets.assets.tables import table_metadata
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
@@ -170,6 +171,9 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
         description=LAYER1_DESCRIPTIONS[entity],
         ins={"staged": dg.AssetIn(dg.AssetKey(["staging", entity]), dagster_type=dg.Nothing)},
         kinds={"sql"},
+        metadata=table_metadata(
+            *transformer.tables, *(("canvas_score_history",) if entity == "enrollments" else ())
+        ),
     )
     def layer1_asset(staged):  # type: ignore[no-untyped-def]
         return load_op(transform_op(staged))

@@ -515,7 +515,7 @@ def column_order(fields: Sequence[Field], options: TransformOptions, course_colu
 # Records per transformation chunk. Staging hands records over lazily (JSON text per course, decoded when
 # iterated), so transforming a ranged run course chunk by course chunk keeps only one chunk's decoded
 # records in memory at a time, not the whole range's.
-CHUNK_RECORDS = 25_000
+CHUNK_RECORDS = 10_000
 # Key of each Layer-1 table (first occurrence wins across chunks, as within one).
 TABLE_KEYS: dict[str, tuple[str, ...]] = {"canvas_student_summaries": ("course_id", "user_id")}
 

@@ -334,6 +334,42 @@ def test_a_next_link_to_another_origin_is_refused_and_never_sent_the_token(loopb
     assert len(hits) == 1 and other_hits == []
 
 
+class _CutOff(BaseHTTPRequestHandler):
+    """Answers 200 with a Content-Length longer than the body it sends (once), then closes."""
+
+    protocol_version = "HTTP/1.1"
+    served = 0
+
+    def do_GET(self) -> None:
+        type(self).served += 1
+        body = b'[{"id": 1}, {"id": 2}]'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body) + (50 if type(self).served == 1 else 0)))
+        self.end_headers()
+        self.wfile.write(body)
+        if type(self).served == 1:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_body_cut_off_after_the_headers_is_retried():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_CutOff,), {"served": 0}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with CanvasClient(base, "7~AnyToken123456", sleep=no_sleep) as client:
+            assert [r["id"] for r in client.list_assignments(1)] == [1, 2]
+            snapshot = client.metrics.snapshot()
+        assert snapshot["retries"] == 1 and snapshot["errors"] == 1 and snapshot["requests"] == 2
+        assert client.pacer.in_flight == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- the token stays secret ---------------------------------------------------------------------------
 def test_the_token_never_appears_in_logs_errors_or_metrics(make_sandbox, caplog):
     sb = make_sandbox(scale="small", throttle="legacy", fault_rate=0.05, slow_seconds=0.6, seed=3)

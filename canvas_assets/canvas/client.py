@@ -130,7 +130,10 @@ class _Transport:
         self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
 
     def get(self, target: str, *, connect_timeout: float, read_timeout: float) -> urllib3.BaseHTTPResponse:
-        """GET `target` (path and query) on this origin, the whole body read (and decompressed)."""
+        """GET `target` (path and query) on this origin: the response once its headers are in.
+
+        The caller reads the body (`read_body`), which also returns the connection to the pool.
+        """
         timeout = self._timeouts.get((connect_timeout, read_timeout))
         if timeout is None:
             timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
@@ -139,12 +142,20 @@ class _Transport:
         if self._absolute:
             return self.manager.urlopen(
                 "GET", self.origin + target, headers=self._headers, retries=False, redirect=False,
-                timeout=timeout,
+                timeout=timeout, preload_content=False,
             )  # fmt: skip
         return self.pool.urlopen(
             "GET", target, headers=self._headers, retries=False, redirect=False, timeout=timeout,
-            assert_same_host=False,
+            assert_same_host=False, preload_content=False,
         )  # fmt: skip
+
+    @staticmethod
+    def read_body(response: urllib3.BaseHTTPResponse) -> bytes:
+        """The whole (decompressed) body; the connection goes back to the pool, or is closed on error."""
+        try:
+            return response.data
+        finally:
+            response.release_conn()
 
     def close(self) -> None:
         self.manager.clear()
@@ -402,9 +413,9 @@ def error_for_transport(exc: Exception, *, method: str, url: str, read_timeout: 
     )
 
 
-def _text(response: urllib3.BaseHTTPResponse) -> str:
-    """The body as text (an error body need not be valid UTF-8)."""
-    return (response.data or b"").decode("utf-8", "replace")
+def _text(content: bytes | None) -> str:
+    """A body as text (an error body need not be valid UTF-8)."""
+    return (content or b"").decode("utf-8", "replace")
 
 
 def _float_header(headers: Any, name: str) -> float | None:
@@ -567,26 +578,25 @@ class CanvasClient:
                 status = response.status
                 remaining = _float_header(response.headers, "X-Rate-Limit-Remaining")
                 if status in (403, 429):
-                    body = _text(response)
+                    body = _text(self._transport.read_body(response))
                     throttled = is_throttle(status, body)
-            except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
+            except Exception as exc:
                 self.pacer.mark_received(slot)
-                error = error_for_transport(exc, method=method, url=shown(), read_timeout=read_timeout)
-            except Exception as exc:  # anything else from the HTTP stack may quote headers: redact it
-                self.pacer.mark_received(slot)
-                error = CanvasConnectionError(
-                    f"{type(exc).__name__} while calling Canvas: {redact(str(exc), self._secrets)}",
-                    method=method,
-                    url=shown(),
-                    recoverable=False,
-                )
+                error = self._transport_error(exc, shown, read_timeout)
+                response = None
             finally:
-                # Canvas released this request's hold before answering: free the slot before parsing.
+                # Canvas released this request's hold before answering: free the slot as soon as the
+                # headers are in, before reading and parsing the body.
                 self.pacer.release(slot, remaining=remaining, throttled=throttled)
             if response is not None:
-                reply, error = self._interpret(response, shown)
-                if not body and response.status >= 400:
-                    body = _text(response)
+                try:
+                    content = self._transport.read_body(response)
+                except Exception as exc:  # cut off or timed out while reading the body
+                    error = self._transport_error(exc, shown, read_timeout)
+                else:
+                    reply, error = self._interpret(response, content, shown)
+                    if not body and status is not None and status >= 400:
+                        body = _text(content)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s %s -> %s in %.3fs",
@@ -626,14 +636,27 @@ class CanvasClient:
             if delay > 0:
                 self._sleep(delay)
 
+    def _transport_error(
+        self, exc: Exception, shown: Callable[[], str], read_timeout: float
+    ) -> CanvasAPIError:
+        if isinstance(exc, urllib3.exceptions.HTTPError | requests.RequestException):
+            return error_for_transport(exc, method="GET", url=shown(), read_timeout=read_timeout)
+        # Anything else from the HTTP stack may quote headers: redact it.
+        return CanvasConnectionError(
+            f"{type(exc).__name__} while calling Canvas: {redact(str(exc), self._secrets)}",
+            method="GET",
+            url=shown(),
+            recoverable=False,
+        )
+
     def _interpret(
-        self, response: urllib3.BaseHTTPResponse, shown: Callable[[], str]
+        self, response: urllib3.BaseHTTPResponse, content: bytes, shown: Callable[[], str]
     ) -> tuple[_Reply | None, CanvasAPIError | None]:
         """The parsed reply of a response, or the typed error it amounts to."""
         status = response.status
         method = "GET"
         if status >= 400:
-            body = redact(_text(response), self._secrets)
+            body = redact(_text(content), self._secrets)
             return None, error_for_response(status, body, method=method, url=shown())
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", "?"), self._secrets)
@@ -644,12 +667,11 @@ class CanvasClient:
                 method=method,
                 url=shown(),
             )
-        return self._parse(response, shown)
+        return self._parse(response, content, shown)
 
     def _parse(
-        self, response: urllib3.BaseHTTPResponse, shown: Callable[[], str]
+        self, response: urllib3.BaseHTTPResponse, content: bytes, shown: Callable[[], str]
     ) -> tuple[_Reply | None, CanvasAPIError | None]:
-        content = response.data
         try:
             # json.loads reads bytes directly (UTF-8, -16 or -32, as RFC 8259 allows).
             data = json.loads(content) if content else None

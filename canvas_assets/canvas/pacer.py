@@ -137,9 +137,12 @@ class Pacer:
         return PacerSlot(seq=seq, waited=self._clock() - started, in_flight=in_flight)
 
     def mark_received(self, slot: PacerSlot) -> None:
-        """Note that `slot`'s response (or failure) has just come back."""
-        with self._cond:
-            slot.received_mark = self._next_seq
+        """Note that `slot`'s response (or failure) has just come back.
+
+        No lock: reading one int is atomic, and taking the pacer's lock here would make the thread
+        holding a fresh response queue behind the threads waiting for a slot.
+        """
+        slot.received_mark = self._next_seq
 
     def release(self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False) -> None:
         """Give the slot back and learn from what its response reported."""

@@ -94,6 +94,10 @@ def timed_fetch(sandbox: SandboxProcess, client: CanvasClient, course_ids: list[
     )
 
 
+def _per_request_us(seconds: float, requests: int) -> str:
+    return f"{seconds / max(1, requests) * 1e6:.0f}"
+
+
 def spread_sample(course_ids: list[int], n: int) -> list[int]:
     """n courses evenly spaced over the list (which is sorted by size): deterministic, every size."""
     if n >= len(course_ids):
@@ -145,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"concurrent: wall {conc.wall_s:.2f}s, {conc.requests} requests, {conc.records} records, "
             f"throttled {conc.throttled}, peak in flight {conc.peak_in_flight}, bound {conc.bound_s:.2f}s, "
-            f"CPU: sandbox {conc.server_cpu_s:.2f}s, client {conc.client_cpu_s:.2f}s; client {conc.client}",
+            f"CPU: sandbox {conc.server_cpu_s:.2f}s, client {conc.client_cpu_s:.2f}s "
+            f"({_per_request_us(conc.server_cpu_s, conc.requests)} + "
+            f"{_per_request_us(conc.client_cpu_s, conc.requests)} us per request); client {conc.client}",
             flush=True,
         )
 

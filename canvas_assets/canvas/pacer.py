@@ -1,6 +1,6 @@
 """Pacing requests so the token's leaky bucket never overflows.
 
-Canvas keeps one leaky bucket per token (canvas-api.md §1): each request in flight holds an up-front
+Canvas keeps one leaky bucket per token (docs/canvas-api.md §1): each request in flight holds an up-front
 cost of 50 units, the bucket leaks 10 units/s, and a request arriving while the level is at the
 high-water mark (600 open source, 700 hosted) is refused. The mark is not announced and another
 process may share the token, so the pacer learns from what every response reports

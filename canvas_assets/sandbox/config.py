@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 THROTTLE_MODES = ("hosted", "legacy", "off")
 
-# High-water marks of the two real Canvas flavours (canvas-api.md §1).
+# High-water marks of the two real Canvas flavours (docs/canvas-api.md §1).
 HOSTED_HWM = 700.0
 LEGACY_HWM = 600.0
 
@@ -41,7 +41,7 @@ class SandboxConfig:
     """Everything that shapes one sandbox.
 
     `scale` picks a preset, `courses` overrides its course count, `seed` makes data, latency jitter
-    and random faults deterministic. The throttle defaults follow canvas-api.md §1 (leak 10 units/s,
+    and random faults deterministic. The throttle defaults follow docs/canvas-api.md §1 (leak 10 units/s,
     up-front cost 50, high-water mark 700 hosted / 600 legacy); `high_water_mark` overrides it.
     The real cost of a request is `cost_base + cost_per_record * records serialised`.
     """

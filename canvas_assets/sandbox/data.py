@@ -1,6 +1,6 @@
 """The deterministic dataset behind the sandbox, and the mutations tests apply between syncs.
 
-Every record is a plain dict in the shape Canvas serves it to an admin token (canvas-api.md §4), so
+Every record is a plain dict in the shape Canvas serves it to an admin token (docs/canvas-api.md §4), so
 tests can compare what a sync stored with `sb.data` directly. Fields a token could not see are
 left out by the server, not here; fields that exist but are unset are `None`.
 

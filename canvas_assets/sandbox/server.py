@@ -1,6 +1,6 @@
 """The sandbox's HTTP side: a threaded loopback server speaking the Canvas REST API.
 
-Request life cycle (mirrors Canvas): authenticate (401 bodies of canvas-api.md §5), charge the
+Request life cycle (mirrors Canvas): authenticate (401 bodies of docs/canvas-api.md §5), charge the
 token's bucket the up-front cost or refuse (429 hosted / 403 text legacy), sleep the simulated
 latency, maybe fail (injected or random fault), serve the page, then replace the up-front cost by
 the real one and report it in `X-Request-Cost` / `X-Rate-Limit-Remaining`.

@@ -1,4 +1,4 @@
-"""Canvas's leaky-bucket throttle (canvas-api.md §1), one bucket per access token.
+"""Canvas's leaky-bucket throttle (docs/canvas-api.md §1), one bucket per access token.
 
 A request arriving when the bucket is at or above the high-water mark is refused; otherwise the
 up-front cost (50) is added at once and replaced by the request's real cost when it finishes. The

@@ -332,7 +332,8 @@ class CanvasCourseSync(Base):
     `confirmed_at` is the `synced_at` of the latest load that covered the course (every row of the course
     present in that load was checked, and, on a full refresh, every row missing from it soft-deleted),
     `fetched_at` when that load's records were fetched from Canvas (staging), `changed_at` the latest load
-    that wrote any row of the course (insert, update, soft delete or restore).
+    that wrote any row of the course (insert, update, soft delete or restore); students are global rows
+    that name no course, so their `changed_at` stays NULL.
     """
 
     __tablename__ = "canvas_course_sync"

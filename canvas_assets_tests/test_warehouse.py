@@ -405,3 +405,15 @@ def test_soft_delete_and_restore_write_only_those_rows(pg_url):
     from canvas_assets.warehouse.engine import dispose_engines
 
     dispose_engines()
+
+
+def test_binary_copy_places_long_and_short_text_in_groups(pg_url, monkeypatch):
+    monkeypatch.setattr(load, "SCATTER_BYTES", 7)  # many groups, some of one long value
+    values = ["", "abc", None, "x" * 20, "北京\tq\\N", "yy", None, "z" * 3]
+    records = {COURSE: [{"id": i + 1, "name": v} for i, v in enumerate(values)]}
+    from canvas_assets.warehouse import Warehouse
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    run(wh, "students", records, T0)
+    assert [r["name"] for r in rows(wh, "canvas_students")] == values

@@ -285,10 +285,33 @@ def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndar
             width = fixed.shape[1]
             buf[(start[present] + 4)[:, None] + np.arange(width)] = fixed[present]
         elif len(payload):
-            sizes = col_lengths[present]
-            within = np.cumsum(sizes) - sizes
-            buf[np.arange(len(payload)) + np.repeat(start[present] + 4 - within, sizes)] = payload
+            _place_text(buf, start[present] + 4, col_lengths[present], payload)
     return buf, offsets
+
+
+SCATTER_BYTES = 1 << 22  # text payload placed per vectorised step (bounds the index array: 8 bytes a byte)
+
+
+def _place_text(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, payload: np.ndarray) -> None:
+    """Copy the concatenated text `payload` into `buf`, value i (`sizes[i]` bytes) at `starts[i]`.
+
+    Vectorised over groups of values holding about SCATTER_BYTES, so that long text (HTML descriptions,
+    syllabi) never needs an index array the size of the whole column."""
+    ends = np.cumsum(sizes)
+    first = 0
+    while first < len(sizes):
+        base = int(ends[first - 1]) if first else 0
+        last = max(int(np.searchsorted(ends, base + SCATTER_BYTES, side="right")), first + 1)
+        group = sizes[first:last]
+        total = int(ends[last - 1]) - base
+        if len(group) == 1:
+            buf[int(starts[first]) : int(starts[first]) + total] = payload[base : base + total]
+        else:
+            within = np.cumsum(group) - group
+            buf[np.arange(total) + np.repeat(starts[first:last] - within, group)] = payload[
+                base : base + total
+            ]
+        first = last
 
 
 def _copy_binary(conn: sa.Connection, table_name: str, columns: Sequence[str], rows: np.ndarray) -> None:

@@ -40,7 +40,7 @@ LAYER1_TABLES = {
 
 # Dagster's console logger at WARNING: the CLI prints its own progress and summary; the full logs are
 # in the instance (the UI shows them).
-QUIET_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET_LOGGING: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def ensure_dagster_home() -> Path:

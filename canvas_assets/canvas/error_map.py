@@ -1,0 +1,186 @@
+"""Pure error mapping of the client: a Canvas response or a transport failure -> a typed CanvasAPIError.
+
+Canvas's answers are messy (docs/canvas-api.md §5): 401 means both "bad token" and "not allowed", 403
+is both a permission refusal and the legacy throttle, error bodies come in several shapes. The rules
+live here, free of I/O, with table-driven tests (canvas_assets_tests/test_canvas_error_map.py). Every
+`url` given to these functions must already be token-free.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+import urllib3
+
+from canvas_assets.canvas.retry import is_throttle
+from canvas_assets.canvas.urls import BASE_URL_ENV, TOKEN_ENV
+from canvas_assets.errors import (
+    CanvasAPIError,
+    CanvasAuthError,
+    CanvasBadRequest,
+    CanvasConnectionError,
+    CanvasNotFound,
+    CanvasPermissionError,
+    CanvasServerError,
+    CanvasThrottled,
+    CanvasTimeout,
+)
+
+
+def canvas_error_text(body: str, *, limit: int = 300) -> str:
+    """Canvas's own error text, whatever its shape: `errors` as a list or a dict, `error`, `message`."""
+    text = body.strip()
+    try:
+        payload = json.loads(text) if text else None
+    except ValueError:
+        payload = None
+    messages: list[str] = []
+
+    def collect(value: Any, prefix: str = "") -> None:
+        if isinstance(value, str):
+            messages.append(f"{prefix}{value}")
+        elif isinstance(value, dict):
+            if "message" in value and isinstance(value["message"], str):
+                messages.append(f"{prefix}{value['message']}")
+            else:
+                for key, sub in value.items():
+                    if key in ("error_code", "attribute", "type"):
+                        continue
+                    collect(sub, f"{prefix}{key}: ")
+        elif isinstance(value, list):
+            for item in value:
+                collect(item, prefix)
+
+    if isinstance(payload, dict):
+        for key in ("errors", "error", "message"):
+            if key in payload:
+                collect(payload[key])
+                if messages:
+                    break
+    elif isinstance(payload, list | str):
+        collect(payload)
+    if not messages:
+        messages = [" ".join(text.split())] if text and not text.startswith("<") else []
+    joined = "; ".join(m.strip() for m in messages if m and m.strip())
+    return joined[:limit] + ("…" if len(joined) > limit else "")
+
+
+_AUTH_CAUSES = (
+    "invalid access token",
+    "revoked",
+    "expired",
+    "user authorization required",
+    "unauthenticated",
+)
+
+
+def error_for_response(
+    status: int, body: str, *, method: str, url: str, www_authenticate: str | None = None
+) -> CanvasAPIError:
+    """The typed error for a Canvas error response. `url` must already be token-free."""
+    detail = canvas_error_text(body)
+    lowered = body.lower()
+    where = f"{method} {url}"
+    kwargs: dict[str, Any] = {"status": status, "method": method, "url": url}
+    if is_throttle(status, body):
+        return CanvasThrottled(
+            f"Canvas throttled the request ({status} {detail or 'Rate Limit Exceeded'}): the token's "
+            f"rate-limit bucket is full; {where}",
+            **kwargs,
+        )
+    if status == 401:
+        # Canvas answers 401 both for a bad token and for "authenticated but not allowed".
+        if "unauthorized" in lowered and not any(c in lowered for c in _AUTH_CAUSES):
+            return CanvasPermissionError(
+                f"The Canvas token is not permitted to do this ({detail or 'unauthorized'}): {where}; the "
+                "token's user needs the matching permission in Canvas",
+                **kwargs,
+            )
+        if "user authorization required" in lowered or "unauthenticated" in lowered:
+            return CanvasAuthError(
+                f"Canvas did not recognise the request as authenticated "
+                f"({detail or 'user authorization required'}): check {TOKEN_ENV}; {where}",
+                **kwargs,
+            )
+        return CanvasAuthError(
+            f"Canvas rejected the access token ({detail or 'Invalid access token.'}): check {TOKEN_ENV} "
+            f"(it may be invalid, revoked or expired); {where}",
+            **kwargs,
+        )
+    if status == 403:
+        return CanvasPermissionError(
+            f"Canvas refused the request (403 {detail or 'Forbidden'}): {where}; the token's user lacks the "
+            "permission",
+            **kwargs,
+        )
+    if status == 404:
+        return CanvasNotFound(f"Canvas has no such resource (404 {detail or 'Not Found'}): {where}", **kwargs)
+    if status in (400, 422):
+        return CanvasBadRequest(
+            f"Canvas rejected the request ({status} {detail or 'Bad Request'}): {where}", **kwargs
+        )
+    if status == 408:
+        return CanvasTimeout(f"Canvas timed out the request (408): {where}", **kwargs)
+    if 500 <= status <= 599:
+        return CanvasServerError(
+            f"Canvas failed with {status} ({detail or 'server error'}): {where}", **kwargs
+        )
+    return CanvasAPIError(f"Canvas answered {status} ({detail or 'unexpected status'}): {where}", **kwargs)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """requests raises ConnectionError (not ReadTimeout) when the timeout strikes while reading the body."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.Timeout | urllib3.exceptions.TimeoutError):
+            return True
+        nested = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        current = (
+            nested[0] if nested else (reason if isinstance(reason, BaseException) else current.__cause__)
+        )
+    return False
+
+
+def error_for_transport(exc: Exception, *, method: str, url: str, read_timeout: float) -> CanvasAPIError:
+    """The typed error for an exchange that produced no usable response (a urllib3 or requests error)."""
+    if isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError):
+        return CanvasTimeout(f"Connecting to Canvas timed out: {method} {url}", method=method, url=url)
+    if _is_read_timeout(exc):
+        return CanvasTimeout(
+            f"Canvas did not answer within {read_timeout:g} s: {method} {url}", method=method, url=url
+        )
+    kind = type(exc).__name__
+    return CanvasConnectionError(
+        f"The connection to Canvas failed or was dropped ({kind}): {method} {url}", method=method, url=url
+    )
+
+
+def error_for_redirect(status: int, location: str, *, method: str, url: str) -> CanvasAPIError:
+    """A 3xx: the client never follows redirects (the token would go along). `location` token-free."""
+    return CanvasAPIError(
+        f"Canvas redirected {method} {url} to {location}: check {BASE_URL_ENV} "
+        "(https, and the instance's own host name)",
+        status=status,
+        method=method,
+        url=url,
+    )
+
+
+def error_for_unparsable(status: int, content_type: str, *, url: str) -> CanvasAPIError:
+    """A 2xx whose body is not JSON: an HTML page (wrong base URL) or a cut-off body (retried)."""
+    if "html" in content_type.lower():
+        # A login or landing page: the base URL points at something that is not the Canvas API.
+        return CanvasAPIError(
+            f"Canvas answered GET {url} with an HTML page instead of JSON: check {BASE_URL_ENV}",
+            status=status,
+            url=url,
+            recoverable=False,
+        )
+    return CanvasConnectionError(
+        f"Canvas's response to GET {url} was cut off or is not valid JSON", status=status, url=url
+    )

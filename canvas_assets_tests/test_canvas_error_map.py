@@ -1,0 +1,190 @@
+"""The client's status -> error map (canvas_assets/canvas/error_map.py), table by table: no Canvas needed."""
+
+import pytest
+import requests
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
+
+from canvas_assets.canvas.error_map import (
+    canvas_error_text,
+    error_for_redirect,
+    error_for_response,
+    error_for_transport,
+    error_for_unparsable,
+)
+from canvas_assets.errors import (
+    CanvasAPIError,
+    CanvasAuthError,
+    CanvasBadRequest,
+    CanvasConnectionError,
+    CanvasNotFound,
+    CanvasPermissionError,
+    CanvasServerError,
+    CanvasThrottled,
+    CanvasTimeout,
+)
+
+URL = "https://x/api/v1/courses/1"
+UNAUTHORIZED = '{"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}'
+UNAUTHENTICATED = '{"status":"unauthenticated","errors":[{"message":"user authorization required"}]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("", ""),
+        ("   ", ""),
+        ('{"errors":[{"message":"bad date"}]}', "bad date"),
+        ('{"errors":[{"message":"a"},{"message":"b"}]}', "a; b"),
+        ('{"errors":{"start_at":[{"message":"is invalid"}]}}', "start_at: is invalid"),
+        ('{"errors":{"per_page":"must be a number"}}', "per_page: must be a number"),
+        ('{"errors":[{"attribute":"x","type":"y","message":"m"}]}', "m"),
+        # nothing readable inside: the body itself, whitespace collapsed
+        (
+            '{"errors":{"x":{"attribute":"x","type":"invalid","error_code":"e"}}}',
+            '{"errors":{"x":{"attribute":"x","type":"invalid","error_code":"e"}}}',
+        ),
+        ('{"error":"per_page must be a number"}', "per_page must be a number"),
+        ('{"message":"missing parameter"}', "missing parameter"),
+        ('{"errors":[],"message":"fallback"}', "fallback"),
+        ('["one", "two"]', "one; two"),
+        ('"just text"', "just text"),
+        ("403 Forbidden (Rate Limit Exceeded)", "403 Forbidden (Rate Limit Exceeded)"),
+        ("  several\n  lines\tof  text ", "several lines of text"),
+        ("<html><body>Log in</body></html>", ""),
+        ("x" * 400, "x" * 300 + "…"),
+        ('{"errors":[{"message":"Zoë \\u0000 ✓"}]}', "Zoë \x00 ✓"),
+    ],
+)
+def test_canvas_error_text(body, text):
+    assert canvas_error_text(body) == text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "in_message"),
+    [
+        (
+            401,
+            '{"errors":[{"message":"Invalid access token."}]}',
+            CanvasAuthError,
+            "rejected the access token",
+        ),
+        (
+            401,
+            '{"errors":[{"message":"Revoked access token."}]}',
+            CanvasAuthError,
+            "rejected the access token",
+        ),
+        (
+            401,
+            '{"errors":[{"message":"Expired access token."}]}',
+            CanvasAuthError,
+            "rejected the access token",
+        ),
+        (401, "", CanvasAuthError, "Invalid access token."),
+        (401, UNAUTHENTICATED, CanvasAuthError, "did not recognise the request as authenticated"),
+        (401, UNAUTHORIZED, CanvasPermissionError, "not permitted"),
+        (403, "403 Forbidden (Rate Limit Exceeded)", CanvasThrottled, "throttled"),
+        (429, "429 Too Many Requests (Rate Limit Exceeded)", CanvasThrottled, "throttled"),
+        (429, "", CanvasThrottled, "Rate Limit Exceeded"),
+        (
+            403,
+            '{"errors":[{"message":"forbidden"}]}',
+            CanvasPermissionError,
+            "refused the request (403 forbidden)",
+        ),
+        (403, "", CanvasPermissionError, "403 Forbidden"),
+        (404, '{"errors":[{"message":"The specified resource does not exist."}]}', CanvasNotFound, "no such"),
+        (404, "", CanvasNotFound, "404 Not Found"),
+        (400, '{"errors":{"per_page":"must be a number"}}', CanvasBadRequest, "per_page: must be a number"),
+        (422, '{"message":"bad"}', CanvasBadRequest, "422 bad"),
+        (408, "", CanvasTimeout, "timed out the request (408)"),
+        (500, '{"errors":[{"message":"An error occurred."}]}', CanvasServerError, "failed with 500"),
+        (503, "", CanvasServerError, "503 (server error)"),
+        (599, "", CanvasServerError, "failed with 599"),
+        (409, "", CanvasAPIError, "409 (unexpected status)"),
+        (418, '{"message":"teapot"}', CanvasAPIError, "418 (teapot)"),
+        (600, "", CanvasAPIError, "unexpected status"),
+    ],
+)
+def test_each_error_status_maps_to_its_type_and_message(status, body, expected, in_message):
+    err = error_for_response(status, body, method="GET", url=URL)
+    assert type(err) is expected
+    assert in_message in err.message and f"GET {URL}" in err.message
+    assert (err.status, err.method, err.url) == (status, "GET", URL)
+
+
+@pytest.mark.parametrize(
+    ("status", "recoverable"),
+    [
+        (401, False),
+        (403, False),
+        (404, False),
+        (400, False),
+        (429, True),
+        (500, True),
+        (503, True),
+        (408, True),
+    ],
+)
+def test_only_transient_statuses_are_recoverable(status, recoverable):
+    body = "429 Too Many Requests (Rate Limit Exceeded)" if status == 429 else ""
+    assert error_for_response(status, body, method="GET", url=URL).recoverable is recoverable
+
+
+def _pool() -> urllib3.HTTPConnectionPool:
+    return urllib3.HTTPConnectionPool("127.0.0.1", 9)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "in_message"),
+    [
+        (ConnectTimeoutError("connect timed out"), CanvasTimeout, "Connecting to Canvas timed out"),
+        (requests.ConnectTimeout("connect timed out"), CanvasTimeout, "Connecting to Canvas timed out"),
+        (ReadTimeoutError(_pool(), URL, "read timed out"), CanvasTimeout, "did not answer within 2.5 s"),
+        (requests.ReadTimeout("read timed out"), CanvasTimeout, "did not answer within 2.5 s"),
+        (
+            requests.ConnectionError(ReadTimeoutError(_pool(), URL, "read timed out")),
+            CanvasTimeout,
+            "did not answer within 2.5 s",
+        ),
+        (
+            ProtocolError("Connection broken", ReadTimeoutError(_pool(), URL, "t")),
+            CanvasTimeout,
+            "did not answer",
+        ),
+        (
+            ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+            CanvasConnectionError,
+            "(ProtocolError)",
+        ),
+        # urllib3 makes NewConnectionError a ConnectTimeoutError: a refused connection reads as a timeout.
+        (NewConnectionError(None, "refused"), CanvasTimeout, "Connecting to Canvas timed out"),
+        (requests.ConnectionError("refused"), CanvasConnectionError, "(ConnectionError)"),
+    ],
+)
+def test_each_transport_failure_maps_to_its_type(exc, expected, in_message):
+    err = error_for_transport(exc, method="GET", url=URL, read_timeout=2.5)
+    assert type(err) is expected
+    assert in_message in err.message and URL in err.message
+    assert err.recoverable and err.status is None
+
+
+def test_a_redirect_is_an_error_naming_both_urls():
+    err = error_for_redirect(302, "https://sso.example.com/login", method="GET", url=URL)
+    assert type(err) is CanvasAPIError and err.status == 302
+    assert "https://sso.example.com/login" in err.message and "CANVAS_BASE_URL" in err.message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected", "recoverable"),
+    [
+        ("text/html; charset=utf-8", CanvasAPIError, False),
+        ("TEXT/HTML", CanvasAPIError, False),
+        ("application/json; charset=utf-8", CanvasConnectionError, True),
+        ("", CanvasConnectionError, True),
+    ],
+)
+def test_a_body_that_is_not_json(content_type, expected, recoverable):
+    err = error_for_unparsable(200, content_type, url=URL)
+    assert type(err) is expected and err.recoverable is recoverable and err.status == 200

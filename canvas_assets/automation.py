@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import dagster as dg
+import sqlalchemy as sa
 
 from canvas_assets.assets.common import gone_course_ids
 from canvas_assets.canvas.redact import redact_known
@@ -35,7 +36,7 @@ from canvas_assets.partitions import (
     plan_course_runs,
     range_tags,
 )
-from canvas_assets.profiles import PROFILE_ENV_VAR, preset
+from canvas_assets.profiles import environment_profile_name, preset
 from canvas_assets.warehouse.resource import WarehouseResource
 
 WEBHOOK_ENV_VAR = "CANVAS_ASSETS_FAILURE_WEBHOOK"
@@ -82,7 +83,10 @@ def _active_keys(
     if warehouse is not None:
         try:
             gone = {str(c) for c in gone_course_ids(warehouse.get_warehouse(), [int(k) for k in keys])}
-        except Exception:  # the warehouse may not exist yet: then nothing is known to be gone
+        except sa.exc.SQLAlchemyError as exc:
+            # A warehouse with no catalog yet knows no gone course; anything else is worth saying.
+            if not isinstance(exc, (sa.exc.OperationalError, sa.exc.ProgrammingError)):
+                raise
             gone = set()
     return list(keys), gone
 
@@ -158,7 +162,7 @@ def new_courses_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
     pending = never_synced(keys, materialized, gone)
     if not pending:
         return dg.SkipReason("every known course has been synced at least once")
-    profile_name = os.environ.get(PROFILE_ENV_VAR) or "LIGHTWEIGHT"
+    profile_name = environment_profile_name()
     # The cursor makes each batch of new courses requested once, even if its run is still queued.
     cursor = set(json.loads(context.cursor)) if context.cursor else set()
     fresh = [k for k in pending if k not in cursor]

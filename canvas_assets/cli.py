@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from canvas_assets.errors import CanvasAssetsError, ProfileError
-from canvas_assets.profiles import Profile, load_profile_file, preset
+from canvas_assets.profiles import Profile, environment_profile_name, load_profile_file, preset
 
 EXIT_FAILED_COURSES = 1
 EXIT_BAD_INPUT = 2
@@ -85,8 +85,7 @@ def _resolve_profile(profile_name: str | None, config_file: str | None) -> Profi
         raise ProfileError("give either --profile or --config, not both", field="")
     if config_file:
         return load_profile_file(config_file)
-    name = profile_name or os.environ.get("CANVAS_SYNC_PROFILE") or "LIGHTWEIGHT"
-    return preset(name)
+    return preset(profile_name or environment_profile_name())
 
 
 def _sync(

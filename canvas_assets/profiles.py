@@ -289,6 +289,11 @@ def load_preset_config(preset_name: str) -> dict[str, Any]:
         return dict(yaml.safe_load(fh)["resources"]["sync_profile"]["config"])
 
 
+def environment_profile_name() -> str:
+    """The preset for runs that carry no profile: $CANVAS_SYNC_PROFILE, else DEFAULT_PROFILE."""
+    return os.environ.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE
+
+
 def preset(name: str) -> Profile:
     canonical = canonical_preset_name(name)
     if canonical is None:

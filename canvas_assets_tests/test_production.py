@@ -8,18 +8,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 
-import dagster as dg
 import pytest
 import requests
 import sqlalchemy as sa
 
-from canvas_assets.automation import new_courses_sensor, nightly_sync, weekly_full_sync
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
-from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG
 from canvas_assets.profiles import preset
-from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets_tests.conftest import PG_ADMIN_URL
 from canvas_assets_tests.harness import BIN, MATERIALIZE, ROOT, clean_env
 
@@ -237,57 +232,6 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
     }
     assert loaded == truth
     assert sandbox.stats()["throttled"] == 0
-
-
-def _instance_with_courses(instance: dg.DagsterInstance, keys: list[str]) -> None:
-    instance.add_dynamic_partitions(COURSES.name, keys)
-
-
-def test_the_nightly_schedule_requests_ranged_runs_covering_every_course_with_its_profile(tmp_path):
-    keys = [str(k) for k in range(1000, 1012)]
-    warehouse = WarehouseResource(url=f"sqlite:///{tmp_path / 'w.db'}")
-    with dg.instance_for_test() as instance:
-        _instance_with_courses(instance, keys)
-        for schedule, profile in ((nightly_sync, "LIGHTWEIGHT"), (weekly_full_sync, "FULL_PROCESSING")):
-            context = dg.build_schedule_context(
-                instance=instance,
-                scheduled_execution_time=datetime(2026, 11, 29, 2, 30, tzinfo=timezone.utc),
-                resources={"warehouse": warehouse},
-            )
-            requests_ = list(schedule(context))
-            assert requests_, schedule.name
-            covered = []
-            for req in requests_:
-                first, last = req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]
-                covered += keys[keys.index(first) : keys.index(last) + 1]
-                assert req.run_config["resources"]["sync_profile"]["config"]["name"] == profile
-            assert covered == keys
-            assert len(requests_) == 1  # 12 courses fit one run: batched, never one run per course
-
-
-def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("CANVAS_SYNC_PROFILE", "ANALYTICS_FOCUSED")
-    warehouse = WarehouseResource(url=f"sqlite:///{tmp_path / 'w.db'}")
-    with dg.instance_for_test() as instance:
-        _instance_with_courses(instance, ["1000", "1001", "1002"])
-        context = dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse})
-        result = new_courses_sensor(context)
-        (req,) = result
-        assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1000", "1002")
-        assert req.run_config["resources"]["sync_profile"]["config"]["name"] == "ANALYTICS_FOCUSED"
-        # The run materialises the profile's assets, assignments and summaries included.
-        assert {k.to_user_string() for k in req.asset_selection} == {
-            f"{layer}/{e}"
-            for e in ("courses", "students", "enrollments", "assignments", "student_summaries")
-            for layer in ("staging", "layer1")
-        }
-        assert new_courses_sensor.job_name == "sync_full"
-        again = new_courses_sensor(
-            dg.build_sensor_context(
-                instance=instance, resources={"warehouse": warehouse}, cursor=context.cursor
-            )
-        )
-        assert isinstance(again, dg.SkipReason)
 
 
 @pytest.mark.slow

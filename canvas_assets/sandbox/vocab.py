@@ -1,0 +1,66 @@
+"""The sandbox's shared vocabulary: record type, Canvas states and types, clock and stable hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import datetime, timezone
+from typing import Any
+
+Record = dict[str, Any]
+
+NOW_TS = int(datetime(2025, 11, 3, 12, 0, 0, tzinfo=timezone.utc).timestamp())
+DAY = 86400
+
+COURSE_STATES = ("unpublished", "available", "completed", "deleted")
+ENROLLMENT_STATES = ("active", "invited", "creation_pending", "deleted", "rejected", "completed", "inactive")
+ENROLLMENT_TYPES = (
+    "StudentEnrollment",
+    "TeacherEnrollment",
+    "TaEnrollment",
+    "DesignerEnrollment",
+    "ObserverEnrollment",
+    "StudentViewEnrollment",
+)
+ALL_BUT_DELETED = tuple(s for s in ENROLLMENT_STATES if s != "deleted")
+
+
+def letter(score: float | None) -> str | None:
+    if score is None:
+        return None
+    for cut, grade in (
+        (93, "A"),
+        (90, "A-"),
+        (87, "B+"),
+        (83, "B"),
+        (80, "B-"),
+        (77, "C+"),
+        (70, "C"),
+        (60, "D"),
+    ):
+        if score >= cut:
+            return grade
+    return "F"
+
+
+class Clock:
+    """Formats epoch seconds as Canvas timestamps: mostly `Z`, some `+02:00` / `-05:00`."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def ts(self, epoch: float) -> str:
+        r = self.rng.random()
+        if r < 0.85:
+            off, suffix = 0, "Z"
+        elif r < 0.95:
+            off, suffix = 7200, "+02:00"
+        else:
+            off, suffix = -18000, "-05:00"
+        return datetime.fromtimestamp(int(epoch) + off, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + suffix
+
+
+def stable_int(*parts: object, bits: int = 64) -> int:
+    """A deterministic integer from its parts (used for per-request jitter/faults and submissions)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - bits)

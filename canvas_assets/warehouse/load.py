@@ -430,17 +430,17 @@ def load_table(
             stats.history_rows = _append_score_history(
                 conn, target, temp, diff, key, score_columns, run_id, synced_at, frame, new_rows
             )
-        if written:
-            _write_changes(conn, target, staged, diff, key, columns, has_deleted_at, len(frame), new_rows)
-            if scope is not None and scope in columns:
-                changed.update(
-                    int(c)
-                    for c in conn.execute(
-                        sa.text(
-                            f"SELECT DISTINCT s.{q(scope)} FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n"
-                        )
-                    ).scalars()
-                )
+        # Batch by batch over the whole load (a batch without a changed row costs nothing but the hook).
+        _write_changes(
+            conn, target, staged, diff, key, columns, has_deleted_at, len(frame), new_rows, written > 0
+        )
+        if written and scope is not None and scope in columns:
+            changed.update(
+                int(c)
+                for c in conn.execute(
+                    sa.text(f"SELECT DISTINCT s.{q(scope)} FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n")
+                ).scalars()
+            )
         conn.exec_driver_sql(f"DROP TABLE {q(diff)}")
 
     if full_refresh and scope is not None and has_deleted_at and course_ids:
@@ -665,8 +665,10 @@ def _write_changes(
     has_deleted_at: bool,
     n_rows: int,
     new_rows: np.ndarray | None,
+    any_written: bool = True,
 ) -> None:
-    """UPDATE the changed rows and INSERT the new ones, in batches of `_n` ranges (a hook runs after each).
+    """UPDATE the changed rows and INSERT the new ones, in batches of `_n` ranges (a hook runs after each;
+    with nothing to write, only the hook).
 
     Only rows of the diff are touched: an unchanged row is neither written nor locked. With `new_rows`
     (PostgreSQL) the new rows are COPYed from the encoded frame instead of INSERT ... SELECT."""
@@ -690,12 +692,16 @@ def _write_changes(
     batch_rows = COPY_BATCH_ROWS if conn.dialect.name == "postgresql" else BATCH_ROWS
     for index, start in enumerate(range(0, n_rows, batch_rows)):
         bounds = {"lo": start, "hi": start + batch_rows}
-        if assignments:
-            conn.execute(sa.text(update), bounds)
-        if new_rows is None:
+        if not any_written:
+            pass
+        elif new_rows is None:
+            if assignments:
+                conn.execute(sa.text(update), bounds)
             conn.execute(sa.text(insert), bounds)
         else:
             assert staged.rows is not None and staged.offsets is not None
+            if assignments:
+                conn.execute(sa.text(update), bounds)
             in_batch = new_rows[(new_rows >= start) & (new_rows < start + batch_rows)]
             if len(in_batch):
                 _copy_binary(conn, target.name, columns, _select_rows(staged.rows, staged.offsets, in_batch))

@@ -252,34 +252,12 @@ def status(as_json: bool, show_courses: bool) -> None:
         _fail(exc)
         return
     if as_json:
-        payload = {
-            "courses_known": st.courses_known,
-            "courses_gone": st.courses_gone,
-            "courses_synced": st.courses_synced,
-            "courses_failed": st.courses_failed,
-            "course_syncs": st.course_syncs,
-            "success_rate": st.success_rate,
-            "mean_course_seconds": st.mean_course_seconds,
-            "api_calls": st.api_calls,
-            "last_sync": st.last_sync.isoformat() if st.last_sync else None,
-            "last_sync_age_seconds": st.last_sync_age_seconds,
-            "courses": [
-                {
-                    "course_id": c.course_id,
-                    "name": c.name,
-                    "last_status": c.last_status,
-                    "last_sync": c.last_sync.isoformat() if c.last_sync else None,
-                    "error": c.error,
-                }
-                for c in st.courses
-            ],
-            "recent_runs": runs,
-        }
+        payload = {**st.to_dict(), "recent_runs": runs}
         click.echo(json.dumps(payload, indent=2))
         return
     age = st.last_sync_age_seconds
     click.echo(f"dagster home      {home}")
-    click.echo(f"warehouse         {warehouse.url_for_display}")
+    click.echo(f"warehouse         {_display_url(warehouse.url)}")
     click.echo(f"courses known     {st.courses_known} (+{st.courses_gone} gone)")
     click.echo(f"courses synced    {st.courses_synced}")
     click.echo(f"courses failed    {st.courses_failed}")
@@ -292,16 +270,29 @@ def status(as_json: bool, show_courses: bool) -> None:
     mean = f"{st.mean_course_seconds:.2f} s" if st.mean_course_seconds is not None else "n/a"
     click.echo(f"mean course sync  {mean}")
     click.echo(f"API calls         {st.api_calls}")
+    for entity, figures in sorted(st.confirmed.items()):
+        oldest, newest = figures.get("oldest"), figures.get("newest")
+        if oldest is not None:
+            click.echo(
+                f"confirmed {entity:<17} {figures.get('courses', 0)} course(s), oldest "
+                f"{oldest:%Y-%m-%d %H:%M:%S}, newest {newest:%Y-%m-%d %H:%M:%S}"
+            )
     if runs:
         click.echo("recent runs:")
         for r in runs:
             secs = f"{r['seconds']} s" if r["seconds"] is not None else ""
             click.echo(f"  {r['run_id'][:8]}  {r['job']:<18} {r['status']:<10} {r['range']:<20} {secs}")
     if show_courses and st.courses:
-        click.echo("courses:")
+        click.echo(
+            "courses:           (id, last result, last sync, Canvas last confirmed every entity, name)"
+        )
         for c in st.courses[:200]:
             last = c.last_sync.strftime("%Y-%m-%d %H:%M:%S") if c.last_sync else "never"
-            line = f"  {c.course_id:<12} {(c.last_status or 'never'):<8} {last:<20} {(c.name or '')[:40]}"
+            confirmed = c.last_confirmed.strftime("%Y-%m-%d %H:%M:%S") if c.last_confirmed else "never"
+            line = (
+                f"  {c.course_id:<12} {(c.last_status or 'never'):<8} {last:<20} {confirmed:<20} "
+                f"{(c.name or '')[:40]}"
+            )
             click.echo(line + (f"  {c.error}" if c.error and c.last_status != "success" else ""))
 
 

@@ -1,6 +1,7 @@
 """Staging, course catalog, sync log, quarantine, the engine set-up and the Dagster resource."""
 
 import json
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -196,19 +197,24 @@ def test_default_url_prefers_the_environment_variable(monkeypatch):
     assert default_database_url() == "postgresql+psycopg2://u@h/db"
 
 
-def test_default_url_is_a_sqlite_file_under_dagster_home(monkeypatch, tmp_path):
+def test_default_url_is_the_local_store_in_canvas_assets_home(monkeypatch, tmp_path):
     monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    assert default_database_url() == f"sqlite:///{tmp_path.resolve() / 'canvas_assets.db'}"
-
-
-def test_default_url_falls_back_to_a_folder_in_the_working_directory(monkeypatch, tmp_path):
-    monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CANVAS_ASSETS_HOME", str(tmp_path / "store"))
     url = default_database_url()
-    assert url == f"sqlite:///{tmp_path.resolve() / '.canvas_assets' / 'canvas_assets.db'}"
-    assert (tmp_path / ".canvas_assets").is_dir()
+    assert url.startswith("postgresql+psycopg2://postgres@/canvas_assets?host=")
+    assert (tmp_path / "store" / "pgdata" / "PG_VERSION").exists()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_database()")).scalar_one() == "canvas_assets"
+
+
+def test_the_local_store_defaults_to_a_folder_in_the_working_directory(monkeypatch, tmp_path):
+    from canvas_assets.instance.local_store import local_home
+
+    monkeypatch.delenv("CANVAS_ASSETS_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert local_home() == (tmp_path / ".canvas_assets").resolve()
+    assert os.environ["CANVAS_ASSETS_HOME"] == str((tmp_path / ".canvas_assets").resolve())  # exported
 
 
 def test_the_resource_uses_its_url_field_first(monkeypatch, sqlite_url):
@@ -220,7 +226,6 @@ def test_the_resource_uses_its_url_field_first(monkeypatch, sqlite_url):
 
 
 def test_the_resource_without_a_url_resolves_the_default(monkeypatch, tmp_path):
-    monkeypatch.delenv("CANVAS_ASSETS_DATABASE_URL", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("CANVAS_ASSETS_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
     assert WarehouseResource().get_warehouse().url == default_database_url()
     dispose_engines()

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import dagster as dg
 import yaml
 
+from canvas_assets.entities import ENTITIES as REGISTERED_ENTITIES
 from canvas_assets.errors import ProfileError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -38,7 +39,7 @@ PROCESSING_LIMITS: dict[str, tuple[type, float, float]] = {
 }
 # Staging entities in fetch order. student_summaries is not an entity switch of its own: it is what
 # `fields.students.analytics` fetches.
-STAGING_ENTITIES = ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")
+STAGING_ENTITIES = tuple(REGISTERED_ENTITIES)  # every staging entity, in registry order
 
 # A field group that is on needs these entities on (otherwise the profile contradicts itself).
 FIELD_REQUIRES: dict[tuple[str, str], tuple[str, ...]] = {

@@ -19,24 +19,15 @@ import dagster as dg
 import sqlalchemy as sa
 
 from canvas_assets.canvas.redact import redact_known
+from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
 from canvas_assets.status import course_attempts
-
-LAYER1_TABLES = {
-    "courses": "canvas_courses",
-    "students": "canvas_students",
-    "enrollments": "canvas_enrollments",
-    "assignments": "canvas_assignments",
-    "modules": "canvas_modules",
-    "module_items": "canvas_module_items",
-    "student_summaries": "canvas_student_summaries",
-    "score_history": "canvas_score_history",
-}
-
+from canvas_assets.transform import TRANSFORMERS
+from canvas_assets.warehouse.models import table
 
 # Dagster's console logger at WARNING: the CLI prints its own progress and summary; the full logs are
 # in the instance (the UI shows them).
@@ -263,14 +254,9 @@ def _summarise(
                     status[attempt.course_id] = attempt.status
                     if attempt.error:
                         errors[attempt.course_id] = attempt.error
-            for entity, table in LAYER1_TABLES.items():
-                if entity in ("module_items", "score_history"):
-                    wanted = "modules" if entity == "module_items" else "enrollments"
-                else:
-                    wanted = entity
-                if not profile.wants(wanted):
-                    continue
-                rows[table] = _count_rows(conn, table, courses)
+            for entity in profile.staging_entities:
+                for name in (*TRANSFORMERS[entity].tables, *ENTITIES[entity].extra_tables):
+                    rows[name] = _count_rows(conn, name, courses)
     for run in runs:
         if not run.success:
             for key in run.courses:
@@ -292,17 +278,17 @@ def _summarise(
     )
 
 
-def _count_rows(conn: Any, table: str, courses: list[int]) -> int:
-    if table == "canvas_students":
+def _count_rows(conn: Any, name: str, courses: list[int]) -> int:
+    """Live rows of a Layer-1 table for these courses (students: those enrolled in them as students)."""
+    columns = table(name).c
+    if "course_id" not in columns:  # canvas_students is global: count the courses' student users
         sql = (
             "SELECT COUNT(DISTINCT user_id) FROM canvas_enrollments WHERE course_id IN :ids "
             "AND type = 'StudentEnrollment' AND deleted_at IS NULL"
         )
-    elif table == "canvas_courses":
-        sql = "SELECT COUNT(*) FROM canvas_courses WHERE id IN :ids AND deleted_at IS NULL"
-    elif table == "canvas_score_history":
-        sql = "SELECT COUNT(*) FROM canvas_score_history WHERE course_id IN :ids"
     else:
-        sql = f"SELECT COUNT(*) FROM {table} WHERE course_id IN :ids AND deleted_at IS NULL"
+        course_column = "id" if name == "canvas_courses" else "course_id"
+        live = " AND deleted_at IS NULL" if "deleted_at" in columns else ""
+        sql = f"SELECT COUNT(*) FROM {name} WHERE {course_column} IN :ids{live}"
     stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
     return int(conn.execute(stmt, {"ids": courses}).scalar_one())

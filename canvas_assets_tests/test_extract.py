@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from canvas_assets.canvas import CanvasClient
 from canvas_assets.errors import CanvasNotFound
-from canvas_assets.extract import Extractor, fetch_entity
+from canvas_assets.extraction import Extractor, fetch_entity
 from canvas_assets.profiles import preset
 from canvas_assets.status import course_attempts
 from canvas_assets.warehouse import Warehouse
@@ -66,3 +66,20 @@ def test_the_latest_attempt_of_a_retried_step_decides_a_courses_outcome(sqlite_u
     with wh.engine.connect() as conn:
         (attempt,) = course_attempts(conn, ["r1"])
     assert (attempt.course_id, attempt.status, attempt.api_calls) == (7, "success", 2)
+
+
+def test_every_registered_entity_has_a_transformer_tables_and_a_profile_switch():
+    from canvas_assets.definitions import defs
+    from canvas_assets.entities import ENTITIES
+    from canvas_assets.profiles import STAGING_ENTITIES, preset
+    from canvas_assets.transform import TRANSFORMERS
+    from canvas_assets.warehouse.models import table
+
+    assert set(ENTITIES) == set(TRANSFORMERS) == set(STAGING_ENTITIES)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    full = preset("FULL_PROCESSING")
+    for name, entity in ENTITIES.items():
+        assert {f"staging/{name}", f"layer1/{name}"} <= keys
+        for t in (*TRANSFORMERS[name].tables, *entity.extra_tables):
+            assert table(t) is not None
+        assert full.wants(name), name  # the full profile switches every entity on

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from canvas_assets.extract import STUDENT_STATES
+from canvas_assets.entities import STUDENT_STATES
 from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness, utc
 
 BIG = 1000  # the small sandbox's large course: 3 pages of users and of enrollments

@@ -14,20 +14,12 @@ from canvas_assets.assets.common import (
 )
 from canvas_assets.assets.tables import table_metadata
 from canvas_assets.canvas.resource import CanvasResource
-from canvas_assets.extract import Extractor, ExtractReport
+from canvas_assets.entities import ENTITIES
+from canvas_assets.extraction import Extractor, ExtractReport
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.warehouse.resource import WarehouseResource
-
-STAGING_DESCRIPTIONS = {
-    "courses": "Raw course objects (with term, student count, and the profile's extra course fields).",
-    "students": "Raw users with a student enrollment in the course.",
-    "enrollments": "Raw enrollments of every type and state but deleted, with their grades.",
-    "assignments": "Raw assignments of the course.",
-    "modules": "Raw modules of the course with all of their items.",
-    "student_summaries": "Raw analytics student summaries (page views, participations, tardiness).",
-}
 
 
 def staging_key(entity: str) -> dg.AssetKey:
@@ -41,7 +33,7 @@ def staging_key(entity: str) -> dg.AssetKey:
             staging_key(e),
             skippable=True,
             group_name="staging",
-            description=STAGING_DESCRIPTIONS[e]
+            description=ENTITIES[e].staging_description
             + f" One row per course in `canvas_staging` (entity = '{e}'): the raw JSON records as Canvas served them.",
             kinds={"canvas", "sql"},
             metadata=table_metadata("canvas_staging"),
@@ -108,12 +100,7 @@ def canvas_extract(
             ).run(courses)
         finally:
             client.close()
-        failed = report.course_ids("failed")
-        if failed and len(failed) == len(courses):
-            first = report.courses[failed[0]].error
-            assert first is not None
-            first.message = f"every course of the run failed; first: course {failed[0]}: {first.message}"
-            raise first
+        report.raise_if_every_course_failed()
     record_run_figures(context, extract_run_tags(report))
     yield from _results(context, entities, report)
 

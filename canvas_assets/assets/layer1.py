@@ -22,22 +22,13 @@ from canvas_assets.assets.common import (
     record_run_figures,
 )
 from canvas_assets.assets.tables import table_metadata
+from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import TransformationError
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS, TransformResult
 from canvas_assets.warehouse.resource import WarehouseResource
-
-LAYER1_DESCRIPTIONS = {
-    "courses": "`canvas_courses`: one row per course, with term, visibility and (by profile) syllabus and settings.",
-    "students": "`canvas_students`: the people enrolled as students, with SIS and login ids and email.",
-    "enrollments": "`canvas_enrollments` with current/final scores and grades; changes go to "
-    "`canvas_score_history` (grades over time).",
-    "assignments": "`canvas_assignments`: due dates, points, grading type, submission types.",
-    "modules": "`canvas_modules` and `canvas_module_items`: course structure and content.",
-    "student_summaries": "`canvas_student_summaries`: page views, participations and tardiness per student.",
-}
 
 
 @dataclasses.dataclass
@@ -168,12 +159,10 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
         group_name="layer1",
         partitions_def=COURSES,
         backfill_policy=SINGLE_RUN,
-        description=LAYER1_DESCRIPTIONS[entity],
+        description=ENTITIES[entity].layer1_description,
         ins={"staged": dg.AssetIn(dg.AssetKey(["staging", entity]), dagster_type=dg.Nothing)},
         kinds={"sql"},
-        metadata=table_metadata(
-            *transformer.tables, *(("canvas_score_history",) if entity == "enrollments" else ())
-        ),
+        metadata=table_metadata(*transformer.tables, *ENTITIES[entity].extra_tables),
     )
     def layer1_asset(staged):  # type: ignore[no-untyped-def]
         return load_op(transform_op(staged))

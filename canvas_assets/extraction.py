@@ -1,4 +1,5 @@
-"""Concurrent extraction of many courses into staging: the engine behind the `canvas_extract` asset.
+"""The extraction engine: many courses fetched concurrently into staging (Dagster-free; the
+`canvas_extract` asset in `assets/extract.py` runs it).
 
 Every (course, entity) pair is one task in a thread pool; the Canvas client's pacer decides how many
 HTTP requests are actually in flight, so the pool only has to be big enough to keep the pacer busy.
@@ -20,13 +21,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from canvas_assets.canvas.redact import install_redaction, redact_known
+from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -41,9 +43,28 @@ install_redaction(__name__)
 
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
-ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
-# The users endpoint knows every one of those but creation_pending.
-STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
+
+
+class CanvasSource(Protocol):
+    """What the engine needs of a Canvas client (canvas_assets.canvas.CanvasClient is one)."""
+
+    metrics: Any
+
+    def get_course(
+        self, course_id: int, *, include: Sequence[str] = ..., timeout: float | None = ...
+    ) -> dict: ...
+
+
+class StagingSink(Protocol):
+    """What the engine needs of a warehouse (canvas_assets.warehouse.Warehouse is one)."""
+
+    def replace_staging_many(
+        self, items: list[tuple[str, int, list[dict[str, Any]]]], *, run_id: str, fetched_at: datetime
+    ) -> None: ...
+
+    def mark_course_gone(self, course_id: int, *, reason: str, at: datetime) -> None: ...
+
+    def write_sync_log(self, rows: list[dict[str, Any]]) -> None: ...
 
 
 def utcnow() -> datetime:
@@ -102,35 +123,24 @@ class ExtractReport:
                 totals[e] += o.record_count
         return dict(totals)
 
+    def raise_if_every_course_failed(self) -> None:
+        """A run in which no course could be fetched is a failed run (a Canvas outage, say), with the
+        first course's error; a run in which some failed is a successful run with failed courses."""
+        failed = self.course_ids("failed")
+        if failed and len(failed) == len(self.courses):
+            first = self.courses[failed[0]].error
+            assert first is not None
+            first.message = f"every course of the run failed; first: course {failed[0]}: {first.message}"
+            raise first
 
-def fetch_entity(client: Any, profile: Profile, entity: str, course_id: int, timeout: float) -> list[dict]:
-    """One staging entity of one course, fetched the way the profile's field groups ask for."""
-    if entity == "courses":
-        include = ["term", "total_students"]
-        if profile.field_on("courses", "public_info"):
-            include.append("public_description")
-        if profile.field_on("courses", "extended_info"):
-            include.append("syllabus_body")
-        course = client.get_course(course_id, include=tuple(include), timeout=timeout)
-        if profile.field_on("courses", "settings"):
-            course = {**course, "settings": client.get_course_settings(course_id, timeout=timeout)}
-        return [course]
-    if entity == "students":
-        student_include: tuple[str, ...] = ("email",) if profile.field_on("students", "basic_info") else ()
-        return list(
-            client.list_students(
-                course_id, include=student_include, enrollment_states=STUDENT_STATES, timeout=timeout
-            )
-        )
-    if entity == "enrollments":
-        return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
-    if entity == "assignments":
-        return list(client.list_assignments(course_id, timeout=timeout))
-    if entity == "modules":
-        return list(client.list_modules(course_id, timeout=timeout))
-    if entity == "student_summaries":
-        return list(client.list_student_summaries(course_id, timeout=timeout))
-    raise ConfigurationError(f"unknown staging entity {entity!r}", stage="extract")
+
+def fetch_entity(
+    client: CanvasSource, profile: Profile, entity_name: str, course_id: int, timeout: float
+) -> list[dict]:
+    """One staging entity of one course, fetched with the entity's plan (canvas_assets.entities)."""
+    if entity_name not in ENTITIES:
+        raise ConfigurationError(f"unknown staging entity {entity_name!r}", stage="extract")
+    return ENTITIES[entity_name].fetch(client, profile, course_id, timeout)
 
 
 class Extractor:
@@ -138,15 +148,15 @@ class Extractor:
 
     def __init__(
         self,
-        client: Any,
-        warehouse: Any,
+        client: CanvasSource,
+        warehouse: StagingSink,
         profile: Profile,
         *,
         entities: Iterable[str],
         run_id: str,
         workers: int = 32,
         on_course_done: Callable[[CourseOutcome], None] | None = None,
-        fetch: Callable[[Any, Profile, str, int, float], list[dict]] = fetch_entity,
+        fetch: Callable[[CanvasSource, Profile, str, int, float], list[dict]] = fetch_entity,
     ) -> None:
         self.client = client
         self.warehouse = warehouse
@@ -182,7 +192,7 @@ class Extractor:
             )
         except CanvasNotFound as exc:
             outcome.error = exc
-            if entity == "student_summaries":
+            if ENTITIES[entity].absent_when_not_found:
                 # Analytics 404s for courses that are unpublished or have analytics off: no data, no failure.
                 outcome.status, outcome.records = "unavailable", []
             elif entity == "courses" or self._course_is_gone(course.course_id):

@@ -1,0 +1,130 @@
+"""Every Canvas entity the project mirrors, stated once.
+
+An entity is one staging asset (`staging/<name>`: raw records per course) and one Layer-1 asset
+(`layer1/<name>`: typed rows). This registry says, per entity, how it is fetched (which endpoints,
+shaped by the profile's field groups), how the catalog describes it, and which tables it fills beyond
+its transformer's own (score history). Everything else derives from it: the profile's `entities.*`
+switches (`profiles.STAGING_ENTITIES`), the staging specs, the Layer-1 graph assets, the extraction
+engine's fetch plan and the CLI summary's tables. The transformer of each entity is in
+`canvas_assets.transform.registry` under the same name (a test checks the two registries agree).
+
+Adding an entity: add it here (fetch plan and descriptions), add its transformer and models, and a
+migration; the assets, jobs, profiles and summaries pick it up (docs/maintaining.md).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # profiles imports this module: the type only
+    from canvas_assets.profiles import Profile
+
+# Every enrollment state but deleted: a dropped enrollment then disappears and is soft-deleted.
+ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
+# The users endpoint knows every one of those but creation_pending.
+STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
+
+FetchPlan = Callable[[Any, "Profile", int, float], list[dict]]
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    fetch: FetchPlan  # (client, profile, course id, timeout) -> the course's raw records
+    staging_description: str
+    layer1_description: str
+    extra_tables: tuple[str, ...] = ()  # tables the load fills beyond the transformer's own
+    # A 404 on this entity's list means "no data" rather than a failure (analytics off, say).
+    absent_when_not_found: bool = False
+
+
+def _courses(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    include = ["term", "total_students"]
+    if profile.field_on("courses", "public_info"):
+        include.append("public_description")
+    if profile.field_on("courses", "extended_info"):
+        include.append("syllabus_body")
+    course = client.get_course(course_id, include=tuple(include), timeout=timeout)
+    if profile.field_on("courses", "settings"):
+        course = {**course, "settings": client.get_course_settings(course_id, timeout=timeout)}
+    return [course]
+
+
+def _students(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    include: tuple[str, ...] = ("email",) if profile.field_on("students", "basic_info") else ()
+    return list(
+        client.list_students(course_id, include=include, enrollment_states=STUDENT_STATES, timeout=timeout)
+    )
+
+
+def _enrollments(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
+
+
+def _assignments(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_assignments(course_id, timeout=timeout))
+
+
+def _modules(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_modules(course_id, timeout=timeout))
+
+
+def _student_summaries(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_student_summaries(course_id, timeout=timeout))
+
+
+ENTITIES: dict[str, Entity] = {
+    e.name: e
+    for e in (
+        Entity(
+            "courses",
+            _courses,
+            "Raw course objects (GET /courses/:id with term, student count and the profile's extra course "
+            "fields).",
+            "`canvas_courses`: one row per course, with term, visibility and (by profile) syllabus and "
+            "settings.",
+        ),
+        Entity(
+            "students",
+            _students,
+            "Raw users with a student enrollment in the course (GET /courses/:id/users).",
+            "`canvas_students`: the people enrolled as students, with SIS and login ids and email.",
+        ),
+        Entity(
+            "enrollments",
+            _enrollments,
+            "Raw enrollments of every type and state but deleted, with their grades "
+            "(GET /courses/:id/enrollments).",
+            "`canvas_enrollments` with current/final scores and grades; changes go to "
+            "`canvas_score_history` (grades over time).",
+            extra_tables=("canvas_score_history",),
+        ),
+        Entity(
+            "assignments",
+            _assignments,
+            "Raw assignments of the course (GET /courses/:id/assignments).",
+            "`canvas_assignments`: due dates, points, grading type, submission types.",
+        ),
+        Entity(
+            "modules",
+            _modules,
+            "Raw modules of the course with all of their items (GET /courses/:id/modules?include[]=items).",
+            "`canvas_modules` and `canvas_module_items`: course structure and content.",
+        ),
+        Entity(
+            "student_summaries",
+            _student_summaries,
+            "Raw analytics student summaries: page views, participations, tardiness "
+            "(GET /courses/:id/analytics/student_summaries).",
+            "`canvas_student_summaries`: page views, participations and tardiness per student.",
+            absent_when_not_found=True,
+        ),
+    )
+}
+
+
+def entity(name: str) -> Entity:
+    try:
+        return ENTITIES[name]
+    except KeyError:
+        raise KeyError(f"unknown entity {name!r}; known: {', '.join(ENTITIES)}") from None

@@ -1,9 +1,10 @@
 """Shared machinery of the transformers: options, results, quarantine records and column conversion.
 
 A transformer turns the raw Canvas records of some courses (exactly what staging holds) into typed
-DataFrames, one per Layer-1 table. Each column is declared once as a `Field` (where it comes from in the
-record, what kind of value it is, which profile option switches it on); conversion is column-wise so that
-100k records take about a second. A record whose value cannot be converted is quarantined as a `Rejected`
+DataFrames, one per Layer-1 table. Each column is declared once, in the warehouse model
+(`warehouse/models.py`): its `info` says where it comes from in the record, and `fields_of` turns that into
+the transformer's `Field`s (what kind of value it is, which profile option switches it on); conversion is
+column-wise so that 100k records take about a second. A record whose value cannot be converted is quarantined as a `Rejected`
 naming the field and the value; the rest of its course loads.
 
 Conversion rules (canvas-api.md §4): ids are 64-bit integers, given as ints or digit strings; timestamps are
@@ -17,11 +18,13 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from canvas_assets.errors import TransformationError
 
@@ -56,6 +59,24 @@ class TransformOptions:
 
     def enabled(self, group: str | None) -> bool:
         return group is None or bool(getattr(self, group))
+
+    @classmethod
+    def from_profile_fields(cls, fields: Mapping[str, Mapping[str, bool]]) -> TransformOptions:
+        """The options of a profile's `fields` section (`{"courses": {"public_info": True, ...}, ...}`)."""
+        return cls(
+            **{option: bool(fields[entity][group]) for option, (entity, group) in PROFILE_SWITCHES.items()}
+        )
+
+
+# The profile switch (`fields.<entity>.<group>`) behind each option, e.g. `courses.public_info`.
+PROFILE_SWITCHES: dict[str, tuple[str, str]] = {
+    "course_public_info": ("courses", "public_info"),
+    "course_extended_info": ("courses", "extended_info"),
+    "course_settings": ("courses", "settings"),
+    "student_basic_info": ("students", "basic_info"),
+    "student_scores": ("students", "scores"),
+    "student_enrollment_details": ("students", "enrollment_details"),
+}
 
 
 @dataclass
@@ -123,6 +144,91 @@ class Field:
         for key in path[2:]:
             values = [v.get(key) if v.__class__ is dict else None for v in values]
         return values
+
+
+# --- the columns of a table, from the warehouse model ----------------------------------------------------
+def _table(table_name: str) -> sa.Table:
+    # Imported here: the warehouse package imports this module (Rejected, TransformResult).
+    from canvas_assets.warehouse.models import table
+
+    return table(table_name)
+
+
+def kind_of(column: sa.Column[Any]) -> Kind:
+    """The converter of a column read from Canvas: `info["kind"]`, else what its type says (a BIGINT is an id)."""
+    kind = column.info.get("kind")
+    if kind is not None:
+        return kind  # type: ignore[no-any-return]
+    t = column.type
+    if isinstance(t, sa.BigInteger):
+        return "id"
+    if isinstance(t, sa.Integer):
+        return "int"
+    if isinstance(t, sa.Float):
+        return "float"
+    if isinstance(t, sa.Boolean):
+        return "bool"
+    if isinstance(t, sa.DateTime) or isinstance(getattr(t, "impl", None), sa.DateTime):
+        return "ts"
+    if isinstance(t, sa.String):
+        return "str"
+    raise TypeError(f"{column.table.name}.{column.name}: no converter for type {t!r}; give info['kind']")
+
+
+@cache
+def fields_of(table_name: str) -> tuple[Field, ...]:
+    """The `Field`s of a Layer-1 table: its model's columns that are read from the Canvas record (`info["path"]`),
+    in table order."""
+    fields = []
+    for column in _table(table_name).columns:
+        info = column.info
+        if "path" not in info:
+            continue
+        path = tuple(info["path"].split("."))
+        fields.append(
+            Field(
+                column.name,
+                kind_of(column),
+                () if path == (column.name,) else path,
+                info.get("group"),
+                bool(info.get("required", False)),
+            )
+        )
+    return tuple(fields)
+
+
+@cache
+def key_of(table_name: str) -> tuple[str, ...]:
+    """The primary key of a table: rows are deduplicated on it (first occurrence wins)."""
+    return tuple(c.name for c in _table(table_name).primary_key.columns)
+
+
+@cache
+def columns_of(table_name: str) -> tuple[str, ...]:
+    return tuple(c.name for c in _table(table_name).columns)
+
+
+@cache
+def staging_course_column(table_name: str) -> str | None:
+    """The column the staging course fills: always (`info["source"]`) or where the record has none
+    (`info["fallback"]`). None when the table has no such column."""
+    from canvas_assets.warehouse.models import STAGING_COURSE
+
+    for column in _table(table_name).columns:
+        if STAGING_COURSE in (column.info.get("source"), column.info.get("fallback")):
+            return column.name
+    return None
+
+
+def in_table_order(frame: pd.DataFrame, table_name: str) -> pd.DataFrame:
+    """The frame's columns in the order of the table's."""
+    order = [c for c in columns_of(table_name) if c in frame.columns]
+    if len(order) != len(frame.columns):
+        raise TransformationError(
+            f"{table_name}: columns not in the model: {sorted(set(frame.columns) - set(order))}",
+            stage="transform",
+        )
+    return frame if order == list(frame.columns) else frame[order]
 
 
 _PLAIN = "\x00plain"  # cache entry: are the records all plain dicts
@@ -362,10 +468,6 @@ def build_frame(
     return Frame(frame, bad_rows)
 
 
-def column_names(fields: Sequence[Field], options: TransformOptions) -> list[str]:
-    return [f.column for f in fields if options.enabled(f.group)]
-
-
 def finish(frame: pd.DataFrame, drop_rows: Sequence[int], key: Sequence[str]) -> pd.DataFrame:
     """Drop rejected rows, deduplicate on the table key (first occurrence wins), reset the index."""
     if len(drop_rows):
@@ -451,31 +553,31 @@ def transform_records(
     entity: str,
     table: str,
     fields: Sequence[Field],
-    key: Sequence[str],
     records_by_course: Mapping[int, list[dict[str, Any]]],
     options: TransformOptions,
     *,
-    staging_course_column: str | None = None,
     id_key: str = "id",
 ) -> tuple[pd.DataFrame, list[Rejected], int]:
     """The common path: records of all courses -> one frame for `table`, rejected records, records in.
 
-    `staging_course_column`: the column that gets the staging course id. If a field of that name exists
-    (the record carries its own `course_id`), the staging course fills it only where the record has none.
+    The table's model gives the key (rows are deduplicated on it), the column order and the column the staging
+    course fills (`staging_course_column`): always, or, when a field of that name exists (the record carries
+    its own `course_id`), only where the record has none.
     """
+    key = key_of(table)
+    course_column = staging_course_column(table)
     records, courses, not_objects = flatten(records_by_course)
     rejected = not_object_rejections(entity, table, not_objects)
-    has_course_field = any(f.column == staging_course_column for f in fields)
+    has_course_field = any(f.column == course_column for f in fields)
     extra = None
-    if staging_course_column and not has_course_field:
-        extra = {staging_course_column: courses}
+    if course_column and not has_course_field:
+        extra = {course_column: courses}
     built = build_frame(records, fields, options, extra=extra)
     frame = built.frame
-    if staging_course_column and has_course_field:
-        column = frame[staging_course_column]
-        frame[staging_course_column] = column.fillna(pd.Series(courses, dtype="Int64"))
-    if extra:
-        frame = frame[[*column_order(fields, options, staging_course_column)]]
+    if course_column and has_course_field:
+        column = frame[course_column]
+        frame[course_column] = column.fillna(pd.Series(courses, dtype="Int64"))
+    frame = in_table_order(frame, table)
     for pos, reason in sorted(built.reasons.items()):
         record = records[pos]
         rejected.append(
@@ -490,8 +592,8 @@ def transform_records(
         )
     frame = finish(frame, list(built.reasons), key)
     non_null = [*key, *(f.column for f in fields if f.required)]
-    if staging_course_column:
-        non_null.append(staging_course_column)
+    if course_column:
+        non_null.append(course_column)
     frame = as_int64(frame, non_null)
     return frame, rejected, len(records) + len(not_objects)
 
@@ -504,20 +606,10 @@ def as_int64(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-def column_order(fields: Sequence[Field], options: TransformOptions, course_column: str | None) -> list[str]:
-    """Field columns with the staging course column right after the first (the id)."""
-    names = column_names(fields, options)
-    if course_column and course_column not in names:
-        names.insert(1 if names else 0, course_column)
-    return names
-
-
 # Records per transformation chunk. Staging hands records over lazily (JSON text per course, decoded when
 # iterated), so transforming a ranged run course chunk by course chunk keeps only one chunk's decoded
 # records in memory at a time, not the whole range's.
 CHUNK_RECORDS = 10_000
-# Key of each Layer-1 table (first occurrence wins across chunks, as within one).
-TABLE_KEYS: dict[str, tuple[str, ...]] = {"canvas_student_summaries": ("course_id", "user_id")}
 
 
 def _course_chunks(records_by_course: Mapping[int, Any], limit: int) -> list[dict[int, Any]]:
@@ -550,7 +642,7 @@ def transform_in_chunks(
     for name in parts[0].tables:
         frames = [p.tables[name] for p in parts if len(p.tables[name])] or [parts[0].tables[name]]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        key = list(TABLE_KEYS.get(name, ("id",)))
+        key = list(key_of(name))  # first occurrence wins across chunks, as within one
         if len(frames) > 1 and all(k in frame.columns for k in key):
             frame = frame.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
         tables[name] = frame

@@ -12,14 +12,16 @@ from typing import Any
 import numpy as np
 
 from canvas_assets.transform.base import (
-    Field,
     Rejected,
     TransformOptions,
     TransformResult,
     as_int64,
     build_frame,
     canvas_id_of,
+    fields_of,
     finish,
+    in_table_order,
+    key_of,
     not_object_rejections,
     transform_records,
 )
@@ -28,31 +30,10 @@ ENTITY = "modules"
 MODULES_TABLE = "canvas_modules"
 ITEMS_TABLE = "canvas_module_items"
 
-MODULE_FIELDS: tuple[Field, ...] = (
-    Field("id", "id", required=True),
-    Field("name", "str"),
-    Field("position", "int"),
-    Field("unlock_at", "ts"),
-    Field("published", "bool"),
-    Field("items_count", "int"),
-    Field("require_sequential_progress", "bool"),
-    Field("prerequisite_module_ids", "json"),
-)
-
-ITEM_FIELDS: tuple[Field, ...] = (
-    Field("id", "id", required=True),
-    Field("title", "str"),
-    Field("type", "str"),
-    Field("content_id", "id"),
-    Field("position", "int"),
-    Field("indent", "int"),
-    Field("published", "bool"),
-    Field("url", "str"),
-    Field("html_url", "str"),
-    Field("page_url", "str"),
-    Field("external_url", "str"),
-    Field("completion_requirement", "json"),
-)
+# The models' columns read from the records (warehouse/models.py); items take course_id and module_id from
+# their module.
+MODULE_FIELDS = fields_of(MODULES_TABLE)
+ITEM_FIELDS = fields_of(ITEMS_TABLE)
 
 
 def transform_modules(
@@ -81,9 +62,7 @@ def transform_modules(
         clean[int(course_id)] = kept
     n_bad_shape = len(rejected)
 
-    modules, module_rejected, n = transform_records(
-        ENTITY, MODULES_TABLE, MODULE_FIELDS, ("id",), clean, options, staging_course_column="course_id"
-    )
+    modules, module_rejected, n = transform_records(ENTITY, MODULES_TABLE, MODULE_FIELDS, clean, options)
     rejected.extend(module_rejected)
 
     # Items of the modules that made it, in module order.
@@ -125,8 +104,7 @@ def transform_modules(
                 ITEMS_TABLE,
             )
         )
-    order = ["id", "course_id", "module_id", *[f.column for f in ITEM_FIELDS[1:]]]
-    item_frame = finish(built.frame[order], list(built.reasons), ("id",))
+    item_frame = finish(in_table_order(built.frame, ITEMS_TABLE), list(built.reasons), key_of(ITEMS_TABLE))
     item_frame = as_int64(item_frame, ["id"])
     item_frame["course_id"] = item_frame["course_id"].astype("int64")
     item_frame["module_id"] = item_frame["module_id"].astype("int64")

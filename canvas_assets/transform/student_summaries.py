@@ -8,36 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_assets.transform.base import Field, TransformOptions, TransformResult, transform_records
+from canvas_assets.transform.base import TransformOptions, TransformResult, fields_of, transform_records
 
 ENTITY = "student_summaries"
 TABLE = "canvas_student_summaries"
-
-FIELDS: tuple[Field, ...] = (
-    Field("user_id", "id", ("id",), required=True),
-    Field("page_views", "int"),
-    Field("page_views_level", "int"),
-    Field("participations", "int"),
-    Field("participations_level", "int"),
-    Field("tardiness_on_time", "int", ("tardiness_breakdown", "on_time")),
-    Field("tardiness_late", "int", ("tardiness_breakdown", "late")),
-    Field("tardiness_missing", "int", ("tardiness_breakdown", "missing")),
-    Field("tardiness_floating", "int", ("tardiness_breakdown", "floating")),
-    Field("tardiness_total", "int", ("tardiness_breakdown", "total")),
-)
+FIELDS = fields_of(TABLE)  # the model's columns read from the record (warehouse/models.py)
 
 
 def transform_student_summaries(
     records_by_course: Mapping[int, list[dict[str, Any]]], options: TransformOptions
 ) -> TransformResult:
-    frame, rejected, n = transform_records(
-        ENTITY,
-        TABLE,
-        FIELDS,
-        ("course_id", "user_id"),
-        records_by_course,
-        options,
-        staging_course_column="course_id",
-    )
-    frame = frame[["course_id", *[c for c in frame.columns if c != "course_id"]]]
+    frame, rejected, n = transform_records(ENTITY, TABLE, FIELDS, records_by_course, options)
     return TransformResult(ENTITY, {TABLE: frame}, rejected, n)

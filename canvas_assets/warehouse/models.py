@@ -82,39 +82,143 @@ class Base(DeclarativeBase):
     }
 
 
-def _id(**kw: Any) -> Mapped[int]:
-    return mapped_column(sa.BigInteger(), primary_key=True, autoincrement=False, **kw)
+# --- column documentation ---------------------------------------------------------------------------------
+# Every column carries, in `info` (kept by SQLAlchemy beside the column, never seen by the database, so it
+# needs no migration), what it holds and where it comes from. The Dagster catalog (`assets.tables`), the
+# transformers (`transform.base.fields_of`) and docs/tables.md all read it:
+#   doc       one line: what the value is
+#   path      for a column read from a Canvas record: the key path in the record (`grades.current_score`)
+#   kind      the converter (`transform.base`), only where the column type does not say it: `json` for JSON
+#             text, `int` for a count in a BIGINT (a BIGINT is otherwise a Canvas `id`)
+#   group     the profile field group (a `TransformOptions` switch) without which the column is not produced
+#   required  a record without this value is quarantined (ids)
+#   fallback  what fills the column when the record has no value (`STAGING_COURSE`)
+#   source    for a Layer-1 column that is not read from a record: what fills it (one of `SOURCES`)
+STAGING_COURSE = "staging_course"
+PARENT_MODULE = "module"
+LOAD = "load"
+SOURCES: dict[str, str] = {
+    STAGING_COURSE: "the course whose staged records the row comes from",
+    PARENT_MODULE: "the module whose `items` list holds the item",
+    LOAD: "written by the load, not read from a Canvas record",
+}
+
+# Profile field groups: the `TransformOptions` switch of each optional column.
+COURSE_PUBLIC = "course_public_info"
+COURSE_EXTENDED = "course_extended_info"
+COURSE_SETTINGS = "course_settings"
+STUDENT_BASIC = "student_basic_info"
+SCORES = "student_scores"
+DETAILS = "student_enrollment_details"
+
+
+def canvas(
+    doc: str,
+    path: str,
+    *,
+    kind: str | None = None,
+    group: str | None = None,
+    required: bool = False,
+    fallback: str | None = None,
+    type_: sa.types.TypeEngine[Any] | None = None,
+    **kw: Any,
+) -> Any:
+    """A column read from the Canvas record at `path` (dotted for nested objects: `term.name`)."""
+    info: dict[str, Any] = {"doc": doc, "path": path}
+    if kind:
+        info["kind"] = kind
+    if group:
+        info["group"] = group
+    if required:
+        info["required"] = True
+    if fallback:
+        info["fallback"] = fallback
+    return mapped_column(*(() if type_ is None else (type_,)), info=info, **kw)
+
+
+def column(
+    doc: str, *, source: str | None = None, type_: sa.types.TypeEngine[Any] | None = None, **kw: Any
+) -> Any:
+    """A column that is not read from a Canvas record. Layer-1 columns say what fills it (`source`)."""
+    info: dict[str, Any] = {"doc": doc}
+    if source:
+        info["source"] = source
+    return mapped_column(*(() if type_ is None else (type_,)), info=info, **kw)
+
+
+def _id(doc: str, path: str | None = None, *, source: str | None = None) -> Any:
+    """A BIGINT primary key column: a Canvas id read from `path`, or (no path) one filled from `source`."""
+    kw: dict[str, Any] = {"type_": sa.BigInteger(), "primary_key": True, "autoincrement": False}
+    if path:
+        return canvas(doc, path, required=True, **kw)
+    return column(doc, source=source, **kw)
+
+
+def _int(doc: str, path: str, **kw: Any) -> Any:
+    """A 32-bit INTEGER read from the record (positions, counts, levels)."""
+    return canvas(doc, path, type_=sa.Integer(), **kw)
+
+
+def _deleted_at(
+    doc: str = "When a load found the row missing from Canvas (soft delete); NULL while present, cleared when "
+    "it comes back",
+) -> Any:
+    return column(doc, source=LOAD)
+
+
+_CREATED = "When the object was created in Canvas"
+_UPDATED = "When Canvas last changed the object"
+_POSITION = "Order within its parent, as Canvas shows it"
+_PUBLISHED = "Whether the object is published (visible to students)"
+_HTML_URL = "Link to the object in the Canvas web UI"
 
 
 # --- Layer 1 ---------------------------------------------------------------------------------------------
 class CanvasCourse(Base):
     __tablename__ = "canvas_courses"
 
-    id: Mapped[int] = _id()
-    name: Mapped[str | None]
-    course_code: Mapped[str | None]
-    workflow_state: Mapped[str | None]
-    account_id: Mapped[int | None]
-    root_account_id: Mapped[int | None]
-    enrollment_term_id: Mapped[int | None]
-    uuid: Mapped[str | None]
-    term_name: Mapped[str | None]
-    term_start_at: Mapped[datetime | None]
-    term_end_at: Mapped[datetime | None]
-    start_at: Mapped[datetime | None]
-    end_at: Mapped[datetime | None]
-    created_at: Mapped[datetime | None]
-    time_zone: Mapped[str | None]
-    total_students: Mapped[int | None] = mapped_column(sa.Integer())
-    is_public: Mapped[bool | None]
-    public_description: Mapped[str | None]
-    syllabus_body: Mapped[str | None]
-    default_view: Mapped[str | None]
-    sis_course_id: Mapped[str | None]
-    course_format: Mapped[str | None]
-    license: Mapped[str | None]
-    settings: Mapped[str | None]  # JSON text of GET /courses/:id/settings
-    deleted_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas course id", "id")
+    name: Mapped[str | None] = canvas("Course name", "name")
+    course_code: Mapped[str | None] = canvas("Short code, e.g. `BIO-101`", "course_code")
+    workflow_state: Mapped[str | None] = canvas(
+        "`unpublished`, `available`, `completed` or `deleted`", "workflow_state"
+    )
+    account_id: Mapped[int | None] = canvas("Sub-account the course belongs to", "account_id")
+    root_account_id: Mapped[int | None] = canvas("Root account (the institution)", "root_account_id")
+    enrollment_term_id: Mapped[int | None] = canvas("Term id", "enrollment_term_id")
+    uuid: Mapped[str | None] = canvas("Canvas's global uuid of the course", "uuid")
+    term_name: Mapped[str | None] = canvas("Name of the course's term", "term.name")
+    term_start_at: Mapped[datetime | None] = canvas(
+        "Start of the term", "term.start_at", group=COURSE_EXTENDED
+    )
+    term_end_at: Mapped[datetime | None] = canvas("End of the term", "term.end_at", group=COURSE_EXTENDED)
+    start_at: Mapped[datetime | None] = canvas("Course start (may be unset)", "start_at")
+    end_at: Mapped[datetime | None] = canvas("Course end (may be unset)", "end_at")
+    created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
+    time_zone: Mapped[str | None] = canvas("Course time zone (IANA name)", "time_zone")
+    total_students: Mapped[int | None] = _int(
+        "Students enrolled according to Canvas (checked against the synced students)", "total_students"
+    )
+    is_public: Mapped[bool | None] = canvas("Whether the course is public", "is_public", group=COURSE_PUBLIC)
+    public_description: Mapped[str | None] = canvas(
+        "Public description", "public_description", group=COURSE_PUBLIC
+    )
+    syllabus_body: Mapped[str | None] = canvas("Syllabus (HTML)", "syllabus_body", group=COURSE_EXTENDED)
+    default_view: Mapped[str | None] = canvas(
+        "Home page kind (`modules`, `wiki`, `feed`, ...)", "default_view"
+    )
+    sis_course_id: Mapped[str | None] = canvas("SIS id, when the token may see it", "sis_course_id")
+    course_format: Mapped[str | None] = canvas(
+        "`on_campus`, `online` or `blended`, when set", "course_format"
+    )
+    license: Mapped[str | None] = canvas("Content license", "license")
+    settings: Mapped[str | None] = canvas(
+        "JSON text of the course settings (`GET /courses/:id/settings`, staged under the key `settings`)",
+        "settings",
+        kind="json",
+        group=COURSE_SETTINGS,
+    )
+    deleted_at: Mapped[datetime | None] = _deleted_at()
 
     __table_args__ = (sa.Index(None, "account_id"),)
 
@@ -124,48 +228,97 @@ class CanvasStudent(Base):
 
     __tablename__ = "canvas_students"
 
-    id: Mapped[int] = _id()
-    name: Mapped[str | None]
-    sortable_name: Mapped[str | None]
-    short_name: Mapped[str | None]
-    sis_user_id: Mapped[str | None]
-    login_id: Mapped[str | None]
-    email: Mapped[str | None]
-    pronouns: Mapped[str | None]
-    avatar_url: Mapped[str | None]
-    created_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas user id; users are global: one row however many courses list them", "id")
+    name: Mapped[str | None] = canvas("Display name", "name")
+    sortable_name: Mapped[str | None] = canvas('"Last, First"', "sortable_name")
+    short_name: Mapped[str | None] = canvas("Short display name", "short_name")
+    sis_user_id: Mapped[str | None] = canvas(
+        "SIS id, when the token may see it", "sis_user_id", group=STUDENT_BASIC
+    )
+    login_id: Mapped[str | None] = canvas(
+        "Login (unique id), when the token may see it", "login_id", group=STUDENT_BASIC
+    )
+    email: Mapped[str | None] = canvas(
+        "Primary email, when the token may see it", "email", group=STUDENT_BASIC
+    )
+    pronouns: Mapped[str | None] = canvas("Pronouns, when set and enabled", "pronouns")
+    avatar_url: Mapped[str | None] = canvas("Avatar image URL, when Canvas sends it", "avatar_url")
+    created_at: Mapped[datetime | None] = canvas("When the user was created in Canvas", "created_at")
 
 
 class CanvasEnrollment(Base):
     __tablename__ = "canvas_enrollments"
 
-    id: Mapped[int] = _id()
-    course_id: Mapped[int]
-    user_id: Mapped[int]
-    course_section_id: Mapped[int | None]
-    type: Mapped[str | None]
-    role: Mapped[str | None]
-    role_id: Mapped[int | None]
-    enrollment_state: Mapped[str | None]
-    associated_user_id: Mapped[int | None]
-    start_at: Mapped[datetime | None]
-    end_at: Mapped[datetime | None]
-    created_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime | None]
-    last_activity_at: Mapped[datetime | None]
-    last_attended_at: Mapped[datetime | None]
-    total_activity_time: Mapped[int | None]
-    current_score: Mapped[float | None]
-    final_score: Mapped[float | None]
-    current_grade: Mapped[str | None]
-    final_grade: Mapped[str | None]
-    unposted_current_score: Mapped[float | None]
-    unposted_final_score: Mapped[float | None]
-    unposted_current_grade: Mapped[str | None]
-    unposted_final_grade: Mapped[str | None]
-    override_score: Mapped[float | None]
-    override_grade: Mapped[str | None]
-    deleted_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas enrollment id", "id")
+    course_id: Mapped[int] = canvas("Course of the enrollment", "course_id", fallback=STAGING_COURSE)
+    user_id: Mapped[int] = canvas(
+        "The enrolled user (`canvas_students.id` for student enrollments)", "user_id", required=True
+    )
+    course_section_id: Mapped[int | None] = canvas("Section", "course_section_id")
+    type: Mapped[str | None] = canvas(
+        "`StudentEnrollment`, `TeacherEnrollment`, `TaEnrollment`, `DesignerEnrollment` or `ObserverEnrollment`",
+        "type",
+    )
+    role: Mapped[str | None] = canvas("Role name (a custom role or the type's base role)", "role")
+    role_id: Mapped[int | None] = canvas("Role id", "role_id")
+    enrollment_state: Mapped[str | None] = canvas(
+        "`active`, `invited`, `creation_pending`, `completed`, `inactive` or `rejected` (deleted ones are not "
+        "fetched: they get `deleted_at`)",
+        "enrollment_state",
+    )
+    associated_user_id: Mapped[int | None] = canvas(
+        "For observers: the observed student", "associated_user_id"
+    )
+    start_at: Mapped[datetime | None] = canvas("Enrollment start, when set", "start_at")
+    end_at: Mapped[datetime | None] = canvas("Enrollment end, when set", "end_at")
+    created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
+    updated_at: Mapped[datetime | None] = canvas(_UPDATED, "updated_at")
+    last_activity_at: Mapped[datetime | None] = canvas(
+        "Last activity in the course", "last_activity_at", group=DETAILS
+    )
+    last_attended_at: Mapped[datetime | None] = canvas(
+        "Last attendance mark", "last_attended_at", group=DETAILS
+    )
+    total_activity_time: Mapped[int | None] = canvas(
+        "Seconds of activity in the course", "total_activity_time", kind="int", group=DETAILS
+    )
+    current_score: Mapped[float | None] = canvas(
+        "Percent over graded work only (NULL when hidden or not graded yet)",
+        "grades.current_score",
+        group=SCORES,
+    )
+    final_score: Mapped[float | None] = canvas(
+        "Percent counting ungraded work as zero", "grades.final_score", group=SCORES
+    )
+    current_grade: Mapped[str | None] = canvas(
+        "Letter grade for `current_score`, when the course uses a grading scheme",
+        "grades.current_grade",
+        group=SCORES,
+    )
+    final_grade: Mapped[str | None] = canvas(
+        "Letter grade for `final_score`", "grades.final_grade", group=SCORES
+    )
+    unposted_current_score: Mapped[float | None] = canvas(
+        "`current_score` including grades not yet posted to the student",
+        "grades.unposted_current_score",
+        group=SCORES,
+    )
+    unposted_final_score: Mapped[float | None] = canvas(
+        "`final_score` including unposted grades", "grades.unposted_final_score", group=SCORES
+    )
+    unposted_current_grade: Mapped[str | None] = canvas(
+        "Grade for `unposted_current_score`", "grades.unposted_current_grade", group=SCORES
+    )
+    unposted_final_grade: Mapped[str | None] = canvas(
+        "Grade for `unposted_final_score`", "grades.unposted_final_grade", group=SCORES
+    )
+    override_score: Mapped[float | None] = canvas(
+        "Final score override set by the teacher (only when set)", "grades.override_score", group=SCORES
+    )
+    override_grade: Mapped[str | None] = canvas(
+        "Final grade override (only when set)", "grades.override_grade", group=SCORES
+    )
+    deleted_at: Mapped[datetime | None] = _deleted_at()
 
     __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "user_id"))
 
@@ -173,25 +326,33 @@ class CanvasEnrollment(Base):
 class CanvasAssignment(Base):
     __tablename__ = "canvas_assignments"
 
-    id: Mapped[int] = _id()
-    course_id: Mapped[int]
-    name: Mapped[str | None]
-    description: Mapped[str | None]
-    due_at: Mapped[datetime | None]
-    unlock_at: Mapped[datetime | None]
-    lock_at: Mapped[datetime | None]
-    points_possible: Mapped[float | None]
-    grading_type: Mapped[str | None]
-    submission_types: Mapped[str | None]  # JSON list
-    published: Mapped[bool | None]
-    workflow_state: Mapped[str | None]
-    position: Mapped[int | None] = mapped_column(sa.Integer())
-    assignment_group_id: Mapped[int | None]
-    omit_from_final_grade: Mapped[bool | None]
-    html_url: Mapped[str | None]
-    created_at: Mapped[datetime | None]
-    updated_at: Mapped[datetime | None]
-    deleted_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas assignment id", "id")
+    course_id: Mapped[int] = canvas("Course of the assignment", "course_id", fallback=STAGING_COURSE)
+    name: Mapped[str | None] = canvas("Assignment name", "name")
+    description: Mapped[str | None] = canvas("Description (HTML)", "description")
+    due_at: Mapped[datetime | None] = canvas("Due date, when set", "due_at")
+    unlock_at: Mapped[datetime | None] = canvas("Available from, when set", "unlock_at")
+    lock_at: Mapped[datetime | None] = canvas("Available until, when set", "lock_at")
+    points_possible: Mapped[float | None] = canvas("Maximum points (may be unset)", "points_possible")
+    grading_type: Mapped[str | None] = canvas(
+        "`points`, `percent`, `letter_grade`, `gpa_scale`, `pass_fail` or `not_graded`", "grading_type"
+    )
+    submission_types: Mapped[str | None] = canvas(
+        'JSON list, e.g. `["online_upload"]`', "submission_types", kind="json"
+    )
+    published: Mapped[bool | None] = canvas(_PUBLISHED, "published")
+    workflow_state: Mapped[str | None] = canvas("`published`, `unpublished`, ...", "workflow_state")
+    position: Mapped[int | None] = _int(_POSITION, "position")
+    assignment_group_id: Mapped[int | None] = canvas(
+        "Assignment group (weighting category)", "assignment_group_id"
+    )
+    omit_from_final_grade: Mapped[bool | None] = canvas(
+        "Whether it is left out of the final grade", "omit_from_final_grade"
+    )
+    html_url: Mapped[str | None] = canvas(_HTML_URL, "html_url")
+    created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
+    updated_at: Mapped[datetime | None] = canvas(_UPDATED, "updated_at")
+    deleted_at: Mapped[datetime | None] = _deleted_at()
 
     __table_args__ = (sa.Index(None, "course_id"),)
 
@@ -199,16 +360,20 @@ class CanvasAssignment(Base):
 class CanvasModule(Base):
     __tablename__ = "canvas_modules"
 
-    id: Mapped[int] = _id()
-    course_id: Mapped[int]
-    name: Mapped[str | None]
-    position: Mapped[int | None] = mapped_column(sa.Integer())
-    unlock_at: Mapped[datetime | None]
-    published: Mapped[bool | None]
-    items_count: Mapped[int | None] = mapped_column(sa.Integer())
-    require_sequential_progress: Mapped[bool | None]
-    prerequisite_module_ids: Mapped[str | None]  # JSON list
-    deleted_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas module id", "id")
+    course_id: Mapped[int] = column("Course of the module", source=STAGING_COURSE)
+    name: Mapped[str | None] = canvas("Module name", "name")
+    position: Mapped[int | None] = _int(_POSITION, "position")
+    unlock_at: Mapped[datetime | None] = canvas("Unlock date, when set", "unlock_at")
+    published: Mapped[bool | None] = canvas("Published (sent to editors only; NULL otherwise)", "published")
+    items_count: Mapped[int | None] = _int("Number of items Canvas reports", "items_count")
+    require_sequential_progress: Mapped[bool | None] = canvas(
+        "Items must be completed in order", "require_sequential_progress"
+    )
+    prerequisite_module_ids: Mapped[str | None] = canvas(
+        "JSON list of the module ids that must be completed first", "prerequisite_module_ids", kind="json"
+    )
+    deleted_at: Mapped[datetime | None] = _deleted_at()
 
     __table_args__ = (sa.Index(None, "course_id"),)
 
@@ -216,40 +381,61 @@ class CanvasModule(Base):
 class CanvasModuleItem(Base):
     __tablename__ = "canvas_module_items"
 
-    id: Mapped[int] = _id()
-    course_id: Mapped[int]
-    module_id: Mapped[int]
-    title: Mapped[str | None]
-    type: Mapped[str | None]
-    content_id: Mapped[int | None]
-    position: Mapped[int | None] = mapped_column(sa.Integer())
-    indent: Mapped[int | None] = mapped_column(sa.Integer())
-    published: Mapped[bool | None]
-    url: Mapped[str | None]
-    html_url: Mapped[str | None]
-    page_url: Mapped[str | None]
-    external_url: Mapped[str | None]
-    completion_requirement: Mapped[str | None]  # JSON object
-    deleted_at: Mapped[datetime | None]
+    id: Mapped[int] = _id("Canvas module item id", "id")
+    course_id: Mapped[int] = column("Course of the item's module", source=STAGING_COURSE)
+    module_id: Mapped[int] = column("Module the item belongs to", source=PARENT_MODULE)
+    title: Mapped[str | None] = canvas("Item title", "title")
+    type: Mapped[str | None] = canvas(
+        "`File`, `Page`, `Discussion`, `Assignment`, `Quiz`, `SubHeader`, `ExternalUrl` or `ExternalTool`",
+        "type",
+    )
+    content_id: Mapped[int | None] = canvas(
+        "Id of the linked object (the assignment id for `Assignment`, ...)", "content_id"
+    )
+    position: Mapped[int | None] = _int(_POSITION, "position")
+    indent: Mapped[int | None] = _int("Indent level in the module", "indent")
+    published: Mapped[bool | None] = canvas(_PUBLISHED, "published")
+    url: Mapped[str | None] = canvas("API URL of the linked object", "url")
+    html_url: Mapped[str | None] = canvas(_HTML_URL, "html_url")
+    page_url: Mapped[str | None] = canvas("Page slug for `Page` items", "page_url")
+    external_url: Mapped[str | None] = canvas(
+        "Target of `ExternalUrl` / `ExternalTool` items", "external_url"
+    )
+    completion_requirement: Mapped[str | None] = canvas(
+        "JSON object `{type, min_score, ...}`, when set", "completion_requirement", kind="json"
+    )
+    deleted_at: Mapped[datetime | None] = _deleted_at()
 
     __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "module_id"))
 
 
 class CanvasStudentSummary(Base):
+    """Analytics per student and course; `tardiness_breakdown` is flattened."""
+
     __tablename__ = "canvas_student_summaries"
 
-    course_id: Mapped[int] = _id()
-    user_id: Mapped[int] = _id()
-    page_views: Mapped[int | None] = mapped_column(sa.Integer())
-    page_views_level: Mapped[int | None] = mapped_column(sa.Integer())
-    participations: Mapped[int | None] = mapped_column(sa.Integer())
-    participations_level: Mapped[int | None] = mapped_column(sa.Integer())
-    tardiness_on_time: Mapped[int | None] = mapped_column(sa.Integer())
-    tardiness_late: Mapped[int | None] = mapped_column(sa.Integer())
-    tardiness_missing: Mapped[int | None] = mapped_column(sa.Integer())
-    tardiness_floating: Mapped[int | None] = mapped_column(sa.Integer())
-    tardiness_total: Mapped[int | None] = mapped_column(sa.Integer())
-    deleted_at: Mapped[datetime | None]
+    course_id: Mapped[int] = _id("Course of the summary (primary key with `user_id`)", source=STAGING_COURSE)
+    user_id: Mapped[int] = _id("The student (the summary's `id` is the user id)", "id")
+    page_views: Mapped[int | None] = _int("Page views in the course", "page_views")
+    page_views_level: Mapped[int | None] = _int(
+        "Canvas's 0-3 level of page views relative to the class", "page_views_level"
+    )
+    participations: Mapped[int | None] = _int("Participations (submissions, posts, ...)", "participations")
+    participations_level: Mapped[int | None] = _int(
+        "Canvas's 0-3 participation level", "participations_level"
+    )
+    tardiness_on_time: Mapped[int | None] = _int(
+        "Assignments submitted on time", "tardiness_breakdown.on_time"
+    )
+    tardiness_late: Mapped[int | None] = _int("Assignments submitted late", "tardiness_breakdown.late")
+    tardiness_missing: Mapped[int | None] = _int("Assignments missing", "tardiness_breakdown.missing")
+    tardiness_floating: Mapped[int | None] = _int(
+        "Assignments not yet due or without a due date", "tardiness_breakdown.floating"
+    )
+    tardiness_total: Mapped[int | None] = _int("Assignments counted", "tardiness_breakdown.total")
+    deleted_at: Mapped[datetime | None] = _deleted_at(
+        "When the student no longer appeared in the course's summaries (soft delete); NULL while present"
+    )
 
 
 class CanvasScoreHistory(Base):
@@ -257,16 +443,20 @@ class CanvasScoreHistory(Base):
 
     __tablename__ = "canvas_score_history"
 
-    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
-    enrollment_id: Mapped[int]
-    course_id: Mapped[int]
-    user_id: Mapped[int | None]
-    recorded_at: Mapped[datetime]
-    current_score: Mapped[float | None]
-    final_score: Mapped[float | None]
-    current_grade: Mapped[str | None]
-    final_grade: Mapped[str | None]
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    id: Mapped[int] = column(
+        "Surrogate key", source=LOAD, type_=SurrogateKey, primary_key=True, autoincrement=True
+    )
+    enrollment_id: Mapped[int] = column(
+        "The enrollment whose scores changed (`canvas_enrollments.id`)", source=LOAD
+    )
+    course_id: Mapped[int] = column("Course of the enrollment", source=LOAD)
+    user_id: Mapped[int | None] = column("User of the enrollment", source=LOAD)
+    recorded_at: Mapped[datetime] = column("The load that saw the new scores (its sync time)", source=LOAD)
+    current_score: Mapped[float | None] = column("`current_score` as it became at `recorded_at`", source=LOAD)
+    final_score: Mapped[float | None] = column("`final_score` as it became at `recorded_at`", source=LOAD)
+    current_grade: Mapped[str | None] = column("`current_grade` as it became at `recorded_at`", source=LOAD)
+    final_grade: Mapped[str | None] = column("`final_grade` as it became at `recorded_at`", source=LOAD)
+    run_id: Mapped[str | None] = column("The Dagster run of that load", source=LOAD, type_=sa.String(64))
 
     __table_args__ = (sa.Index(None, "enrollment_id", "recorded_at"), sa.Index(None, "course_id"))
 
@@ -277,16 +467,18 @@ class CanvasCourseCatalog(Base):
 
     __tablename__ = "canvas_course_catalog"
 
-    course_id: Mapped[int] = _id()
-    name: Mapped[str | None]
-    course_code: Mapped[str | None]
-    workflow_state: Mapped[str | None]
-    account_id: Mapped[int | None]
-    enrollment_term_id: Mapped[int | None]
-    first_seen_at: Mapped[datetime]
-    last_seen_at: Mapped[datetime | None]
-    gone_at: Mapped[datetime | None]
-    gone_reason: Mapped[str | None]
+    course_id: Mapped[int] = _id("Canvas course id; also the partition key of `canvas_course`")
+    name: Mapped[str | None] = column("Course name at the last listing")
+    course_code: Mapped[str | None] = column("Course code at the last listing")
+    workflow_state: Mapped[str | None] = column("Course state at the last listing")
+    account_id: Mapped[int | None] = column("Account of the course")
+    enrollment_term_id: Mapped[int | None] = column("Term of the course")
+    first_seen_at: Mapped[datetime] = column("First listing that returned the course")
+    last_seen_at: Mapped[datetime | None] = column("Latest listing that returned the course")
+    gone_at: Mapped[datetime | None] = column(
+        "When the course was found gone (missing from a full listing, or 404); NULL while it exists"
+    )
+    gone_reason: Mapped[str | None] = column("Why the course was marked gone")
 
 
 class CanvasStaging(Base):
@@ -294,12 +486,16 @@ class CanvasStaging(Base):
 
     __tablename__ = "canvas_staging"
 
-    entity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    course_id: Mapped[int] = _id()
-    records: Mapped[str]  # JSON list of the raw records
-    record_count: Mapped[int] = mapped_column(sa.Integer())
-    fetched_at: Mapped[datetime]
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    entity: Mapped[str] = column(
+        "Staging entity (`courses`, `students`, `enrollments`, `assignments`, `modules`, `student_summaries`)",
+        type_=sa.String(64),
+        primary_key=True,
+    )
+    course_id: Mapped[int] = _id("Canvas course id whose records these are")
+    records: Mapped[str] = column("JSON list of the raw records exactly as Canvas sent them")
+    record_count: Mapped[int] = column("Number of records", type_=sa.Integer())
+    fetched_at: Mapped[datetime] = column("When the extract finished fetching them from Canvas")
+    run_id: Mapped[str | None] = column("The Dagster run that fetched them", type_=sa.String(64))
 
 
 class CanvasSyncLog(Base):
@@ -307,20 +503,26 @@ class CanvasSyncLog(Base):
 
     __tablename__ = "canvas_sync_log"
 
-    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
-    course_id: Mapped[int | None]
-    entity: Mapped[str | None] = mapped_column(sa.String(64))
-    stage: Mapped[str | None] = mapped_column(sa.String(16))  # extract | transform | load
-    records: Mapped[int | None]
-    api_calls: Mapped[int | None]
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-    duration_s: Mapped[float | None]
-    status: Mapped[str | None] = mapped_column(sa.String(16))  # success | failed | gone | skipped
-    error_type: Mapped[str | None] = mapped_column(sa.String(128))
-    error_category: Mapped[str | None] = mapped_column(sa.String(64))
-    message: Mapped[str | None]
+    id: Mapped[int] = column("Surrogate key", type_=SurrogateKey, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = column("Dagster run", type_=sa.String(64))
+    course_id: Mapped[int | None] = column("Canvas course id")
+    entity: Mapped[str | None] = column(
+        "Entity (`*` for a row written by the failure reporter for a whole failed run)", type_=sa.String(64)
+    )
+    stage: Mapped[str | None] = column("`extract`, `transform`, `load` (or `run`)", type_=sa.String(16))
+    records: Mapped[int | None] = column("Records fetched")
+    api_calls: Mapped[int | None] = column("HTTP requests made for it (retries included)")
+    started_at: Mapped[datetime | None] = column("Start")
+    finished_at: Mapped[datetime | None] = column("End")
+    duration_s: Mapped[float | None] = column("Seconds")
+    status: Mapped[str | None] = column(
+        "`success`, `failed`, `gone` or `skipped` (analytics not available)", type_=sa.String(16)
+    )
+    error_type: Mapped[str | None] = column("Error class, e.g. `CanvasServerError`", type_=sa.String(128))
+    error_category: Mapped[str | None] = column(
+        "`canvas_api`, `timeout`, `configuration`, `transformation` or `validation`", type_=sa.String(64)
+    )
+    message: Mapped[str | None] = column("Token-free error message")
 
     __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "course_id", "entity"))
 
@@ -338,12 +540,22 @@ class CanvasCourseSync(Base):
 
     __tablename__ = "canvas_course_sync"
 
-    entity: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    course_id: Mapped[int] = _id()
-    confirmed_at: Mapped[datetime]
-    fetched_at: Mapped[datetime | None]
-    changed_at: Mapped[datetime | None]
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    entity: Mapped[str] = column(
+        "Entity (primary key with `course_id`)", type_=sa.String(64), primary_key=True
+    )
+    course_id: Mapped[int] = _id("Canvas course id")
+    confirmed_at: Mapped[datetime] = column(
+        "The latest load that covered the course: every row present was compared with Canvas, missing ones "
+        "soft-deleted"
+    )
+    fetched_at: Mapped[datetime | None] = column(
+        "When that load's records were fetched from Canvas (staging)"
+    )
+    changed_at: Mapped[datetime | None] = column(
+        "The latest load that wrote any row of the course (insert, update, soft delete, restore); NULL for "
+        "students"
+    )
+    run_id: Mapped[str | None] = column("The Dagster run of the confirming load", type_=sa.String(64))
 
     __table_args__ = (sa.Index(None, "course_id"),)
 
@@ -353,14 +565,14 @@ class CanvasRejectedRecord(Base):
 
     __tablename__ = "canvas_rejected_records"
 
-    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True, autoincrement=True)
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
-    entity: Mapped[str] = mapped_column(sa.String(64))
-    course_id: Mapped[int | None]
-    canvas_id: Mapped[int | None]
-    reason: Mapped[str]
-    payload: Mapped[str | None]  # JSON
-    rejected_at: Mapped[datetime]
+    id: Mapped[int] = column("Surrogate key", type_=SurrogateKey, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = column("The Dagster run that rejected the record", type_=sa.String(64))
+    entity: Mapped[str] = column("Staging entity of the record", type_=sa.String(64))
+    course_id: Mapped[int | None] = column("Canvas course id")
+    canvas_id: Mapped[int | None] = column("Canvas id of the rejected object, when it has a usable one")
+    reason: Mapped[str] = column("Why it could not be turned into a row (field and problem)")
+    payload: Mapped[str | None] = column("The raw record (JSON)")
+    rejected_at: Mapped[datetime] = column("When the record was rejected")
 
     __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "entity", "course_id"))
 

@@ -37,6 +37,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log.base import EventLogStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.runs.base import RunStorage
 from dagster._core.storage.schedules.base import ScheduleStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
@@ -134,7 +135,7 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
         # dagster-postgres drops failure events from batches: store those one by one (few per run).
         materializations = [e for e in converted if not _is_failure(e)]
         if materializations:
-            super().store_event_batch(materializations)
+            self._store_materialization_batch(materializations)
             self._events_stored += len(materializations)
             report_progress("events", 0, 0, f"{self._events_stored} events stored")
         for event in converted:
@@ -143,6 +144,24 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
         for event in events:
             if _is_run_failure(event):
                 self._record_unmaterialized_courses(event)
+
+    def _store_materialization_batch(self, events: list[EventLogEntry]) -> None:
+        """What dagster-postgres's store_event_batch does for a step's materializations, with the rows
+        sent as one executemany (compiled once, sent in pages) instead of one INSERT statement that
+        SQLAlchemy compiles with every row's parameters inlined: a third of the cost per event."""
+        if {e.get_dagster_event().event_type for e in events} != {DagsterEventType.ASSET_MATERIALIZATION}:
+            super().store_event_batch(events)
+            return
+        rows = [self._event_to_row(e) for e in events]
+        insert = SqlEventLogStorageTable.insert().returning(
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+        )
+        with self._connect() as conn:
+            event_ids = [int(row[0]) for row in conn.execute(insert, rows)]
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)
+            # As dagster-postgres does: the asset's record follows the step's last event.
+            self._store_asset_event(conn, events[-1], event_ids[-1])
 
     def _record_unmaterialized_courses(self, run_failure: EventLogEntry) -> None:
         """Per-partition planned + failure events for what a failed run planned but did not store."""

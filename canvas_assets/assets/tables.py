@@ -1,8 +1,9 @@
 """What the Dagster catalog says about the warehouse tables, built from the SQLAlchemy models.
 
 Every staging and Layer-1 asset carries its table name and column schema (name, type, nullability and
-the column's one-line description from the model's `info["doc"]`, which says where the value comes
-from in Canvas), so the UI's catalog is the table reference.
+the column's one-line description: the model's `info["doc"]` followed by where the value comes from, the
+key path in the Canvas record and its profile field group, or what fills it), so the UI's catalog is the
+table reference. docs/tables.py writes the same descriptions into docs/tables.md.
 """
 
 from datetime import timedelta
@@ -11,16 +12,37 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.warehouse.models import table
+from canvas_assets.transform.base import PROFILE_SWITCHES
+from canvas_assets.warehouse.models import FALLBACKS, SOURCES, table
 
 # A Layer-1 table not refreshed for this long missed its nightly sync (the nightly schedule runs every
 # 24 hours; two hours of slack for a long sync).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 
 
+def field_group(column: sa.Column) -> str:
+    """The profile switch that produces the column (`students.scores`), "" when it is always produced."""
+    group = column.info.get("group")
+    return ".".join(PROFILE_SWITCHES[group]) if group else ""
+
+
+def column_source(column: sa.Column) -> str:
+    """Where the column's value comes from, in words ("" for an operational column)."""
+    info = column.info
+    if "path" not in info:
+        return SOURCES.get(info.get("source", ""), "")
+    where = f"From `{info['path']}` of the Canvas {column.table.info.get('record', 'record')}"
+    if info.get("fallback"):
+        where += f", else {FALLBACKS[info['fallback']]}"
+    group = field_group(column)
+    return f"{where}; field group `{group}`" if group else where
+
+
 def column_doc(column: sa.Column) -> str:
-    """The column's one-line description ("" when the model gives none)."""
-    return str(column.info.get("doc") or "")
+    """The column's one-line description: what it is (`info["doc"]`) and where it comes from ("" when the
+    model says nothing)."""
+    parts = [str(column.info.get("doc") or "").rstrip("."), column_source(column)]
+    return " ".join(f"{p}." for p in parts if p)
 
 
 def _type_name(column: sa.Column) -> str:

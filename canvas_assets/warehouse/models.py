@@ -94,14 +94,16 @@ class Base(DeclarativeBase):
 #   required  a record without this value is quarantined (ids)
 #   fallback  what fills the column when the record has no value (`STAGING_COURSE`)
 #   source    for a Layer-1 column that is not read from a record: what fills it (one of `SOURCES`)
+# A Layer-1 table's own `info["record"]` names the Canvas object its rows mirror ("enrollment").
 STAGING_COURSE = "staging_course"
 PARENT_MODULE = "module"
 LOAD = "load"
-SOURCES: dict[str, str] = {
-    STAGING_COURSE: "the course whose staged records the row comes from",
-    PARENT_MODULE: "the module whose `items` list holds the item",
-    LOAD: "written by the load, not read from a Canvas record",
+SOURCES: dict[str, str] = {  # what the catalog says of each
+    STAGING_COURSE: "Set from the staging course (the course whose records these are)",
+    PARENT_MODULE: "Set from the module whose `items` list holds the item",
+    LOAD: "Written by the load, not read from a Canvas record",
 }
+FALLBACKS: dict[str, str] = {STAGING_COURSE: "the staging course"}
 
 # Profile field groups: the `TransformOptions` switch of each optional column.
 COURSE_PUBLIC = "course_public_info"
@@ -220,7 +222,7 @@ class CanvasCourse(Base):
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "account_id"),)
+    __table_args__ = (sa.Index(None, "account_id"), {"info": {"record": "course"}})
 
 
 class CanvasStudent(Base):
@@ -244,6 +246,8 @@ class CanvasStudent(Base):
     pronouns: Mapped[str | None] = canvas("Pronouns, when set and enabled", "pronouns")
     avatar_url: Mapped[str | None] = canvas("Avatar image URL, when Canvas sends it", "avatar_url")
     created_at: Mapped[datetime | None] = canvas("When the user was created in Canvas", "created_at")
+
+    __table_args__ = {"info": {"record": "user"}}
 
 
 class CanvasEnrollment(Base):
@@ -320,7 +324,11 @@ class CanvasEnrollment(Base):
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "user_id"))
+    __table_args__ = (
+        sa.Index(None, "course_id"),
+        sa.Index(None, "user_id"),
+        {"info": {"record": "enrollment"}},
+    )
 
 
 class CanvasAssignment(Base):
@@ -354,7 +362,7 @@ class CanvasAssignment(Base):
     updated_at: Mapped[datetime | None] = canvas(_UPDATED, "updated_at")
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "course_id"),)
+    __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "assignment"}})
 
 
 class CanvasModule(Base):
@@ -375,7 +383,7 @@ class CanvasModule(Base):
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "course_id"),)
+    __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "module"}})
 
 
 class CanvasModuleItem(Base):
@@ -406,7 +414,11 @@ class CanvasModuleItem(Base):
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "course_id"), sa.Index(None, "module_id"))
+    __table_args__ = (
+        sa.Index(None, "course_id"),
+        sa.Index(None, "module_id"),
+        {"info": {"record": "module item"}},
+    )
 
 
 class CanvasStudentSummary(Base):
@@ -436,6 +448,8 @@ class CanvasStudentSummary(Base):
     deleted_at: Mapped[datetime | None] = _deleted_at(
         "When the student no longer appeared in the course's summaries (soft delete); NULL while present"
     )
+
+    __table_args__ = {"info": {"record": "student summary"}}
 
 
 class CanvasScoreHistory(Base):

@@ -38,11 +38,16 @@ def column_source(column: sa.Column) -> str:
     return f"{where}; field group `{group}`" if group else where
 
 
+def sentence(text: str) -> str:
+    """`text` ending with a full stop ("" stays "")."""
+    return text if not text or text.endswith(".") else f"{text}."
+
+
 def column_doc(column: sa.Column) -> str:
     """The column's one-line description: what it is (`info["doc"]`) and where it comes from ("" when the
     model says nothing)."""
-    parts = [str(column.info.get("doc") or "").rstrip("."), column_source(column)]
-    return " ".join(f"{p}." for p in parts if p)
+    parts = [sentence(str(column.info.get("doc") or "")), sentence(column_source(column))]
+    return " ".join(p for p in parts if p)
 
 
 def _type_name(column: sa.Column) -> str:

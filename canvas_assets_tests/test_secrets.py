@@ -1,0 +1,168 @@
+"""Secrets stay secret: the Canvas token and the database passwords appear nowhere that is written.
+
+A production-shaped setup (the packaged production instance configuration, the warehouse on
+PostgreSQL) runs a sync with a failed course and a failed run; the failure reporter posts its
+webhook. Then everything written is searched for each secret: the CLI's output, every row of every
+table of the Dagster database and of the warehouse, every file under the Dagster home and the local
+store, and the webhook payloads. (The server trusts local connections, so the passwords are accepted
+without being checked, which lets the test use passwords it can recognise.)
+"""
+
+import http.server
+import json
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from canvas_assets.automation import sync_failure_reporter
+from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
+from canvas_assets.warehouse.resource import WarehouseResource
+from canvas_assets_tests.conftest import PG_ADMIN_URL
+from canvas_assets_tests.harness import BIN, clean_env
+
+PG_PASSWORD = f"pg-secret-{uuid.uuid4().hex[:10]}"
+WAREHOUSE_PASSWORD = f"wh-secret-{uuid.uuid4().hex[:10]}"
+
+
+def _database() -> str:
+    name = f"canvas_assets_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name
+
+
+def _drop(name: str) -> None:
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _database_text(url: str) -> str:
+    """Every row of every table of a database, as text."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    parts = []
+    with engine.connect() as conn:
+        tables = conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+        ).scalars()
+        for name in list(tables):
+            rows = conn.execute(sa.text(f'SELECT t::text FROM "{name}" t')).scalars()
+            parts.append(f"== {name}\n" + "\n".join(rows))
+    return "\n".join(parts)
+
+
+def _files_text(*roots: Path) -> str:
+    parts = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and "pgdata" not in path.parts:
+                parts.append(path.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    bodies: list[str] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        _Webhook.bodies.append(self.rfile.read(length).decode())
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_no_secret_is_written_anywhere(make_sandbox, tmp_path, monkeypatch):
+    sandbox = make_sandbox(scale="small", throttle="hosted")
+    dagster_db, warehouse_db = _database(), _database()
+    host = PG_ADMIN_URL.rsplit("/", 1)[0]  # postgresql+psycopg2://postgres@127.0.0.1:5432
+    warehouse_url = host.replace("postgres@", f"postgres:{WAREHOUSE_PASSWORD}@") + f"/{warehouse_db}"
+    home, store = tmp_path / "home", tmp_path / "store"
+    write_instance_config(home, PRODUCTION_CONFIG)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = {
+        "DAGSTER_HOME": str(home),
+        "CANVAS_ASSETS_HOME": str(store),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": PG_PASSWORD,
+        "DAGSTER_PG_DB": dagster_db,
+        "CANVAS_BASE_URL": sandbox.base_url,
+        "CANVAS_API_TOKEN": sandbox.token,
+        "CANVAS_ASSETS_DATABASE_URL": warehouse_url,
+        "CANVAS_ASSETS_FAILURE_WEBHOOK": f"http://127.0.0.1:{server.server_address[1]}/hook",
+    }
+    env = clean_env(**settings)
+    outputs = []
+    try:
+        # A sync in which one course fails, then one in which every course fails (a failed run).
+        sandbox.forbid_course(sandbox.data.course_ids(states=("available",))[0])
+        first = subprocess.run(
+            [str(BIN / "canvas-assets"), "sync", "--profile", "lightweight"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert first.returncode == 1, first.stdout + first.stderr
+        for course_id in sandbox.data.course_ids():
+            sandbox.forbid_course(course_id)
+        second = subprocess.run(
+            [str(BIN / "canvas-assets"), "sync", "--profile", "lightweight", "--json"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert json.loads(second.stdout)["runs"][0]["success"] is False
+        outputs += [first.stdout, first.stderr, second.stdout, second.stderr]
+
+        # The failure reporter, as the daemon would run it for the failed run.
+        for key, value in settings.items():
+            monkeypatch.setenv(key, value)
+        with dg.DagsterInstance.get() as instance:
+            (failed,) = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+            (failure,) = [
+                r.event_log_entry.dagster_event
+                for r in instance.get_records_for_run(
+                    failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+                ).records
+            ]
+            context = dg.build_run_status_sensor_context(
+                sensor_name="sync_failure_reporter",
+                dagster_event=failure,
+                dagster_instance=instance,
+                dagster_run=failed,
+                resources={"warehouse": WarehouseResource()},
+            ).for_run_failure()
+            sync_failure_reporter(context)
+        assert _Webhook.bodies and json.loads(_Webhook.bodies[-1])["run_id"] == failed.run_id
+
+        written = "\n".join(
+            [
+                *outputs,
+                _database_text(f"{host}/{dagster_db}"),
+                _database_text(f"{host}/{warehouse_db}"),
+                _files_text(home, store),
+                *_Webhook.bodies,
+            ]
+        )
+        # The search saw the tables and the error messages (which name the Canvas host, never the token).
+        assert "canvas_sync_log" in written and "event_logs" in written
+        assert "CanvasPermissionError" in written and sandbox.base_url.split("//")[1] in written
+        for secret in (sandbox.token, PG_PASSWORD, WAREHOUSE_PASSWORD):
+            assert secret not in written
+    finally:
+        server.shutdown()
+        from canvas_assets.warehouse.engine import dispose_engines
+
+        dispose_engines()
+        _drop(dagster_db)
+        _drop(warehouse_db)

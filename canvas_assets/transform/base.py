@@ -61,11 +61,9 @@ class TransformOptions:
         return group is None or bool(getattr(self, group))
 
     @classmethod
-    def from_profile_fields(cls, fields: Mapping[str, Mapping[str, bool]]) -> TransformOptions:
-        """The options of a profile's `fields` section (`{"courses": {"public_info": True, ...}, ...}`)."""
-        return cls(
-            **{option: bool(fields[entity][group]) for option, (entity, group) in PROFILE_SWITCHES.items()}
-        )
+    def from_profile(cls, profile: Any) -> TransformOptions:
+        """The options of a sync profile: each is its `fields.<entity>.<group>` switch (`PROFILE_SWITCHES`)."""
+        return cls(**{option: bool(profile.field_on(*switch)) for option, switch in PROFILE_SWITCHES.items()})
 
 
 # The profile switch (`fields.<entity>.<group>`) behind each option, e.g. `courses.public_info`.

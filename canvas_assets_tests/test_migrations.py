@@ -34,7 +34,7 @@ def test_the_comparison_notices_a_schema_that_differs(db_url):
 
 def test_ensure_schema_creates_everything_in_an_empty_database(db_url):
     Warehouse(db_url).ensure_schema()
-    assert migrate.current_revision(db_url) == migrate.head_revision() == "0002_change_only_loads"
+    assert migrate.current_revision(db_url) == migrate.head_revision()
     assert migrate.existing_tables(db_url) == sorted(ALL_TABLES)
 
 
@@ -51,7 +51,7 @@ def test_ensure_schema_refuses_a_database_behind_head(db_url):
     with pytest.raises(SchemaOutOfDateError, match="run `canvas-assets db upgrade`") as info:
         Warehouse(db_url).ensure_schema()
     assert "0001_initial" in info.value.message
-    assert "0002_change_only_loads" in info.value.message
+    assert migrate.head_revision() in info.value.message
 
 
 def test_ensure_schema_refuses_a_database_from_a_newer_release(db_url):

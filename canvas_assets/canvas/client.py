@@ -1,8 +1,8 @@
 """The Canvas REST API client: every HTTP request the project makes goes through `CanvasClient`.
 
-Assets and the extractor call domain methods (`list_enrollments(course_id, states=...)`) and get plain
-records back; they never build URLs or headers. Inside, one private method (`_get`) is the choke
-point for every request: pacing, the retry decision, logging and metrics; one exchange is `_attempt`.
+Assets and the extractor call domain methods (`list_enrollments(course_id, states=...)`, defined in
+`api`) and get plain records back; they never build URLs or headers. Inside, one private method
+(`_get`) is the choke point for every request: the retry loop around `_attempt`, one paced exchange.
 The pure rules live in rooms of their own: URLs and `Link` headers in `urls`, the status -> error map
 in `error_map`, the urllib3 pool and JSON decoding in `transport`, the follow-up thread pool in
 `fanout`. Facts about Canvas that shape it are in docs/canvas-api.md; the ones that bite are noted
@@ -22,12 +22,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
 
+from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
 from canvas_assets.canvas.error_map import (
     canvas_error_text,
     error_for_redirect,
@@ -45,11 +46,9 @@ from canvas_assets.canvas.urls import (
     BASE_URL_ENV,
     TOKEN_ENV,
     Params,
-    array_params,
     normalize_base_url,
     origin_of,
     parse_link_header,
-    path_segment,
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, CanvasConnectionError, ConfigurationError
@@ -76,17 +75,8 @@ log = logging.getLogger(__name__)
 # `next` links, so a smaller page only costs requests.
 PER_PAGE = 100
 
-ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
-    "active",
-    "invited",
-    "creation_pending",
-    "completed",
-    "inactive",
-    "rejected",
-)
 
-
-Record = dict[str, Any]
+T = TypeVar("T")
 
 # Canvas tokens are printable ASCII without spaces (e.g. "7~AbC..."); anything else is a paste error.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
@@ -106,7 +96,7 @@ class _Attempt:
         self.error: CanvasAPIError | None = None
 
 
-class CanvasClient:
+class CanvasClient(CanvasAPI):
     """A thread-safe Canvas API client: paced, retried, paginated, typed errors, token kept secret.
 
     `read_timeout` is each request's read timeout (override per call with `timeout=`), `max_retries`
@@ -366,109 +356,5 @@ class CanvasClient:
             )
         return reply.data
 
-    # --- domain methods ---------------------------------------------------------------------------------
-    def list_courses(
-        self,
-        *,
-        account_id: int | str | None = None,
-        states: Sequence[str] = ("available", "completed"),
-        enrollment_term_id: int | str | None = None,
-        include: Sequence[str] = ("term", "total_students"),
-        timeout: float | None = None,
-    ) -> list[Record]:
-        """Courses of an account (admin token) or, without `account_id`, the token's own courses."""
-        params = array_params("state[]", states) + array_params("include[]", include)
-        if account_id is not None:
-            if enrollment_term_id is not None:
-                params.append(("enrollment_term_id", str(enrollment_term_id)))
-            return self._paginate(f"/accounts/{path_segment(account_id)}/courses", params, timeout=timeout)
-        return self._paginate("/courses", params, timeout=timeout)
-
-    def get_course(
-        self,
-        course_id: int | str,
-        *,
-        include: Sequence[str] = ("term", "total_students"),
-        timeout: float | None = None,
-    ) -> Record:
-        return self._get_object(
-            f"/courses/{path_segment(course_id)}", array_params("include[]", include), timeout=timeout
-        )
-
-    def get_course_settings(self, course_id: int | str, *, timeout: float | None = None) -> Record:
-        return self._get_object(f"/courses/{path_segment(course_id)}/settings", timeout=timeout)
-
-    def list_students(
-        self,
-        course_id: int | str,
-        *,
-        include: Sequence[str] = ("email",),
-        enrollment_states: Sequence[str] = ("active", "invited", "completed", "inactive"),
-        timeout: float | None = None,
-    ) -> list[Record]:
-        """Students of a course (`enrollment_state[]` is sent: Canvas defaults to active, invited)."""
-        params = [
-            ("enrollment_type[]", "student"),
-            *array_params("enrollment_state[]", enrollment_states),
-            *array_params("include[]", include),
-        ]
-        return self._paginate(f"/courses/{path_segment(course_id)}/users", params, timeout=timeout)
-
-    def list_enrollments(
-        self,
-        course_id: int | str,
-        *,
-        types: Sequence[str] | None = None,
-        states: Sequence[str] = ALL_ENROLLMENT_STATES_BUT_DELETED,
-        timeout: float | None = None,
-    ) -> list[Record]:
-        """Enrollments of a course. `state[]` is always sent: Canvas changed its default once."""
-        if not states:
-            raise ConfigurationError("list_enrollments needs at least one enrollment state", stage="extract")
-        params = array_params("type[]", types or ()) + array_params("state[]", states)
-        return self._paginate(f"/courses/{path_segment(course_id)}/enrollments", params, timeout=timeout)
-
-    def list_assignments(
-        self, course_id: int | str, *, include: Sequence[str] = (), timeout: float | None = None
-    ) -> list[Record]:
-        return self._paginate(
-            f"/courses/{path_segment(course_id)}/assignments",
-            array_params("include[]", include),
-            timeout=timeout,
-        )
-
-    def list_modules(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
-        """Modules with their complete `items` lists.
-
-        `include[]=items` inlines a module's items only when it has at most 100; for the others the items
-        are fetched from `/modules/:id/items`, those fetches concurrently with each other (through the
-        same pacer).
-        """
-        path = f"/courses/{path_segment(course_id)}/modules"
-        modules = self._paginate(path, [("include[]", "items")], timeout=timeout)
-        missing = [i for i, m in enumerate(modules) if _items_missing(m)]
-        if not missing:
-            return modules
-
-        def fetch(index: int) -> list[Record]:
-            return self._paginate(f"{path}/{path_segment(modules[index]['id'])}/items", timeout=timeout)
-
-        for index, items in zip(missing, self._fan.map(fetch, missing), strict=True):
-            modules[index] = {**modules[index], "items": items}
-        return modules
-
-    def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
-        """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""
-        return self._paginate(
-            f"/courses/{path_segment(course_id)}/analytics/student_summaries", timeout=timeout
-        )
-
-    # --- concurrency helper -----------------------------------------------------------------------------
-
-
-def _items_missing(module: Record) -> bool:
-    items = module.get("items")
-    if not isinstance(items, list):
-        return True
-    count = module.get("items_count")
-    return isinstance(count, int) and len(items) < count
+    def _fan_out_map(self, fn: Callable[[int], T], args: Sequence[int]) -> list[T]:
+        return self._fan.map(fn, args)

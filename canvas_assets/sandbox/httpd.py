@@ -24,7 +24,7 @@ REASONS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
+class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -48,10 +48,10 @@ class _Headers(dict[str, str]):
 _MAX_HEADERS = 100
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _Server
+    server: SandboxHTTPServer
     raw_requestline: bytes
 
     def setup(self) -> None:
@@ -118,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.sandbox._serve(self)
 
 
-def write_response(handler: _Handler, resp: Response | None) -> None:
+def write_response(handler: RequestHandler, resp: Response | None) -> None:
     """Send `resp` on the handler's connection; None drops the connection without an answer."""
     if resp is None:
         handler.close_connection = True

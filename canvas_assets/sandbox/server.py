@@ -29,7 +29,7 @@ from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.data import SandboxData, stable_int
 from canvas_assets.sandbox.endpoints import Endpoints
 from canvas_assets.sandbox.faults import FaultPlan
-from canvas_assets.sandbox.httpd import _Handler, _Server, write_response
+from canvas_assets.sandbox.httpd import RequestHandler, SandboxHTTPServer, write_response
 from canvas_assets.sandbox.pagination import Pages
 from canvas_assets.sandbox.protocol import (
     FORBIDDEN,
@@ -59,7 +59,7 @@ class CanvasSandbox:
         self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.config = config or SandboxConfig()
-        self._server = _Server((host, port), _Handler, bind_and_activate=True)
+        self._server = SandboxHTTPServer((host, port), RequestHandler, bind_and_activate=True)
         self._server.sandbox = self
         self.host = host
         self.port = int(self._server.server_address[1])
@@ -242,7 +242,7 @@ class CanvasSandbox:
             return b
 
     # ------------------------------------------------------------------ request pipeline
-    def _serve(self, handler: _Handler) -> None:
+    def _serve(self, handler: RequestHandler) -> None:
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -262,7 +262,7 @@ class CanvasSandbox:
             self._statuses["dropped" if resp is None else str(resp.status)] += 1
         write_response(handler, resp)
 
-    def _process(self, handler: _Handler, seq: int) -> Response | None:
+    def _process(self, handler: RequestHandler, seq: int) -> Response | None:
         cfg = self.config
         split = urlsplit(handler.path)
         route = self.endpoints.route(split.path)

@@ -1,0 +1,144 @@
+"""What the client asks Canvas for: one method per Canvas list or object, its path and its parameters.
+
+`CanvasClient` inherits these; the machinery they call (`_paginate`, `_get_object`, `_fan_out_map`) is
+the client's. Parameters Canvas defaults badly are always sent (docs/canvas-api.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from canvas_assets.canvas.urls import Params, array_params, path_segment
+from canvas_assets.errors import ConfigurationError
+
+Record = dict[str, Any]
+T = TypeVar("T")
+
+ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
+    "active",
+    "invited",
+    "creation_pending",
+    "completed",
+    "inactive",
+    "rejected",
+)
+
+
+class CanvasAPI:
+    """The domain methods of `CanvasClient`."""
+
+    def _paginate(
+        self, path: str, params: Params | None = None, *, timeout: float | None = None
+    ) -> list[Record]:
+        raise NotImplementedError
+
+    def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
+        raise NotImplementedError
+
+    def _fan_out_map(self, fn: Callable[[int], T], args: Sequence[int]) -> list[T]:
+        raise NotImplementedError
+
+    def list_courses(
+        self,
+        *,
+        account_id: int | str | None = None,
+        states: Sequence[str] = ("available", "completed"),
+        enrollment_term_id: int | str | None = None,
+        include: Sequence[str] = ("term", "total_students"),
+        timeout: float | None = None,
+    ) -> list[Record]:
+        """Courses of an account (admin token) or, without `account_id`, the token's own courses."""
+        params = array_params("state[]", states) + array_params("include[]", include)
+        if account_id is not None:
+            if enrollment_term_id is not None:
+                params.append(("enrollment_term_id", str(enrollment_term_id)))
+            return self._paginate(f"/accounts/{path_segment(account_id)}/courses", params, timeout=timeout)
+        return self._paginate("/courses", params, timeout=timeout)
+
+    def get_course(
+        self,
+        course_id: int | str,
+        *,
+        include: Sequence[str] = ("term", "total_students"),
+        timeout: float | None = None,
+    ) -> Record:
+        return self._get_object(
+            f"/courses/{path_segment(course_id)}", array_params("include[]", include), timeout=timeout
+        )
+
+    def get_course_settings(self, course_id: int | str, *, timeout: float | None = None) -> Record:
+        return self._get_object(f"/courses/{path_segment(course_id)}/settings", timeout=timeout)
+
+    def list_students(
+        self,
+        course_id: int | str,
+        *,
+        include: Sequence[str] = ("email",),
+        enrollment_states: Sequence[str] = ("active", "invited", "completed", "inactive"),
+        timeout: float | None = None,
+    ) -> list[Record]:
+        """Students of a course (`enrollment_state[]` is sent: Canvas defaults to active, invited)."""
+        params = [
+            ("enrollment_type[]", "student"),
+            *array_params("enrollment_state[]", enrollment_states),
+            *array_params("include[]", include),
+        ]
+        return self._paginate(f"/courses/{path_segment(course_id)}/users", params, timeout=timeout)
+
+    def list_enrollments(
+        self,
+        course_id: int | str,
+        *,
+        types: Sequence[str] | None = None,
+        states: Sequence[str] = ALL_ENROLLMENT_STATES_BUT_DELETED,
+        timeout: float | None = None,
+    ) -> list[Record]:
+        """Enrollments of a course. `state[]` is always sent: Canvas changed its default once."""
+        if not states:
+            raise ConfigurationError("list_enrollments needs at least one enrollment state", stage="extract")
+        params = array_params("type[]", types or ()) + array_params("state[]", states)
+        return self._paginate(f"/courses/{path_segment(course_id)}/enrollments", params, timeout=timeout)
+
+    def list_assignments(
+        self, course_id: int | str, *, include: Sequence[str] = (), timeout: float | None = None
+    ) -> list[Record]:
+        return self._paginate(
+            f"/courses/{path_segment(course_id)}/assignments",
+            array_params("include[]", include),
+            timeout=timeout,
+        )
+
+    def list_modules(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
+        """Modules with their complete `items` lists.
+
+        `include[]=items` inlines a module's items only when it has at most 100; for the others the items
+        are fetched from `/modules/:id/items`, those fetches concurrently with each other (through the
+        same pacer).
+        """
+        path = f"/courses/{path_segment(course_id)}/modules"
+        modules = self._paginate(path, [("include[]", "items")], timeout=timeout)
+        missing = [i for i, m in enumerate(modules) if _items_missing(m)]
+        if not missing:
+            return modules
+
+        def fetch(index: int) -> list[Record]:
+            return self._paginate(f"{path}/{path_segment(modules[index]['id'])}/items", timeout=timeout)
+
+        for index, items in zip(missing, self._fan_out_map(fetch, missing), strict=True):
+            modules[index] = {**modules[index], "items": items}
+        return modules
+
+    def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
+        """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""
+        return self._paginate(
+            f"/courses/{path_segment(course_id)}/analytics/student_summaries", timeout=timeout
+        )
+
+
+def _items_missing(module: Record) -> bool:
+    items = module.get("items")
+    if not isinstance(items, list):
+        return True
+    count = module.get("items_count")
+    return isinstance(count, int) and len(items) < count

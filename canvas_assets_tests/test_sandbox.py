@@ -518,3 +518,44 @@ def test_link_headers_use_canvas_rel_syntax(sandbox):
     r = api(sandbox, "/courses?per_page=3&page=2")
     rels = re.findall(r'rel="(\w+)"', r.headers["Link"])
     assert rels == ["current", "next", "prev", "first", "last"]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [],
+        {},
+        None,
+        [{"id": 2200000001, "user_id": 170000000005007, "score": 87.25, "grade": "B+", "late": False}],
+        {"name": "Zoë 🦄 数学 <Studio> & “quotes”", "nul": "a\x00b", "ctl": "\x01\x1f\x7f", "esc": '"\\/'},
+        [0.1, -0.0, 1e16, 1e-7, 2.5e-324, 1.7976931348623157e308, 110.0],
+        [2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**63) - 1, 10**30],  # beyond 64 bits: the stdlib encodes
+        {1: "int key", None: "null key"},  # non-string keys: the stdlib encodes them as strings
+        ("a", ("tuple",)),
+    ],
+)
+def test_response_bodies_encode_the_same_json_value_as_the_stdlib(obj):
+    import json
+
+    from canvas_assets.sandbox.protocol import encode_json
+
+    body = encode_json(obj)
+    assert isinstance(body, bytes)
+    assert json.loads(body) == json.loads(json.dumps(obj, ensure_ascii=False))
+    assert json.loads(body.decode("utf-8")) == json.loads(json.dumps(obj))
+
+
+def test_a_lone_surrogate_fails_to_encode_as_before():
+    from canvas_assets.sandbox.protocol import encode_json
+
+    with pytest.raises(UnicodeEncodeError):
+        encode_json(["\ud800"])
+
+
+def test_every_served_page_is_the_json_of_its_records(sandbox):
+    cid = big_course(sandbox)
+    records, pages = fetch_all(sandbox, f"/courses/{cid}/enrollments?per_page=7")
+    expected = [e for e in sandbox.data.enrollments_of(cid, ("active", "invited"))]
+    assert records == expected
+    assert all(p.headers["Content-Length"] == str(len(p.content)) for p in pages)
+    assert [p.links.get("next", {}).get("url") is None for p in pages] == [False] * (len(pages) - 1) + [True]

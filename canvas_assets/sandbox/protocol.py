@@ -12,6 +12,11 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a dependency; without it the stdlib encodes every body
+    orjson = None  # type: ignore[assignment]
+
 Json = Any
 
 UNAUTHENTICATED = {"status": "unauthenticated", "errors": [{"message": "user authorization required"}]}
@@ -58,8 +63,32 @@ class Response:
         self.list_key = list_key
 
 
+# Plain JSON types only: anything else (datetimes, dataclasses, subclasses) goes to json.dumps as before.
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+    if orjson is not None
+    else 0
+)
+
+
+def encode_json(obj: Json) -> bytes:
+    """`obj` as compact UTF-8 JSON: the same JSON value `json.dumps(obj, ensure_ascii=False)` writes.
+
+    orjson encodes a 100-record page about ten times faster (JSON encoding was a quarter of the
+    sandbox's CPU). It refuses integers beyond 64 bits, lone surrogates, non-string keys and types
+    other than plain JSON ones: those go to `json.dumps`, which answers (or fails) exactly as before.
+    (orjson writes NaN and Infinity as null; Canvas never sends them, the dataset has none.)
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
 def json_response(status: int, obj: Json, **kw: Any) -> Response:
-    return Response(status, json.dumps(obj, ensure_ascii=False).encode(), **kw)
+    return Response(status, encode_json(obj), **kw)
 
 
 class Principal:

@@ -1,23 +1,40 @@
 """Sync profiles: which entities and field groups a sync fetches, and how hard it pushes.
 
-A profile is run config (DESIGN.md §1.5): `resources.sync_profile.config`. The three presets ship as
-YAML files beside this module and as the presets of the jobs `sync_lightweight`, `sync_analytics` and
-`sync_full`. Everything that reads a profile goes through `parse_profile`, which refuses an invalid one
-before any Canvas call and names the offending field.
+A profile is run config (DESIGN.md §1.5): `resources.sync_profile.config`. Its shape is stated once, as
+the typed config models below (`EntitiesConfig`, `CourseFieldsConfig`, `StudentFieldsConfig`,
+`FieldsConfig`, `ProcessingConfig`): their fields, ranges and descriptions are what Dagster's
+launchpad shows, what `parse_profile` validates and what a `Profile` holds. Unknown keys are refused;
+every error is a `ProfileError` naming the field (`processing.batch_size`), raised before any Canvas
+call.
 
-A profile may be partial: `{name: ANALYTICS_FOCUSED}` alone is that preset, and
-`{name: LIGHTWEIGHT, entities: {assignments: true}}` is LIGHTWEIGHT plus assignments. A profile whose
-name is not a preset must give every field.
+A field left out (None) comes from the preset named by `name`: `{name: ANALYTICS_FOCUSED}` alone is that
+preset, and `{name: LIGHTWEIGHT, entities: {assignments: true}}` is LIGHTWEIGHT plus assignments. A
+profile whose name is not a preset must give every field. The three presets are `Profile` instances
+read from the YAML files beside this module, which are also the run config of the jobs
+`sync_lightweight`, `sync_analytics` and `sync_full`.
 """
 
+import functools
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 import dagster as dg
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from canvas_assets.entities import ENTITIES as REGISTERED_ENTITIES
 from canvas_assets.errors import ProfileError
@@ -26,31 +43,9 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 PROFILE_ENV_VAR = "CANVAS_SYNC_PROFILE"
 DEFAULT_PROFILE = "LIGHTWEIGHT"
 
-ENTITIES = ("courses", "students", "enrollments", "assignments", "modules")
-FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "courses": ("extended_info", "public_info", "settings"),
-    "students": ("basic_info", "scores", "analytics", "enrollment_details"),
-}
-PROCESSING_LIMITS: dict[str, tuple[type, float, float]] = {
-    # field: (type, minimum, maximum)
-    "batch_size": (int, 1, 1000),
-    "request_timeout_seconds": (float, 1, 3600),
-    "retry_attempts": (int, 0, 10),
-}
 # Staging entities in fetch order. student_summaries is not an entity switch of its own: it is what
 # `fields.students.analytics` fetches.
 STAGING_ENTITIES = tuple(REGISTERED_ENTITIES)  # every staging entity, in registry order
-
-# A field group that is on needs these entities on (otherwise the profile contradicts itself).
-FIELD_REQUIRES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("courses", "extended_info"): ("courses",),
-    ("courses", "public_info"): ("courses",),
-    ("courses", "settings"): ("courses",),
-    ("students", "basic_info"): ("students",),
-    ("students", "scores"): ("enrollments",),  # scores live on the enrollment's grades object
-    ("students", "analytics"): ("students",),
-    ("students", "enrollment_details"): ("enrollments",),
-}
 
 # Aliases accepted wherever a preset is named: the canonical names and the preset file stems.
 PRESET_FILES = {
@@ -67,26 +62,130 @@ PRESET_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
-class Profile:
-    """A complete, validated sync profile."""
+# --- the profile's shape ---------------------------------------------------------------------------------
+class _Section(dg.Config):
+    """A profile or a block of one: unknown keys are refused. In a block, an unset (None) field comes
+    from the preset."""
 
-    name: str
-    entities: Mapping[str, bool]
-    fields: Mapping[str, Mapping[str, bool]]
-    batch_size: int
-    request_timeout_seconds: float
-    retry_attempts: int
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid")
+
+
+def _switch(description: str) -> Any:
+    return Field(default=None, description=description)
+
+
+def _number(description: str, *, low: int, high: int) -> Any:
+    """A processing number, limited to [low, high] (the limits are also shown in its description)."""
+    return Field(default=None, ge=low, le=high, description=f"{description} ({low}-{high})")
+
+
+def _group(description: str, *, needs: str) -> Any:
+    """A field-group switch; `needs` is the entity that must be on with it (else a contradiction)."""
+    return Field(default=None, description=description, json_schema_extra={"needs": needs})
+
+
+class EntitiesConfig(_Section):
+    """Entity switches. Off means: not fetched, and its staging and Layer-1 steps skip."""
+
+    courses: Optional[StrictBool] = _switch("GET /courses/:id → canvas_courses")
+    students: Optional[StrictBool] = _switch("GET /courses/:id/users → canvas_students")
+    enrollments: Optional[StrictBool] = _switch("GET /courses/:id/enrollments → canvas_enrollments")
+    assignments: Optional[StrictBool] = _switch("GET /courses/:id/assignments → canvas_assignments")
+    modules: Optional[StrictBool] = _switch(
+        "GET /courses/:id/modules with items → canvas_modules, canvas_module_items"
+    )
+
+
+class CourseFieldsConfig(_Section):
+    extended_info: Optional[StrictBool] = _group("syllabus_body", needs="courses")
+    public_info: Optional[StrictBool] = _group("is_public, public_description", needs="courses")
+    settings: Optional[StrictBool] = _group("GET /courses/:id/settings → settings", needs="courses")
+
+
+class StudentFieldsConfig(_Section):
+    basic_info: Optional[StrictBool] = _group("email, login_id, sis_user_id", needs="students")
+    # scores live on the enrollment's grades object
+    scores: Optional[StrictBool] = _group("enrollment scores and canvas_score_history", needs="enrollments")
+    analytics: Optional[StrictBool] = _group(
+        "GET /courses/:id/analytics/student_summaries → canvas_student_summaries", needs="students"
+    )
+    enrollment_details: Optional[StrictBool] = _group(
+        "last_activity_at, last_attended_at, total_activity_time", needs="enrollments"
+    )
+
+
+class FieldsConfig(_Section):
+    courses: Optional[CourseFieldsConfig] = None
+    students: Optional[StudentFieldsConfig] = None
+
+
+class ProcessingConfig(_Section):
+    batch_size: Optional[StrictInt] = _number(
+        "finished courses committed to staging per transaction", low=1, high=1000
+    )
+    request_timeout_seconds: Optional[StrictFloat] = _number(
+        "each course's time budget in seconds", low=1, high=3600
+    )
+    retry_attempts: Optional[StrictInt] = _number(
+        "retries of one request after a recoverable error", low=0, high=10
+    )
+
+
+class Profile(_Section):
+    """A complete, validated sync profile: every field set and no contradiction.
+
+    Build one with `parse_profile`, `preset` or `load_profile_file`: they complete a partial profile from
+    its preset and turn validation errors into a `ProfileError` naming the field.
+    """
+
+    name: str = Field(min_length=1)
+    entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
+    fields: FieldsConfig = Field(default_factory=FieldsConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+
+    @model_validator(mode="after")
+    def _complete_and_consistent(self) -> "Profile":
+        for where, _, value in _leaves(Profile, self):
+            if value is None:
+                raise ProfileError(
+                    f"profile field '{where}' is missing "
+                    f"(profile '{self.name}' is not a preset, so every field is needed)",
+                    field=where,
+                )
+        for where, info, value in _leaves(FieldsConfig, self.fields, "fields."):
+            extra = info.json_schema_extra
+            needed = extra.get("needs") if isinstance(extra, dict) else None
+            if value and needed and not getattr(self.entities, str(needed)):
+                entity, group = where.split(".")[1:]
+                raise ProfileError(
+                    f"profile field '{where}' is on but 'entities.{needed}' is off: "
+                    f"{entity}.{group} needs {needed}; turn one of them around",
+                    field=where,
+                )
+        if not any(self.entities.model_dump().values()):
+            raise ProfileError("profile switches every entity off: nothing would be synced", field="entities")
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        return int(typing.cast(int, self.processing.batch_size))
+
+    @property
+    def request_timeout_seconds(self) -> float:
+        return float(typing.cast(float, self.processing.request_timeout_seconds))
+
+    @property
+    def retry_attempts(self) -> int:
+        return int(typing.cast(int, self.processing.retry_attempts))
 
     def field_on(self, entity: str, group: str) -> bool:
-        return bool(self.fields[entity][group])
+        return bool(getattr(getattr(self.fields, entity), group))
 
     def wants(self, staging_entity: str) -> bool:
         """Whether this profile fetches (and loads) the given staging entity."""
         if staging_entity == "student_summaries":
             return self.field_on("students", "analytics")
-        return bool(self.entities[staging_entity])
+        return bool(getattr(self.entities, staging_entity))
 
     @property
     def staging_entities(self) -> list[str]:
@@ -106,21 +205,89 @@ class Profile:
 
     def to_config(self) -> dict[str, Any]:
         """The `resources.sync_profile.config` block (complete, so it never depends on a preset)."""
-        return {
-            "name": self.name,
-            "entities": dict(self.entities),
-            "fields": {k: dict(v) for k, v in self.fields.items()},
-            "processing": {
-                "batch_size": self.batch_size,
-                "request_timeout_seconds": self.request_timeout_seconds,
-                "retry_attempts": self.retry_attempts,
-            },
-        }
+        return {key: _dump(getattr(self, key)) for key in type(self).model_fields}
 
     def to_run_config(self) -> dict[str, Any]:
         return {"resources": {"sync_profile": {"config": self.to_config()}}}
 
 
+# --- walking the models and naming the field -------------------------------------------------------------
+def _section_class(info: FieldInfo) -> Optional[type[BaseModel]]:
+    """The model a field holds (`Optional[EntitiesConfig]` → EntitiesConfig), None for a leaf."""
+    for candidate in (info.annotation, *typing.get_args(info.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _leaves(
+    cls: type[BaseModel], value: Optional[BaseModel], prefix: str = ""
+) -> Iterator[tuple[str, FieldInfo, Any]]:
+    """(dotted path, field, value) of every leaf field, descending into sections that are unset too."""
+    for key, info in cls.model_fields.items():
+        sub = getattr(value, key) if value is not None else None
+        section = _section_class(info)
+        if section is not None:
+            yield from _leaves(section, sub, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", info, sub
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__ if value is not None else "null"
+
+
+def _limits(info: Optional[FieldInfo]) -> tuple[float, float]:
+    bounds = {
+        k: getattr(m, k) for m in (info.metadata if info else ()) for k in ("ge", "le") if hasattr(m, k)
+    }
+    return bounds.get("ge", float("-inf")), bounds.get("le", float("inf"))
+
+
+def _field_at(cls: type[BaseModel], loc: list[str]) -> tuple[Optional[type[BaseModel]], Optional[FieldInfo]]:
+    """The model holding the field at a dotted location, and the field (None where unknown)."""
+    owner: Optional[type[BaseModel]] = cls
+    info: Optional[FieldInfo] = None
+    for i, part in enumerate(loc):
+        if i:
+            owner = _section_class(info) if info is not None else None
+        info = owner.model_fields.get(part) if owner is not None else None
+    return owner, info
+
+
+def _profile_error(cls: type[BaseModel], exc: ValidationError) -> ProfileError:
+    """The first problem of a failed validation as a ProfileError naming the field; unknown keys first."""
+    errors = exc.errors()
+    err: ErrorDetails = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = [str(part) for part in err["loc"]]
+    where, value, kind = ".".join(loc), err.get("input"), err["type"]
+    owner, info = _field_at(cls, loc)
+    if kind == "extra_forbidden":
+        allowed = ", ".join(owner.model_fields) if owner is not None else ""
+        message = f"unknown profile field '{where}'; expected one of: {allowed}"
+    elif kind == "bool_type":
+        message = f"profile field '{where}' must be true or false, got {value!r} ({_type_name(value)})"
+    elif kind in ("int_type", "int_from_float"):
+        message = f"profile field '{where}' must be a whole number, got {value!r} ({_type_name(value)})"
+    elif kind == "float_type":
+        message = f"profile field '{where}' must be a number, got {value!r} ({_type_name(value)})"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _limits(info)
+        message = f"profile field '{where}' must be between {low:g} and {high:g}, got {value!r}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        message = f"profile field '{where}' must be a mapping, got {_type_name(value)}"
+    elif loc == ["name"]:
+        message = f"profile field 'name' must be a non-empty string, got {value!r}"
+    else:
+        message = f"profile field '{where}': {err['msg']}"
+    return ProfileError(message, field=where)
+
+
+# --- reading profiles ------------------------------------------------------------------------------------
 def canonical_preset_name(name: str) -> Optional[str]:
     """`lightweight`, `Lightweight`, `lightweight.yaml` → `LIGHTWEIGHT`; None when it is no preset."""
     stem = name.strip()
@@ -129,53 +296,6 @@ def canonical_preset_name(name: str) -> Optional[str]:
     if stem.upper() in PRESET_FILES:
         return stem.upper()
     return PRESET_ALIASES.get(stem.lower())
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__ if value is not None else "null"
-
-
-def _check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
-    for key in section:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ProfileError(
-                f"unknown profile field '{where}'; expected one of: {', '.join(allowed)}", field=where
-            )
-
-
-def _section(raw: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = raw.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        where = f"{path}.{key}" if path else key
-        raise ProfileError(f"profile field '{where}' must be a mapping, got {_type_name(value)}", field=where)
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ProfileError(
-            f"profile field '{where}' must be true or false, got {value!r} ({_type_name(value)})", field=where
-        )
-    return value
-
-
-def _number(value: Any, where: str, kind: type, low: float, high: float) -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
-    if not ok:
-        expected = "a whole number" if kind is int else "a number"
-        raise ProfileError(
-            f"profile field '{where}' must be {expected}, got {value!r} ({_type_name(value)})", field=where
-        )
-    if not low <= value <= high:
-        raise ProfileError(
-            f"profile field '{where}' must be between {low:g} and {high:g}, got {value!r}", field=where
-        )
-    return kind(value)
 
 
 def unwrap_run_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -192,6 +312,15 @@ def unwrap_run_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return data
 
 
+def _merge(base: Any, over: Any) -> Any:
+    """`over` laid onto `base`, mapping by mapping; an unset (None) value keeps the base's."""
+    if over is None:
+        return base
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        return {**base, **{key: _merge(base.get(key), value) for key, value in over.items()}}
+    return over
+
+
 def parse_profile(data: Optional[Mapping[str, Any]], *, env: Optional[Mapping[str, str]] = None) -> Profile:
     """Validate a profile mapping and complete it from its preset; raise ProfileError naming the field."""
     env = os.environ if env is None else env
@@ -200,87 +329,28 @@ def parse_profile(data: Optional[Mapping[str, Any]], *, env: Optional[Mapping[st
     if not isinstance(data, Mapping):
         raise ProfileError(f"a profile must be a mapping, got {_type_name(data)}", field="")
     raw = unwrap_run_config(data)
-    _check_keys(raw, ("name", "entities", "fields", "processing"), "")
 
     name = raw.get("name")
-    if name is None:
+    from_env = name is None
+    if from_env:
         name = env.get(PROFILE_ENV_VAR) or DEFAULT_PROFILE
-        name_field = PROFILE_ENV_VAR
-    else:
-        name_field = "name"
     if not isinstance(name, str) or not name.strip():
         raise ProfileError(f"profile field 'name' must be a non-empty string, got {name!r}", field="name")
     preset_name = canonical_preset_name(name)
-    if preset_name is None and name_field == PROFILE_ENV_VAR:
+    if preset_name is None and from_env:
         raise ProfileError(
             f"{PROFILE_ENV_VAR}={name!r} is not a preset; use one of {', '.join(PRESET_FILES)}",
             field=PROFILE_ENV_VAR,
         )
-    base = load_preset_config(preset_name) if preset_name else None
+    base = _preset(preset_name).to_config() if preset_name else {}
+    return _validated({**_merge(base, raw), "name": preset_name or name.strip()})
 
-    entities_raw = _section(raw, "entities", "")
-    _check_keys(entities_raw, ENTITIES, "entities")
-    fields_raw = _section(raw, "fields", "")
-    _check_keys(fields_raw, tuple(FIELD_GROUPS), "fields")
-    processing_raw = _section(raw, "processing", "")
-    _check_keys(processing_raw, tuple(PROCESSING_LIMITS), "processing")
 
-    def pick(
-        section: Mapping[str, Any], key: str, where: str, base_section: Optional[Mapping[str, Any]]
-    ) -> Any:
-        if section.get(key) is not None:
-            return section[key]
-        if base_section is not None:
-            return base_section[key]
-        raise ProfileError(
-            f"profile field '{where}' is missing (profile '{name}' is not a preset, so every field is needed)",
-            field=where,
-        )
-
-    entities = {
-        e: _bool(pick(entities_raw, e, f"entities.{e}", base["entities"] if base else None), f"entities.{e}")
-        for e in ENTITIES
-    }
-    fields: dict[str, dict[str, bool]] = {}
-    for entity, groups in FIELD_GROUPS.items():
-        group_raw = _section(fields_raw, entity, "fields")
-        _check_keys(group_raw, groups, f"fields.{entity}")
-        base_groups = base["fields"][entity] if base else None
-        fields[entity] = {
-            g: _bool(pick(group_raw, g, f"fields.{entity}.{g}", base_groups), f"fields.{entity}.{g}")
-            for g in groups
-        }
-    processing = {
-        key: _number(
-            pick(processing_raw, key, f"processing.{key}", base["processing"] if base else None),
-            f"processing.{key}",
-            kind,
-            low,
-            high,
-        )
-        for key, (kind, low, high) in PROCESSING_LIMITS.items()
-    }
-
-    for (entity, group), needs in FIELD_REQUIRES.items():
-        if fields[entity][group]:
-            for needed in needs:
-                if not entities[needed]:
-                    raise ProfileError(
-                        f"profile field 'fields.{entity}.{group}' is on but 'entities.{needed}' is off: "
-                        f"{entity}.{group} needs {needed}; turn one of them around",
-                        field=f"fields.{entity}.{group}",
-                    )
-    if not any(entities.values()):
-        raise ProfileError("profile switches every entity off: nothing would be synced", field="entities")
-
-    return Profile(
-        name=preset_name or name.strip(),
-        entities=entities,
-        fields=fields,
-        batch_size=int(processing["batch_size"]),
-        request_timeout_seconds=float(processing["request_timeout_seconds"]),
-        retry_attempts=int(processing["retry_attempts"]),
-    )
+def _validated(config: Mapping[str, Any]) -> Profile:
+    try:
+        return Profile.model_validate(config)
+    except ValidationError as exc:
+        raise _profile_error(Profile, exc) from None
 
 
 def load_preset_config(preset_name: str) -> dict[str, Any]:
@@ -288,6 +358,12 @@ def load_preset_config(preset_name: str) -> dict[str, Any]:
     path = PROFILES_DIR / PRESET_FILES[preset_name]
     with path.open(encoding="utf-8") as fh:
         return dict(yaml.safe_load(fh)["resources"]["sync_profile"]["config"])
+
+
+@functools.cache
+def _preset(preset_name: str) -> Profile:
+    """A shipped preset, read once; it must be complete on its own (it is merged onto nothing)."""
+    return _validated(load_preset_config(preset_name))
 
 
 def environment_profile_name() -> str:
@@ -301,7 +377,7 @@ def preset(name: str) -> Profile:
         raise ProfileError(
             f"unknown profile {name!r}; use one of {', '.join(PRESET_FILES)} (case-insensitive)", field="name"
         )
-    return parse_profile(load_preset_config(canonical))
+    return _preset(canonical)
 
 
 def load_profile_file(path: str | os.PathLike[str]) -> Profile:
@@ -322,69 +398,36 @@ def load_profile_file(path: str | os.PathLike[str]) -> Profile:
 
 
 # --- the Dagster resource -------------------------------------------------------------------------------
-class EntitiesConfig(dg.Config):
-    """Entity switches. Off means: not fetched, and its staging and Layer-1 steps skip."""
-
-    courses: Optional[bool] = None
-    students: Optional[bool] = None
-    enrollments: Optional[bool] = None
-    assignments: Optional[bool] = None
-    modules: Optional[bool] = None
-
-
-class CourseFieldsConfig(dg.Config):
-    extended_info: Optional[bool] = None
-    public_info: Optional[bool] = None
-    settings: Optional[bool] = None
-
-
-class StudentFieldsConfig(dg.Config):
-    basic_info: Optional[bool] = None
-    scores: Optional[bool] = None
-    analytics: Optional[bool] = None
-    enrollment_details: Optional[bool] = None
-
-
-class FieldsConfig(dg.Config):
-    courses: Optional[CourseFieldsConfig] = None
-    students: Optional[StudentFieldsConfig] = None
-
-
-class ProcessingConfig(dg.Config):
-    batch_size: Optional[int] = None
-    request_timeout_seconds: Optional[float] = None
-    retry_attempts: Optional[int] = None
-
-
 class SyncProfileResource(dg.ConfigurableResource):
-    """The run's sync profile (resource key `sync_profile`).
+    """The run's sync profile (resource key `sync_profile`), typed by the same models as `Profile`.
 
-    Unset fields come from the preset named by `name`; with no `name` the preset comes from the
-    environment variable CANVAS_SYNC_PROFILE (runs launched by automation carry no run config), and
-    LIGHTWEIGHT when that is unset too.
+    Every field is optional here: unset fields come from the preset named by `name`; with no `name` the
+    preset comes from the environment variable CANVAS_SYNC_PROFILE (runs launched by automation carry
+    no run config), and LIGHTWEIGHT when that is unset too. Dagster refuses unknown keys and wrong
+    types; an out-of-range number fails the resource with a ProfileError naming the field; `resolve()`
+    completes the profile and refuses contradictions.
     """
 
-    name: Optional[str] = None
+    name: Optional[str] = Field(
+        default=None,
+        description="A preset (LIGHTWEIGHT, ANALYTICS_FOCUSED, FULL_PROCESSING) or your own name.",
+    )
     entities: Optional[EntitiesConfig] = None
     fields: Optional[FieldsConfig] = None
     processing: Optional[ProcessingConfig] = None
 
-    def as_mapping(self) -> dict[str, Any]:
-        def strip(value: Any) -> Any:
-            if isinstance(value, dg.Config):
-                value = value.model_dump()
-            if isinstance(value, Mapping):
-                return {k: strip(v) for k, v in value.items() if v is not None}
-            return value
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_the_field(cls, data: Any, handler: Any) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise _profile_error(cls, exc) from None
 
-        out: dict[str, Any] = {}
-        if self.name is not None:
-            out["name"] = self.name
-        for key in ("entities", "fields", "processing"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = strip(value)
-        return out
+    def as_mapping(self) -> dict[str, Any]:
+        """The fields that are set, as a (partial) profile mapping."""
+        out = {key: _dump(getattr(self, key)) for key in ("name", "entities", "fields", "processing")}
+        return {key: value for key, value in out.items() if value is not None}
 
     def resolve(self) -> Profile:
         """The complete, validated profile (raises ProfileError naming the field)."""
@@ -392,13 +435,9 @@ class SyncProfileResource(dg.ConfigurableResource):
 
     @classmethod
     def from_profile(cls, profile: Profile) -> "SyncProfileResource":
-        cfg = profile.to_config()
         return cls(
-            name=cfg["name"],
-            entities=EntitiesConfig(**cfg["entities"]),
-            fields=FieldsConfig(
-                courses=CourseFieldsConfig(**cfg["fields"]["courses"]),
-                students=StudentFieldsConfig(**cfg["fields"]["students"]),
-            ),
-            processing=ProcessingConfig(**cfg["processing"]),
+            name=profile.name,
+            entities=profile.entities,
+            fields=profile.fields,
+            processing=profile.processing,
         )

@@ -1,5 +1,6 @@
 """Sync profiles: presets, partial profiles, and validation that names the field."""
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -7,6 +8,7 @@ from canvas_assets.errors import ProfileError
 from canvas_assets.profiles import (
     PRESET_FILES,
     PROFILES_DIR,
+    Profile,
     SyncProfileResource,
     load_profile_file,
     parse_profile,
@@ -25,7 +27,7 @@ def test_the_three_presets_have_the_original_designs_values():
         "assignments",
         "student_summaries",
     ]
-    assert all(all(groups.values()) for groups in analytics.fields.values())
+    assert all(all(groups.values()) for groups in analytics.to_config()["fields"].values())
     assert (analytics.batch_size, analytics.request_timeout_seconds, analytics.retry_attempts) == (
         2,
         180.0,
@@ -50,7 +52,7 @@ def test_every_preset_file_is_a_complete_valid_run_config():
 
 def test_a_partial_profile_is_completed_from_its_preset():
     p = parse_profile({"name": "LIGHTWEIGHT", "entities": {"assignments": True}})
-    assert p.entities["assignments"] is True
+    assert p.entities.assignments is True
     assert p.batch_size == 3
 
 
@@ -68,6 +70,7 @@ def test_no_name_takes_the_preset_from_the_environment():
     ("profile", "field", "words"),
     [
         ({"name": "LIGHTWEIGHT", "entities": {"modulez": True}}, "entities.modulez", "unknown profile field"),
+        ({"name": "LIGHTWEIGHT", "procesing": {}}, "procesing", "unknown profile field"),
         (
             {"name": "LIGHTWEIGHT", "fields": {"students": {"grades": True}}},
             "fields.students.grades",
@@ -126,3 +129,76 @@ def test_the_resource_resolves_to_the_same_profile_as_the_run_config():
         assert SyncProfileResource.from_profile(preset(name)).resolve() == preset(name)
     partial = SyncProfileResource(name="full")
     assert partial.resolve() == preset("FULL_PROCESSING")
+
+
+def test_the_presets_are_profile_instances_equal_to_their_files():
+    for name, filename in PRESET_FILES.items():
+        p = preset(name)
+        assert isinstance(p, Profile)
+        data = yaml.safe_load((PROFILES_DIR / filename).read_text())
+        assert p.to_run_config() == data
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "words"),
+    [
+        ({"processing": {"batch_size": 0}}, "processing.batch_size", "between 1 and 1000"),
+        ({"processing": {"request_timeout_seconds": 4000}}, "processing.request_timeout_seconds", "between"),
+        ({"entities": {"courses": "yes"}}, "entities.courses", "true or false"),
+        ({"fields": {"students": {"grades": True}}}, "fields.students.grades", "unknown profile field"),
+    ],
+)
+def test_the_resource_validates_itself_naming_the_field(config, field, words):
+    with pytest.raises(ProfileError) as err:
+        SyncProfileResource(**config)
+    assert err.value.field == field
+    assert words in str(err.value)
+
+
+@pytest.fixture
+def sync_job(monkeypatch):
+    """The real sync_lightweight job (its Canvas resource reads these variables while validating)."""
+    from canvas_assets.definitions import defs
+
+    monkeypatch.setenv("CANVAS_BASE_URL", "http://canvas.invalid")
+    monkeypatch.setenv("CANVAS_API_TOKEN", "not-a-token")
+
+    return defs.resolve_job_def("sync_lightweight")
+
+
+def test_dagster_accepts_a_partial_profile_and_the_resource_completes_it_from_the_preset(sync_job):
+    partial = {"name": "LIGHTWEIGHT", "entities": {"assignments": True}, "processing": {"batch_size": 7}}
+    resolved = dg.validate_run_config(sync_job, {"resources": {"sync_profile": {"config": partial}}})
+    config = resolved["resources"]["sync_profile"]["config"]
+    profile = SyncProfileResource(**{k: v for k, v in config.items() if v is not None}).resolve()
+    assert profile == parse_profile(partial)
+    assert profile.entities.assignments is True and profile.entities.modules is False
+    assert (profile.batch_size, profile.retry_attempts) == (7, 3)
+    # nothing at all is a valid run config too: the preset then comes from the environment
+    dg.validate_run_config(sync_job, {"resources": {"sync_profile": {"config": {}}}})
+
+
+def test_dagster_refuses_an_unknown_key_naming_it(sync_job):
+    bad = {
+        "resources": {
+            "sync_profile": {"config": {"name": "LIGHTWEIGHT", "fields": {"students": {"grades": True}}}}
+        }
+    }
+    with pytest.raises(
+        dg.DagsterInvalidConfigError, match=r'"grades" at path .*sync_profile:config:fields:students'
+    ):
+        dg.validate_run_config(sync_job, bad)
+
+
+def test_the_launchpad_schema_is_typed_and_every_field_optional():
+    shape = SyncProfileResource.to_config_schema().as_field().config_type
+    assert set(shape.fields) == {"name", "entities", "fields", "processing"}
+    assert all(not f.is_required for f in shape.fields.values())
+    processing = shape.fields["processing"].config_type.inner_type
+    assert "1-1000" in (processing.fields["batch_size"].description or "")
+    kinds = {key: f.config_type.inner_type.key for key, f in processing.fields.items()}
+    assert kinds == {
+        "batch_size": "IntSourceType",
+        "request_timeout_seconds": "Float",
+        "retry_attempts": "IntSourceType",
+    }

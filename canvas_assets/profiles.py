@@ -192,16 +192,10 @@ class Profile(_Section):
         return [e for e in STAGING_ENTITIES if self.wants(e)]
 
     def transform_options(self) -> Any:
+        """The transformers' options: one per field-group switch (`transform.base.PROFILE_SWITCHES`)."""
         from canvas_assets.transform import TransformOptions
 
-        return TransformOptions(
-            course_public_info=self.field_on("courses", "public_info"),
-            course_extended_info=self.field_on("courses", "extended_info"),
-            course_settings=self.field_on("courses", "settings"),
-            student_basic_info=self.field_on("students", "basic_info"),
-            student_scores=self.field_on("students", "scores"),
-            student_enrollment_details=self.field_on("students", "enrollment_details"),
-        )
+        return TransformOptions.from_profile(self)
 
     def to_config(self) -> dict[str, Any]:
         """The `resources.sync_profile.config` block (complete, so it never depends on a preset)."""

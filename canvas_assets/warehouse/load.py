@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import Rejected, TransformResult
+from canvas_assets.transform.base import TS_DTYPE, Rejected, TransformResult
 from canvas_assets.warehouse.models import (
     CANVAS_ID_COLUMN,
     COURSE_SCOPE_COLUMN,
@@ -156,7 +156,6 @@ class LoadStats:
 
 
 # --- frame preparation and column encodings ---------------------------------------------------------------
-TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 
 
 def prepare_frame(frame: pd.DataFrame, target: sa.Table, key: list[str]) -> pd.DataFrame:

@@ -118,34 +118,35 @@ class SyncSummary:
         }
 
 
-def run_failure_category(result: Any) -> str | None:
+def _first_step_failure(result: dg.ExecuteInProcessResult) -> dg.DagsterEvent | None:
+    for event in result.all_events:
+        if event.is_step_failure:
+            return event
+    return None
+
+
+def run_failure_category(result: dg.ExecuteInProcessResult) -> str | None:
     """The error category (errors.ErrorCategory value) of the run's first step failure, if it had one."""
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            user = getattr(event.event_specific_data, "user_failure_data", None)
-            value = user.metadata.get("error_category") if user is not None and user.metadata else None
-            return str(getattr(value, "value", value)) if value is not None else None
-    return None
+    event = _first_step_failure(result)
+    user = event.step_failure_data.user_failure_data if event is not None else None
+    value = user.metadata.get("error_category") if user is not None and user.metadata else None
+    return str(value.value) if isinstance(value, dg.MetadataValue) else value
 
 
-def run_failure_message(result: Any) -> str | None:
+def run_failure_message(result: dg.ExecuteInProcessResult) -> str | None:
     """The first step failure's message of an in-process run (our Failure descriptions are token-free)."""
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            data = event.event_specific_data
-            err = getattr(data, "error", None)
-            user_desc = getattr(getattr(data, "user_failure_data", None), "description", None)
-            if user_desc:
-                return redact_known(f"{event.step_key}: {user_desc}")
-            if err is not None:
-                cause = err
-                while getattr(cause, "cause", None) is not None:
-                    cause = cause.cause
-                return redact_known(f"{event.step_key}: {cause.message.strip()}")
-            return f"{event.step_key} failed"
-    if not result.success:
-        return "the run failed (see the Dagster UI for its logs)"
-    return None
+    event = _first_step_failure(result)
+    if event is None:
+        return None if result.success else "the run failed (see the Dagster UI for its logs)"
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return redact_known(f"{event.step_key}: {data.user_failure_data.description}")
+    if data.error is not None:
+        cause = data.error
+        while cause.cause is not None:  # the innermost error says what actually went wrong
+            cause = cause.cause
+        return redact_known(f"{event.step_key}: {cause.message.strip()}")
+    return f"{event.step_key} failed"
 
 
 def discover(

@@ -152,6 +152,9 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 f"({staged.result.records_in} records in, {len(staged.result.rejected)} rejected); "
                 f"transform {staged.seconds:.2f}s, load {load_seconds:.2f}s; {stats.to_metadata()}"
             )
+            # The frames are in the warehouse now. An in-process run's IO manager keeps every op output
+            # until the run ends: release the rows, or a run of every entity holds all of them at once.
+            staged.result.tables.clear()
 
     @dg.graph_asset(
         name=entity,

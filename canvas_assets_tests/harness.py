@@ -153,3 +153,35 @@ def pipeline_harness(
     monkeypatch.delenv("CANVAS_SYNC_PROFILE", raising=False)
     with dg.instance_for_test(overrides=instance_overrides) as instance:
         yield Harness(sandbox, instance, db_url)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_database() -> str:
+    """A fresh database on the test PostgreSQL server; returns its name (drop it with drop_database)."""
+    import uuid
+
+    from canvas_assets_tests.conftest import PG_ADMIN_URL
+
+    name = f"canvas_assets_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name
+
+
+def drop_database(name: str) -> None:
+    from canvas_assets_tests.conftest import PG_ADMIN_URL
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

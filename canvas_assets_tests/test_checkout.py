@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from canvas_assets_tests.harness import BIN, ROOT
+from canvas_assets_tests.harness import BIN, ROOT, free_port
 
 EMPTY_ENV = {"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
 
@@ -26,14 +26,6 @@ def clean_clone(target: Path) -> Path:
     else:
         shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".venv", ".canvas_assets", "__pycache__"))
     return target
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

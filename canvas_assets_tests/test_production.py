@@ -3,10 +3,8 @@ GraphQL-launched backfill of every course, scheduled and sensor-driven syncs, tw
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,36 +14,19 @@ import sqlalchemy as sa
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
 from canvas_assets.profiles import preset
 from canvas_assets_tests.conftest import PG_ADMIN_URL
-from canvas_assets_tests.harness import BIN, MATERIALIZE, ROOT, clean_env
+from canvas_assets_tests.harness import (
+    BIN,
+    MATERIALIZE,
+    ROOT,
+    clean_env,
+    create_database,
+    drop_database,
+    free_port,
+)
 
 LIGHT_KEYS = [["staging", e] for e in ("courses", "students", "enrollments")] + [
     ["layer1", e] for e in ("courses", "students", "enrollments")
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def create_database() -> str:
-    name = f"canvas_assets_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name
-
-
-def drop_database(name: str) -> None:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
-        )
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
 
 
 @pytest.fixture

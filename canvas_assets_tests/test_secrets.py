@@ -23,26 +23,10 @@ from canvas_assets.automation import sync_failure_reporter
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
 from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets_tests.conftest import PG_ADMIN_URL
-from canvas_assets_tests.harness import BIN, clean_env
+from canvas_assets_tests.harness import BIN, clean_env, create_database, drop_database
 
 PG_PASSWORD = f"pg-secret-{uuid.uuid4().hex[:10]}"
 WAREHOUSE_PASSWORD = f"wh-secret-{uuid.uuid4().hex[:10]}"
-
-
-def _database() -> str:
-    name = f"canvas_assets_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name
-
-
-def _drop(name: str) -> None:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _database_text(url: str) -> str:
@@ -84,7 +68,7 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
 @pytest.mark.slow
 def test_no_secret_is_written_anywhere(make_sandbox, tmp_path, monkeypatch):
     sandbox = make_sandbox(scale="small", throttle="hosted")
-    dagster_db, warehouse_db = _database(), _database()
+    dagster_db, warehouse_db = create_database(), create_database()
     host = PG_ADMIN_URL.rsplit("/", 1)[0]  # postgresql+psycopg2://postgres@127.0.0.1:5432
     warehouse_url = host.replace("postgres@", f"postgres:{WAREHOUSE_PASSWORD}@") + f"/{warehouse_db}"
     home, store = tmp_path / "home", tmp_path / "store"
@@ -164,5 +148,5 @@ def test_no_secret_is_written_anywhere(make_sandbox, tmp_path, monkeypatch):
         from canvas_assets.warehouse.engine import dispose_engines
 
         dispose_engines()
-        _drop(dagster_db)
-        _drop(warehouse_db)
+        drop_database(dagster_db)
+        drop_database(warehouse_db)

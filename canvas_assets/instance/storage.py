@@ -73,7 +73,24 @@ def postgres_url_from_config(config: Mapping[str, Any]) -> str:
     return embedded_server(Path(data_dir) if data_dir else None).url(DAGSTER_DB)
 
 
-class CanvasEventLogStorage(PostgresEventLogStorage):
+class _FromStorageConfig:
+    """Every storage class here reads the same config (`storage_config_schema`), so that subprocesses
+    rebuild each one from the instance's own config (environment-variable references, not values)."""
+
+    @classmethod
+    def config_type(cls) -> Any:
+        return storage_config_schema()
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
+        return cls(  # type: ignore[call-arg]
+            postgres_url_from_config(config_value),
+            config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+        )
+
+
+class CanvasEventLogStorage(_FromStorageConfig, PostgresEventLogStorage):
     """PostgreSQL event log with subset planned events, batched writes and per-course failures."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
@@ -81,18 +98,6 @@ class CanvasEventLogStorage(PostgresEventLogStorage):
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
         self._engine = pooled_engine(postgres_url)
         self._events_stored = 0
-
-    @classmethod
-    def config_type(cls) -> Any:
-        return storage_config_schema()
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> "CanvasEventLogStorage":
-        return cls(
-            postgres_url_from_config(config_value),
-            config_value.get("should_autocreate_tables", True),
-            inst_data=inst_data,
-        )
 
     @property
     def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
@@ -287,22 +292,6 @@ def pooled_engine(postgres_url: str) -> sa.Engine:
     )
 
 
-class _FromStorageConfig:
-    """Run and schedule storages that read the same config as `CanvasStorage`."""
-
-    @classmethod
-    def config_type(cls) -> Any:
-        return storage_config_schema()
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
-        return cls(  # type: ignore[call-arg]
-            postgres_url_from_config(config_value),
-            config_value.get("should_autocreate_tables", True),
-            inst_data=inst_data,
-        )
-
-
 class CanvasRunStorage(_FromStorageConfig, PostgresRunStorage):
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
@@ -315,7 +304,7 @@ class CanvasScheduleStorage(_FromStorageConfig, PostgresScheduleStorage):
         self._engine = pooled_engine(postgres_url)
 
 
-class CanvasStorage(DagsterStorage, ConfigurableClass):
+class CanvasStorage(_FromStorageConfig, DagsterStorage, ConfigurableClass):
     """Runs, events and schedules in one PostgreSQL database (embedded when no server is configured)."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
@@ -328,18 +317,6 @@ class CanvasStorage(DagsterStorage, ConfigurableClass):
     @property
     def inst_data(self) -> ConfigurableClassData | None:
         return self._inst_data
-
-    @classmethod
-    def config_type(cls) -> Any:
-        return storage_config_schema()
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> "CanvasStorage":
-        return cls(
-            postgres_url_from_config(config_value),
-            config_value.get("should_autocreate_tables", True),
-            inst_data=inst_data,
-        )
 
     @property
     def event_log_storage(self) -> EventLogStorage:

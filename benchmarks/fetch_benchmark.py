@@ -1,7 +1,7 @@
 """Fetch benchmark: the Canvas client against the sandbox, concurrent vs sequential, vs the lower bound.
 
 The sandbox runs in a separate process (its own interpreter and GIL, like a real Canvas) and answers
-commands on a pipe: its statistics and DESIGN.md §3's lower bound for what it served. The client
+commands on a pipe: its statistics and the lower bound (README, Benchmarks) for what it served. The client
 fetches every entity of every course (course, students, enrollments, assignments, modules with their
 items, student summaries, whose 404 is tolerated):
 

@@ -1,6 +1,6 @@
 """Sync profiles: which entities and field groups a sync fetches, and how hard it pushes.
 
-A profile is run config (DESIGN.md §1.5): `resources.sync_profile.config`. Its shape is stated once, as
+A profile is run config (README, "Sync profiles"): `resources.sync_profile.config`. Its shape is stated once, as
 the typed config models below (`EntitiesConfig`, `CourseFieldsConfig`, `StudentFieldsConfig`,
 `FieldsConfig`, `ProcessingConfig`): their fields, ranges and descriptions are what Dagster's
 launchpad shows, what `parse_profile` validates and what a `Profile` holds. Unknown keys are refused;

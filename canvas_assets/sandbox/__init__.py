@@ -1,4 +1,4 @@
-"""A simulated Canvas LMS served over real HTTP on loopback (DESIGN.md §2.3).
+"""A simulated Canvas LMS served over real HTTP on loopback (docs/canvas-api.md describes what it honours).
 
 from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
 with CanvasSandbox(SandboxConfig(scale="small", throttle="hosted")) as sb:

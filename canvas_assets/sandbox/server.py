@@ -216,7 +216,7 @@ class CanvasSandbox:
             }
 
     def lower_bound_seconds(self) -> float:
-        """DESIGN.md §3: the fastest any client could have fetched what was served since reset.
+        """The lower bound (README, Benchmarks): the fastest any client could have fetched what was served since reset.
 
         max of (a) total cost / leak rate, (b) total latency / floor(hwm / up-front cost) (the
         requests that fit under the mark at once), (c) the longest chain of pages of one list.

@@ -88,12 +88,12 @@ def test_the_nightly_schedule_requests_ranged_runs_covering_every_course_with_it
     with dg.instance_for_test() as instance:
         _instance_with_courses(instance, keys)
         for schedule, profile in ((nightly_sync, "LIGHTWEIGHT"), (weekly_full_sync, "FULL_PROCESSING")):
-            context = dg.build_schedule_context(
+            with dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=datetime(2026, 11, 29, 2, 30, tzinfo=timezone.utc),
                 resources={"warehouse": warehouse},
-            )
-            requests_ = list(schedule(context))
+            ) as context:
+                requests_ = list(schedule(context))
             assert requests_, schedule.name
             covered = []
             for req in requests_:
@@ -109,8 +109,8 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
     warehouse = WarehouseResource(url=f"sqlite:///{tmp_path / 'w.db'}")
     with dg.instance_for_test() as instance:
         _instance_with_courses(instance, ["1000", "1001", "1002"])
-        context = dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse})
-        result = new_courses_sensor(context)
+        with dg.build_sensor_context(instance=instance, resources={"warehouse": warehouse}) as context:
+            result = new_courses_sensor(context)
         (req,) = result
         assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1000", "1002")
         assert req.run_config["resources"]["sync_profile"]["config"]["name"] == "ANALYTICS_FOCUSED"
@@ -121,9 +121,8 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
             for layer in ("staging", "layer1")
         }
         assert new_courses_sensor.job_name == "sync_full"
-        again = new_courses_sensor(
-            dg.build_sensor_context(
-                instance=instance, resources={"warehouse": warehouse}, cursor=context.cursor
-            )
-        )
+        with dg.build_sensor_context(
+            instance=instance, resources={"warehouse": warehouse}, cursor=context.cursor
+        ) as later:
+            again = new_courses_sensor(later)
         assert isinstance(again, dg.SkipReason)

@@ -49,14 +49,14 @@ def test_a_failed_run_is_recorded_in_the_sync_log_and_posted_to_the_webhook(harn
         assert not result.success
         run = h.instance.get_run_by_id(result.run_id)
         failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="sync_failure_reporter",
             dagster_event=failure,
             dagster_instance=h.instance,
             dagster_run=run,
             resources={"warehouse": defs.resources["warehouse"]},
-        )
-        sync_failure_reporter(context.for_run_failure())
+        ) as context:
+            sync_failure_reporter(context.for_run_failure())
     finally:
         server.shutdown()
     rows = h.rows(

@@ -119,14 +119,14 @@ def test_no_secret_is_written_anywhere(make_sandbox, tmp_path, monkeypatch):
                     failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
                 ).records
             ]
-            context = dg.build_run_status_sensor_context(
+            with dg.build_run_status_sensor_context(
                 sensor_name="sync_failure_reporter",
                 dagster_event=failure,
                 dagster_instance=instance,
                 dagster_run=failed,
                 resources={"warehouse": WarehouseResource()},
-            ).for_run_failure()
-            sync_failure_reporter(context)
+            ) as context:
+                sync_failure_reporter(context.for_run_failure())
         assert _Webhook.bodies and json.loads(_Webhook.bodies[-1])["run_id"] == failed.run_id
 
         written = "\n".join(

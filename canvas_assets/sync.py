@@ -282,14 +282,15 @@ def _summarise(
 def _count_rows(conn: Any, name: str, courses: list[int]) -> int:
     """Live rows of a Layer-1 table for these courses (students: those enrolled in them as students)."""
     columns = table(name).c
-    if "course_id" not in columns:  # canvas_students is global: count the courses' student users
+    live = " AND deleted_at IS NULL" if "deleted_at" in columns else ""
+    if "course_id" in columns:
+        sql = f"SELECT COUNT(*) FROM {name} WHERE course_id IN :ids{live}"
+    elif name == "canvas_courses":  # its own id is the course
+        sql = f"SELECT COUNT(*) FROM {name} WHERE id IN :ids{live}"
+    else:  # canvas_students is global: the courses' student users
         sql = (
             "SELECT COUNT(DISTINCT user_id) FROM canvas_enrollments WHERE course_id IN :ids "
             "AND type = 'StudentEnrollment' AND deleted_at IS NULL"
         )
-    else:
-        course_column = "id" if name == "canvas_courses" else "course_id"
-        live = " AND deleted_at IS NULL" if "deleted_at" in columns else ""
-        sql = f"SELECT COUNT(*) FROM {name} WHERE {course_column} IN :ids{live}"
     stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
     return int(conn.execute(stmt, {"ids": courses}).scalar_one())

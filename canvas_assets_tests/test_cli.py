@@ -71,6 +71,8 @@ def test_sync_then_status_report_the_pipeline(cli_env, tmp_path, sandbox):
     assert summary["ok"] is True and summary["courses_by_status"] == {"success": courses}
     assert summary["throttled"] == 0 and summary["api_calls"] > courses
     assert summary["rows"]["canvas_enrollments"] > 0
+    assert summary["rows"]["canvas_courses"] == courses  # one row per course, not per student
+    assert 0 < summary["rows"]["canvas_students"] < summary["rows"]["canvas_enrollments"]
     status = canvas_assets("status", "--json", env=cli_env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)

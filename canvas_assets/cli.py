@@ -142,9 +142,7 @@ def _sync(
 
 
 def _print_summary(summary: Any) -> None:
-    counts: dict[str, int] = {}
-    for st in summary.course_status.values():
-        counts[st] = counts.get(st, 0) + 1
+    counts = summary.status_counts
     click.echo("")
     click.echo(f"Sync summary ({summary.profile}, {summary.seconds:.1f} s, {len(summary.runs)} run(s))")
     click.echo(f"  courses ok       {counts.get('success', 0)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,17 +94,19 @@ class SyncSummary:
     def ok(self) -> bool:
         return all(r.success for r in self.runs) and not self.failed
 
+    @property
+    def status_counts(self) -> dict[str, int]:
+        """How many courses ended in each status (success, failed, gone, not run)."""
+        return dict(Counter(self.course_status.values()))
+
     def to_json(self) -> dict[str, Any]:
         """The summary as `canvas-assets sync --json` prints it."""
-        counts: dict[str, int] = {}
-        for status in self.course_status.values():
-            counts[status] = counts.get(status, 0) + 1
         return {
             "profile": self.profile,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "courses": len(self.courses),
-            "courses_by_status": counts,
+            "courses_by_status": self.status_counts,
             "failed_courses": [
                 {"course_id": c, "error": self.course_errors.get(c)} for c in sorted(self.failed)
             ],

@@ -185,3 +185,17 @@ def drop_database(name: str) -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def stop_process_group(proc: Any) -> None:
+    """Stop a process started with start_new_session=True and everything it started (dagster dev
+    spawns a webserver, a daemon and code servers): SIGTERM, then SIGKILL if it lingers."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)

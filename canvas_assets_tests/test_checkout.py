@@ -6,7 +6,6 @@ directory; ours is the local one (embedded PostgreSQL), so these commands need n
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from canvas_assets_tests.harness import BIN, ROOT, free_port
+from canvas_assets_tests.harness import BIN, ROOT, free_port, stop_process_group
 
 EMPTY_ENV = {"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
 
@@ -75,11 +74,6 @@ def test_dagster_commands_work_in_a_clean_clone_with_nothing_set(tmp_path):
         # The instance lives in the clone's own local store, not in the temporary home.
         assert (root / ".canvas_assets" / "pgdata" / "PG_VERSION").exists()
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait(timeout=10)
+        stop_process_group(dev)
         log.close()
     assert "Welcome to Dagster" not in (tmp_path / "dev.log").read_text()

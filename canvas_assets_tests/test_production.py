@@ -1,8 +1,6 @@
 """Production operation: a PostgreSQL-backed Dagster instance with the webserver and the daemon, a
 GraphQL-launched backfill of every course, scheduled and sensor-driven syncs, two concurrent syncs."""
 
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from canvas_assets_tests.harness import (
     create_database,
     drop_database,
     free_port,
+    stop_process_group,
 )
 
 LIGHT_KEYS = [["staging", e] for e in ("courses", "students", "enrollments")] + [
@@ -192,12 +191,7 @@ def test_a_graphql_backfill_on_a_postgres_instance_syncs_every_course_in_one_run
         assert len(status["runs"]) == 1  # every course in one ranged run
         assert all(r["status"] == "SUCCESS" for r in status["runs"])
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_process_group(proc)
         log.close()
 
     engine = sa.create_engine(production["warehouse_url"])

@@ -14,6 +14,9 @@ from dagster._core.execution.context.metadata_logging import (
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import CanvasAssetsError
 
+# The instance storage stores a materialization whose course status is "failed" as a failure event.
+from canvas_assets.instance.storage import COURSE_STATUS_KEY
+
 
 def failure_from(exc: CanvasAssetsError, *, stage: str) -> dg.Failure:
     """A Dagster Failure carrying the error taxonomy; only recoverable errors are retried."""
@@ -69,9 +72,6 @@ def extract_outcomes(warehouse: Any, run_id: str, entity: str) -> dict[int, tupl
     )
     with warehouse.engine.connect() as conn:
         return {int(r[0]): (r[1], r[2]) for r in conn.execute(stmt, {"run": run_id, "entity": entity})}
-
-
-COURSE_STATUS_KEY = "canvas/course_status"  # read by the instance storage: "failed" stores a failure event
 
 
 def course_metadata(

@@ -90,13 +90,20 @@ class _FromStorageConfig:
         )
 
 
-class CanvasEventLogStorage(_FromStorageConfig, PostgresEventLogStorage):
+class _Pooled:
+    """A dagster-postgres storage whose engine is `pooled_engine` instead of its NullPool one."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)  # type: ignore[call-arg]
+        self._engine = pooled_engine(postgres_url)
+
+
+class CanvasEventLogStorage(_FromStorageConfig, _Pooled, PostgresEventLogStorage):
     """PostgreSQL event log with subset planned events, batched writes and per-course failures."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
-        self._engine = pooled_engine(postgres_url)
         self._events_stored = 0
 
     @property
@@ -292,16 +299,12 @@ def pooled_engine(postgres_url: str) -> sa.Engine:
     )
 
 
-class CanvasRunStorage(_FromStorageConfig, PostgresRunStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
-        self._engine = pooled_engine(postgres_url)
+class CanvasRunStorage(_FromStorageConfig, _Pooled, PostgresRunStorage):
+    pass
 
 
-class CanvasScheduleStorage(_FromStorageConfig, PostgresScheduleStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data: Any = None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
-        self._engine = pooled_engine(postgres_url)
+class CanvasScheduleStorage(_FromStorageConfig, _Pooled, PostgresScheduleStorage):
+    pass
 
 
 class CanvasStorage(_FromStorageConfig, DagsterStorage, ConfigurableClass):

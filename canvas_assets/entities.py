@@ -8,13 +8,18 @@ switches (`profiles.STAGING_ENTITIES`), the staging specs, the Layer-1 graph ass
 engine's fetch plan and the CLI summary's tables. The transformer of each entity is in
 `canvas_assets.transform.registry` under the same name (a test checks the two registries agree).
 
-Adding an entity: add it here (fetch plan and descriptions), add its transformer and models, and a
-migration; the assets, jobs, profiles and summaries pick it up (docs/maintaining.md).
+Adding an entity: add it here (fetch plan and descriptions), its model and a migration, its transformer
+in the transformer registry (one line for a one-table entity), and its profile switch; the assets, jobs,
+catalog and summaries pick it up (docs/maintaining.md).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from canvas_assets.incremental import merge
+from canvas_assets.transform.base import to_id
 
 if TYPE_CHECKING:  # profiles imports this module: the type only
     from canvas_assets.profiles import Profile
@@ -25,6 +30,20 @@ ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "compl
 STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
 
 FetchPlan = Callable[[Any, "Profile", int, float], list[dict]]
+ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
+KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]], bool]]
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """How an entity is fetched incrementally (canvas_assets.incremental has the rules)."""
+
+    changes: ChangesPlan  # (client, course id, since, timeout) -> the records changed after `since`
+    change_times: tuple[str, ...]  # record fields holding Canvas's change times (the watermark is their max)
+    # From the course's records of the entity's `needs` (this run's, or staged), the rule that says which
+    # merged records still exist (a deleted assignment's submissions do not).
+    keep: KeepRule
+    refresh_days_field: str  # the processing field: days between full refreshes
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,8 @@ class Entity:
     extra_tables: tuple[str, ...] = ()  # tables the load fills beyond the transformer's own
     # A 404 on this entity's list means "no data" rather than a failure (analytics off, say).
     absent_when_not_found: bool = False
+    needs: tuple[str, ...] = ()  # entities a profile must switch on with this one
+    incremental: Incremental | None = None
 
 
 def _courses(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
@@ -73,6 +94,29 @@ def _student_summaries(client: Any, profile: "Profile", course_id: int, timeout:
     return list(client.list_student_summaries(course_id, timeout=timeout))
 
 
+def _submissions(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_submissions(course_id, timeout=timeout))
+
+
+def _submission_changes(client: Any, course_id: int, since: datetime, timeout: float) -> list[dict]:
+    """Submissions submitted or graded after `since`: two lists, since Canvas applies both filters at once
+    when given both (submitted after AND graded after would miss a regrade of older work)."""
+    submitted = client.list_submissions(course_id, submitted_since=since, timeout=timeout)
+    graded = client.list_submissions(course_id, graded_since=since, timeout=timeout)
+    return merge((), [*submitted, *graded])
+
+
+def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
+    """A submission exists while its assignment does and its student is still enrolled as a student."""
+    assignments = {to_id(a.get("id")) for a in records_of.get("assignments", ()) if isinstance(a, Mapping)}
+    students = {
+        to_id(e.get("user_id"))
+        for e in records_of.get("enrollments", ())
+        if isinstance(e, Mapping) and e.get("type") == "StudentEnrollment"
+    }
+    return lambda s: to_id(s.get("assignment_id")) in assignments and to_id(s.get("user_id")) in students
+
+
 ENTITIES: dict[str, Entity] = {
     e.name: e
     for e in (
@@ -104,6 +148,23 @@ ENTITIES: dict[str, Entity] = {
             _assignments,
             "Raw assignments of the course (GET /courses/:id/assignments).",
             "`canvas_assignments`: due dates, points, grading type, submission types.",
+        ),
+        Entity(
+            "submissions",
+            _submissions,
+            "Raw submissions of every student to every assignment, with grades and late/missing flags "
+            "(GET /courses/:id/students/submissions?student_ids[]=all; after the first sync only what was "
+            "submitted or graded since the last fetch is asked for, and merged).",
+            "`canvas_submissions`: one row per assignment and student with score, grade, late, missing and "
+            "excused; changes go to `canvas_submission_score_history`.",
+            extra_tables=("canvas_submission_score_history",),
+            needs=("assignments", "enrollments"),
+            incremental=Incremental(
+                changes=_submission_changes,
+                change_times=("submitted_at", "graded_at"),
+                keep=_submission_parents,
+                refresh_days_field="submissions_full_refresh_days",
+            ),
         ),
         Entity(
             "modules",

@@ -13,6 +13,8 @@ What a profile's processing values mean here:
   timeout error; the other courses go on.
 - `retry_attempts` is how many times one request is retried after a recoverable error.
 - `batch_size` is how many finished courses are committed to staging in one transaction.
+- `submissions_full_refresh_days` (and any entity's `Incremental.refresh_days_field`): how old a course's
+  last full fetch may be before an incremental entity is fetched in full again (canvas_assets.incremental).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from canvas_assets import incremental
 from canvas_assets.canvas.redact import install_redaction, redact_known
-from canvas_assets.entities import ENTITIES
+from canvas_assets.entities import ENTITIES, Entity
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -37,6 +40,7 @@ from canvas_assets.errors import (
     ConfigurationError,
 )
 from canvas_assets.profiles import Profile
+from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagingItem
 
 log = logging.getLogger(__name__)
 install_redaction(__name__)
@@ -59,8 +63,12 @@ class StagingSink(Protocol):
     """What the engine needs of a warehouse (canvas_assets.warehouse.Warehouse is one)."""
 
     def replace_staging_many(
-        self, items: list[tuple[str, int, list[dict[str, Any]]]], *, run_id: str, fetched_at: datetime
+        self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
     ) -> None: ...
+
+    def read_staging(self, entity: str, course_ids: Iterable[int]) -> Mapping[int, Sequence[Any]]: ...
+
+    def fetch_states(self, entity: str, course_ids: Iterable[int]) -> Mapping[int, FetchState]: ...
 
     def mark_course_gone(self, course_id: int, *, reason: str, at: datetime) -> None: ...
 
@@ -80,7 +88,10 @@ class EntityOutcome:
     finished_at: datetime | None = None
     status: str = "success"  # success | failed | gone | unavailable
     error: CanvasAssetsError | None = None
-    record_count: int = 0  # kept when the records are released after the staging write
+    record_count: int = 0  # records staged (kept when the records are released after the staging write)
+    mode: str = FULL  # incremental entities: `incremental` when only changes were fetched
+    since: datetime | None = None  # ... and the instant they were asked for changes after
+    changed: int | None = None  # ... and how many changed records came back
 
 
 @dataclass
@@ -168,6 +179,7 @@ class Extractor:
         self.fetch = fetch
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._states: dict[str, Mapping[int, FetchState]] = {}
 
     # -- one task -----------------------------------------------------------------------------------
     def _task(self, course: CourseOutcome, entity: str) -> EntityOutcome:
@@ -187,9 +199,14 @@ class Extractor:
                     "(processing.request_timeout_seconds)",
                     stage="extract",
                 )
-            outcome.records = self.fetch(
-                self.client, self.profile, entity, course.course_id, min(MAX_READ_TIMEOUT_S, remaining)
-            )
+            timeout = min(MAX_READ_TIMEOUT_S, remaining)
+            since = self._since(entity, course.course_id)
+            changes = ENTITIES[entity].incremental if entity in ENTITIES else None
+            if since is not None and changes is not None:
+                outcome.records = changes.changes(self.client, course.course_id, since, timeout)
+                outcome.mode, outcome.since, outcome.changed = INCREMENTAL, since, len(outcome.records)
+            else:
+                outcome.records = self.fetch(self.client, self.profile, entity, course.course_id, timeout)
         except CanvasNotFound as exc:
             outcome.error = exc
             if ENTITIES[entity].absent_when_not_found:
@@ -220,6 +237,15 @@ class Extractor:
             outcome.error.stage = outcome.error.stage or "extract"
         return outcome
 
+    def _since(self, entity: str, course_id: int) -> datetime | None:
+        """For an incremental entity with a usable watermark: what to ask for changes after (else None)."""
+        spec = ENTITIES.get(entity)
+        state = self._states.get(entity, {}).get(course_id)
+        if spec is None or spec.incremental is None or state is None:
+            return None
+        days = int(self.profile.processing_value(spec.incremental.refresh_days_field))
+        return incremental.since(state.watermark, state.full_fetched_at, refresh_days=days, now=utcnow())
+
     def _course_is_gone(self, course_id: int) -> bool:
         """Only a 404 on the course itself means the course is gone."""
         try:
@@ -233,6 +259,9 @@ class Extractor:
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
+        self._states = {
+            e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental
+        }
         pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
         remaining: dict[int, int] = {cid: len(self.entities) for cid in courses}
         ready: list[CourseOutcome] = []
@@ -281,14 +310,18 @@ class Extractor:
         """Write finished courses' staging (successful entities only) and their sync-log rows."""
         t0 = time.monotonic()
         now = utcnow()
-        items: list[tuple[str, int, list[dict]]] = []
+        items: list[StagingItem] = []
         log_rows: list[dict[str, Any]] = []
+        previous = self._previous_records(finished)
         for course in finished:
             gone = course.status == "gone"
             for entity, o in course.entities.items():
                 o.record_count = len(o.records or [])
                 if not gone and o.status in ("success", "unavailable") and o.records is not None:
-                    items.append((entity, course.course_id, o.records))
+                    item = self._staging_item(course, entity, o, previous)
+                    if item is not None:
+                        items.append(item)
+                        o.record_count = len(item.records)
                 log_rows.append(self._log_row(course, o, gone))
         if items:
             self.warehouse.replace_staging_many(items, run_id=self.run_id, fetched_at=now)
@@ -304,6 +337,60 @@ class Extractor:
             if self.on_course_done is not None:
                 self.on_course_done(course)
         return time.monotonic() - t0
+
+    def _previous_records(self, finished: list[CourseOutcome]) -> dict[str, Mapping[int, Sequence[Any]]]:
+        """The staged records the incremental fetches of these courses are merged into, and the staged
+        records of their `needs` this run did not fetch: one read per entity."""
+        wanted: dict[str, set[int]] = defaultdict(set)
+        for course in finished:
+            for entity, o in course.entities.items():
+                if o.mode != INCREMENTAL or o.status != "success":
+                    continue
+                wanted[entity].add(course.course_id)
+                for needed in ENTITIES[entity].needs:
+                    if needed not in course.entities:
+                        wanted[needed].add(course.course_id)
+        return {e: self.warehouse.read_staging(e, ids) for e, ids in wanted.items()}
+
+    def _staging_item(
+        self,
+        course: CourseOutcome,
+        entity: str,
+        o: EntityOutcome,
+        previous: Mapping[str, Mapping[int, Sequence[Any]]],
+    ) -> StagingItem | None:
+        """What to stage for one fetched entity of a course. Incremental entities: a full fetch with its
+        watermark; changes merged into the staged records, or nothing (the course keeps its records and its
+        watermark) when an entity the merge needs failed in this run."""
+        assert o.records is not None
+        spec: Entity = ENTITIES[entity]
+        rules = spec.incremental
+        if rules is None:
+            return StagingItem(entity, course.course_id, o.records)
+        if o.mode == FULL:
+            mark = incremental.watermark_of(o.records, rules.change_times)
+            return StagingItem(entity, course.course_id, o.records, FULL, mark)
+        failed = [n for n in spec.needs if n in course.entities and course.entities[n].status != "success"]
+        if failed:
+            o.status = "failed"
+            o.error = CanvasAssetsError(
+                f"{entity} not staged: {', '.join(failed)} failed in this run, and merging changes needs "
+                f"them; the course keeps its previous {entity} and watermark until the next sync",
+                stage="extract",
+            )
+            o.error.course_id = course.course_id
+            return None
+        needs: dict[str, Sequence[Any]] = {}
+        for needed in spec.needs:
+            fetched = course.entities[needed].records if needed in course.entities else None
+            needs[needed] = (
+                fetched if fetched is not None else previous.get(needed, {}).get(course.course_id, ())
+            )
+        state = self._states[entity][course.course_id]
+        before = previous.get(entity, {}).get(course.course_id, ())
+        merged = incremental.merge(before, o.records, rules.keep(needs))
+        mark = incremental.watermark_of(o.records, rules.change_times, previous=state.watermark)
+        return StagingItem(entity, course.course_id, merged, INCREMENTAL, mark, state.full_fetched_at)
 
     def _log_row(self, course: CourseOutcome, o: EntityOutcome, gone: bool) -> dict[str, Any]:
         status = "gone" if gone else ("skipped" if o.status == "unavailable" else o.status)
@@ -322,8 +409,17 @@ class Extractor:
             "status": status,
             "error_type": err.error_type if err else None,
             "error_category": err.category.value if err else None,
-            "message": err.message if err else (o.error.message if o.error else None),
+            "message": err.message if err else (o.error.message if o.error else _fetch_note(o)),
         }
+
+
+def _fetch_note(o: EntityOutcome) -> str | None:
+    """The sync log's note on an incremental fetch: how many records changed since when."""
+    if o.mode != INCREMENTAL or o.since is None:
+        return None
+    return (
+        f"incremental: {o.changed} changed since {o.since:%Y-%m-%dT%H:%M:%SZ}, merged into {o.record_count}"
+    )
 
 
 def _thread_requests(client: Any) -> int:

@@ -91,6 +91,9 @@ class EntitiesConfig(_Section):
     students: Optional[StrictBool] = _switch("GET /courses/:id/users → canvas_students")
     enrollments: Optional[StrictBool] = _switch("GET /courses/:id/enrollments → canvas_enrollments")
     assignments: Optional[StrictBool] = _switch("GET /courses/:id/assignments → canvas_assignments")
+    submissions: Optional[StrictBool] = _switch(
+        "GET /courses/:id/students/submissions → canvas_submissions (needs assignments and enrollments)"
+    )
     modules: Optional[StrictBool] = _switch(
         "GET /courses/:id/modules with items → canvas_modules, canvas_module_items"
     )
@@ -129,6 +132,12 @@ class ProcessingConfig(_Section):
     retry_attempts: Optional[StrictInt] = _number(
         "retries of one request after a recoverable error", low=0, high=10
     )
+    submissions_full_refresh_days: Optional[StrictInt] = _number(
+        "days after which a course's submissions are fetched in full again instead of incrementally "
+        "(0: every sync is full)",
+        low=0,
+        high=365,
+    )
 
 
 class Profile(_Section):
@@ -162,6 +171,16 @@ class Profile(_Section):
                     f"{entity}.{group} needs {needed}; turn one of them around",
                     field=where,
                 )
+        for name, spec in REGISTERED_ENTITIES.items():
+            if name not in EntitiesConfig.model_fields or not getattr(self.entities, name):
+                continue
+            for needed in spec.needs:
+                if not getattr(self.entities, needed):
+                    raise ProfileError(
+                        f"profile field 'entities.{name}' is on but 'entities.{needed}' is off: {name} "
+                        f"need {' and '.join(spec.needs)}; switch {needed} on or {name} off",
+                        field=f"entities.{name}",
+                    )
         if not any(self.entities.model_dump().values()):
             raise ProfileError("profile switches every entity off: nothing would be synced", field="entities")
         return self
@@ -177,6 +196,10 @@ class Profile(_Section):
     @property
     def retry_attempts(self) -> int:
         return int(typing.cast(int, self.processing.retry_attempts))
+
+    def processing_value(self, name: str) -> Any:
+        """A processing field by name (`submissions_full_refresh_days`, ...)."""
+        return getattr(self.processing, name)
 
     def field_on(self, entity: str, group: str) -> bool:
         return bool(getattr(getattr(self.fields, entity), group))

@@ -25,6 +25,7 @@ def test_the_three_presets_have_the_original_designs_values():
         "students",
         "enrollments",
         "assignments",
+        "submissions",
         "student_summaries",
     ]
     assert all(all(groups.values()) for groups in analytics.to_config()["fields"].values())
@@ -35,6 +36,35 @@ def test_the_three_presets_have_the_original_designs_values():
     )
     assert full.staging_entities[-2:] == ["modules", "student_summaries"]
     assert (full.batch_size, full.request_timeout_seconds, full.retry_attempts) == (1, 300.0, 2)
+    # Submissions: off in LIGHTWEIGHT; incremental with a weekly full refresh in ANALYTICS_FOCUSED; every
+    # FULL_PROCESSING sync (the weekly schedule) fetches them in full.
+    assert "submissions" not in light.staging_entities and "submissions" in full.staging_entities
+    assert analytics.processing.submissions_full_refresh_days == 7
+    assert full.processing.submissions_full_refresh_days == 0
+
+
+@pytest.mark.parametrize("off", ["assignments", "enrollments"])
+def test_submissions_need_assignments_and_enrollments(off):
+    # (the enrollment field groups go off with enrollments, so that only submissions contradict)
+    groups = {"students": {"scores": False, "enrollment_details": False}}
+    with pytest.raises(ProfileError) as info:
+        parse_profile({"name": "ANALYTICS_FOCUSED", "entities": {off: False}, "fields": groups})
+    assert info.value.field == "entities.submissions"
+    assert f"'entities.{off}' is off" in info.value.message
+    assert "submissions need assignments and enrollments" in info.value.message
+    # Switching submissions off with it is a valid profile.
+    assert parse_profile(
+        {"name": "ANALYTICS_FOCUSED", "entities": {off: False, "submissions": False}, "fields": groups}
+    )
+
+
+def test_the_full_refresh_interval_is_validated_like_the_other_numbers():
+    with pytest.raises(
+        ProfileError, match="'processing.submissions_full_refresh_days' must be between 0 and 365"
+    ):
+        parse_profile({"name": "ANALYTICS_FOCUSED", "processing": {"submissions_full_refresh_days": 400}})
+    with pytest.raises(ProfileError, match="must be a whole number"):
+        parse_profile({"name": "ANALYTICS_FOCUSED", "processing": {"submissions_full_refresh_days": 1.5}})
 
 
 @pytest.mark.parametrize("alias", ["lightweight", "Lightweight", "lightweight.yaml", "LIGHTWEIGHT"])
@@ -201,4 +231,5 @@ def test_the_launchpad_schema_is_typed_and_every_field_optional():
         "batch_size": "IntSourceType",
         "request_timeout_seconds": "Float",
         "retry_attempts": "IntSourceType",
+        "submissions_full_refresh_days": "IntSourceType",
     }

@@ -17,6 +17,7 @@ from canvas_assets.transform.base import PROFILE_SWITCHES, Field, fields_of, kin
 from canvas_assets.warehouse.models import (
     ALL_TABLES,
     FALLBACKS,
+    HISTORY,
     LAYER1_TABLES,
     LOAD,
     SOURCES,
@@ -25,7 +26,7 @@ from canvas_assets.warehouse.models import (
 )
 
 # Tables whose every column must say where it comes from: Layer 1 and the score history the load writes.
-SOURCED_TABLES = (*LAYER1_TABLES, "canvas_score_history")
+SOURCED_TABLES = (*LAYER1_TABLES, *(h.table for h in HISTORY.values()))
 INFO_KEYS = {"doc", "path", "kind", "group", "required", "fallback", "source"}
 # The converter kinds each column type can hold.
 KINDS_OF_TYPE: list[tuple[type, set[str]]] = [
@@ -207,7 +208,7 @@ def test_a_field_group_that_is_off_leaves_exactly_its_columns_out(entity):
 
 
 def test_a_staging_course_fills_the_course_where_the_record_has_none():
-    for entity in ("enrollments", "assignments"):
+    for entity in ("enrollments", "assignments", "submissions"):
         record = _full_record(TRANSFORMERS[entity].tables[0])
         del record["course_id"]
         frame = TRANSFORMERS[entity]({101: [record]}).tables[TRANSFORMERS[entity].tables[0]]
@@ -220,6 +221,7 @@ def test_a_staging_course_fills_the_course_where_the_record_has_none():
     assert course_columns == [
         ("canvas_enrollments", "course_id"),
         ("canvas_assignments", "course_id"),
+        ("canvas_submissions", "course_id"),
         ("canvas_modules", "course_id"),
         ("canvas_module_items", "course_id"),
         ("canvas_student_summaries", "course_id"),

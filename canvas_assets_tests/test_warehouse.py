@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
-from canvas_assets.warehouse import load
+from canvas_assets.warehouse import bulk, load
 from canvas_assets.warehouse.models import table
 
 COURSE = 101
@@ -408,7 +408,7 @@ def test_soft_delete_and_restore_write_only_those_rows(pg_url):
 
 
 def test_binary_copy_places_long_and_short_text_in_groups(pg_url, monkeypatch):
-    monkeypatch.setattr(load, "SCATTER_BYTES", 7)  # many groups, some of one long value
+    monkeypatch.setattr(bulk, "SCATTER_BYTES", 7)  # many groups, some of one long value
     values = ["", "abc", None, "x" * 20, "北京\tq\\N", "yy", None, "z" * 3]
     records = {COURSE: [{"id": i + 1, "name": v} for i, v in enumerate(values)]}
     from canvas_assets.warehouse import Warehouse

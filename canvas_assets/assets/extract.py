@@ -119,6 +119,9 @@ def extract_run_tags(report: ExtractReport) -> dict[str, str]:
         "canvas/wait_seconds": f"{float(m.get('wait_seconds', 0.0)):.3f}",
         "canvas/fetch_seconds": f"{report.fetch_seconds:.3f}",
         "canvas/staging_write_seconds": f"{report.staging_write_seconds:.3f}",
+        "canvas/incremental_fetches": str(
+            sum(o.mode == "incremental" for c in report.courses.values() for o in c.entities.values())
+        ),
     }
 
 
@@ -134,11 +137,13 @@ def _results(
             if outcome is None:
                 continue
             status = "gone" if course.status == "gone" else outcome.status
+            figures = {"canvas/fetch_mode": outcome.mode} if ENTITIES[entity].incremental else {}
             per_course[course_id] = course_metadata(
                 status="success" if status == "unavailable" else status,
                 rows=outcome.record_count,
                 error=outcome.error if status in ("failed", "gone") else None,
                 api_calls=outcome.api_calls,
+                **figures,
             )
         add_course_metadata(context, key, per_course)
         yield dg.MaterializeResult(asset_key=key)

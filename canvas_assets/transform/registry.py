@@ -1,26 +1,48 @@
-"""The one registry of transformers, shared by the Dagster ops and the tests."""
+"""The one registry of transformers, shared by the Dagster ops and the tests.
+
+Most entities map one Canvas record to one row of one table, every column declared in the model
+(`warehouse/models.py`): `one_table` builds their transformer from the table alone. Entities that need more
+(courses' settings, modules' items) have a module of their own.
+"""
 
 from __future__ import annotations
 
-from canvas_assets.transform.assignments import transform_assignments
-from canvas_assets.transform.base import Transformer
+from collections.abc import Mapping
+from typing import Any
+
+from canvas_assets.transform.base import (
+    Transformer,
+    TransformOptions,
+    TransformResult,
+    fields_of,
+    transform_records,
+)
 from canvas_assets.transform.courses import transform_courses
-from canvas_assets.transform.enrollments import transform_enrollments
 from canvas_assets.transform.modules import transform_modules
 from canvas_assets.transform.student_summaries import transform_student_summaries
-from canvas_assets.transform.students import transform_students
+
+
+def one_table(entity: str, table: str, description: str) -> Transformer:
+    """The transformer of an entity whose records become rows of `table`, column by column as the model says."""
+    fields = fields_of(table)
+
+    def build(
+        records_by_course: Mapping[int, list[dict[str, Any]]], options: TransformOptions
+    ) -> TransformResult:
+        frame, rejected, n = transform_records(entity, table, fields, records_by_course, options)
+        return TransformResult(entity, {table: frame}, rejected, n)
+
+    return Transformer(entity, (table,), build, description)
+
 
 TRANSFORMERS: dict[str, Transformer] = {
     t.entity: t
     for t in (
         Transformer("courses", ("canvas_courses",), transform_courses, "Course objects -> canvas_courses"),
-        Transformer("students", ("canvas_students",), transform_students, "Users -> canvas_students"),
-        Transformer(
-            "enrollments", ("canvas_enrollments",), transform_enrollments, "Enrollments -> canvas_enrollments"
-        ),
-        Transformer(
-            "assignments", ("canvas_assignments",), transform_assignments, "Assignments -> canvas_assignments"
-        ),
+        one_table("students", "canvas_students", "Users -> canvas_students"),
+        one_table("enrollments", "canvas_enrollments", "Enrollments -> canvas_enrollments"),
+        one_table("assignments", "canvas_assignments", "Assignments -> canvas_assignments"),
+        one_table("submissions", "canvas_submissions", "Submissions -> canvas_submissions"),
         Transformer(
             "modules",
             ("canvas_modules", "canvas_module_items"),

@@ -9,9 +9,9 @@
 
 from canvas_assets.warehouse.db import Warehouse
 from canvas_assets.warehouse.engine import display_url, get_engine
-from canvas_assets.warehouse.load import LoadStats, TableLoadStats
 from canvas_assets.warehouse.migrate import current_revision, head_revision, upgrade
 from canvas_assets.warehouse.staging import CatalogDiff
+from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 
 __all__ = [
     "CatalogDiff",

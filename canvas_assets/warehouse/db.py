@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,9 +10,11 @@ import sqlalchemy as sa
 
 from canvas_assets.transform.base import Rejected, TransformResult
 from canvas_assets.warehouse import migrate, staging
+from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
-from canvas_assets.warehouse.load import PG_WORK_MEM, LoadStats, load_result
+from canvas_assets.warehouse.load import PG_WORK_MEM, load_result
 from canvas_assets.warehouse.staging import CatalogDiff
+from canvas_assets.warehouse.stats import LoadStats
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
 LOAD_LOCK_KEY = 0x434E5653
@@ -52,9 +54,10 @@ class Warehouse:
         self.replace_staging_many([(entity, course_id, records)], run_id=run_id, fetched_at=fetched_at)
 
     def replace_staging_many(
-        self, items: list[tuple[str, int, list[dict[str, Any]]]], *, run_id: str, fetched_at: datetime
+        self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
     ) -> None:
-        """Replace several (entity, course) record lists in one transaction."""
+        """Replace several (entity, course) record lists in one transaction: `(entity, course_id, records)`
+        tuples (a full fetch) or `staging.StagingItem`s (which also say how the records were fetched)."""
         with write_transaction(self.engine) as conn:
             staging.replace_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
 
@@ -63,6 +66,11 @@ class Warehouse:
         hold every course's decoded records at once); courses with nothing staged are absent."""
         with self.engine.connect() as conn:
             return staging.read_staging(conn, entity, course_ids)
+
+    def fetch_states(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.FetchState]:
+        """How each course's staged records of `entity` were last fetched (mode, full fetch, watermark)."""
+        with self.engine.connect() as conn:
+            return staging.read_fetch_states(conn, entity, course_ids)
 
     def staged_courses(self, entity: str) -> dict[int, datetime]:
         """Course ids with staged records of `entity`, and when they were fetched."""
@@ -146,4 +154,4 @@ class Warehouse:
         course's data is: `confirmed_at` (the load that last covered it), `fetched_at` (when its records were
         fetched), `changed_at` (the last load that wrote one of its rows), `run_id`."""
         with self.engine.connect() as conn:
-            return staging.read_confirmations(conn, entity, course_ids)
+            return read_confirmations(conn, entity, course_ids)

@@ -9,9 +9,9 @@ and the target, inside the one transaction `Warehouse.load` opens:
    in the columns PRESENT in the frame. Unchanged rows are never touched again: a re-sync of identical
    Canvas data writes no Layer-1 row at all (PostgreSQL's n_tup_upd / n_tup_ins stay put, no row lock,
    no index entry, no WAL), and a re-sync in which k records changed writes exactly those k rows;
-2. for enrollments with score columns, a `canvas_score_history` row for each enrollment that is new (with
-   a score) or whose scores differ from the stored ones; computed in the diff, before any write, so it
-   compares with exactly the values this load replaces;
+2. for a table with a history (`models.HISTORY`: enrollment scores, submission grades), a history row for
+   each row that is new (with a value) or whose tracked values differ from the stored ones; computed in the
+   diff, before any write, so it compares with exactly the values this load replaces (`history`);
 3. `UPDATE ... FROM` the changed rows and `INSERT ... SELECT` the new ones, in batches of `_n` ranges
    (a hook runs after each). Only the columns present in the frame are written, so a profile that does not
    fetch a column group leaves what a richer sync stored (new rows get NULL there); `deleted_at` is cleared
@@ -24,18 +24,14 @@ and the target, inside the one transaction `Warehouse.load` opens:
    when this load wrote any row of the course, `changed_at`. Rows carry no per-row sync time (that would
    force a write of every row on every sync); this table is where "last synced" lives.
 
-Speed (DESIGN §3: loading must not be the bottleneck). Per-row Python work is what limits bulk loads, so
-values are encoded column-wise with numpy/pandas and handed to the driver in bulk: PostgreSQL (psycopg2)
-gets one `COPY ... FROM STDIN`, SQLite the driver's `executemany` over plain tuples, other drivers
-SQLAlchemy Core executemany. The comparison runs in the database (a hash join), so a re-sync costs one
-COPY plus one join (benchmarks/load_benchmark.py).
+Speed: loading must not be the bottleneck. The frame goes to the database in bulk (`bulk`: binary COPY on
+PostgreSQL) and the comparison runs in the database (a hash join), so a re-sync costs one COPY plus one
+join (benchmarks/load_benchmark.py).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,301 +39,33 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import TS_DTYPE, Rejected, TransformResult
+from canvas_assets.transform.base import Rejected, TransformResult
+from canvas_assets.warehouse.bulk import (
+    BATCH_ROWS,
+    Staged,
+    copy_binary,
+    prepare_frame,
+    select_rows,
+    stage_frame,
+)
+from canvas_assets.warehouse.confirmations import record_confirmations
+from canvas_assets.warehouse.history import append_history, marks_sql, tracked_columns
 from canvas_assets.warehouse.models import (
     CANVAS_ID_COLUMN,
     COURSE_SCOPE_COLUMN,
+    HISTORY,
     UTCDateTime,
     table,
 )
-from canvas_assets.warehouse.staging import IN_CHUNK, chunks, utc
+from canvas_assets.warehouse.staging import IN_CHUNK, chunks, distinct_sql, utc
+from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 
-BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
 COPY_BATCH_ROWS = 1_000_000  # rows per write batch (PostgreSQL): one statement for a whole ranged run
-SCORE_COLUMNS = ("current_score", "final_score", "current_grade", "final_grade")
-# Columns the loader manages; a frame may not set them. `synced_at` is accepted (and ignored) for frames
-# built before the per-row column was dropped.
-MANAGED_COLUMNS = ("synced_at", "deleted_at")
 PG_WORK_MEM = "128MB"  # per load transaction: the diff's hash joins stay in memory
 
 
 def _after_batch(table_name: str, batch_index: int, rows: int) -> None:
     """Called after each write batch. A seam for tests that need a failure half-way through a load."""
-
-
-@dataclass
-class TableLoadStats:
-    table: str
-    rows: int = 0  # rows in the load
-    inserted: int = 0  # keys that were not in the table before
-    updated: int = 0  # existing rows written because a value changed or they were restored
-    unchanged: int = 0  # rows present and identical: not written
-    soft_deleted: int = 0  # rows of the loaded courses that vanished
-    restored: int = 0  # soft-deleted rows that came back (counted in `updated`)
-    history_rows: int = 0  # canvas_score_history rows appended
-
-    @property
-    def upserted(self) -> int:
-        """Rows written by the upsert (inserted + updated)."""
-        return self.inserted + self.updated
-
-    @property
-    def written(self) -> int:
-        """Every Layer-1 row this load wrote: inserted, updated and soft-deleted."""
-        return self.inserted + self.updated + self.soft_deleted
-
-
-@dataclass
-class LoadStats:
-    tables: dict[str, TableLoadStats] = field(default_factory=dict)
-    courses_confirmed: int = 0  # (entity, course) confirmations written to canvas_course_sync
-    courses_changed: int = 0  # of those, courses in which this load wrote a row
-
-    def _sum(self, name: str) -> int:
-        return sum(getattr(s, name) for s in self.tables.values())
-
-    @property
-    def rows(self) -> int:
-        return self._sum("rows")
-
-    @property
-    def upserted(self) -> int:
-        return self._sum("upserted")
-
-    @property
-    def inserted(self) -> int:
-        return self._sum("inserted")
-
-    @property
-    def updated(self) -> int:
-        return self._sum("updated")
-
-    @property
-    def unchanged(self) -> int:
-        return self._sum("unchanged")
-
-    @property
-    def soft_deleted(self) -> int:
-        return self._sum("soft_deleted")
-
-    @property
-    def restored(self) -> int:
-        return self._sum("restored")
-
-    @property
-    def history_rows(self) -> int:
-        return self._sum("history_rows")
-
-    @property
-    def written(self) -> int:
-        return self._sum("written")
-
-    def to_metadata(self) -> dict[str, Any]:
-        """Flat figures for Dagster metadata: totals plus `<table>.<figure>`."""
-        meta: dict[str, Any] = {
-            "rows_loaded": self.rows,
-            "rows_written": self.written,
-            "rows_upserted": self.upserted,
-            "rows_inserted": self.inserted,
-            "rows_updated": self.updated,
-            "rows_unchanged": self.unchanged,
-            "rows_soft_deleted": self.soft_deleted,
-            "rows_restored": self.restored,
-            "score_history_rows": self.history_rows,
-            "courses_confirmed": self.courses_confirmed,
-            "courses_changed": self.courses_changed,
-        }
-        for name, s in self.tables.items():
-            for key, value in asdict(s).items():
-                if key != "table":
-                    meta[f"{name}.{key}"] = value
-            meta[f"{name}.upserted"] = s.upserted
-        return meta
-
-
-# --- frame preparation and column encodings ---------------------------------------------------------------
-
-
-def prepare_frame(frame: pd.DataFrame, target: sa.Table, key: list[str]) -> pd.DataFrame:
-    """Validate columns, drop the ones the loader manages, bring timestamps to UTC, dedupe keys."""
-    frame = frame.drop(columns=[c for c in MANAGED_COLUMNS if c in frame.columns])
-    unknown = [c for c in frame.columns if c not in target.c]
-    if unknown:
-        raise ValueError(f"{target.name}: columns not in the table: {unknown}")
-    if len(frame) == 0:
-        return frame
-    missing_key = [c for c in key if c not in frame.columns]
-    if missing_key:
-        raise ValueError(f"{target.name}: key columns missing from the frame: {missing_key}")
-    for column in frame.columns:
-        if isinstance(target.c[column].type, UTCDateTime) and frame[column].dtype != TS_DTYPE:
-            frame[column] = _to_utc(frame[column])
-    if frame.duplicated(subset=key).any():
-        frame = frame.drop_duplicates(subset=key, keep="last")
-    return frame.reset_index(drop=True)
-
-
-def _to_utc(series: pd.Series) -> pd.Series:
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype(TS_DTYPE)
-    if series.dtype.kind == "M":  # naive: taken as UTC
-        return series.dt.tz_localize("UTC").astype(TS_DTYPE)
-    return pd.to_datetime(series, utc=True, format="ISO8601").astype(TS_DTYPE)
-
-
-def _naive_us(series: pd.Series) -> np.ndarray:
-    return np.asarray(series.dt.tz_localize(None).to_numpy(), dtype="datetime64[us]")
-
-
-def python_values(series: pd.Series) -> list[Any]:
-    """Plain Python values (None for NaN/NA/NaT; int, not numpy.int64). Timestamps: naive UTC datetimes."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return list(_naive_us(series).astype(object).tolist())
-    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
-        return list(series.tolist())
-    if isinstance(dtype, np.dtype) and dtype.kind == "O":
-        return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in series]
-    return list(series.to_numpy(dtype=object, na_value=None).tolist())
-
-
-def sqlite_values(series: pd.Series) -> list[Any]:
-    """Values as SQLite stores them; timestamps in SQLAlchemy's SQLite text format (UTC)."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        text = np.datetime_as_string(_naive_us(series), unit="us")
-        mask = series.isna().to_numpy()
-        return [
-            None if m else s[:10] + " " + s[11:] for s, m in zip(text.tolist(), mask.tolist(), strict=False)
-        ]
-    return python_values(series)
-
-
-# --- PostgreSQL binary COPY ---------------------------------------------------------------------------------
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-
-
-def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """One column for binary COPY: (byte length per row, -1 for NULL; the fixed-width values as a (rows, width)
-    uint8 array, or None for text; the concatenated UTF-8 payload of the non-null text values)."""
-    mask = series.isna().to_numpy()
-    dtype = series.dtype
-    empty = np.zeros(0, dtype=np.uint8)
-    if isinstance(sql_type, (sa.Text, sa.String)) or not (
-        isinstance(dtype, pd.DatetimeTZDtype) or dtype.kind in "iufb"
-    ):
-        values = series.to_numpy(dtype=object)[~mask].tolist() if mask.any() else series.tolist()
-        if not isinstance(dtype, pd.StringDtype):
-            values = [v if isinstance(v, str) else str(v) for v in values]
-        lengths = np.full(len(series), -1, dtype=np.int64)
-        if not values:
-            return lengths, None, empty
-        joined = np.frombuffer("\x00".join(values).encode("utf-8"), dtype=np.uint8)
-        separators = np.flatnonzero(joined == 0)
-        if len(separators) != len(values) - 1:
-            raise ValueError(f"{series.name}: text with a NUL character cannot be stored in PostgreSQL")
-        ends = np.append(separators, len(joined))
-        starts = np.concatenate(([0], separators + 1))
-        lengths[~mask] = ends - starts
-        payload = joined if len(separators) == 0 else np.delete(joined, separators)
-        return lengths, None, payload
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        raw = _naive_us(series).view("int64") - _PG_EPOCH_US
-        fixed = raw.astype(">i8")
-    elif isinstance(sql_type, sa.Boolean):
-        fixed = np.asarray(series.to_numpy(dtype=bool, na_value=False), dtype=np.uint8)
-    elif isinstance(sql_type, sa.Float):
-        fixed = series.to_numpy(dtype="float64", na_value=np.nan).astype(">f8")
-    else:
-        width = ">i8" if isinstance(sql_type, sa.BigInteger) else ">i4"
-        if dtype.kind == "f":
-            ints = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
-        else:
-            ints = series.to_numpy(dtype="int64", na_value=0)
-        fixed = ints.astype(width)
-    size = fixed.dtype.itemsize
-    lengths = np.where(mask, -1, size).astype(np.int64)
-    return lengths, fixed.view(np.uint8).reshape(len(series), size), empty
-
-
-def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Encode the frame as PostgreSQL binary COPY rows: (one uint8 buffer of every row, without header or
-    trailer; the byte offset of each row in it, plus the end). Column-wise numpy: no per-value Python work
-    but one `str.join` and one `encode` per text column."""
-    n, ncol = len(frame), len(frame.columns)
-    columns = [_binary_column(frame[c], t) for c, t in zip(frame.columns, types, strict=True)]
-    lengths = np.stack([c[0] for c in columns], axis=1) if ncol else np.zeros((n, 0), np.int64)
-    field_sizes = 4 + np.maximum(lengths, 0)
-    row_sizes = 2 + field_sizes.sum(axis=1)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_sizes, out=offsets[1:])
-    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    row_start = offsets[:-1]
-    counts = np.frombuffer(np.array([ncol], dtype=">i2").tobytes(), dtype=np.uint8)
-    buf[row_start[:, None] + np.arange(2)] = counts
-    field_start = row_start[:, None] + 2 + np.cumsum(field_sizes, axis=1) - field_sizes
-    for j, (col_lengths, fixed, payload) in enumerate(columns):
-        start = field_start[:, j]
-        buf[start[:, None] + np.arange(4)] = col_lengths.astype(">i4").view(np.uint8).reshape(n, 4)
-        present = col_lengths >= 0
-        if fixed is not None:
-            width = fixed.shape[1]
-            buf[(start[present] + 4)[:, None] + np.arange(width)] = fixed[present]
-        elif len(payload):
-            _place_text(buf, start[present] + 4, col_lengths[present], payload)
-    return buf, offsets
-
-
-SCATTER_BYTES = 1 << 22  # text payload placed per vectorised step (bounds the index array: 8 bytes a byte)
-
-
-def _place_text(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, payload: np.ndarray) -> None:
-    """Copy the concatenated text `payload` into `buf`, value i (`sizes[i]` bytes) at `starts[i]`.
-
-    Vectorised over groups of values holding about SCATTER_BYTES, so that long text (HTML descriptions,
-    syllabi) never needs an index array the size of the whole column."""
-    ends = np.cumsum(sizes)
-    first = 0
-    while first < len(sizes):
-        base = int(ends[first - 1]) if first else 0
-        last = max(int(np.searchsorted(ends, base + SCATTER_BYTES, side="right")), first + 1)
-        group = sizes[first:last]
-        total = int(ends[last - 1]) - base
-        if len(group) == 1:
-            buf[int(starts[first]) : int(starts[first]) + total] = payload[base : base + total]
-        else:
-            within = np.cumsum(group) - group
-            buf[np.arange(total) + np.repeat(starts[first:last] - within, group)] = payload[
-                base : base + total
-            ]
-        first = last
-
-
-def _copy_binary(conn: sa.Connection, table_name: str, columns: Sequence[str], rows: np.ndarray) -> None:
-    """COPY ... FROM STDIN (FORMAT binary) of encoded rows (see `binary_copy_rows`)."""
-    quote = conn.dialect.identifier_preparer.quote
-    data = io.BytesIO()
-    data.write(_BINARY_HEADER)
-    data.write(rows.data)
-    data.write(b"\xff\xff")
-    data.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(
-            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT binary)",
-            data,
-            size=1 << 22,
-        )
-    finally:
-        cursor.close()
-
-
-def _select_rows(buf: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The encoded rows at positions `rows` (ascending), as one buffer."""
-    sizes = offsets[1:] - offsets[:-1]
-    keep = np.zeros(len(sizes), dtype=bool)
-    keep[rows] = True
-    return buf[np.repeat(keep, sizes)]
 
 
 # --- the load -------------------------------------------------------------------------------------------
@@ -407,10 +135,12 @@ def load_table(
 
     if len(frame):
         columns = list(frame.columns)
-        staged = _stage(conn, target, frame)
+        staged = stage_frame(conn, target, frame)
         temp = staged.name
-        score_columns = [c for c in SCORE_COLUMNS if c in columns] if name == "canvas_enrollments" else []
-        diff = _diff(conn, target, temp, key, columns, score_columns, has_deleted_at)
+        history = HISTORY.get(name)
+        tracked = tracked_columns(history, columns)
+        scored = marks_sql(conn, history, tracked, f"t.{q(key[0])} IS NULL") if history and tracked else None
+        diff = _diff(conn, target, temp, key, columns, scored, has_deleted_at)
         stats.rows = len(frame)
         counts = conn.execute(
             sa.text(
@@ -425,9 +155,9 @@ def load_table(
         if staged.rows is not None:
             # PostgreSQL: new rows go straight into the table by COPY (a multi-row insert), not INSERT ... SELECT.
             new_rows = _new_positions(conn, diff, stats.inserted, stats.rows)
-        if score_columns and written:
-            stats.history_rows = _append_score_history(
-                conn, target, temp, diff, key, score_columns, run_id, synced_at, frame, new_rows
+        if history is not None and tracked and written:
+            stats.history_rows = append_history(
+                conn, history, target, temp, diff, key, tracked, run_id, synced_at, frame, new_rows
             )
         # Batch by batch over the whole load (a batch without a changed row costs nothing but the hook).
         _write_changes(
@@ -467,76 +197,7 @@ def _new_positions(conn: sa.Connection, diff: str, inserted: int, rows: int) -> 
         cursor.close()
 
 
-# --- staging the frame in a temporary table ---------------------------------------------------------------
-def _uses_copy(conn: sa.Connection) -> bool:
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
-
-
-@dataclass
-class _Staged:
-    name: str  # the temporary table
-    rows: np.ndarray | None = None  # PostgreSQL: the frame's rows encoded for binary COPY ...
-    offsets: np.ndarray | None = None  # ... and where each starts
-
-
-def _stage(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> _Staged:
-    """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (gone at rollback, dropped
-    after use). PostgreSQL: binary COPY, `_n` an identity column; the encoded rows are kept for the new rows'
-    own COPY into the target."""
-    columns = list(frame.columns)
-    quote = conn.dialect.identifier_preparer.quote
-    name = f"_load_{target.name}"
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
-    if _uses_copy(conn):
-        ddl = ", ".join(f"{quote(c)} {target.c[c].type.compile(dialect=conn.dialect)}" for c in columns)
-        conn.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {quote(name)} ({ddl}, "
-            "_n BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 0 MINVALUE 0)) ON COMMIT DROP"
-        )
-        rows, offsets = binary_copy_rows(frame, [target.c[c].type for c in columns])
-        _copy_binary(conn, name, columns, rows)
-        return _Staged(name, rows, offsets)
-    temp = sa.Table(
-        name,
-        sa.MetaData(),
-        *(sa.Column(c, target.c[c].type) for c in columns),
-        # The batch number ranges over `_n`: as the key (SQLite: the rowid) each batch reads only its rows.
-        sa.Column(
-            "_n", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
-        ),
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
-    temp.create(conn)
-    numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
-    if conn.dialect.name == "sqlite":
-        compiled = (
-            sa.insert(temp)
-            .values({c: sa.bindparam(c) for c in numbered.columns})
-            .compile(dialect=conn.dialect)
-        )
-        values = {c: sqlite_values(numbered[c]) for c in numbered.columns}
-        tuples = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
-        for batch in chunks(tuples, BATCH_ROWS):
-            conn.exec_driver_sql(compiled.string, list(batch))
-    else:
-        lists = [python_values(numbered[c]) for c in numbered.columns]
-        dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
-        for batch in chunks(dicts, BATCH_ROWS):
-            conn.execute(sa.insert(temp), list(batch))
-    return _Staged(name)
-
-
 # --- set-based steps ----------------------------------------------------------------------------------------
-def _distinct(conn: sa.Connection, left: Sequence[str], right: Sequence[str]) -> str:
-    """NULL-safe "some value differs" between two equally long lists of column expressions."""
-    if conn.dialect.name == "postgresql":
-        if len(left) == 1:
-            return f"{left[0]} IS DISTINCT FROM {right[0]}"
-        return f"({', '.join(left)}) IS DISTINCT FROM ({', '.join(right)})"
-    return "(" + " OR ".join(f"{a} IS NOT {b}" for a, b in zip(left, right, strict=True)) + ")"
-
-
 def _on_commit_drop(conn: sa.Connection) -> str:
     return " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
 
@@ -547,12 +208,13 @@ def _diff(
     temp: str,
     key: list[str],
     columns: list[str],
-    score_columns: list[str],
+    scored: str | None,
     has_deleted_at: bool,
 ) -> str:
     """Collect the incoming rows that must be written in a temporary table `_diff_<table>`:
-    `_n` (the row of the load table), `is_new`, `restored` (was soft-deleted) and `scored` (needs a score
-    history row). One join of the load table with the target; unchanged rows do not appear."""
+    `_n` (the row of the load table), `is_new`, `restored` (was soft-deleted) and `scored` (needs a history
+    row: the SQL of `history.marks_sql`). One join of the load table with the target; unchanged rows do not
+    appear."""
     q = conn.dialect.identifier_preparer.quote
     name = f"_diff_{target.name}"
     on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
@@ -563,12 +225,8 @@ def _diff(
     if has_deleted_at:
         conditions.append(restored)
     if values:
-        conditions.append(_distinct(conn, [f"t.{q(c)}" for c in values], [f"s.{q(c)}" for c in values]))
-    scored = "1 = 0"
-    if score_columns:
-        has_score = " OR ".join(f"s.{q(c)} IS NOT NULL" for c in score_columns)
-        differs = _distinct(conn, [f"t.{q(c)}" for c in score_columns], [f"s.{q(c)}" for c in score_columns])
-        scored = f"CASE WHEN {is_new} THEN ({has_score}) ELSE ({differs}) END"
+        conditions.append(distinct_sql(conn, [f"t.{q(c)}" for c in values], [f"s.{q(c)}" for c in values]))
+    scored = scored or "1 = 0"
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(name)}")
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE {q(name)}{_on_commit_drop(conn)} AS "
@@ -578,86 +236,10 @@ def _diff(
     return name
 
 
-def _append_score_history(
-    conn: sa.Connection,
-    target: sa.Table,
-    temp: str,
-    diff: str,
-    key: list[str],
-    score_columns: list[str],
-    run_id: str,
-    recorded_at: datetime,
-    frame: pd.DataFrame,
-    new_rows: np.ndarray | None,
-) -> int:
-    """Append history for the enrollments the diff marked: new with a score, or with changed scores.
-
-    Runs before the writes, so `target` still holds the previous values. A history row holds the scores as
-    they stand after the load: the incoming values, and the stored ones for columns the frame lacks. With
-    `new_rows` (PostgreSQL), the new enrollments' rows are built from the frame and COPYed.
-    """
-    total = 0
-    if new_rows is not None and len(new_rows):
-        total += _copy_new_history(conn, frame, new_rows, score_columns, run_id, recorded_at)
-    q = conn.dialect.identifier_preparer.quote
-    temp_columns = set(score_columns)
-    need_target = len(score_columns) < len(SCORE_COLUMNS)
-    after = [f"s.{q(c)}" if c in temp_columns else f"t.{q(c)}" for c in SCORE_COLUMNS]
-    join_target = ""
-    if need_target:
-        on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
-        join_target = f" LEFT JOIN {q(target.name)} t ON {on}"
-    names = ["enrollment_id", "course_id", "user_id", "recorded_at", *SCORE_COLUMNS, "run_id"]
-    stmt = sa.text(
-        f"INSERT INTO canvas_score_history ({', '.join(q(n) for n in names)}) "
-        f"SELECT s.id, s.course_id, s.user_id, :recorded_at, {', '.join(after)}, :run_id "
-        f"FROM {q(diff)} d JOIN {q(temp)} s ON s._n = d._n{join_target} WHERE d.scored"
-        + (" AND NOT d.is_new" if new_rows is not None else "")
-    ).bindparams(sa.bindparam("recorded_at", type_=UTCDateTime()), sa.bindparam("run_id", type_=sa.String()))
-    result = conn.execute(stmt, {"recorded_at": recorded_at, "run_id": run_id})
-    return total + int(result.rowcount or 0)
-
-
-def _copy_new_history(
-    conn: sa.Connection,
-    frame: pd.DataFrame,
-    new_rows: np.ndarray,
-    score_columns: list[str],
-    run_id: str,
-    recorded_at: datetime,
-) -> int:
-    """COPY the history rows of new enrollments that have a score (they have no stored scores)."""
-    new = frame.iloc[new_rows]
-    new = new[new[score_columns].notna().any(axis=1).to_numpy()]
-    if not len(new):
-        return 0
-    history = table("canvas_score_history")
-    n = len(new)
-    rows = pd.DataFrame(
-        {
-            "enrollment_id": new["id"].to_numpy(),
-            "course_id": new["course_id"].to_numpy(),
-            "user_id": new["user_id"].to_numpy(),
-            "recorded_at": pd.Series(
-                np.full(n, np.datetime64(utc(recorded_at).replace(tzinfo=None), "us"))
-            ).dt.tz_localize("UTC"),
-        }
-    )
-    for c in SCORE_COLUMNS:
-        if c in score_columns:
-            rows[c] = new[c].to_numpy()
-        else:
-            rows[c] = pd.Series([None] * n, dtype="float64" if c.endswith("_score") else "string")
-    rows["run_id"] = pd.Series([run_id] * n, dtype="string")
-    encoded, _ = binary_copy_rows(rows, [history.c[c].type for c in rows.columns])
-    _copy_binary(conn, history.name, list(rows.columns), encoded)
-    return n
-
-
 def _write_changes(
     conn: sa.Connection,
     target: sa.Table,
-    staged: _Staged,
+    staged: Staged,
     diff: str,
     key: list[str],
     columns: list[str],
@@ -703,7 +285,7 @@ def _write_changes(
                 conn.execute(sa.text(update), bounds)
             in_batch = new_rows[(new_rows >= start) & (new_rows < start + batch_rows)]
             if len(in_batch):
-                _copy_binary(conn, target.name, columns, _select_rows(staged.rows, staged.offsets, in_batch))
+                copy_binary(conn, target.name, columns, select_rows(staged.rows, staged.offsets, in_batch))
         _after_batch(target.name, index, min(batch_rows, n_rows - start))
 
 
@@ -757,62 +339,3 @@ def _soft_delete(
     for chunk in course_chunks:
         deleted.extend(int(c) for c in conn.execute(stmt, {**params, "courses": list(chunk)}).scalars())
     return deleted
-
-
-# --- per-course confirmations ----------------------------------------------------------------------------
-def record_confirmations(
-    conn: sa.Connection,
-    entity: str,
-    course_ids: Sequence[int],
-    changed: set[int],
-    *,
-    run_id: str,
-    at: datetime,
-) -> None:
-    """Upsert one `canvas_course_sync` row per course: confirmed at `at` (and changed, for `changed`)."""
-    if not course_ids:
-        return
-    update = (
-        "ON CONFLICT (entity, course_id) DO UPDATE SET confirmed_at = excluded.confirmed_at, "
-        "fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
-        "changed_at = COALESCE(excluded.changed_at, canvas_course_sync.changed_at)"
-    )
-    columns = "(entity, course_id, confirmed_at, fetched_at, changed_at, run_id)"
-    if conn.dialect.name == "postgresql":
-        stmt = sa.text(
-            f"INSERT INTO canvas_course_sync {columns} "
-            "SELECT CAST(:entity AS VARCHAR), c.course_id, :at, st.fetched_at, "
-            "CASE WHEN c.changed THEN CAST(:at AS TIMESTAMPTZ) END, CAST(:run_id AS VARCHAR) "
-            "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:changed AS BOOLEAN[])) AS c(course_id, changed) "
-            "LEFT JOIN canvas_staging st ON st.entity = CAST(:entity AS VARCHAR) AND st.course_id = c.course_id "
-            + update
-        ).bindparams(sa.bindparam("at", type_=UTCDateTime()))
-        conn.execute(
-            stmt,
-            {
-                "entity": entity,
-                "at": at,
-                "run_id": run_id,
-                "ids": list(course_ids),
-                "changed": [c in changed for c in course_ids],
-            },
-        )
-        return
-    stmt = sa.text(
-        f"INSERT INTO canvas_course_sync {columns} VALUES (:entity, :course_id, :at, "
-        "(SELECT fetched_at FROM canvas_staging WHERE entity = :entity AND course_id = :course_id), "
-        ":changed_at, :run_id) " + update
-    ).bindparams(sa.bindparam("at", type_=UTCDateTime()), sa.bindparam("changed_at", type_=UTCDateTime()))
-    conn.execute(
-        stmt,
-        [
-            {
-                "entity": entity,
-                "course_id": c,
-                "at": at,
-                "changed_at": at if c in changed else None,
-                "run_id": run_id,
-            }
-            for c in course_ids
-        ],
-    )

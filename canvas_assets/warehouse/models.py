@@ -13,6 +13,7 @@ zones, hand back aware datetimes), scores are floats, lists and objects are stor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -222,7 +223,7 @@ class CanvasCourse(Base):
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
 
-    __table_args__ = (sa.Index(None, "account_id"), {"info": {"record": "course"}})
+    __table_args__ = (sa.Index(None, "account_id"), {"info": {"record": "course", "course": "id"}})
 
 
 class CanvasStudent(Base):
@@ -365,6 +366,65 @@ class CanvasAssignment(Base):
     __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "assignment"}})
 
 
+class CanvasSubmission(Base):
+    """One row per (assignment, student): the student's submission with its grade, late and missing flags."""
+
+    __tablename__ = "canvas_submissions"
+
+    id: Mapped[int] = _id("Canvas submission id", "id")
+    course_id: Mapped[int] = canvas("Course of the assignment", "course_id", fallback=STAGING_COURSE)
+    assignment_id: Mapped[int] = canvas(
+        "The assignment (`canvas_assignments.id`)", "assignment_id", required=True
+    )
+    user_id: Mapped[int] = canvas("The student (`canvas_students.id`)", "user_id", required=True)
+    score: Mapped[float | None] = canvas("Points awarded, after any late or missing deduction", "score")
+    grade: Mapped[str | None] = canvas(
+        "The grade as the assignment's grading type shows it (points, percent, letter, complete/incomplete)",
+        "grade",
+    )
+    entered_score: Mapped[float | None] = canvas(
+        "Points the grader entered, before deductions (when Canvas sends it)", "entered_score"
+    )
+    entered_grade: Mapped[str | None] = canvas(
+        "Grade the grader entered, before deductions (when Canvas sends it)", "entered_grade"
+    )
+    workflow_state: Mapped[str | None] = canvas(
+        "`unsubmitted`, `submitted`, `pending_review` or `graded`", "workflow_state"
+    )
+    submitted_at: Mapped[datetime | None] = canvas("When the latest attempt was submitted", "submitted_at")
+    graded_at: Mapped[datetime | None] = canvas("When it was last graded (or excused)", "graded_at")
+    posted_at: Mapped[datetime | None] = canvas("When the grade was posted to the student", "posted_at")
+    late: Mapped[bool | None] = canvas("Submitted after the due date (or marked late)", "late")
+    missing: Mapped[bool | None] = canvas(
+        "Not submitted and past due (or marked missing); Canvas changes it as time passes", "missing"
+    )
+    excused: Mapped[bool | None] = canvas("Excused: does not count towards the grade", "excused")
+    late_policy_status: Mapped[str | None] = canvas(
+        "A status set by hand: `late`, `missing`, `extended` or `none`; NULL when not set",
+        "late_policy_status",
+    )
+    seconds_late: Mapped[int | None] = canvas(
+        "Seconds between the due date and the submission", "seconds_late", kind="int"
+    )
+    points_deducted: Mapped[float | None] = canvas("Points taken off by the late policy", "points_deducted")
+    attempt: Mapped[int | None] = _int("Attempt number of the latest submission", "attempt")
+    submission_type: Mapped[str | None] = canvas(
+        "`online_text_entry`, `online_upload`, `online_url`, `online_quiz`, ...; NULL when unsubmitted",
+        "submission_type",
+    )
+    deleted_at: Mapped[datetime | None] = _deleted_at(
+        "When the submission disappeared from Canvas (its assignment deleted, its student dropped); NULL "
+        "while present"
+    )
+
+    __table_args__ = (
+        sa.Index(None, "course_id"),
+        sa.Index(None, "assignment_id", "user_id"),
+        sa.Index(None, "user_id"),
+        {"info": {"record": "submission"}},
+    )
+
+
 class CanvasModule(Base):
     __tablename__ = "canvas_modules"
 
@@ -475,6 +535,27 @@ class CanvasScoreHistory(Base):
     __table_args__ = (sa.Index(None, "enrollment_id", "recorded_at"), sa.Index(None, "course_id"))
 
 
+class CanvasSubmissionScoreHistory(Base):
+    """One row each time a submission is first seen graded or its score, grade or state changes."""
+
+    __tablename__ = "canvas_submission_score_history"
+
+    id: Mapped[int] = column(
+        "Surrogate key", source=LOAD, type_=SurrogateKey, primary_key=True, autoincrement=True
+    )
+    submission_id: Mapped[int] = column("The submission that changed (`canvas_submissions.id`)", source=LOAD)
+    course_id: Mapped[int] = column("Course of the submission", source=LOAD)
+    assignment_id: Mapped[int | None] = column("Assignment of the submission", source=LOAD)
+    user_id: Mapped[int | None] = column("Student of the submission", source=LOAD)
+    recorded_at: Mapped[datetime] = column("The load that saw the change (its sync time)", source=LOAD)
+    score: Mapped[float | None] = column("`score` as it became at `recorded_at`", source=LOAD)
+    grade: Mapped[str | None] = column("`grade` as it became at `recorded_at`", source=LOAD)
+    workflow_state: Mapped[str | None] = column("`workflow_state` as it became at `recorded_at`", source=LOAD)
+    run_id: Mapped[str | None] = column("The Dagster run of that load", source=LOAD, type_=sa.String(64))
+
+    __table_args__ = (sa.Index(None, "submission_id", "recorded_at"), sa.Index(None, "course_id"))
+
+
 # --- operational -----------------------------------------------------------------------------------------
 class CanvasCourseCatalog(Base):
     """Every course the listing ever returned, with when it was first and last seen and when it went."""
@@ -501,7 +582,7 @@ class CanvasStaging(Base):
     __tablename__ = "canvas_staging"
 
     entity: Mapped[str] = column(
-        "Staging entity (`courses`, `students`, `enrollments`, `assignments`, `modules`, `student_summaries`)",
+        "Staging entity: the name of a `staging/<entity>` asset (`courses`, `enrollments`, `submissions`, ...)",
         type_=sa.String(64),
         primary_key=True,
     )
@@ -510,6 +591,17 @@ class CanvasStaging(Base):
     record_count: Mapped[int] = column("Number of records", type_=sa.Integer())
     fetched_at: Mapped[datetime] = column("When the extract finished fetching them from Canvas")
     run_id: Mapped[str | None] = column("The Dagster run that fetched them", type_=sa.String(64))
+    fetch_mode: Mapped[str | None] = column(
+        "`full` (every record fetched) or `incremental` (changes fetched and merged into the previous records)",
+        type_=sa.String(16),
+    )
+    full_fetched_at: Mapped[datetime | None] = column(
+        "When the records were last fetched in full (an incremental fetch keeps the previous value)"
+    )
+    watermark: Mapped[datetime | None] = column(
+        "Incremental entities: the latest Canvas change time among the records; the next fetch asks for "
+        "what changed after it"
+    )
 
 
 class CanvasSyncLog(Base):
@@ -593,44 +685,57 @@ class CanvasRejectedRecord(Base):
 
 metadata = Base.metadata
 
-LAYER1_TABLES: tuple[str, ...] = (
-    "canvas_courses",
-    "canvas_students",
-    "canvas_enrollments",
-    "canvas_assignments",
-    "canvas_modules",
-    "canvas_module_items",
-    "canvas_student_summaries",
-)
-OPERATIONAL_TABLES: tuple[str, ...] = (
-    "canvas_score_history",
-    "canvas_course_catalog",
-    "canvas_staging",
-    "canvas_sync_log",
-    "canvas_course_sync",
-    "canvas_rejected_records",
-)
+
+@dataclass(frozen=True)
+class History:
+    """A Layer-1 table whose changes are also appended to a history table (grades over time).
+
+    A history row is written for a row that is new with a value in `first_when`, or whose `columns` differ
+    from the stored ones; it holds `columns` as they stand after the load, the row's identity (`ids`:
+    history column -> Layer-1 column), `recorded_at` and `run_id`.
+    """
+
+    table: str
+    ids: tuple[tuple[str, str], ...]
+    columns: tuple[str, ...]
+    first_when: tuple[str, ...]
+
+
+HISTORY: dict[str, History] = {
+    "canvas_enrollments": History(
+        "canvas_score_history",
+        ids=(("enrollment_id", "id"), ("course_id", "course_id"), ("user_id", "user_id")),
+        columns=("current_score", "final_score", "current_grade", "final_grade"),
+        first_when=("current_score", "final_score", "current_grade", "final_grade"),
+    ),
+    "canvas_submissions": History(
+        "canvas_submission_score_history",
+        ids=(
+            ("submission_id", "id"),
+            ("course_id", "course_id"),
+            ("assignment_id", "assignment_id"),
+            ("user_id", "user_id"),
+        ),
+        columns=("score", "grade", "workflow_state"),
+        first_when=("score", "grade"),
+    ),
+}
+
+# Layer-1 tables are the ones mirroring a Canvas object (`info["record"]`), in the order defined above.
+LAYER1_TABLES: tuple[str, ...] = tuple(n for n, t in metadata.tables.items() if "record" in t.info)
+OPERATIONAL_TABLES: tuple[str, ...] = tuple(n for n in metadata.tables if n not in LAYER1_TABLES)
 ALL_TABLES: tuple[str, ...] = LAYER1_TABLES + OPERATIONAL_TABLES
 
-# Which column scopes a Layer-1 table's rows to a course (soft delete works per course), None = global.
+# Which column scopes a Layer-1 table's rows to a course (soft delete works per course), None = global:
+# `info["course"]` where the table says it, else `course_id` where it has one.
 COURSE_SCOPE_COLUMN: dict[str, str | None] = {
-    "canvas_courses": "id",
-    "canvas_students": None,
-    "canvas_enrollments": "course_id",
-    "canvas_assignments": "course_id",
-    "canvas_modules": "course_id",
-    "canvas_module_items": "course_id",
-    "canvas_student_summaries": "course_id",
+    n: metadata.tables[n].info.get("course", "course_id" if "course_id" in metadata.tables[n].c else None)
+    for n in LAYER1_TABLES
 }
-# The column holding the Canvas id of the object a row mirrors (what a quarantined record names).
+# The column holding the Canvas id of the object a row mirrors (what a quarantined record names): the one
+# read from the record's `id`.
 CANVAS_ID_COLUMN: dict[str, str] = {
-    "canvas_courses": "id",
-    "canvas_students": "id",
-    "canvas_enrollments": "id",
-    "canvas_assignments": "id",
-    "canvas_modules": "id",
-    "canvas_module_items": "id",
-    "canvas_student_summaries": "user_id",
+    n: next(c.name for c in metadata.tables[n].c if c.info.get("path") == "id") for n in LAYER1_TABLES
 }
 
 

@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -32,6 +32,15 @@ def upsert_statement(conn: sa.Connection, target: sa.Table) -> Any:
     raise NotImplementedError(f"upsert is not implemented for {conn.dialect.name}")
 
 
+def distinct_sql(conn: sa.Connection, left: Sequence[str], right: Sequence[str]) -> str:
+    """NULL-safe "some value differs" between two equally long lists of column expressions."""
+    if conn.dialect.name == "postgresql":
+        if len(left) == 1:
+            return f"{left[0]} IS DISTINCT FROM {right[0]}"
+        return f"({', '.join(left)}) IS DISTINCT FROM ({', '.join(right)})"
+    return "(" + " OR ".join(f"{a} IS NOT {b}" for a, b in zip(left, right, strict=True)) + ")"
+
+
 def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -51,33 +60,94 @@ def _dumps(value: Any) -> str:
 
 
 # --- staging ----------------------------------------------------------------------------------------------
+FULL, INCREMENTAL = "full", "incremental"
+
+
+class StagingItem(NamedTuple):
+    """One (entity, course)'s records to stage, with how they were fetched (a plain 3-tuple is a full fetch).
+
+    `full_fetched_at` is kept from the previous fetch by an incremental one (None: this fetch's time);
+    `watermark` is an incremental entity's latest Canvas change time among the records."""
+
+    entity: str
+    course_id: int
+    records: Sequence[Any]
+    mode: str = FULL
+    watermark: datetime | None = None
+    full_fetched_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """How a course's staged records of an entity were last fetched (`canvas_staging`)."""
+
+    fetched_at: datetime
+    mode: str | None
+    full_fetched_at: datetime | None
+    watermark: datetime | None
+    record_count: int
+
+
 def replace_staging(
     conn: sa.Connection,
-    items: Sequence[tuple[str, int, list[dict[str, Any]]]],
+    items: Sequence[tuple[Any, ...]],
     *,
     run_id: str,
     fetched_at: datetime,
 ) -> None:
     t = table("canvas_staging")
-    rows = [
-        {
-            "entity": entity,
-            "course_id": int(course_id),
-            "records": _dumps(list(records)),
-            "record_count": len(records),
-            "fetched_at": utc(fetched_at),
-            "run_id": run_id,
-        }
-        for entity, course_id, records in items
-    ]
+    fetched_at = utc(fetched_at)
+    rows = []
+    for raw in items:
+        item = StagingItem(*raw)
+        rows.append(
+            {
+                "entity": item.entity,
+                "course_id": int(item.course_id),
+                "records": _dumps(list(item.records)),
+                "record_count": len(item.records),
+                "fetched_at": fetched_at,
+                "run_id": run_id,
+                "fetch_mode": item.mode,
+                "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
+                "watermark": None if item.watermark is None else utc(item.watermark),
+            }
+        )
     if not rows:
         return
     stmt = upsert_statement(conn, t)
+    replaced = (
+        "records",
+        "record_count",
+        "fetched_at",
+        "run_id",
+        "fetch_mode",
+        "full_fetched_at",
+        "watermark",
+    )
     stmt = stmt.on_conflict_do_update(
-        index_elements=["entity", "course_id"],
-        set_={c: stmt.excluded[c] for c in ("records", "record_count", "fetched_at", "run_id")},
+        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
     )
     conn.execute(stmt, rows)
+
+
+def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:
+    """How each course's staged records of `entity` were fetched; courses with nothing staged are absent."""
+    t = table("canvas_staging")
+    out: dict[int, FetchState] = {}
+    columns = (
+        t.c.course_id,
+        t.c.fetched_at,
+        t.c.fetch_mode,
+        t.c.full_fetched_at,
+        t.c.watermark,
+        t.c.record_count,
+    )
+    for chunk in chunks(sorted({int(c) for c in course_ids})):
+        query = sa.select(*columns).where(t.c.entity == entity, t.c.course_id.in_(chunk))
+        for course_id, fetched, mode, full, mark, count in conn.execute(query):
+            out[int(course_id)] = FetchState(fetched, mode, full, mark, int(count))
+    return out
 
 
 class StagedRecords(Sequence[Any]):
@@ -296,20 +366,3 @@ def write_rejected(conn: sa.Connection, rejected: Sequence[Rejected], *, run_id:
     ]
     for chunk in chunks(rows, 5000):
         conn.execute(sa.insert(t), list(chunk))
-
-
-# --- per-course confirmations -----------------------------------------------------------------------------
-def read_confirmations(
-    conn: sa.Connection, entity: str | None = None, course_ids: Iterable[int] | None = None
-) -> list[dict[str, Any]]:
-    """`canvas_course_sync` rows (entity, course_id, confirmed_at, fetched_at, changed_at, run_id)."""
-    t = table("canvas_course_sync")
-    query = sa.select(t).order_by(t.c.course_id, t.c.entity)
-    if entity is not None:
-        query = query.where(t.c.entity == entity)
-    if course_ids is None:
-        return [dict(r._mapping) for r in conn.execute(query)]
-    out: list[dict[str, Any]] = []
-    for chunk in chunks(sorted({int(c) for c in course_ids})):
-        out.extend(dict(r._mapping) for r in conn.execute(query.where(t.c.course_id.in_(chunk))))
-    return sorted(out, key=lambda r: (r["course_id"], r["entity"]))

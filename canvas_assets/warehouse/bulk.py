@@ -1,0 +1,269 @@
+"""Bulk encodings for the Layer-1 load: a transformer's frame made ready for a table, and copied into a
+temporary table fast.
+
+Per-row Python work is what limits bulk loads, so values are encoded column-wise with numpy/pandas and
+handed to the driver in bulk: PostgreSQL (psycopg2) gets binary `COPY ... FROM STDIN` rows built here,
+SQLite the driver's `executemany` over plain tuples, other drivers SQLAlchemy Core executemany.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from canvas_assets.transform.base import TS_DTYPE
+from canvas_assets.warehouse.models import UTCDateTime
+from canvas_assets.warehouse.staging import chunks
+
+BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
+# Columns the loader manages; a frame may not set them. `synced_at` is accepted (and ignored) for frames
+# built before the per-row column was dropped.
+MANAGED_COLUMNS = ("synced_at", "deleted_at")
+
+
+def prepare_frame(frame: pd.DataFrame, target: sa.Table, key: list[str]) -> pd.DataFrame:
+    """Validate columns, drop the ones the loader manages, bring timestamps to UTC, dedupe keys."""
+    frame = frame.drop(columns=[c for c in MANAGED_COLUMNS if c in frame.columns])
+    unknown = [c for c in frame.columns if c not in target.c]
+    if unknown:
+        raise ValueError(f"{target.name}: columns not in the table: {unknown}")
+    if len(frame) == 0:
+        return frame
+    missing_key = [c for c in key if c not in frame.columns]
+    if missing_key:
+        raise ValueError(f"{target.name}: key columns missing from the frame: {missing_key}")
+    for column in frame.columns:
+        if isinstance(target.c[column].type, UTCDateTime) and frame[column].dtype != TS_DTYPE:
+            frame[column] = _to_utc(frame[column])
+    if frame.duplicated(subset=key).any():
+        frame = frame.drop_duplicates(subset=key, keep="last")
+    return frame.reset_index(drop=True)
+
+
+def _to_utc(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype(TS_DTYPE)
+    if series.dtype.kind == "M":  # naive: taken as UTC
+        return series.dt.tz_localize("UTC").astype(TS_DTYPE)
+    return pd.to_datetime(series, utc=True, format="ISO8601").astype(TS_DTYPE)
+
+
+def _naive_us(series: pd.Series) -> np.ndarray:
+    return np.asarray(series.dt.tz_localize(None).to_numpy(), dtype="datetime64[us]")
+
+
+def python_values(series: pd.Series) -> list[Any]:
+    """Plain Python values (None for NaN/NA/NaT; int, not numpy.int64). Timestamps: naive UTC datetimes."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return list(_naive_us(series).astype(object).tolist())
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return list(series.tolist())
+    if isinstance(dtype, np.dtype) and dtype.kind == "O":
+        return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in series]
+    return list(series.to_numpy(dtype=object, na_value=None).tolist())
+
+
+def sqlite_values(series: pd.Series) -> list[Any]:
+    """Values as SQLite stores them; timestamps in SQLAlchemy's SQLite text format (UTC)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        text = np.datetime_as_string(_naive_us(series), unit="us")
+        mask = series.isna().to_numpy()
+        return [
+            None if m else s[:10] + " " + s[11:] for s, m in zip(text.tolist(), mask.tolist(), strict=False)
+        ]
+    return python_values(series)
+
+
+# --- PostgreSQL binary COPY ---------------------------------------------------------------------------------
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+
+
+def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One column for binary COPY: (byte length per row, -1 for NULL; the fixed-width values as a (rows, width)
+    uint8 array, or None for text; the concatenated UTF-8 payload of the non-null text values)."""
+    mask = series.isna().to_numpy()
+    dtype = series.dtype
+    empty = np.zeros(0, dtype=np.uint8)
+    if isinstance(sql_type, (sa.Text, sa.String)) or not (
+        isinstance(dtype, pd.DatetimeTZDtype) or dtype.kind in "iufb"
+    ):
+        values = series.to_numpy(dtype=object)[~mask].tolist() if mask.any() else series.tolist()
+        if not isinstance(dtype, pd.StringDtype):
+            values = [v if isinstance(v, str) else str(v) for v in values]
+        lengths = np.full(len(series), -1, dtype=np.int64)
+        if not values:
+            return lengths, None, empty
+        joined = np.frombuffer("\x00".join(values).encode("utf-8"), dtype=np.uint8)
+        separators = np.flatnonzero(joined == 0)
+        if len(separators) != len(values) - 1:
+            raise ValueError(f"{series.name}: text with a NUL character cannot be stored in PostgreSQL")
+        ends = np.append(separators, len(joined))
+        starts = np.concatenate(([0], separators + 1))
+        lengths[~mask] = ends - starts
+        payload = joined if len(separators) == 0 else np.delete(joined, separators)
+        return lengths, None, payload
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        raw = _naive_us(series).view("int64") - _PG_EPOCH_US
+        fixed = raw.astype(">i8")
+    elif isinstance(sql_type, sa.Boolean):
+        fixed = np.asarray(series.to_numpy(dtype=bool, na_value=False), dtype=np.uint8)
+    elif isinstance(sql_type, sa.Float):
+        fixed = series.to_numpy(dtype="float64", na_value=np.nan).astype(">f8")
+    else:
+        width = ">i8" if isinstance(sql_type, sa.BigInteger) else ">i4"
+        if dtype.kind == "f":
+            ints = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
+        else:
+            ints = series.to_numpy(dtype="int64", na_value=0)
+        fixed = ints.astype(width)
+    size = fixed.dtype.itemsize
+    lengths = np.where(mask, -1, size).astype(np.int64)
+    return lengths, fixed.view(np.uint8).reshape(len(series), size), empty
+
+
+def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Encode the frame as PostgreSQL binary COPY rows: (one uint8 buffer of every row, without header or
+    trailer; the byte offset of each row in it, plus the end). Column-wise numpy: no per-value Python work
+    but one `str.join` and one `encode` per text column."""
+    n, ncol = len(frame), len(frame.columns)
+    columns = [_binary_column(frame[c], t) for c, t in zip(frame.columns, types, strict=True)]
+    lengths = np.stack([c[0] for c in columns], axis=1) if ncol else np.zeros((n, 0), np.int64)
+    field_sizes = 4 + np.maximum(lengths, 0)
+    row_sizes = 2 + field_sizes.sum(axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_sizes, out=offsets[1:])
+    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    row_start = offsets[:-1]
+    counts = np.frombuffer(np.array([ncol], dtype=">i2").tobytes(), dtype=np.uint8)
+    buf[row_start[:, None] + np.arange(2)] = counts
+    field_start = row_start[:, None] + 2 + np.cumsum(field_sizes, axis=1) - field_sizes
+    for j, (col_lengths, fixed, payload) in enumerate(columns):
+        start = field_start[:, j]
+        buf[start[:, None] + np.arange(4)] = col_lengths.astype(">i4").view(np.uint8).reshape(n, 4)
+        present = col_lengths >= 0
+        if fixed is not None:
+            width = fixed.shape[1]
+            buf[(start[present] + 4)[:, None] + np.arange(width)] = fixed[present]
+        elif len(payload):
+            _place_text(buf, start[present] + 4, col_lengths[present], payload)
+    return buf, offsets
+
+
+SCATTER_BYTES = 1 << 22  # text payload placed per vectorised step (bounds the index array: 8 bytes a byte)
+
+
+def _place_text(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, payload: np.ndarray) -> None:
+    """Copy the concatenated text `payload` into `buf`, value i (`sizes[i]` bytes) at `starts[i]`.
+
+    Vectorised over groups of values holding about SCATTER_BYTES, so that long text (HTML descriptions,
+    syllabi) never needs an index array the size of the whole column."""
+    ends = np.cumsum(sizes)
+    first = 0
+    while first < len(sizes):
+        base = int(ends[first - 1]) if first else 0
+        last = max(int(np.searchsorted(ends, base + SCATTER_BYTES, side="right")), first + 1)
+        group = sizes[first:last]
+        total = int(ends[last - 1]) - base
+        if len(group) == 1:
+            buf[int(starts[first]) : int(starts[first]) + total] = payload[base : base + total]
+        else:
+            within = np.cumsum(group) - group
+            buf[np.arange(total) + np.repeat(starts[first:last] - within, group)] = payload[
+                base : base + total
+            ]
+        first = last
+
+
+def copy_binary(conn: sa.Connection, table_name: str, columns: Sequence[str], rows: np.ndarray) -> None:
+    """COPY ... FROM STDIN (FORMAT binary) of encoded rows (see `binary_copy_rows`)."""
+    quote = conn.dialect.identifier_preparer.quote
+    data = io.BytesIO()
+    data.write(_BINARY_HEADER)
+    data.write(rows.data)
+    data.write(b"\xff\xff")
+    data.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT binary)",
+            data,
+            size=1 << 22,
+        )
+    finally:
+        cursor.close()
+
+
+def select_rows(buf: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The encoded rows at positions `rows` (ascending), as one buffer."""
+    sizes = offsets[1:] - offsets[:-1]
+    keep = np.zeros(len(sizes), dtype=bool)
+    keep[rows] = True
+    return buf[np.repeat(keep, sizes)]
+
+
+# --- staging the frame in a temporary table ---------------------------------------------------------------
+def uses_copy(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
+
+
+@dataclass
+class Staged:
+    name: str  # the temporary table
+    rows: np.ndarray | None = None  # PostgreSQL: the frame's rows encoded for binary COPY ...
+    offsets: np.ndarray | None = None  # ... and where each starts
+
+
+def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> Staged:
+    """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (gone at rollback, dropped
+    after use). PostgreSQL: binary COPY, `_n` an identity column; the encoded rows are kept for the new rows'
+    own COPY into the target."""
+    columns = list(frame.columns)
+    quote = conn.dialect.identifier_preparer.quote
+    name = f"_load_{target.name}"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+    if uses_copy(conn):
+        ddl = ", ".join(f"{quote(c)} {target.c[c].type.compile(dialect=conn.dialect)}" for c in columns)
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {quote(name)} ({ddl}, "
+            "_n BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 0 MINVALUE 0)) ON COMMIT DROP"
+        )
+        rows, offsets = binary_copy_rows(frame, [target.c[c].type for c in columns])
+        copy_binary(conn, name, columns, rows)
+        return Staged(name, rows, offsets)
+    temp = sa.Table(
+        name,
+        sa.MetaData(),
+        *(sa.Column(c, target.c[c].type) for c in columns),
+        # The batch number ranges over `_n`: as the key (SQLite: the rowid) each batch reads only its rows.
+        sa.Column(
+            "_n", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False
+        ),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    temp.create(conn)
+    numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
+    if conn.dialect.name == "sqlite":
+        compiled = (
+            sa.insert(temp)
+            .values({c: sa.bindparam(c) for c in numbered.columns})
+            .compile(dialect=conn.dialect)
+        )
+        values = {c: sqlite_values(numbered[c]) for c in numbered.columns}
+        tuples = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
+        for batch in chunks(tuples, BATCH_ROWS):
+            conn.exec_driver_sql(compiled.string, list(batch))
+    else:
+        lists = [python_values(numbered[c]) for c in numbered.columns]
+        dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
+        for batch in chunks(dicts, BATCH_ROWS):
+            conn.execute(sa.insert(temp), list(batch))
+    return Staged(name)

@@ -1,0 +1,105 @@
+"""History tables: a row each time a tracked value of a Layer-1 row is first seen or changes.
+
+Which tables keep history, and of which columns, is stated once in `models.HISTORY` (enrollment scores in
+`canvas_score_history`, submission scores, grades and states in `canvas_submission_score_history`). The
+load computes which rows need a history row in its diff, before any write, so the comparison is with
+exactly the values the load replaces; this module appends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from canvas_assets.warehouse.bulk import binary_copy_rows, copy_binary
+from canvas_assets.warehouse.models import History, UTCDateTime, table
+from canvas_assets.warehouse.staging import distinct_sql, utc
+
+
+def tracked_columns(history: History | None, columns: Sequence[str]) -> list[str]:
+    """The history's columns that the load's frame carries (a profile may leave some out)."""
+    return [] if history is None else [c for c in history.columns if c in columns]
+
+
+def marks_sql(conn: sa.Connection, history: History, tracked: Sequence[str], is_new: str) -> str:
+    """The diff's `scored` expression: new with a value in `first_when`, or a tracked value that differs."""
+    q = conn.dialect.identifier_preparer.quote
+    first = [c for c in history.first_when if c in tracked] or list(tracked)
+    has_value = " OR ".join(f"s.{q(c)} IS NOT NULL" for c in first)
+    differs = distinct_sql(conn, [f"t.{q(c)}" for c in tracked], [f"s.{q(c)}" for c in tracked])
+    return f"CASE WHEN {is_new} THEN ({has_value}) ELSE ({differs}) END"
+
+
+def append_history(
+    conn: sa.Connection,
+    history: History,
+    target: sa.Table,
+    temp: str,
+    diff: str,
+    key: list[str],
+    tracked: list[str],
+    run_id: str,
+    recorded_at: datetime,
+    frame: pd.DataFrame,
+    new_rows: np.ndarray | None,
+) -> int:
+    """Append history for the rows the diff marked (`scored`). Runs before the writes, so `target` still
+    holds the previous values. A history row holds the tracked values as they stand after the load: the
+    incoming ones, and the stored ones for columns the frame lacks. With `new_rows` (PostgreSQL), the new
+    rows' history is built from the frame and COPYed."""
+    total = 0
+    if new_rows is not None and len(new_rows):
+        total += _copy_new_history(conn, history, frame, new_rows, tracked, run_id, recorded_at)
+    q = conn.dialect.identifier_preparer.quote
+    after = [f"s.{q(c)}" if c in tracked else f"t.{q(c)}" for c in history.columns]
+    join_target = ""
+    if len(tracked) < len(history.columns):
+        on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+        join_target = f" LEFT JOIN {q(target.name)} t ON {on}"
+    names = [h for h, _ in history.ids] + ["recorded_at", *history.columns, "run_id"]
+    ids = [f"s.{q(source)}" for _, source in history.ids]
+    stmt = sa.text(
+        f"INSERT INTO {q(history.table)} ({', '.join(q(n) for n in names)}) "
+        f"SELECT {', '.join(ids)}, :recorded_at, {', '.join(after)}, :run_id "
+        f"FROM {q(diff)} d JOIN {q(temp)} s ON s._n = d._n{join_target} WHERE d.scored"
+        + (" AND NOT d.is_new" if new_rows is not None else "")
+    ).bindparams(sa.bindparam("recorded_at", type_=UTCDateTime()), sa.bindparam("run_id", type_=sa.String()))
+    result = conn.execute(stmt, {"recorded_at": recorded_at, "run_id": run_id})
+    return total + int(result.rowcount or 0)
+
+
+def _copy_new_history(
+    conn: sa.Connection,
+    history: History,
+    frame: pd.DataFrame,
+    new_rows: np.ndarray,
+    tracked: list[str],
+    run_id: str,
+    recorded_at: datetime,
+) -> int:
+    """COPY the history rows of new rows that have a value in `first_when` (they have no stored values)."""
+    first = [c for c in history.first_when if c in tracked] or tracked
+    new = frame.iloc[new_rows]
+    new = new[new[first].notna().any(axis=1).to_numpy()]
+    if not len(new):
+        return 0
+    target = table(history.table)
+    n = len(new)
+    rows = pd.DataFrame({h: new[source].to_numpy() for h, source in history.ids})
+    rows["recorded_at"] = pd.Series(
+        np.full(n, np.datetime64(utc(recorded_at).replace(tzinfo=None), "us"))
+    ).dt.tz_localize("UTC")
+    for c in history.columns:
+        if c in tracked:
+            rows[c] = new[c].to_numpy()
+        else:
+            is_float = isinstance(target.c[c].type, sa.Float)
+            rows[c] = pd.Series([None] * n, dtype="float64" if is_float else "string")
+    rows["run_id"] = pd.Series([run_id] * n, dtype="string")
+    encoded, _ = binary_copy_rows(rows, [target.c[c].type for c in rows.columns])
+    copy_binary(conn, target.name, list(rows.columns), encoded)
+    return n

@@ -1,0 +1,96 @@
+"""What a Layer-1 load did, per table and in total (the load's return value and its Dagster metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TableLoadStats:
+    table: str
+    rows: int = 0  # rows in the load
+    inserted: int = 0  # keys that were not in the table before
+    updated: int = 0  # existing rows written because a value changed or they were restored
+    unchanged: int = 0  # rows present and identical: not written
+    soft_deleted: int = 0  # rows of the loaded courses that vanished
+    restored: int = 0  # soft-deleted rows that came back (counted in `updated`)
+    history_rows: int = 0  # canvas_score_history rows appended
+
+    @property
+    def upserted(self) -> int:
+        """Rows written by the upsert (inserted + updated)."""
+        return self.inserted + self.updated
+
+    @property
+    def written(self) -> int:
+        """Every Layer-1 row this load wrote: inserted, updated and soft-deleted."""
+        return self.inserted + self.updated + self.soft_deleted
+
+
+@dataclass
+class LoadStats:
+    tables: dict[str, TableLoadStats] = field(default_factory=dict)
+    courses_confirmed: int = 0  # (entity, course) confirmations written to canvas_course_sync
+    courses_changed: int = 0  # of those, courses in which this load wrote a row
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(s, name) for s in self.tables.values())
+
+    @property
+    def rows(self) -> int:
+        return self._sum("rows")
+
+    @property
+    def upserted(self) -> int:
+        return self._sum("upserted")
+
+    @property
+    def inserted(self) -> int:
+        return self._sum("inserted")
+
+    @property
+    def updated(self) -> int:
+        return self._sum("updated")
+
+    @property
+    def unchanged(self) -> int:
+        return self._sum("unchanged")
+
+    @property
+    def soft_deleted(self) -> int:
+        return self._sum("soft_deleted")
+
+    @property
+    def restored(self) -> int:
+        return self._sum("restored")
+
+    @property
+    def history_rows(self) -> int:
+        return self._sum("history_rows")
+
+    @property
+    def written(self) -> int:
+        return self._sum("written")
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Flat figures for Dagster metadata: totals plus `<table>.<figure>`."""
+        meta: dict[str, Any] = {
+            "rows_loaded": self.rows,
+            "rows_written": self.written,
+            "rows_upserted": self.upserted,
+            "rows_inserted": self.inserted,
+            "rows_updated": self.updated,
+            "rows_unchanged": self.unchanged,
+            "rows_soft_deleted": self.soft_deleted,
+            "rows_restored": self.restored,
+            "score_history_rows": self.history_rows,
+            "courses_confirmed": self.courses_confirmed,
+            "courses_changed": self.courses_changed,
+        }
+        for name, s in self.tables.items():
+            for key, value in asdict(s).items():
+                if key != "table":
+                    meta[f"{name}.{key}"] = value
+            meta[f"{name}.upserted"] = s.upserted
+        return meta

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from canvas_assets.sandbox import mutations
 from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.generate import generate
+from canvas_assets.sandbox.submission_store import SubmissionStore
+from canvas_assets.sandbox.submissions import fmt
+from canvas_assets.sandbox.submissions import serve as serve_submission
 from canvas_assets.sandbox.vocab import (
     ALL_BUT_DELETED,
     COURSE_STATES,
-    DAY,
     ENROLLMENT_STATES,
     ENROLLMENT_TYPES,
     NOW_TS,
@@ -31,6 +32,8 @@ from canvas_assets.sandbox.vocab import (
     letter,
     stable_int,
 )
+
+TICK = 60  # seconds of sandbox time each mutation takes
 
 __all__ = [
     "ALL_BUT_DELETED",
@@ -52,6 +55,8 @@ class SandboxData:
     `summaries` (course id -> {user id -> summary}; only for courses whose analytics can be served),
     `analytics_enabled` (course id -> bool). Deleted courses/assignments stay in the dicts with
     `workflow_state == "deleted"`; deleted enrollments with `enrollment_state == "deleted"`.
+    Submissions are not a dict: they are generated on demand (see `submissions`); read them with
+    `submissions_of` / `iter_submissions`. `now_ts` / `now()` is the sandbox's clock.
     Hold `lock` while iterating if other threads may mutate.
     """
 
@@ -78,7 +83,8 @@ class SandboxData:
         self._enrollments_by_course: dict[int, list[int]] = {}
         self._assignments_by_course: dict[int, list[int]] = {}
         self._modules_by_course: dict[int, list[int]] = {}
-        self._mutations = 0
+        self.now_ts = NOW_TS  # the sandbox's clock (epoch seconds): see `now()`
+        self._submissions = SubmissionStore(self)
         self._student_pool: list[int] = []  # generator scratch: users students are drawn from
         self._staff_pool: list[int] = []
         self._next: dict[str, int] = {}
@@ -166,57 +172,50 @@ class SandboxData:
             return [table[u] for u in sorted(table) if u in current]
 
     def submissions_of(self, course_id: int) -> list[Record]:
-        """Submissions of active students to published assignments (generated on demand), by id."""
+        """The course's submissions exactly as `/students/submissions?student_ids[]=all` serves them
+        without filters (one per published assignment and active student), by id."""
         with self.lock:
-            students = [
-                e["user_id"] for e in self.enrollments_of(course_id, ("active",), ["StudentEnrollment"])
-            ]
-            out = []
-            for a in self.assignments_of(course_id):
-                if not a["published"] or a["id"] is None:
-                    continue
-                for uid in students:
-                    out.append(self._submission(a, uid))
-            out.sort(key=lambda s: s["id"])
-            return out
+            return list(self.iter_submissions(course_id))
 
-    def _submission(self, a: Record, uid: int) -> Record:
-        h = stable_int(self.config.seed, "sub", a["id"], uid)
-        r = (h % 1000) / 1000
-        sub_id = (1 << 40) + (h >> 24)
-        created = NOW_TS - 90 * DAY + (h % (80 * DAY))
-        if r < 0.15:
-            state, submitted, graded, score = "unsubmitted", None, None, None
-        elif r < 0.35:
-            state, submitted, graded, score = "submitted", created, None, None
-        elif r < 0.38:
-            state, submitted, graded, score = "pending_review", created, None, None
-        else:
-            pts = a["points_possible"] or 10.0
-            state, submitted, graded = "graded", created, created + (h % (5 * DAY))
-            score = round(pts * (0.4 + ((h >> 12) % 600) / 1000), 2)
+    def iter_submissions(
+        self, course_id: int, *, after_id: int | None = None, assignment_ids: Iterable[int] | None = None,
+        user_ids: Iterable[int] | None = None, workflow_state: str | None = None,
+        submitted_since: float | None = None, graded_since: float | None = None,
+    ) -> Iterator[Record]:  # fmt: skip
+        """Served submissions with id > `after_id`, by id; the since bounds (epoch seconds) are strict
+        and combine (AND). Lazy: iterate under `lock` and stop early to serve one page cheaply."""
+        now = self.now_ts
+        for rec, a in self._submissions.rows(
+            course_id, after=after_id, assignment_ids=assignment_ids, user_ids=user_ids,
+            since=(submitted_since, graded_since),
+        ):  # fmt: skip
+            if workflow_state is not None and rec["workflow_state"] != workflow_state:
+                continue
+            if submitted_since is not None and (rec["_sub"] is None or rec["_sub"] <= submitted_since):
+                continue
+            if graded_since is not None and (rec["_grd"] is None or rec["_grd"] <= graded_since):
+                continue
+            yield serve_submission(rec, a, now)
 
-        def ts(x: int | None) -> str | None:
-            return (
-                None if x is None else datetime.fromtimestamp(x, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
+    # ------------------------------------------------------------------ the sandbox's clock
+    def now(self) -> str:
+        """The sandbox's current time (`Z`). It starts at the generated data's now (no generated
+        event timestamp is later) and only moves forward: each mutation advances it by a minute
+        first, so a mutation's timestamps are later than everything before it."""
+        return fmt(self.now_ts) or ""
 
-        late = submitted is not None and a["due_at"] is not None and (h >> 5) % 7 == 0
-        return {
-            "id": sub_id,
-            "user_id": uid,
-            "assignment_id": a["id"],
-            "score": score,
-            "grade": None if score is None else str(score),
-            "submitted_at": ts(submitted),
-            "graded_at": ts(graded),
-            "workflow_state": state,
-            "late": late,
-            "missing": state == "unsubmitted" and a["due_at"] is not None,
-            "excused": (h >> 9) % 50 == 0,
-            "attempt": None if submitted is None else 1 + (h >> 3) % 2,
-            "seconds_late": 3600 * (1 + (h >> 7) % 48) if late else 0,
-        }
+    def advance_clock(self, seconds: int = 60) -> str:
+        """Let `seconds` (> 0) of sandbox time pass (due dates pass, missing flags follow); the new now."""
+        if seconds <= 0:
+            raise ValueError("the clock only moves forward")
+        with self.lock:
+            self.now_ts += int(seconds)
+            return self.now()
+
+    def _tick(self) -> int:
+        with self.lock:
+            self.now_ts += TICK
+            return self.now_ts
 
     @staticmethod
     def _key_id(rec: Record) -> int:
@@ -250,6 +249,22 @@ class SandboxData:
 
     def corrupt_record(self, entity: str, course_id: int) -> dict[str, Any]:
         return mutations.corrupt_record(self, entity, course_id)
+
+    def submit_work(
+        self, course_id: int, assignment_id: int | None = None, user_id: int | None = None
+    ) -> int:
+        return mutations.submit_work(self, course_id, assignment_id, user_id)
+
+    def grade_submission(
+        self, course_id: int, submission_id: int | None = None, score: float | None = None
+    ) -> int:
+        return mutations.grade_submission(self, course_id, submission_id, score)
+
+    def excuse_submission(self, course_id: int, submission_id: int | None = None) -> int:
+        return mutations.excuse_submission(self, course_id, submission_id)
+
+    def pass_due_date(self, course_id: int, assignment_id: int | None = None) -> int:
+        return mutations.pass_due_date(self, course_id, assignment_id)
 
     # ------------------------------------------------------------------ id allocation
     def next_id(self, kind: str, base: int) -> int:

@@ -7,8 +7,7 @@ latency, faults and statistics around them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 
 from canvas_assets.sandbox.data import ENROLLMENT_STATES, ENROLLMENT_TYPES, Record, SandboxData
@@ -23,6 +22,7 @@ from canvas_assets.sandbox.protocol import (
     bad_request,
     json_response,
 )
+from canvas_assets.sandbox.submissions import epoch_of
 
 COURSE_STATE_ALIASES = {"created": "unpublished", "claimed": "unpublished"}
 COURSE_LIST_STATES = ("unpublished", "available", "completed", "deleted", "created", "claimed", "all")
@@ -44,13 +44,14 @@ LIMITED_HIDDEN = ("sis_user_id", "sis_course_id", "integration_id", "login_id", 
 _USER_ORDER = itemgetter("sortable_name", "id")  # /courses/:id/users order, also its bookmark key
 
 
-def _parse_time(raw: str | None, name: str) -> datetime | None:
+def _parse_time(raw: str | None, name: str) -> float | None:
+    """An ISO 8601 timestamp parameter (`Z`, an offset, or naive meaning UTC) as epoch seconds."""
     if raw is None:
         return None
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return epoch_of(raw)
     except ValueError:
-        raise bad_request(f"{name} must be an ISO 8601 timestamp") from None
+        raise bad_request(f"Invalid {name}: {raw!r} is not an ISO 8601 timestamp") from None
 
 
 Route = tuple[str, int | None, int | None, Callable[..., Response]]
@@ -394,27 +395,29 @@ class Endpoints:
         )
 
     def _submissions(self, req: Request, course_id: int | None, _b: int | None) -> Response:
+        """Canvas's multiple-submissions list: `student_ids[]` (`all` or ids; without it only the
+        caller's own, which an admin has none of), `assignment_ids[]`, `workflow_state`, and
+        `submitted_since` / `graded_since` (strictly after, both apply); bookmarked by id."""
         c = self._visible_course(course_id, req.principal)
         ids = req.values("student_ids")
-        if not ids:
-            rows: list[Record] = []  # without student_ids[] Canvas returns the caller's own: none
-        else:
-            rows = self.data.submissions_of(c["id"])
-            if "all" not in ids:
-                wanted = set()
-                for s in ids:
-                    if not s.isdigit():
-                        raise bad_request("student_ids must be integers or 'all'")
-                    wanted.add(int(s))
-                rows = [s for s in rows if s["user_id"] in wanted]
-        assignment_ids = {int(a) for a in req.values("assignment_ids") if a.isdigit()}
-        if assignment_ids:
-            rows = [s for s in rows if s["assignment_id"] in assignment_ids]
+        users: set[int] | None = None
+        if "all" not in ids:
+            if not all(s.isdigit() for s in ids):
+                raise bad_request("student_ids must be integers or 'all'")
+            users = {int(s) for s in ids}
+        assignments = {int(a) for a in req.values("assignment_ids") if a.isdigit()} or None
         state = req.one("workflow_state")
-        if state:
-            rows = [s for s in rows if s["workflow_state"] == state]
-        for name, field in (("submitted_since", "submitted_at"), ("graded_since", "graded_at")):
-            since = _parse_time(req.one(name), name)
-            if since is not None:
-                rows = [s for s in rows if s[field] is not None and _parse_time(s[field], field) > since]  # type: ignore[operator]
-        return self.pages.numbered(req, rows, dict)
+        since = {name: _parse_time(req.one(name), name) for name in ("submitted_since", "graded_since")}
+
+        def seek(mark: tuple[object, ...] | None) -> Iterator[Record]:
+            after: int | None = None
+            if mark is not None:
+                if len(mark) != 1 or not isinstance(mark[0], int):
+                    raise bad_request("invalid bookmark")
+                after = mark[0]
+            return self.data.iter_submissions(
+                c["id"], after_id=after, assignment_ids=assignments, user_ids=users, workflow_state=state,
+                submitted_since=since["submitted_since"], graded_since=since["graded_since"],
+            )  # fmt: skip
+
+        return self.pages.keyset(req, seek, lambda s: (s["id"],))

@@ -10,7 +10,17 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from canvas_assets.sandbox.vocab import DAY, ENROLLMENT_STATES, NOW_TS, Record, letter
+from canvas_assets.sandbox.submission_store import ensure_future_work
+from canvas_assets.sandbox.vocab import (
+    ASSIGNMENT_ID_BASE,
+    DAY,
+    ENROLLMENT_STATES,
+    NOW_TS,
+    SHARD,
+    USER_ID_BASE,
+    Record,
+    letter,
+)
 
 if TYPE_CHECKING:
     from canvas_assets.sandbox.data import SandboxData
@@ -24,8 +34,7 @@ ROLE_IDS = {
     "StudentViewEnrollment": 3,
 }
 
-# Id bases: enrollments all above 2**31; some users and courses carry cross-shard global ids.
-SHARD = 170_000_000_000_000
+# Id bases: enrollments all above 2**31; some users and courses carry cross-shard global ids (SHARD).
 ENROLLMENT_ID_BASE = 2_200_000_000
 
 FIRST_NAMES = [
@@ -78,7 +87,7 @@ def _person(rng: random.Random) -> tuple[str, str, str]:
 def _make_user(d: SandboxData, *, test_student: bool = False, name: str | None = None) -> int:
     rng, clock = d._rng, d._clock
     n = d.next_id("user", 0)
-    uid = (SHARD if n % 8 == 7 else 0) + 5000 + n
+    uid = (SHARD if n % 8 == 7 else 0) + USER_ID_BASE + n
     if test_student:
         full, sortable, short = "Test Student", "Student, Test", "Test Student"
     elif name is not None:
@@ -154,7 +163,7 @@ def _enroll(
         "limit_privileges_to_course_section": False,
         "root_account_id": d.account_id,
         "created_at": clock.ts(created),
-        "updated_at": clock.ts(created + rng.randint(0, 30) * DAY),
+        "updated_at": clock.ts(min(NOW_TS, created + rng.randint(0, 30) * DAY)),  # never after now
         "start_at": None,
         "end_at": None,
         "sis_course_id": c.get("sis_course_id"),
@@ -220,6 +229,7 @@ def make_course(
     )
     if analytics and state in ("available", "completed"):
         d.summaries[cid] = {uid: _summary(d._rng, uid, n_asg) for uid in students}
+    ensure_future_work(d, cid)
     return cid
 
 
@@ -383,7 +393,7 @@ def _summary(rng: random.Random, uid: int, n_asg: int) -> Record:
 
 def _make_assignment(d: SandboxData, cid: int, pos: int) -> int:
     rng, clock = d._rng, d._clock
-    aid = d.next_id("assignment", 700)
+    aid = d.next_id("assignment", ASSIGNMENT_ID_BASE)
     gtype = rng.choice(GRADING_TYPES)
     created = NOW_TS - rng.randint(20, 300) * DAY
     due = None if rng.random() < 0.3 else created + rng.randint(3, 120) * DAY
@@ -413,6 +423,7 @@ def _make_assignment(d: SandboxData, cid: int, pos: int) -> int:
         "html_url": f"{d.base_url}/courses/{cid}/assignments/{aid}",
     }
     d._assignments_by_course.setdefault(cid, []).append(aid)
+    d._submissions.register(aid, created, due)
     return aid
 
 

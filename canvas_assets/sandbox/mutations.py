@@ -1,24 +1,27 @@
 """Mutations tests apply to the sandbox's dataset between syncs (reached as `SandboxData` methods).
 
 Each takes the dataset's lock, changes the ground truth the way Canvas would show the change, and
-returns the id of what changed.
+returns the id of what changed. Each first advances the sandbox's clock (`SandboxData.now_ts`) by a
+minute and stamps what it changes with the new now, so every mutation's timestamps are later than
+every generated one and than every earlier mutation's.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from canvas_assets.sandbox.generate import make_course
-from canvas_assets.sandbox.vocab import NOW_TS, Record, letter
+from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
+from canvas_assets.sandbox.submissions import epoch_of as epoch
+from canvas_assets.sandbox.vocab import Record, letter
 
 if TYPE_CHECKING:
     from canvas_assets.sandbox.data import SandboxData
 
 
 def _now(d: SandboxData) -> str:
-    d._mutations += 1
-    return datetime.fromtimestamp(NOW_TS + 3600 + d._mutations, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Advance the sandbox's clock for one mutation; the new now, formatted."""
+    return fmt(d._tick()) or ""
 
 
 def _pick_student(
@@ -82,6 +85,7 @@ def delete_assignment(d: SandboxData, course_id: int, assignment_id: int | None 
         if a is None or a["course_id"] != course_id:
             raise KeyError(f"assignment {assignment_id} is not in course {course_id}")
         a["workflow_state"] = "deleted"
+        a["updated_at"] = _now(d)
         return assignment_id
 
 
@@ -176,3 +180,173 @@ def corrupt_record(d: SandboxData, entity: str, course_id: int) -> dict[str, Any
             "field": field,
             "value": value,
         }
+
+
+# ---------------------------------------------------------------------- submissions
+def _course_row(d: SandboxData, course_id: int, submission_id: int | None, want: Any) -> tuple[Record, int]:
+    """(assignment, user id) of `submission_id`, or of the first submission `want(stored, a)` accepts."""
+    _require_course(d, course_id)
+    store = d._submissions
+    if submission_id is not None:
+        return store.locate(course_id, submission_id)
+    for rec, a in store.rows(course_id):
+        if want(rec, a):
+            return a, rec["user_id"]
+    raise KeyError(f"course {course_id} has no suitable submission")
+
+
+def submit_work(
+    d: SandboxData, course_id: int, assignment_id: int | None = None, user_id: int | None = None
+) -> int:
+    """A student hands in work now: an unsubmitted submission (by default the first, by id, of a
+    digital assignment, not excused) is submitted, or a submitted one resubmitted (attempt + 1).
+
+    submitted_at = now, late by the current due date, missing false (a teacher's late policy status
+    is cleared); a graded submission goes back to `submitted` keeping its score. Returns its id.
+    """
+    with d.lock:
+        store = d._submissions
+
+        def fits(rec: Record, a: Record, unsubmitted: bool) -> bool:
+            return (
+                (assignment_id is None or a["id"] == assignment_id)
+                and (user_id is None or rec["user_id"] == user_id)
+                and bool(digital_types(a))
+                and (rec["_sub"] is None) == unsubmitted
+                and (not rec["excused"] or assignment_id is not None)
+            )
+
+        try:
+            a, uid = _course_row(d, course_id, None, lambda r, a: fits(r, a, True))
+        except KeyError:
+            a, uid = _course_row(d, course_id, None, lambda r, a: fits(r, a, False))
+        now = d._tick()
+        rec = store.for_update(a, uid)
+        rec["_sub"] = now
+        rec["attempt"] = (rec["attempt"] or 0) + 1
+        rec["submission_type"] = rec["submission_type"] or digital_types(a)[0]
+        rec["late_policy_status"], rec["_late_override"] = None, None
+        if rec["workflow_state"] == "graded" and rec["excused"]:
+            pass  # excused stays excused (and graded)
+        elif rec["workflow_state"] == "graded" or rec["score"] is not None:
+            rec["workflow_state"], rec["grade_matches_current_submission"] = "submitted", False
+        else:
+            rec["workflow_state"] = "submitted"
+        return int(rec["id"])
+
+
+def grade_submission(
+    d: SandboxData, course_id: int, submission_id: int | None = None, score: float | None = None
+) -> int:
+    """A teacher grades (or regrades) a submission now; by default the first graded one gets a
+    different score (or, when none is graded, the first submitted one is graded).
+
+    `score` is the entered score; a late-policy deduction already on a still-late submission is kept
+    (score = entered - points_deducted). graded_at = posted_at = now, workflow_state graded, excused
+    false. Returns the submission id.
+    """
+    with d.lock:
+        store = d._submissions
+
+        def graded(rec: Record, a: Record) -> bool:
+            return gradable(a) and rec["workflow_state"] == "graded" and rec["entered_score"] is not None
+
+        def submitted(rec: Record, a: Record) -> bool:
+            return gradable(a) and rec["workflow_state"] in ("submitted", "pending_review")
+
+        try:
+            a, uid = _course_row(d, course_id, submission_id, graded)
+        except KeyError:
+            if submission_id is not None:
+                raise
+            a, uid = _course_row(d, course_id, None, submitted)
+        if not gradable(a):
+            raise ValueError(f"assignment {a['id']} is not graded")
+        pts = float(a["points_possible"])
+        now = d._tick()
+        rec = store.for_update(a, uid)
+        old = rec["entered_score"]
+        if score is None:
+            if old is None:
+                score = pts if a["grading_type"] == "pass_fail" else round(pts * 0.8, 2)
+            elif a["grading_type"] == "pass_fail":
+                score = 0.0 if old > 0 else pts
+            else:
+                score = round(old - 1 if old >= 1 else old + 1, 2)
+        served = store.served(rec, a)
+        deducted = rec["points_deducted"] if served["late"] else None
+        final = round(max(0.0, score - (deducted or 0.0)), 2)
+        rec.update(
+            entered_score=score, score=final, points_deducted=deducted, excused=False,
+            workflow_state="graded", grade_matches_current_submission=True, _grd=now, _post=now,
+        )  # fmt: skip
+        return int(rec["id"])
+
+
+def excuse_submission(d: SandboxData, course_id: int, submission_id: int | None = None) -> int:
+    """Excuse a submission now (by default the first missing one, else the first not excused):
+    excused true, score/grade (entered too) null, workflow_state graded, graded_at = posted_at = now
+    (Canvas treats excusing as grading). submitted_at is unchanged. Returns the submission id."""
+    with d.lock:
+        store = d._submissions
+        try:
+            a, uid = _course_row(
+                d, course_id, submission_id, lambda r, a: not r["excused"] and store.served(r, a)["missing"]
+            )
+        except KeyError:
+            if submission_id is not None:
+                raise
+            a, uid = _course_row(d, course_id, None, lambda r, a: not r["excused"])
+        now = d._tick()
+        rec = store.for_update(a, uid)
+        rec.update(
+            excused=True, score=None, entered_score=None, points_deducted=None, late_policy_status=None,
+            _late_override=None, workflow_state="graded", _grd=now, _post=now,
+        )  # fmt: skip
+        return int(rec["id"])
+
+
+def pass_due_date(d: SandboxData, course_id: int, assignment_id: int | None = None) -> int:
+    """An assignment's due date passes: due_at = just before now (updated_at = now).
+
+    Only an assignment not yet due (due_at null or after now) qualifies, so no submission's `late`
+    changes; by default the first (by id) published one with an unsubmitted submission that is not
+    missing yet. Its unsubmitted, unexcused submissions turn `missing` while their submitted_at and
+    graded_at stay as they were. Returns the assignment id.
+    """
+    with d.lock:
+        _require_course(d, course_id)
+        store = d._submissions
+        now = d.now_ts
+        rows = store.assignments(course_id, None if assignment_id is None else [assignment_id])
+
+        def open_(a: Record) -> bool:
+            due = a["due_at"]
+            return due is None or (epoch(due) or 0) > now
+
+        def flips(a: Record) -> bool:
+            if not (open_(a) and digital_types(a)):
+                return False
+            return any(
+                r["workflow_state"] == "unsubmitted" and not r["missing"] and not r["excused"]
+                and r["late_policy_status"] is None
+                for r in d.iter_submissions(course_id, assignment_ids=[a["id"]])
+            )  # fmt: skip
+
+        if assignment_id is not None:
+            if not rows:
+                raise KeyError(f"course {course_id} has no published assignment {assignment_id}")
+            if not open_(rows[0]):
+                raise ValueError(f"assignment {assignment_id} is already past due")
+            a = rows[0]
+        else:
+            found = next((a for a in rows if flips(a)), None)
+            if found is None:
+                raise KeyError(f"course {course_id} has no assignment whose due date can pass")
+            a = found
+        stamp = d._tick()
+        a["due_at"] = fmt(stamp - 1)
+        a["updated_at"] = fmt(stamp)
+        if a["lock_at"] is not None and (epoch(a["lock_at"]) or 0) < stamp:
+            a["lock_at"] = None
+        return int(a["id"])

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -100,6 +101,30 @@ class Pages:
             rels.append(("next", _encode_bookmark(key(page_items[-1]))))
         rels.append(("first", "first"))
         return self._list_response(req, [render(r) for r in page_items], rels, per_page)
+
+    def keyset(
+        self, req: Request, seek: Callable[[tuple[Any, ...] | None], Iterator[Record]],
+        key: Callable[[Record], tuple[Any, ...]], render: Callable[[Record], Record] | None = None,
+    ) -> Response:  # fmt: skip
+        """Bookmark pagination over a lazy, key-ordered stream: `seek(mark)` yields the items whose key
+        is after `mark` (all of them for None) and may raise `ApiError` for a mark it cannot use.
+        Only one page (and one item more, to know whether a `next` exists) is drawn."""
+        per_page = self.per_page(req)
+        raw = req.one("page")
+        if raw is None or raw == "first":
+            mark = None
+        elif raw.startswith("bookmark:"):
+            mark = _decode_bookmark(raw)
+        else:
+            raise bad_request("invalid page: this collection is bookmark-paginated; follow the Link header")
+        page_items = list(itertools.islice(seek(mark), per_page + 1))
+        rels = [("current", raw or "first")]
+        if len(page_items) > per_page:
+            page_items = page_items[:per_page]
+            rels.append(("next", _encode_bookmark(key(page_items[-1]))))
+        rels.append(("first", "first"))
+        chunk = page_items if render is None else [render(r) for r in page_items]
+        return self._list_response(req, chunk, rels, per_page)
 
     def _list_response(
         self, req: Request, chunk: list[Record], rels: list[tuple[str, str]], per_page: int

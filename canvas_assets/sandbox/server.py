@@ -22,6 +22,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -158,6 +159,25 @@ class CanvasSandbox:
 
     def corrupt_record(self, entity: str, course_id: int) -> dict[str, Any]:
         return self.data.corrupt_record(entity, course_id)
+
+    def submit_work(
+        self, course_id: int, assignment_id: int | None = None, user_id: int | None = None
+    ) -> int:
+        return self.data.submit_work(course_id, assignment_id, user_id)
+
+    def grade_submission(
+        self, course_id: int, submission_id: int | None = None, score: float | None = None
+    ) -> int:
+        return self.data.grade_submission(course_id, submission_id, score)
+
+    def excuse_submission(self, course_id: int, submission_id: int | None = None) -> int:
+        return self.data.excuse_submission(course_id, submission_id)
+
+    def pass_due_date(self, course_id: int, assignment_id: int | None = None) -> int:
+        return self.data.pass_due_date(course_id, assignment_id)
+
+    def advance_clock(self, seconds: int = 60) -> str:
+        return self.data.advance_clock(seconds)
 
     # ------------------------------------------------------------------ statistics
     def reset_stats(self) -> None:
@@ -343,6 +363,8 @@ class CanvasSandbox:
                     entry[0] += 1
                     entry[1] += sleep
             if resp is not None:
+                # Date: the sandbox's clock (the simulated now submissions are stamped with), not wall time
+                resp.headers.append(("Date", formatdate(self.data.now_ts, usegmt=True)))
                 resp.headers.append(("X-Request-Cost", f"{cost:.6f}"))
                 resp.headers.append(("X-Rate-Limit-Remaining", f"{remaining:.6f}"))
 

@@ -9,6 +9,11 @@ from typing import Any
 
 Record = dict[str, Any]
 
+# Id bases shared by the generator and the submission ids (which encode assignment and user ordinals).
+SHARD = 170_000_000_000_000  # some users and courses carry this cross-shard prefix
+USER_ID_BASE = 5000  # user id = (SHARD or 0) + USER_ID_BASE + ordinal
+ASSIGNMENT_ID_BASE = 700  # assignment id = ASSIGNMENT_ID_BASE + ordinal
+
 NOW_TS = int(datetime(2025, 11, 3, 12, 0, 0, tzinfo=timezone.utc).timestamp())
 DAY = 86400
 

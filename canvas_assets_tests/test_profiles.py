@@ -60,7 +60,7 @@ def test_submissions_need_assignments_and_enrollments(off):
 
 def test_the_full_refresh_interval_is_validated_like_the_other_numbers():
     with pytest.raises(
-        ProfileError, match="'processing.submissions_full_refresh_days' must be between 0 and 365"
+        ProfileError, match=r"'processing\.submissions_full_refresh_days' must be between 0 and 365"
     ):
         parse_profile({"name": "ANALYTICS_FOCUSED", "processing": {"submissions_full_refresh_days": 400}})
     with pytest.raises(ProfileError, match="must be a whole number"):

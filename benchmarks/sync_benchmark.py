@@ -12,9 +12,15 @@ ranged runs) on one of two Dagster instances:
 It reports the wall time against the sandbox's lower bound for the requests it served (bound_ratio),
 throttled responses, Layer-1 rows per second of transform+load, peak RSS of this process, and
 `dagster_ms_per_course`: (wall - the extract's fetch time - transform and load time) / courses, i.e.
-what Dagster's own bookkeeping (runs, steps, events) and discovery cost per course. Last line:
+what Dagster's own bookkeeping (runs, steps, events) and discovery cost per course.
 
-`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x>`
+When the profile fetches submissions, a second sync follows: submissions are handed in and graded in a
+tenth of the courses, then an ANALYTICS_FOCUSED sync (submissions fetched incrementally) runs on the same
+instance. `submissions_rows` is the live rows of `canvas_submissions` after it, and
+`incremental_request_ratio` the submissions requests of that re-sync over those of the full fetch.
+Last line:
+
+`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x>]`
 
     python benchmarks/sync_benchmark.py --scale large --instance local
     python benchmarks/sync_benchmark.py --scale medium --instance postgres
@@ -43,6 +49,10 @@ PG_ADMIN_URL = os.environ.get(
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def submission_requests(stats: dict[str, Any]) -> int:
+    return sum(n for endpoint, n in stats["by_endpoint"].items() if "/students/submissions" in endpoint)
 
 
 def stage_figures(runs: list[Any]) -> tuple[float, int, float]:
@@ -123,8 +133,11 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
             courses = select_courses(instance, warehouse.catalog_course_ids(), None, None)
             summary = run_sync(defs, instance, warehouse, profile, courses)
             wall = time.monotonic() - started
+            stats = sandbox.stats()
+            resync: dict[str, Any] = {}
+            if "submissions" in profile.staging_entities:
+                resync = incremental_resync(sandbox, defs, instance, warehouse, courses, stats)
         fetch_s, rows, stage_seconds = stage_figures(summary.runs)
-    stats = sandbox.stats()
     bound = float(stats["lower_bound_s"])
     dagster_s = wall - fetch_s - stage_seconds
     result = {
@@ -143,6 +156,7 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
         "peak_rss_mb": peak_rss_mb(),
         "runs": len(summary.runs),
         "fetch_s": fetch_s,
+        **resync,
     }
     print(
         f"[{kind}] {result['courses']} courses ({result['failed']} failed) in {result['runs']} run(s): "
@@ -153,7 +167,49 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
         f"({result['dagster_ms_per_course']:.1f} ms per course); peak RSS {result['peak_rss_mb']:.0f} MB",
         flush=True,
     )
+    if resync:
+        print(
+            f"[{kind}] submissions: {resync['submissions_rows']} rows; full fetch "
+            f"{resync['full_requests']} requests; after {resync['changed']} changes, the incremental re-sync "
+            f"made {resync['incremental_requests']} ({resync['incremental_request_ratio']:.3f} of the full "
+            f"fetch) in {resync['resync_s']:.2f}s",
+            flush=True,
+        )
     return result
+
+
+def incremental_resync(
+    sandbox: SandboxProcess,
+    defs: Any,
+    instance: Any,
+    warehouse: Any,
+    courses: list[str],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """Changes in a tenth of the courses, then an ANALYTICS_FOCUSED sync: its submissions requests."""
+    from canvas_assets.profiles import preset
+    from canvas_assets.sync import run_sync
+
+    full_requests = submission_requests(stats)
+    changed = sandbox.churn(0.1)
+    sandbox.reset_stats()
+    started = time.monotonic()
+    summary = run_sync(defs, instance, warehouse, preset("ANALYTICS_FOCUSED"), courses)
+    seconds = time.monotonic() - started
+    if summary.failed:
+        raise SystemExit(f"the incremental re-sync failed for {len(summary.failed)} course(s)")
+    requests = submission_requests(sandbox.stats())
+    with warehouse.engine.connect() as conn:
+        live = conn.execute(sa.text("SELECT COUNT(*) FROM canvas_submissions WHERE deleted_at IS NULL"))
+        submissions_rows = int(live.scalar_one())
+    return {
+        "submissions_rows": submissions_rows,
+        "full_requests": full_requests,
+        "incremental_requests": requests,
+        "incremental_request_ratio": requests / full_requests if full_requests else 0.0,
+        "changed": changed,
+        "resync_s": seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             f"sync: courses={r['courses']} wall_s={r['wall_s']:.2f} bound_s={r['bound_s']:.2f} "
             f"bound_ratio={r['bound_ratio']:.2f} dagster_ms_per_course={r['dagster_ms_per_course']:.1f} "
             f"throttled={r['throttled']} load_rows_per_s={r['load_rows_per_s']:.0f} "
-            f"peak_rss_mb={r['peak_rss_mb']:.0f}" + ("" if r is results[-1] else f"  ({r['instance']})")
+            f"peak_rss_mb={r['peak_rss_mb']:.0f}"
+            + (
+                f" submissions_rows={r['submissions_rows']} "
+                f"incremental_request_ratio={r['incremental_request_ratio']:.3f}"
+                if "submissions_rows" in r
+                else ""
+            )
+            + ("" if r is results[-1] else f"  ({r['instance']})")
         )
     return 1 if any(r["failed"] for r in results) else 0
 

@@ -117,7 +117,7 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
         # The run materialises the profile's assets, assignments and summaries included.
         assert {k.to_user_string() for k in req.asset_selection} == {
             f"{layer}/{e}"
-            for e in ("courses", "students", "enrollments", "assignments", "student_summaries")
+            for e in ("courses", "students", "enrollments", "assignments", "submissions", "student_summaries")
             for layer in ("staging", "layer1")
         }
         assert new_courses_sensor.job_name == "sync_full"

@@ -204,3 +204,36 @@ def _utc(value):
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# --- 0002 -> 0003: submissions, and how each staging row was fetched -----------------------------------------
+def test_upgrading_0002_marks_existing_staging_as_full_fetches_and_adds_submissions(db_url):
+    from alembic import command
+
+    migrate.upgrade(db_url, "0002_change_only_loads")
+    with get_engine(db_url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO canvas_staging (entity, course_id, records, record_count, fetched_at, run_id) "
+                "VALUES ('enrollments', 101, '[]', 0, :t0, 'r0')"
+            ),
+            {"t0": T0},
+        )
+    migrate.upgrade(db_url)
+    dispose_engines()
+    wh = Warehouse(db_url)
+    wh.ensure_schema()
+    (state,) = wh.fetch_states("enrollments", [101]).values()
+    assert (state.mode, _utc(state.full_fetched_at), state.watermark) == ("full", T0, None)
+    with wh.engine.connect() as conn:
+        assert migrate.schema_differences(conn) == []
+    # A staged incremental entity is dropped on the way down (its records would pass for a full fetch).
+    wh.replace_staging("submissions", 101, [{"id": 1}], run_id="r1", fetched_at=T1)
+    dispose_engines()
+    command.downgrade(migrate.alembic_config(db_url), "0002_change_only_loads")
+    dispose_engines()
+    with get_engine(db_url).connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        staged = _dump(conn, "canvas_staging", "entity, course_id")
+    assert "canvas_submissions" not in tables and "canvas_submission_score_history" not in tables
+    assert staged == [("enrollments", 101)]

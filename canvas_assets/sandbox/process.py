@@ -29,9 +29,27 @@ def _sandbox_main(config: dict[str, Any], conn: Connection) -> None:
                 stats["lower_bound_s"] = sb.lower_bound_seconds()
                 stats["server_cpu_s"] = time.process_time() - cpu_at_reset
                 conn.send(stats)
+            elif isinstance(command, tuple) and command[0] == "churn":
+                conn.send(_churn(sb, float(command[1])))
     finally:
         sb.stop()
         conn.close()
+
+
+def _churn(sb: Any, fraction: float) -> int:
+    """A night's worth of submission activity in `fraction` of the courses: in each, one submission is
+    handed in and one graded (or regraded). Returns how many submissions changed."""
+    courses = sb.data.course_ids(("available", "completed"))
+    step = max(1, round(1 / fraction)) if fraction > 0 else len(courses) + 1
+    changed = 0
+    for course_id in courses[::step]:
+        for mutate in (sb.data.submit_work, sb.data.grade_submission):
+            try:
+                mutate(course_id)
+                changed += 1
+            except (KeyError, ValueError):  # a course without students or without gradable work
+                pass
+    return changed
 
 
 class SandboxProcess:
@@ -50,7 +68,7 @@ class SandboxProcess:
         self.token: str = info["token"]
         self.account_id: int = info["account_id"]
 
-    def _ask(self, command: str) -> Any:
+    def _ask(self, command: Any) -> Any:
         self._conn.send(command)
         return self._conn.recv()
 
@@ -60,6 +78,11 @@ class SandboxProcess:
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._ask("stats")
         return stats
+
+    def churn(self, fraction: float) -> int:
+        """Submit and grade one submission in `fraction` of the courses (see `_churn`)."""
+        changed: int = self._ask(("churn", fraction))
+        return changed
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):

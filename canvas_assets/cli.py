@@ -153,8 +153,9 @@ def _print_summary(summary: Any) -> None:
     click.echo(
         f"  API calls        {summary.api_calls}  (retries {summary.retries}, throttled {summary.throttled})"
     )
+    width = max((len(t) for t in summary.rows), default=0)
     for table, n in summary.rows.items():
-        click.echo(f"  {table:<26} {n} rows")
+        click.echo(f"  {table:<{width}}  {n:>9,} rows")
     for cid, err in sorted(summary.course_errors.items())[:20]:
         click.secho(f"  course {cid}: {summary.course_status[cid]}: {err}", fg="yellow")
     for run in summary.runs:

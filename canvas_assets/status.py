@@ -235,26 +235,107 @@ def pipeline_status(engine: sa.Engine) -> PipelineStatus:
 
 
 def recent_runs(instance: Any, limit: int = 10) -> list[dict[str, Any]]:
-    """The latest runs of the sync and discovery jobs in the Dagster instance."""
+    """The latest runs of the sync and discovery jobs in the Dagster instance.
+
+    A failed run also carries `failure` (why it failed, in one line: the first failed step's error, or, for a
+    run failed from outside, what Dagster's run monitoring or the code server saw, such as a worker killed by
+    a signal) and `failed_courses` (the courses it left unsynced: those the instance stored a failure for).
+    """
+    from dagster import DagsterRunStatus
+
     out = []
     for run in instance.get_runs(limit=limit * 3):
         if not (run.job_name.startswith("sync_") or run.job_name == "discover_courses"):
             continue
         stats = instance.get_run_stats(run.run_id)
         start, end = stats.start_time, stats.end_time
-        out.append(
-            {
-                "run_id": run.run_id,
-                "job": run.job_name,
-                "status": run.status.value,
-                "range": (
-                    f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
-                    if "dagster/asset_partition_range_start" in run.tags
-                    else run.tags.get("dagster/partition", "")
-                ),
-                "seconds": round(end - start, 1) if start and end else None,
-            }
-        )
+        entry: dict[str, Any] = {
+            "run_id": run.run_id,
+            "job": run.job_name,
+            "status": run.status.value,
+            "range": (
+                f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
+                if "dagster/asset_partition_range_start" in run.tags
+                else run.tags.get("dagster/partition", "")
+            ),
+            "seconds": round(end - start, 1) if start and end else None,
+        }
+        if run.status == DagsterRunStatus.FAILURE:
+            entry["failure"] = run_failure_reason(instance, run.run_id)
+            entry["failed_courses"] = failed_courses(instance, run.run_id)
+        out.append(entry)
         if len(out) >= limit:
             break
     return out
+
+
+# Dagster's message when a run is marked failed by something other than its own worker (run monitoring, the
+# code server that saw the worker die): the reason is in the engine event just before it.
+FAILED_FROM_OUTSIDE = "marked as failed from outside the execution context"
+
+
+def run_failure_reason(instance: Any, run_id: str) -> str:
+    """Why a run failed, in one line (at most 300 characters, known secrets redacted)."""
+    from dagster import DagsterEventType
+
+    from canvas_assets.canvas.redact import redact_known
+
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT},
+    ).records
+    reason = ""
+    for record in records:
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if event is not None and event.event_type == DagsterEventType.STEP_FAILURE:
+            data = event.step_failure_data
+            user = data.user_failure_data
+            if user is not None and user.description:
+                reason = f"{event.step_key}: {user.description}"
+            elif data.error is not None:
+                cause = data.error
+                while cause.cause is not None:  # the innermost error says what went wrong
+                    cause = cause.cause
+                reason = f"{event.step_key}: {cause.cls_name}: {cause.message.strip()}"
+            else:
+                reason = f"{event.step_key} failed"
+            break
+    if not reason:
+        engine = ""
+        for record in records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ENGINE_EVENT and _explains_a_failure(entry.message):
+                engine = entry.message
+            elif event.event_type == DagsterEventType.RUN_FAILURE:
+                message = entry.message or "the run failed"
+                reason = engine if FAILED_FROM_OUTSIDE in message and engine else message
+    text = " ".join(redact_known(reason or "the run failed").split())
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _explains_a_failure(message: str) -> bool:
+    words = ("terminated", "exited", "timed out", "Exceeded maximum runtime", "crash")
+    return any(w in message for w in words) and not message.startswith("Process for run exited")
+
+
+def failed_courses(instance: Any, run_id: str) -> list[str]:
+    """The course keys a run stored a failure for (a course of a failed run that it did not store, or a course
+    that failed inside it), in partition order."""
+    from dagster import DagsterEventType
+
+    from canvas_assets.partitions import COURSE_PARTITIONS_NAME
+
+    failed = {
+        record.event_log_entry.dagster_event.partition
+        for record in instance.get_records_for_run(
+            run_id, of_type=DagsterEventType.ASSET_FAILED_TO_MATERIALIZE, limit=1_000_000
+        ).records
+        if record.event_log_entry.dagster_event is not None
+    }
+    failed.discard(None)
+    order = {key: i for i, key in enumerate(instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME))}
+    return sorted(failed, key=lambda key: (order.get(key, len(order)), key))

@@ -31,6 +31,9 @@ STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
 
 FetchPlan = Callable[[Any, "Profile", int, float], list[dict]]
 ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
+# (client, course id, staged records, the course's records of `needs`, timeout) -> the records of parents
+# the staged records do not know yet
+NewParentsPlan = Callable[[Any, int, Sequence[Any], Mapping[str, Sequence[Any]], float], list[dict]]
 KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]], bool]]
 
 
@@ -39,6 +42,9 @@ class Incremental:
     """How an entity is fetched incrementally (canvas_assets.incremental has the rules)."""
 
     changes: ChangesPlan  # (client, course id, since, timeout) -> the records changed after `since`
+    # Records a change filter cannot see because they have no change time: a new student's or a new
+    # assignment's submissions (unsubmitted, or older than the watermark).
+    new_parents: NewParentsPlan
     change_times: tuple[str, ...]  # record fields holding Canvas's change times (the watermark is their max)
     # From the course's records of the entity's `needs` (this run's, or staged), the rule that says which
     # merged records still exist (a deleted assignment's submissions do not).
@@ -106,6 +112,49 @@ def _submission_changes(client: Any, course_id: int, since: datetime, timeout: f
     return merge((), [*submitted, *graded])
 
 
+def _live_parents(records_of: Mapping[str, Sequence[Any]]) -> tuple[set[Any], set[Any]]:
+    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists."""
+    assignments = {
+        to_id(a.get("id"))
+        for a in records_of.get("assignments", ())
+        if isinstance(a, Mapping) and a.get("published") is not False
+    }
+    students = {
+        to_id(e.get("user_id"))
+        for e in records_of.get("enrollments", ())
+        if isinstance(e, Mapping)
+        and e.get("type") == "StudentEnrollment"
+        and e.get("enrollment_state") == "active"
+    }
+    return assignments, students
+
+
+PARENTS_PER_REQUEST = 50  # ids per `assignment_ids[]` / `student_ids[]` list: URLs stay short
+
+
+def _submissions_of_new_parents(
+    client: Any,
+    course_id: int,
+    staged: Sequence[Any],
+    records_of: Mapping[str, Sequence[Any]],
+    timeout: float,
+) -> list[dict]:
+    """The submissions of assignments and students the staged submissions do not mention: usually none,
+    so usually no request."""
+    assignments, students = _live_parents(records_of)
+    known = [s for s in staged if isinstance(s, Mapping)]
+    new_assignments = sorted(assignments - {to_id(s.get("assignment_id")) for s in known})
+    new_students = sorted(students - {to_id(s.get("user_id")) for s in known})
+    out: list[dict] = []
+    for i in range(0, len(new_assignments), PARENTS_PER_REQUEST):
+        chunk = new_assignments[i : i + PARENTS_PER_REQUEST]
+        out += client.list_submissions(course_id, assignment_ids=chunk, timeout=timeout)
+    for i in range(0, len(new_students), PARENTS_PER_REQUEST):
+        chunk = new_students[i : i + PARENTS_PER_REQUEST]
+        out += client.list_submissions(course_id, student_ids=chunk, timeout=timeout)
+    return out
+
+
 def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
     """A submission exists while its assignment does and its student is still enrolled as a student."""
     assignments = {to_id(a.get("id")) for a in records_of.get("assignments", ()) if isinstance(a, Mapping)}
@@ -161,6 +210,7 @@ ENTITIES: dict[str, Entity] = {
             needs=("assignments", "enrollments"),
             incremental=Incremental(
                 changes=_submission_changes,
+                new_parents=_submissions_of_new_parents,
                 change_times=("submitted_at", "graded_at"),
                 keep=_submission_parents,
                 refresh_days_field="submissions_full_refresh_days",

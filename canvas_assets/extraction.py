@@ -92,6 +92,7 @@ class EntityOutcome:
     mode: str = FULL  # incremental entities: `incremental` when only changes were fetched
     since: datetime | None = None  # ... and the instant they were asked for changes after
     changed: int | None = None  # ... and how many changed records came back
+    watermark: datetime | None = None  # incremental entities: the latest change time among the records
 
 
 @dataclass
@@ -201,12 +202,13 @@ class Extractor:
                 )
             timeout = min(MAX_READ_TIMEOUT_S, remaining)
             since = self._since(entity, course.course_id)
-            changes = ENTITIES[entity].incremental if entity in ENTITIES else None
-            if since is not None and changes is not None:
-                outcome.records = changes.changes(self.client, course.course_id, since, timeout)
-                outcome.mode, outcome.since, outcome.changed = INCREMENTAL, since, len(outcome.records)
+            rules = ENTITIES[entity].incremental if entity in ENTITIES else None
+            if since is not None and rules is not None:
+                self._fetch_changes(course, outcome, since, timeout)
             else:
                 outcome.records = self.fetch(self.client, self.profile, entity, course.course_id, timeout)
+                if rules is not None:
+                    outcome.watermark = incremental.watermark_of(outcome.records, rules.change_times)
         except CanvasNotFound as exc:
             outcome.error = exc
             if ENTITIES[entity].absent_when_not_found:
@@ -236,6 +238,36 @@ class Extractor:
             outcome.error.course_id = course.course_id
             outcome.error.stage = outcome.error.stage or "extract"
         return outcome
+
+    def _fetch_changes(
+        self, course: CourseOutcome, o: EntityOutcome, since: datetime, timeout: float
+    ) -> None:
+        """An incremental fetch: what changed after `since`, plus the records of parents the staged records
+        do not know yet (a new student's or a new assignment's submissions carry no change time), merged
+        into the staged records; those whose parent vanished are dropped (canvas_assets.incremental)."""
+        spec = ENTITIES[o.entity]
+        rules = spec.incremental
+        assert rules is not None
+        state = self._states[o.entity][course.course_id]
+        o.mode, o.since, o.changed = INCREMENTAL, since, 0
+        needs: dict[str, Sequence[Any]] = {}
+        for needed in spec.needs:
+            fetched = course.entities.get(needed)
+            if fetched is not None and fetched.status != "success":
+                o.records, o.watermark = [], state.watermark  # nothing to merge with: not staged (_staging_item)
+                return
+            records = fetched.records if fetched is not None else None
+            needs[needed] = records if records is not None else self._staged(needed, course.course_id)
+        changes = rules.changes(self.client, course.course_id, since, timeout)
+        o.changed = len(changes)
+        previous = self._staged(o.entity, course.course_id)
+        added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
+        o.changed += len(added)
+        o.records = incremental.merge(previous, [*added, *changes], rules.keep(needs))
+        o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
+
+    def _staged(self, entity: str, course_id: int) -> Sequence[Any]:
+        return self.warehouse.read_staging(entity, [course_id]).get(course_id, ())
 
     def _since(self, entity: str, course_id: int) -> datetime | None:
         """For an incremental entity with a usable watermark: what to ask for changes after (else None)."""
@@ -268,9 +300,13 @@ class Extractor:
         write_seconds = 0.0
         started = time.monotonic()
         fatal: BaseException | None = None
+        # An entity that needs others of the same course (submissions: assignments and enrollments) is
+        # fetched once they are in: an incremental fetch merges with them.
+        waiting = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
+        first = [e for e in self.entities if not waiting[e]]
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
             for course in courses.values():
-                for entity in self.entities:
+                for entity in first:
                     pending[pool.submit(self._task, course, entity)] = (course, entity)
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
@@ -282,6 +318,13 @@ class Extractor:
                         if fatal is None:
                             fatal = exc
                         continue
+                    for later, needs in waiting.items():
+                        if (
+                            entity in needs
+                            and later not in course.entities
+                            and all(n in course.entities for n in needs)
+                        ):
+                            pending[pool.submit(self._task, course, later)] = (course, later)
                     remaining[course.course_id] -= 1
                     if remaining[course.course_id] == 0:
                         ready.append(course)
@@ -312,13 +355,12 @@ class Extractor:
         now = utcnow()
         items: list[StagingItem] = []
         log_rows: list[dict[str, Any]] = []
-        previous = self._previous_records(finished)
         for course in finished:
             gone = course.status == "gone"
             for entity, o in course.entities.items():
                 o.record_count = len(o.records or [])
                 if not gone and o.status in ("success", "unavailable") and o.records is not None:
-                    item = self._staging_item(course, entity, o, previous)
+                    item = self._staging_item(course, entity, o)
                     if item is not None:
                         items.append(item)
                         o.record_count = len(item.records)
@@ -338,38 +380,16 @@ class Extractor:
                 self.on_course_done(course)
         return time.monotonic() - t0
 
-    def _previous_records(self, finished: list[CourseOutcome]) -> dict[str, Mapping[int, Sequence[Any]]]:
-        """The staged records the incremental fetches of these courses are merged into, and the staged
-        records of their `needs` this run did not fetch: one read per entity."""
-        wanted: dict[str, set[int]] = defaultdict(set)
-        for course in finished:
-            for entity, o in course.entities.items():
-                if o.mode != INCREMENTAL or o.status != "success":
-                    continue
-                wanted[entity].add(course.course_id)
-                for needed in ENTITIES[entity].needs:
-                    if needed not in course.entities:
-                        wanted[needed].add(course.course_id)
-        return {e: self.warehouse.read_staging(e, ids) for e, ids in wanted.items()}
-
-    def _staging_item(
-        self,
-        course: CourseOutcome,
-        entity: str,
-        o: EntityOutcome,
-        previous: Mapping[str, Mapping[int, Sequence[Any]]],
-    ) -> StagingItem | None:
-        """What to stage for one fetched entity of a course. Incremental entities: a full fetch with its
-        watermark; changes merged into the staged records, or nothing (the course keeps its records and its
-        watermark) when an entity the merge needs failed in this run."""
+    def _staging_item(self, course: CourseOutcome, entity: str, o: EntityOutcome) -> StagingItem | None:
+        """What to stage for one fetched entity of a course. An incremental fetch (already merged) is not
+        staged when an entity the merge needs failed in this run: the course keeps its records and its
+        watermark until the next sync."""
         assert o.records is not None
         spec: Entity = ENTITIES[entity]
-        rules = spec.incremental
-        if rules is None:
+        if spec.incremental is None:
             return StagingItem(entity, course.course_id, o.records)
         if o.mode == FULL:
-            mark = incremental.watermark_of(o.records, rules.change_times)
-            return StagingItem(entity, course.course_id, o.records, FULL, mark)
+            return StagingItem(entity, course.course_id, o.records, FULL, o.watermark)
         failed = [n for n in spec.needs if n in course.entities and course.entities[n].status != "success"]
         if failed:
             o.status = "failed"
@@ -380,17 +400,10 @@ class Extractor:
             )
             o.error.course_id = course.course_id
             return None
-        needs: dict[str, Sequence[Any]] = {}
-        for needed in spec.needs:
-            fetched = course.entities[needed].records if needed in course.entities else None
-            needs[needed] = (
-                fetched if fetched is not None else previous.get(needed, {}).get(course.course_id, ())
-            )
         state = self._states[entity][course.course_id]
-        before = previous.get(entity, {}).get(course.course_id, ())
-        merged = incremental.merge(before, o.records, rules.keep(needs))
-        mark = incremental.watermark_of(o.records, rules.change_times, previous=state.watermark)
-        return StagingItem(entity, course.course_id, merged, INCREMENTAL, mark, state.full_fetched_at)
+        return StagingItem(
+            entity, course.course_id, o.records, INCREMENTAL, o.watermark, state.full_fetched_at
+        )
 
     def _log_row(self, course: CourseOutcome, o: EntityOutcome, gone: bool) -> dict[str, Any]:
         status = "gone" if gone else ("skipped" if o.status == "unavailable" else o.status)

@@ -153,12 +153,21 @@ def test_an_incremental_sync_after_changes_equals_ground_truth_with_fewer_reques
     )
     dropped = data.drop_enrollment(BIG, student["id"])
     dropped_user = data.enrollments[dropped]["user_id"]
+    # A new student and a new assignment: their submissions carry no change time after the last fetch.
+    newcomer = data.enrollments[data.enroll_student(BIG)]["user_id"]
+    new_assignment = data.add_assignment(BIG)
     h.sandbox.reset_stats()
     sync(h)
 
-    # Two small lists (submitted since, graded since) instead of every page.
-    assert submission_requests(h) == 2 < full_requests
+    # Two small lists (submitted since, graded since), and one each for the new assignment's and the new
+    # student's submissions, instead of every page.
+    truth = data.submissions_of(BIG)
+    new_pages = -(-sum(s["assignment_id"] == new_assignment for s in truth) // 100)
+    new_pages += -(-sum(s["user_id"] == newcomer for s in truth) // 100)
+    assert submission_requests(h) == 2 + new_pages < full_requests
     rows = assert_equals_ground_truth(h)
+    assert {r["user_id"] for r in rows.values()} >= {newcomer}
+    assert {r["assignment_id"] for r in rows.values()} >= {new_assignment}
     mode, watermark, full_at, count = staging_state(h)
     assert mode == "incremental"
     assert utc(watermark) > utc(first_watermark)

@@ -136,12 +136,16 @@ class CanvasAPI:
         *,
         submitted_since: datetime | None = None,
         graded_since: datetime | None = None,
+        assignment_ids: Sequence[int] = (),
+        student_ids: Sequence[int] = (),
         timeout: float | None = None,
     ) -> list[Record]:
-        """Every submission of every student of a course (`student_ids[]=all`: without it Canvas returns only
-        the caller's own). `submitted_since` / `graded_since` keep those submitted / graded strictly after
-        the instant; given both, Canvas applies both."""
-        params: Params = [("student_ids[]", "all")]
+        """Submissions of a course: of every student (`student_ids[]=all`: without it Canvas returns only
+        the caller's own), or of `student_ids`; of every assignment, or of `assignment_ids`.
+        `submitted_since` / `graded_since` keep those submitted / graded strictly after the instant; given
+        both, Canvas applies both."""
+        params: Params = array_params("student_ids[]", [str(i) for i in student_ids] or ["all"])
+        params += array_params("assignment_ids[]", [str(i) for i in assignment_ids])
         for name, since in (("submitted_since", submitted_since), ("graded_since", graded_since)):
             if since is not None:
                 params.append((name, canvas_time(since)))

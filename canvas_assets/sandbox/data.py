@@ -263,6 +263,12 @@ class SandboxData:
     def excuse_submission(self, course_id: int, submission_id: int | None = None) -> int:
         return mutations.excuse_submission(self, course_id, submission_id)
 
+    def enroll_student(self, course_id: int, user_id: int | None = None) -> int:
+        return mutations.enroll_student(self, course_id, user_id)
+
+    def add_assignment(self, course_id: int) -> int:
+        return mutations.add_assignment(self, course_id)
+
     def pass_due_date(self, course_id: int, assignment_id: int | None = None) -> int:
         return mutations.pass_due_date(self, course_id, assignment_id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from canvas_assets.sandbox.generate import make_course
+from canvas_assets.sandbox.generate import _enroll, _make_assignment, make_course
 from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
 from canvas_assets.sandbox.submissions import epoch_of as epoch
 from canvas_assets.sandbox.vocab import Record, letter
@@ -123,6 +123,46 @@ def add_course(d: SandboxData, name: str | None = None, students: int = 5, state
         idx = len(d.courses)
         cid = make_course(d, idx, state=state, n_students=students, name=name)
         return cid
+
+
+def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None) -> int:
+    """A new active student enrollment (by default of the first user with none in the course). The
+    student's submissions appear with it: unsubmitted, or older work, none of it later than the last
+    fetch, so no `submitted_since` filter shows them. Returns the enrollment id."""
+    with d.lock:
+        _require_course(d, course_id)
+        now = _now(d)
+        enrolled = {e["user_id"] for e in d.enrollments_of(course_id, types=["StudentEnrollment"])}
+        if user_id is None:
+            user_id = next(u for u in sorted(d.users) if u not in enrolled and d.users[u].get("login_id"))
+        elif user_id in enrolled:
+            raise ValueError(f"user {user_id} already has a student enrollment in course {course_id}")
+        eid = _enroll(d, course_id, user_id, "StudentEnrollment", "active")
+        d.enrollments[eid].update(created_at=now, updated_at=now)
+        return eid
+
+
+def add_assignment(d: SandboxData, course_id: int) -> int:
+    """A new published assignment, due in a week: every active student gets an unsubmitted submission
+    for it (no change time). Returns the assignment id."""
+    with d.lock:
+        _require_course(d, course_id)
+        now = _now(d)
+        position = 1 + max((a["position"] for a in d.assignments_of(course_id)), default=0)
+        aid = _make_assignment(d, course_id, position)
+        due = d.now_ts + 7 * 86400
+        d.assignments[aid].update(
+            created_at=now,
+            updated_at=now,
+            due_at=fmt(due),
+            lock_at=None,
+            unlock_at=None,
+            published=True,
+            workflow_state="published",
+            submission_types=["online_upload"],
+        )
+        d._submissions.register(aid, d.now_ts, due)
+        return aid
 
 
 CORRUPTIONS = {

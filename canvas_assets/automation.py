@@ -37,6 +37,7 @@ from canvas_assets.partitions import (
     range_tags,
 )
 from canvas_assets.profiles import environment_profile_name, preset
+from canvas_assets.status import run_failure_reason
 from canvas_assets.warehouse.resource import WarehouseResource
 
 WEBHOOK_ENV_VAR = "CANVAS_ASSETS_FAILURE_WEBHOOK"
@@ -244,6 +245,7 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
             }
         )
     if not failures:
+        # No step failed: the run itself was ended from outside (its worker killed, say).
         failures.append(
             {
                 "step": None,
@@ -251,7 +253,8 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
                 "error_type": "RunFailure",
                 "error_category": None,
                 "recoverable": None,
-                "message": context.failure_event.message or "run failed",
+                "message": run_failure_reason(context.instance, run.run_id)
+                or redact_known(context.failure_event.message or "run failed"),
             }
         )
     # A range whose ends are unknown to the instance is still worth naming in the report.
@@ -273,7 +276,11 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
             "status": "failed",
             "error_type": first["error_type"],
             "error_category": first["error_category"],
-            "message": f"run failed in {first['step']}: {first['message']}"[:2000],
+            "message": (
+                f"run failed in {first['step']}: {first['message']}"
+                if first["step"]
+                else str(first["message"])
+            )[:2000],
         }
         for c in courses
         if str(c).isdigit()

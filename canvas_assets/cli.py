@@ -281,6 +281,10 @@ def status(as_json: bool, show_courses: bool) -> None:
         for r in runs:
             secs = f"{r['seconds']} s" if r["seconds"] is not None else ""
             click.echo(f"  {r['run_id'][:8]}  {r['job']:<18} {r['status']:<10} {r['range']:<20} {secs}")
+            if r.get("failure"):
+                courses = r.get("failed_courses") or []
+                unsynced = f" ({len(courses)} course(s) left unsynced)" if courses else ""
+                click.secho(f"            {r['failure']}{unsynced}", fg="red")
     if show_courses and st.courses:
         click.echo(
             "courses:           (id, last result, last sync, Canvas last confirmed every entity, name)"

@@ -47,6 +47,26 @@ def dagster_failures(stage: str) -> Iterator[None]:
         raise failure_from(exc, stage=stage) from exc
 
 
+DATABASE_RETRIES = 2  # a step that lost its warehouse connection is run again, this many times ...
+DATABASE_RETRY_WAIT_S = 15  # ... after this long (a PostgreSQL restart or fail-over takes seconds)
+
+
+@contextmanager
+def database_retries() -> Iterator[None]:
+    """A step that lost its warehouse connection (a restart, a fail-over) asks Dagster to run it again.
+
+    Each load is one transaction, so a retry starts from the state before it. Other database errors
+    (a constraint, a bad statement) fail the step at once."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc, sa.exc.OperationalError) or exc.connection_invalidated:
+            raise dg.RetryRequested(
+                max_retries=DATABASE_RETRIES, seconds_to_wait=DATABASE_RETRY_WAIT_S
+            ) from exc
+        raise
+
+
 def course_keys(context: Any) -> list[int]:
     """The run's course ids: one in a single-partition run, many in a ranged (backfill) run."""
     return [int(k) for k in context.partition_keys]

@@ -17,6 +17,7 @@ from canvas_assets.assets.common import (
     course_keys,
     course_metadata,
     dagster_failures,
+    database_retries,
     extract_outcomes,
     gone_course_ids,
     record_run_figures,
@@ -55,7 +56,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
     def transform_op(
         context: dg.OpExecutionContext, warehouse: WarehouseResource, sync_profile: SyncProfileResource
     ) -> Iterator[dg.Output]:
-        with dagster_failures("transform"):
+        with database_retries(), dagster_failures("transform"):
             profile = sync_profile.resolve()
             if not profile.wants(entity):
                 context.log.info(f"profile {profile.name} switches {entity} off: layer1/{entity} skipped")
@@ -108,7 +109,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
     def load_op(
         context: dg.OpExecutionContext, staged: StagedTransform, warehouse: WarehouseResource
     ) -> None:
-        with dagster_failures("load"):
+        with database_retries(), dagster_failures("load"):
             wh = warehouse.get_warehouse()
             synced_at = datetime.now(timezone.utc)
             t0 = time.monotonic()

@@ -13,6 +13,9 @@ rules, per (entity, course):
 - **Committed with the data it describes**: the watermark is a column of the course's staging row, written
   in the same transaction as the merged records. A course whose fetch fails, or whose other entities fail
   in that run, is not staged: it keeps its records and its old watermark, and the next sync asks again.
+- **Newcomers**: records of parents the staged records do not mention (a new student's or a new
+  assignment's submissions: unsubmitted, or older than the watermark) have no change time to filter on;
+  the entity's `new_parents` plan asks for them by parent id.
 - **Merged**: changed records replace the stored ones by id; records whose parent vanished (a deleted
   assignment, a dropped student: the entity's `keep` rule over the same run's other entities) are dropped,
   so the staged list is what a full fetch would return, and the Layer-1 load treats it like one.

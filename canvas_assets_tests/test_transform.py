@@ -67,6 +67,7 @@ def test_the_registry_has_one_transformer_per_staging_entity():
         "students",
         "enrollments",
         "assignments",
+        "submissions",
         "modules",
         "student_summaries",
     }

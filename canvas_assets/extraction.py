@@ -254,7 +254,10 @@ class Extractor:
         for needed in spec.needs:
             fetched = course.entities.get(needed)
             if fetched is not None and fetched.status != "success":
-                o.records, o.watermark = [], state.watermark  # nothing to merge with: not staged (_staging_item)
+                o.records, o.watermark = (
+                    [],
+                    state.watermark,
+                )  # nothing to merge with: not staged (_staging_item)
                 return
             records = fetched.records if fetched is not None else None
             needs[needed] = records if records is not None else self._staged(needed, course.course_id)
@@ -300,14 +303,17 @@ class Extractor:
         write_seconds = 0.0
         started = time.monotonic()
         fatal: BaseException | None = None
-        # An entity that needs others of the same course (submissions: assignments and enrollments) is
-        # fetched once they are in: an incremental fetch merges with them.
-        waiting = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
-        first = [e for e in self.entities if not waiting[e]]
+        # An incremental fetch merges with the course's entities it needs (submissions: assignments and
+        # enrollments), so it starts once they are in; a full fetch starts at once, beside them.
+        needs = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
+        waiting: dict[int, dict[str, list[str]]] = {}
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
             for course in courses.values():
-                for entity in first:
-                    pending[pool.submit(self._task, course, entity)] = (course, entity)
+                for entity in self.entities:
+                    if needs[entity] and self._since(entity, course.course_id) is not None:
+                        waiting.setdefault(course.course_id, {})[entity] = needs[entity]
+                    else:
+                        pending[pool.submit(self._task, course, entity)] = (course, entity)
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -318,12 +324,9 @@ class Extractor:
                         if fatal is None:
                             fatal = exc
                         continue
-                    for later, needs in waiting.items():
-                        if (
-                            entity in needs
-                            and later not in course.entities
-                            and all(n in course.entities for n in needs)
-                        ):
+                    for later, needed in list(waiting.get(course.course_id, {}).items()):
+                        if all(n in course.entities for n in needed):
+                            del waiting[course.course_id][later]
                             pending[pool.submit(self._task, course, later)] = (course, later)
                     remaining[course.course_id] -= 1
                     if remaining[course.course_id] == 0:

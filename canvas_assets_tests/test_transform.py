@@ -392,3 +392,89 @@ def test_staged_records_read_like_a_list():
     expected = [{"id": 1}, {"id": 2}]
     assert expected == staged
     assert bool(StagedRecords("[]", 0)) is False
+
+
+# --- regressions found by the property tests (test_transform_properties.py) --------------------------------
+@pytest.mark.parametrize(
+    ("stamp", "instant"),
+    [
+        ("2300-01-01T00:00:00Z", datetime(2300, 1, 1, tzinfo=timezone.utc)),  # past pandas' nanosecond range
+        ("1500-06-01T12:00:00+01:00", datetime(1500, 6, 1, 11, tzinfo=timezone.utc)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=timezone.utc)),
+        ("2025-01-06t08:00:00Z", datetime(2025, 1, 6, 8, tzinfo=timezone.utc)),  # fromisoformat reads it
+    ],
+)
+def test_every_timestamp_python_reads_is_kept(stamp, instant):
+    records = [{"id": 1, "created_at": "2025-01-01T00:00:00.123456789Z"}, {"id": 2, "created_at": stamp}]
+    result = transform("students", {COURSE: records})  # one column: pandas parses it at one resolution
+    assert result.rejected == []
+    assert result.tables["canvas_students"].loc[1, "created_at"] == pd.Timestamp(instant)
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00", "10000-01-01"])
+def test_a_timestamp_whose_utc_instant_is_outside_years_1_to_9999_is_quarantined(stamp):
+    result = transform("students", {COURSE: [{"id": 1, "created_at": stamp}]})
+    assert result.tables["canvas_students"].empty
+    assert result.rejected[0].reason.startswith("created_at: not an ISO 8601 timestamp")
+
+
+@pytest.mark.parametrize(
+    ("table_entity", "record", "reason"),
+    [
+        (
+            "assignments",
+            {"id": 1, "position": 2**31},
+            "position: not an integer: 2147483648",
+        ),  # INTEGER column
+        ("assignments", {"id": 1, "position": "--5"}, "position: not an integer: '--5'"),
+        ("assignments", {"id": 1, "position": 1e300}, "position: not an integer: 1e+300"),
+        ("students", {"id": "1" * 5000}, "id: not a valid Canvas id: '111"),
+        ("assignments", {"id": 1, "points_possible": 10**400}, "points_possible: not a number: 1000"),
+        ("students", {"id": 1, "name": float("nan")}, "name: not a string: nan"),
+        ("students", {"id": 1, "name": "a\x00b"}, "name: contains a NUL character"),
+        ("students", {"id": 1, "name": "a\ud800b"}, "name: not valid Unicode (a lone surrogate)"),
+        (
+            "assignments",
+            {"id": 1, "submission_types": [float("nan")]},
+            "submission_types: not JSON-serialisable",
+        ),
+        ("enrollments", {"id": 1, "user_id": 2, "grades": "A+"}, "grades: not an object: 'A+'"),
+    ],
+)
+def test_a_hostile_value_is_quarantined_naming_its_field(table_entity, record, reason):
+    result = transform(table_entity, {COURSE: [record]})
+    assert all(frame.empty for frame in result.tables.values())
+    assert result.rejected[0].reason.startswith(reason)
+
+
+def test_a_value_nested_deeper_than_json_writes_is_quarantined():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    result = transform("assignments", {COURSE: [{"id": 1, "submission_types": deep}]})
+    assert result.rejected[0].reason.startswith("submission_types: not JSON-serialisable")
+
+
+def test_a_nul_inside_json_text_is_escaped_and_kept():
+    frame = transform("assignments", {COURSE: [{"id": 1, "submission_types": ["a\x00b"]}]}).tables[
+        "canvas_assignments"
+    ]
+    assert frame.loc[0, "submission_types"] == '["a\\u0000b"]'
+
+
+def test_a_quarantined_payload_with_a_lone_surrogate_is_stored_as_escape_text():
+    result = transform("students", {COURSE: [{"id": 1, "name": "x\udc80", "bio\ud800": ["\udfff"]}]})
+    [rejected] = result.rejected
+    assert rejected.payload == {"id": 1, "name": "x\\udc80", "bio\\ud800": ["\\udfff"]}
+    json.dumps(rejected.payload, ensure_ascii=False).encode("utf-8")
+
+
+def test_the_items_of_a_quarantined_or_repeated_module_are_not_loaded():
+    modules = [
+        {"id": 50, "name": "Week 1", "items": [{"id": 500}]},
+        {"id": 50, "unlock_at": "soon", "items": [{"id": 501}]},  # quarantined: its items go with it
+        {"id": 50, "name": "Week 1 again", "items": [{"id": 502}]},  # a second listing: the first won
+    ]
+    result = transform("modules", {COURSE: modules})
+    assert result.tables["canvas_modules"]["name"].tolist() == ["Week 1"]
+    assert result.tables["canvas_module_items"]["id"].tolist() == [500]

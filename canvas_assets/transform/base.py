@@ -7,17 +7,28 @@ the transformer's `Field`s (what kind of value it is, which profile option switc
 column-wise so that 100k records take about a second. A record whose value cannot be converted is quarantined as a `Rejected`
 naming the field and the value; the rest of its course loads.
 
-Conversion rules (canvas-api.md §4): ids are 64-bit integers, given as ints or digit strings; timestamps are
-ISO 8601 (`Z` or an offset) turned into UTC instants; scores are floats; lists and objects become JSON
-text with sorted keys; an absent field and a null field are both NULL; booleans stay booleans.
+Conversion rules (canvas-api.md §4): ids are 64-bit integers, given as ints or digit strings; other integers
+must fit their column (32 bits for an INTEGER); timestamps are ISO 8601 (`Z`, an offset or no zone, taken as
+UTC; a date alone is midnight) as `datetime.fromisoformat` reads them, turned into UTC instants within years
+1-9999; scores are finite floats; lists and objects become JSON text with sorted keys; an absent field and
+a null field are both NULL; booleans stay booleans. A nested object (`grades`, `term`) that is present but
+not an object quarantines the record, naming it.
+
+Text is stored exactly or not at all: a value with a NUL character (which PostgreSQL text cannot hold, and
+which Canvas, itself on PostgreSQL, never sends) or a lone surrogate (not Unicode; only a broken JSON escape
+gives one) quarantines its record, naming the field; in JSON text a NUL is the escape `\\u0000`, which is
+stored. The quarantine keeps the raw record, lone surrogates written as `\\udXXX` escape text
+(`storable_payload`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import cache
 from itertools import repeat
 from typing import Any, Literal
@@ -30,6 +41,7 @@ from canvas_assets.errors import TransformationError
 
 Kind = Literal["id", "int", "float", "str", "bool", "ts", "json"]
 INT64_MAX = 2**63 - 1
+INT_BITS_DEFAULT = 64
 
 _DTYPES: dict[str, Any] = {
     "id": "Int64",
@@ -40,6 +52,8 @@ _DTYPES: dict[str, Any] = {
     "json": "string",
 }
 TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+TS_MIN = pd.Timestamp(datetime.min.replace(tzinfo=timezone.utc))  # what a Python datetime can hold
+TS_MAX = pd.Timestamp(datetime.max.replace(tzinfo=timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class Field:
     path: tuple[str, ...] = ()
     group: str | None = None
     required: bool = False
+    bits: int = INT_BITS_DEFAULT  # width of an integer column: a value must fit it
 
     @property
     def source(self) -> str:
@@ -130,14 +145,7 @@ class Field:
                 cache[_PLAIN] = plain
         if len(path) == 1:
             return _get_all(records, path[0], plain[0])
-        outer = path[0]
-        objects = cache.get(outer) if cache is not None else None
-        if objects is None:
-            objects = _get_all(records, outer, plain[0])
-            if not _only(objects, dict):  # absent or not an object: read as an empty object
-                objects = [v if v.__class__ is dict else _EMPTY for v in objects]
-            if cache is not None:
-                cache[outer] = objects
+        objects = nested_objects(records, path[0], cache, plain[0])
         values = list(map(dict.get, objects, repeat(path[1])))
         for key in path[2:]:
             values = [v.get(key) if v.__class__ is dict else None for v in values]
@@ -190,9 +198,19 @@ def fields_of(table_name: str) -> tuple[Field, ...]:
                 () if path == (column.name,) else path,
                 info.get("group"),
                 bool(info.get("required", False)),
+                _bits(column.type),
             )
         )
     return tuple(fields)
+
+
+def _bits(column_type: Any) -> int:
+    """The width of an integer column (what a value must fit); 64 for the others."""
+    if isinstance(column_type, sa.SmallInteger):
+        return 16
+    if isinstance(column_type, sa.Integer) and not isinstance(column_type, sa.BigInteger):
+        return 32
+    return INT_BITS_DEFAULT
 
 
 @cache
@@ -248,51 +266,98 @@ _EMPTY: dict[str, Any] = {}
 NONE = type(None)
 
 
+def nested_objects(
+    records: Sequence[Mapping[str, Any]], outer: str, cache: dict[str, list[Any]] | None, plain: bool
+) -> list[dict[str, Any]]:
+    """The object under `outer` of every record, an empty one where it is absent or not an object (that
+    record is quarantined by `not_objects_under`)."""
+    objects = cache.get(outer) if cache is not None else None
+    if objects is None:
+        objects = _get_all(records, outer, plain)
+        if not _only(objects, dict):
+            objects = [v if v.__class__ is dict else _EMPTY for v in objects]
+        if cache is not None:
+            cache[outer] = objects
+    return objects
+
+
+def not_objects_under(records: Sequence[Mapping[str, Any]], outer: str) -> dict[int, str]:
+    """Reasons for the records whose `outer` is present but not an object (the fields under it cannot be
+    read, so reading them as NULL would hide that the record is malformed)."""
+    values = _get_all(records, outer, _only(records, dict))
+    if _only(values, dict, NONE):
+        return {}
+    return {
+        i: f"{outer}: not an object: {_short(v)}"
+        for i, v in enumerate(values)
+        if v is not None and v.__class__ is not dict
+    }
+
+
 # --- scalar converters: return (value, error) -------------------------------------------------------------
 _BAD = object()
+
+
+def _digit_string(s: str) -> int | None:
+    """The integer an ASCII digit string spells; None when it is no such string or too long for any column
+    (int() refuses strings of over 4300 digits, and no column holds 20)."""
+    if s.isascii() and s.isdigit() and len(s.lstrip("0")) <= 20:
+        return int(s)
+    return None
 
 
 def to_id(value: Any) -> Any:
     """A Canvas id as int, or `_BAD`. Accepts ints and digit strings (Canvas string-id mode)."""
     if type(value) is int:
         return value if 0 <= value <= INT64_MAX else _BAD
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        n = int(value)
-        return n if n <= INT64_MAX else _BAD
-    return _BAD
-
-
-def _to_int(value: Any) -> Any:
-    if type(value) is int:
-        return value if -INT64_MAX <= value <= INT64_MAX else _BAD
-    if type(value) is float and value.is_integer():
-        return int(value)
     if isinstance(value, str):
-        s = value.strip()
-        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
-            return int(s)
+        n = _digit_string(value)
+        return n if n is not None and n <= INT64_MAX else _BAD
     return _BAD
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _to_int(value: Any, bits: int = INT_BITS_DEFAULT) -> Any:
+    """An integer that fits a `bits`-wide column: an int, an integral float or a (signed) digit string."""
+    n: int | None = None
+    if type(value) is int:
+        n = value
+    elif type(value) is float and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
+        s = value.strip()
+        negative = s.startswith("-")
+        n = _digit_string(s[1:] if negative else s)
+        if n is not None and negative:
+            n = -n
+    low, high = int_range(bits)
+    return n if n is not None and low <= n <= high else _BAD
 
 
 def _to_float(value: Any) -> Any:
     if type(value) is float:
         return value if math.isfinite(value) else _BAD
-    if type(value) is int:
-        return float(value)
-    if isinstance(value, str):
+    if type(value) is int or isinstance(value, str):
         try:
             f = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number; an int past the float range
             return _BAD
         return f if math.isfinite(f) else _BAD
     return _BAD
 
 
 def _to_str(value: Any) -> Any:
+    """Text; a number becomes its decimal text (a finite one: `nan` is not what the record said)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        try:
+            return str(value)
+        except ValueError:  # an int of more digits than Python turns into text
+            return _BAD
     return _BAD
 
 
@@ -305,15 +370,54 @@ def _to_bool(value: Any) -> Any:
 
 
 def to_json_text(value: Any) -> str:
-    """Stable JSON text: sorted keys, compact, unicode kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Stable JSON text: sorted keys, compact, unicode kept; NaN and infinities refused (not JSON)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+    )
 
 
 def _to_json(value: Any) -> Any:
     try:
         return to_json_text(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than json writes
         return _BAD
+
+
+def storable_text(text: str) -> bool:
+    """Whether both databases store `text` as it is: no NUL, no lone surrogate (which is not UTF-8)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable(values: Sequence[Any]) -> list[int]:
+    """Positions of the text values that `storable_text` refuses. One pass over the joined text in C; the
+    positions are looked for only when there is one."""
+    texts = [v for v in values if v.__class__ is str]
+    if not texts or storable_text("".join(texts)):
+        return []
+    return [i for i, v in enumerate(values) if v.__class__ is str and not storable_text(v)]
+
+
+def parse_iso(text: str) -> datetime | None:
+    """An ISO 8601 timestamp as `datetime.fromisoformat` reads it, as a UTC instant (no zone: UTC); None when
+    it is not one or its UTC instant falls outside years 1-9999 (what a datetime holds)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    try:
+        return (
+            parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+        )
+    except OverflowError:
+        return None
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
@@ -336,9 +440,40 @@ _KIND_WORDS = {
 }
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlevel = 3
+
+
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """A short repr for a reason (non-printable characters escaped, deep nesting and long text cut)."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int of too many digits to print
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def storable_payload(value: Any) -> Any:
+    """`value` as the quarantine can store it (JSON text): itself, unless some text in it (a key or a value)
+    has a lone surrogate, which is not UTF-8: then a copy with each one written as its `\\udXXX` escape."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _escape_surrogates(value)
+    except (TypeError, ValueError, RecursionError):
+        return value  # not storable for another reason: the writer's JSON fallback decides
+
+
+def _escape_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_surrogates(v) for v in value]
+    return value
 
 
 def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
@@ -349,41 +484,39 @@ def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
     """
     n = len(raw)
     if f.kind == "ts":
-        obj = pd.Series(raw, dtype=object)
-        present = obj.notna().to_numpy()
-        not_str = (
-            []
-            if _only(raw, str, NONE)
-            else [i for i, v in enumerate(raw) if v is not None and v.__class__ is not str]
-        )
-        if not_str:
-            obj[not_str] = None
-        parsed = pd.to_datetime(obj, utc=True, format="ISO8601", errors="coerce").astype(TS_DTYPE)
-        bad = present & parsed.isna().to_numpy()
-        if not_str:
-            bad[not_str] = True
-        return parsed, bad
-    fast = _fast_column(f.kind, raw)
+        return _timestamp_column(raw)
+    fast = _fast_column(f.kind, raw, f.bits)
     if fast is not None:
-        return fast, np.zeros(n, dtype=bool)
-    conv = _CONVERTERS[f.kind]
+        bad = np.zeros(n, dtype=bool)
+        if f.kind == "str":
+            unstorable = _unstorable(raw)
+            if unstorable:
+                bad[unstorable] = True
+                fast[unstorable] = None
+        return fast, bad
     if f.kind == "str":
-        values = [v if v.__class__ is str or v is None else conv(v) for v in raw]
+        values = [v if v.__class__ is str or v is None else _to_str(v) for v in raw]
     elif f.kind == "bool":
-        values = [v if v.__class__ is bool or v is None else conv(v) for v in raw]
+        values = [v if v.__class__ is bool or v is None else _to_bool(v) for v in raw]
     elif f.kind == "id":
         values = [
-            v if v.__class__ is int and 0 <= v <= INT64_MAX else (None if v is None else conv(v)) for v in raw
+            v if v.__class__ is int and 0 <= v <= INT64_MAX else (None if v is None else to_id(v))
+            for v in raw
         ]
     elif f.kind == "float":  # finite floats pass (v - v is NaN for inf and NaN)
         values = [
-            v if v.__class__ is float and v - v == 0.0 else (None if v is None else conv(v)) for v in raw
+            v if v.__class__ is float and v - v == 0.0 else (None if v is None else _to_float(v)) for v in raw
         ]
+    elif f.kind == "int":
+        values = [None if v is None else _to_int(v, f.bits) for v in raw]
     else:
+        conv = _CONVERTERS[f.kind]
         values = [None if v is None else conv(v) for v in raw]
     bad = np.zeros(n, dtype=bool)
-    if _BAD in values:  # a C-level scan; the positions are looked for only when there is a failure
-        positions = [i for i, v in enumerate(values) if v is _BAD]
+    positions = [i for i, v in enumerate(values) if v is _BAD] if _BAD in values else []
+    if f.kind in ("str", "json"):
+        positions += _unstorable(values)
+    if positions:  # a C-level scan found one; the positions are looked for only then
         bad[positions] = True
         for i in positions:
             values[i] = None
@@ -394,7 +527,38 @@ def convert_column(f: Field, raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
     return series, bad
 
 
-def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
+def _timestamp_column(raw: list[Any]) -> tuple[pd.Series, np.ndarray]:
+    """ISO 8601 text -> UTC instants: pandas' parser for the column, `parse_iso` for what it refuses (years
+    outside its nanosecond range, forms such as a lower-case `t`), so that what is accepted is exactly what
+    `datetime.fromisoformat` reads."""
+    obj = pd.Series(raw, dtype=object)
+    present = obj.notna().to_numpy()
+    not_str = (
+        []
+        if _only(raw, str, NONE)
+        else [i for i, v in enumerate(raw) if v is not None and v.__class__ is not str]
+    )
+    if not_str:
+        obj[not_str] = None
+    parsed = pd.to_datetime(obj, utc=True, format="ISO8601", errors="coerce").astype(TS_DTYPE)
+    # pandas may parse at a resolution that reaches past what a datetime (and the databases' drivers)
+    # hold: an instant outside years 1-9999 in UTC is refused (`parse_iso` refuses it too).
+    outside = ((parsed < TS_MIN) | (parsed > TS_MAX)).to_numpy(dtype=bool, na_value=False)
+    if outside.any():
+        parsed[outside] = pd.NaT
+    bad = present & parsed.isna().to_numpy()
+    if not_str:
+        bad[not_str] = True
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            instant = parse_iso(raw[i]) if raw[i].__class__ is str else None
+            if instant is not None:
+                parsed.iloc[i] = pd.Timestamp(instant)
+                bad[i] = False
+    return parsed, bad
+
+
+def _fast_column(kind: str, raw: list[Any], bits: int = INT_BITS_DEFAULT) -> pd.Series | None:
     """The whole column at C speed when every value already has the right type and range (the usual case);
     None when some value needs the per-value converter (or may be bad)."""
     types = set(map(type, raw))
@@ -407,8 +571,9 @@ def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
         if kind in ("id", "int") and types <= {int}:
             with np.errstate(all="raise"):  # out of int64 range: the slow path rejects it by name
                 series = pd.Series(pd.array(raw, dtype="Int64"))
-            low = series.min()
-            if kind == "id" and low is not pd.NA and low < 0:
+            low, high = (0, INT64_MAX) if kind == "id" else int_range(bits)
+            lowest, highest = series.min(), series.max()
+            if lowest is not pd.NA and (lowest < low or highest > high):
                 return None
             return series
         if kind == "float" and types <= {float, int}:
@@ -425,6 +590,15 @@ def _fast_column(kind: str, raw: list[Any]) -> pd.Series | None:
 def reason_for(f: Field, value: Any) -> str:
     if value is None:
         return f"{f.source}: missing (required)"
+    if f.kind in ("str", "json"):
+        text = _to_json(value) if f.kind == "json" else value if isinstance(value, str) else None
+        if isinstance(text, str) and not storable_text(text):
+            problem = (
+                "contains a NUL character (no text column can hold it as it is)"
+                if "\x00" in text
+                else "not valid Unicode (a lone surrogate)"
+            )
+            return f"{f.source}: {problem}: {_short(value)}"
     return f"{f.source}: {_KIND_WORDS[f.kind]}: {_short(value)}"
 
 
@@ -447,17 +621,22 @@ def build_frame(
     data: dict[str, Any] = {}
     bad_rows: dict[int, str] = {}
     cache: dict[str, list[Any]] = {}
-    for f in fields:
-        if not options.enabled(f.group):
-            continue
+
+    def add(pos: int, reason: str) -> None:
+        bad_rows[pos] = f"{bad_rows[pos]}; {reason}" if pos in bad_rows else reason
+
+    enabled = [f for f in fields if options.enabled(f.group)]
+    for outer in dict.fromkeys(f.path[0] for f in enabled if len(f.path) > 1):
+        for pos, reason in not_objects_under(records, outer).items():
+            add(pos, reason)
+    for f in enabled:
         raw = f.extract(records, cache)
         series, bad = convert_column(f, raw)
         if f.required and None in raw:
             bad = bad | np.array([v is None for v in raw], dtype=bool)
         if bad.any():
             for pos in np.flatnonzero(bad).tolist():
-                reason = reason_for(f, raw[pos])
-                bad_rows[pos] = f"{bad_rows[pos]}; {reason}" if pos in bad_rows else reason
+                add(pos, reason_for(f, raw[pos]))
         data[f.column] = series
     if extra:
         for column, values in extra.items():
@@ -468,11 +647,16 @@ def build_frame(
 
 def finish(frame: pd.DataFrame, drop_rows: Sequence[int], key: Sequence[str]) -> pd.DataFrame:
     """Drop rejected rows, deduplicate on the table key (first occurrence wins), reset the index."""
+    return surviving(frame, drop_rows, key).reset_index(drop=True)
+
+
+def surviving(frame: pd.DataFrame, drop_rows: Sequence[int], key: Sequence[str]) -> pd.DataFrame:
+    """The rows that are kept, under their record positions: rejected rows dropped, the first of each key."""
     if len(drop_rows):
         frame = frame.drop(index=list(drop_rows))
     if len(frame):
         frame = frame.drop_duplicates(subset=list(key), keep="first")
-    return frame.reset_index(drop=True)
+    return frame
 
 
 def canvas_id_of(record: Any, key: str = "id") -> int | None:
@@ -507,7 +691,7 @@ def not_object_rejections(entity: str, table: str, items: list[tuple[int, Any]])
             course_id=cid,
             canvas_id=None,
             reason=f"record is not a JSON object: {_short(rec)}",
-            payload={"value": rec},
+            payload=storable_payload({"value": rec}),
             table=table,
         )
         for cid, rec in items
@@ -562,6 +746,33 @@ def transform_records(
     course fills (`staging_course_column`): always, or, when a field of that name exists (the record carries
     its own `course_id`), only where the record has none.
     """
+    t = transform_table(entity, table, fields, records_by_course, options, id_key=id_key)
+    return t.frame, t.rejected, t.records_in
+
+
+@dataclass
+class TableTransform:
+    """`transform_records` with what a parent table's transformer needs to find its children: the records
+    (all courses, flattened), the staging course of each and the positions of those whose row was kept."""
+
+    frame: pd.DataFrame
+    rejected: list[Rejected]
+    records_in: int
+    records: list[dict[str, Any]]
+    courses: np.ndarray
+    kept: list[int]
+
+
+def transform_table(
+    entity: str,
+    table: str,
+    fields: Sequence[Field],
+    records_by_course: Mapping[int, list[dict[str, Any]]],
+    options: TransformOptions,
+    *,
+    id_key: str = "id",
+) -> TableTransform:
+    """See `transform_records`."""
     key = key_of(table)
     course_column = staging_course_column(table)
     records, courses, not_objects = flatten(records_by_course)
@@ -584,16 +795,18 @@ def transform_records(
                 course_id=int(courses[pos]),
                 canvas_id=canvas_id_of(record, id_key),
                 reason=reason,
-                payload=record,
+                payload=storable_payload(record),
                 table=table,
             )
         )
-    frame = finish(frame, list(built.reasons), key)
+    frame = surviving(frame, list(built.reasons), key)
+    kept = frame.index.tolist()
+    frame = frame.reset_index(drop=True)
     non_null = [*key, *(f.column for f in fields if f.required)]
     if course_column:
         non_null.append(course_column)
     frame = as_int64(frame, non_null)
-    return frame, rejected, len(records) + len(not_objects)
+    return TableTransform(frame, rejected, len(records) + len(not_objects), records, courses, kept)
 
 
 def as_int64(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

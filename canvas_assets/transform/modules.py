@@ -1,7 +1,8 @@
 """Modules: GET /courses/:id/modules?include[]=items (items complete) -> canvas_modules + canvas_module_items.
 
 Items come from each module's `items` list and take their module_id and course_id from the module. A
-module that cannot be transformed is quarantined with its items; a bad item is quarantined alone.
+module that cannot be transformed is quarantined with its items; a bad item is quarantined alone. A module
+listed twice is one row, the first listing's, with the first listing's items.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from canvas_assets.transform.base import (
     in_table_order,
     key_of,
     not_object_rejections,
-    transform_records,
+    storable_payload,
+    transform_table,
 )
 
 ENTITY = "modules"
@@ -53,7 +55,7 @@ def transform_modules(
                         int(course_id),
                         canvas_id_of(record),
                         f"items: not a list: {type(raw_items).__name__}",
-                        record,
+                        storable_payload(record),
                         MODULES_TABLE,
                     )
                 )
@@ -62,27 +64,25 @@ def transform_modules(
         clean[int(course_id)] = kept
     n_bad_shape = len(rejected)
 
-    modules, module_rejected, n = transform_records(ENTITY, MODULES_TABLE, MODULE_FIELDS, clean, options)
-    rejected.extend(module_rejected)
+    t = transform_table(ENTITY, MODULES_TABLE, MODULE_FIELDS, clean, options)
+    modules, n = t.frame, t.records_in
+    rejected.extend(t.rejected)
 
-    # Items of the modules that made it, in module order.
-    accepted = set(modules["id"].tolist())
+    # Items of the module records whose rows were kept (not a quarantined one, not a second listing of a
+    # module), in module order.
     items: list[dict[str, Any]] = []
     item_courses: list[int] = []
     item_modules: list[int] = []
     not_objects: list[tuple[int, Any]] = []
-    for course_id, records in clean.items():
-        for record in records:
-            module_id = canvas_id_of(record)
-            if module_id is None or module_id not in accepted:
-                continue
-            for item in record.get("items") or ():
-                if isinstance(item, dict):
-                    items.append(item)
-                    item_courses.append(course_id)
-                    item_modules.append(module_id)
-                else:
-                    not_objects.append((course_id, item))
+    for pos, module_id in zip(t.kept, modules["id"].tolist(), strict=True):
+        record, course_id = t.records[pos], int(t.courses[pos])
+        for item in record.get("items") or ():
+            if isinstance(item, dict):
+                items.append(item)
+                item_courses.append(course_id)
+                item_modules.append(module_id)
+            else:
+                not_objects.append((course_id, item))
     rejected.extend(not_object_rejections(ENTITY, ITEMS_TABLE, not_objects))
     built = build_frame(
         items,
@@ -100,7 +100,7 @@ def transform_modules(
                 item_courses[pos],
                 canvas_id_of(items[pos]),
                 f"module item in module {item_modules[pos]}: {reason}",
-                items[pos],
+                storable_payload(items[pos]),
                 ITEMS_TABLE,
             )
         )

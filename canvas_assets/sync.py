@@ -11,13 +11,25 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.events import DagsterEvent
+from dagster._core.execution.api import (
+    ExecuteRunWithPlanIterable,
+    create_execution_plan,
+    job_execution_iterator,
+)
+from dagster._core.execution.context_creation_job import (
+    PlanOrchestrationContextManager,
+    orchestration_context_event_generator,
+)
+from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
 
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.entities import ENTITIES
@@ -121,24 +133,95 @@ class SyncSummary:
         }
 
 
-def _first_step_failure(result: dg.ExecuteInProcessResult) -> dg.DagsterEvent | None:
-    for event in result.all_events:
-        if event.is_step_failure:
-            return event
-    return None
+@dataclass
+class RunResult:
+    """What the CLI keeps of a finished run: its id, whether it succeeded and its first step failure.
+
+    Every other event streamed by and went to the instance's event log only (the UI shows them).
+    """
+
+    run_id: str
+    success: bool
+    first_step_failure: DagsterEvent | None = None
 
 
-def run_failure_category(result: dg.ExecuteInProcessResult) -> str | None:
+def execute_run(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    *,
+    run_config: Mapping[str, Any],
+    tags: Mapping[str, str],
+    asset_selection: Sequence[dg.AssetKey] = (),
+) -> RunResult:
+    """Run `job` in this process through `instance`, as `job.execute_in_process(..., raise_on_error=False)`
+    does, without holding the run's events and op outputs until it ends.
+
+    The run is the same: created in the instance with the same tags, run config and asset selection, its
+    steps run one after another by the in-process executor, outputs handed between ops in memory (the
+    job's default IO manager swapped for the in-memory one). But `execute_in_process` keeps every event
+    (one materialization per course per asset, with its metadata, in a ranged run) and captures every op
+    output for its result object: hundreds of MB for a run of a thousand courses. Here each event is
+    looked at as it goes by (the instance has stored it), and only the first step failure is kept.
+    """
+    run_config, _, selection, resource_defs, _, input_values = type_check_and_normalize_args(
+        run_config=run_config, asset_selection=asset_selection
+    )
+    ephemeral = job.as_ephemeral_job(
+        resource_defs=resource_defs, input_values=input_values, asset_selection=selection
+    )
+    run_tags = merge_run_tags(
+        job_def=job,
+        partition_key=None,
+        tags=tags,
+        asset_selection=selection,
+        instance=instance,
+        run_config=run_config,
+    )
+    in_memory = InMemoryJob(job_def=ephemeral)
+    plan = create_execution_plan(
+        in_memory, run_config=run_config, instance_ref=instance.get_ref() if instance.is_persistent else None
+    )
+    run = instance.create_run_for_job(
+        job_def=ephemeral,
+        run_config=run_config,
+        tags={**ephemeral.run_tags, **run_tags},
+        asset_selection=frozenset(selection),
+        execution_plan=plan,
+    )
+    events = ExecuteRunWithPlanIterable(
+        execution_plan=plan,
+        iterator=job_execution_iterator,
+        execution_context_manager=PlanOrchestrationContextManager(
+            context_event_generator=orchestration_context_event_generator,
+            job=in_memory,
+            execution_plan=plan,
+            dagster_run=run,
+            instance=instance,
+            run_config=run_config,
+            executor_defs=None,
+            output_capture=None,
+            raise_on_error=False,
+        ),
+    )
+    first_failure: DagsterEvent | None = None
+    for event in events:
+        if first_failure is None and event.is_step_failure:
+            first_failure = event
+    finished = instance.get_run_by_id(run.run_id)
+    return RunResult(run.run_id, finished is not None and finished.is_success, first_failure)
+
+
+def run_failure_category(result: RunResult) -> str | None:
     """The error category (errors.ErrorCategory value) of the run's first step failure, if it had one."""
-    event = _first_step_failure(result)
+    event = result.first_step_failure
     user = event.step_failure_data.user_failure_data if event is not None else None
     value = user.metadata.get("error_category") if user is not None and user.metadata else None
     return str(value.value) if isinstance(value, dg.MetadataValue) else value
 
 
-def run_failure_message(result: dg.ExecuteInProcessResult) -> str | None:
-    """The first step failure's message of an in-process run (our Failure descriptions are token-free)."""
-    event = _first_step_failure(result)
+def run_failure_message(result: RunResult) -> str | None:
+    """The first step failure's message of a run (our Failure descriptions are token-free)."""
+    event = result.first_step_failure
     if event is None:
         return None if result.success else "the run failed (see the Dagster UI for its logs)"
     data = event.step_failure_data
@@ -157,10 +240,10 @@ def discover(
 ) -> RunOutcome:
     job = defs.resolve_job_def("discover_courses")
     report_progress("discovery", 0, 0, "listing courses")
-    result = job.execute_in_process(
+    result = execute_run(
+        job,
+        instance,
         run_config={"ops": {"canvas_course_catalog": {"config": catalog_config}}, **QUIET_LOGGING},
-        instance=instance,
-        raise_on_error=False,
         tags={"canvas/trigger": "cli"},
     )
     report_progress("discovery", 1, 1)
@@ -220,16 +303,16 @@ def run_sync(
     outcomes: list[RunOutcome] = []
     for i, keys in enumerate(runs):
         report_progress("runs", 0, 0, f"run {i + 1} of {len(runs)}: {len(keys)} course(s)")
-        result = job.execute_in_process(
+        result = execute_run(
+            job,
+            instance,
             run_config={**profile.to_run_config(), **QUIET_LOGGING},
-            instance=instance,
             tags={
                 **range_tags(keys[0], keys[-1]),
                 "canvas/trigger": "cli",
                 "canvas/profile": profile.name,
             },
             asset_selection=selection,
-            raise_on_error=False,
         )
         outcomes.append(
             RunOutcome(

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from canvas_assets.incremental import merge
-from canvas_assets.transform.base import to_id
+from canvas_assets.transform.convert import to_id
 
 if TYPE_CHECKING:  # profiles imports this module: the type only
     from canvas_assets.profiles import Profile

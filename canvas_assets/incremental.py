@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from canvas_assets.transform.base import to_id
+from canvas_assets.transform.convert import to_id
 
 OVERLAP = timedelta(minutes=15)
 

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from canvas_assets.assets.tables import column_doc, column_schema
 from canvas_assets.profiles import PRESET_FILES, parse_profile, preset
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
-from canvas_assets.transform.base import PROFILE_SWITCHES, Field, fields_of, kind_of
+from canvas_assets.transform.options import PROFILE_SWITCHES
+from canvas_assets.transform.schema import Field, fields_of, kind_of
 from canvas_assets.warehouse.models import (
     ALL_TABLES,
     FALLBACKS,
@@ -279,7 +280,7 @@ def test_docs_tables_md_is_generated_from_the_models():
 
 def test_no_frame_column_escapes_the_model():
     from canvas_assets.errors import TransformationError
-    from canvas_assets.transform.base import in_table_order
+    from canvas_assets.transform.schema import in_table_order
 
     frame = pd.DataFrame({"name": ["x"], "id": [1]})
     assert list(in_table_order(frame, "canvas_students").columns) == ["id", "name"]

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
-from canvas_assets.transform.base import Field, fields_of, key_of, staging_course_column
+from canvas_assets.transform.schema import Field, fields_of, key_of, staging_course_column
 from canvas_assets.warehouse.models import PARENT_MODULE, table
 
 _HEALTH = [

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import PROFILE_SWITCHES
+from canvas_assets.transform.options import PROFILE_SWITCHES
 from canvas_assets.warehouse.models import FALLBACKS, SOURCES, table
 
 # A Layer-1 table not refreshed for this long missed its nightly sync (the nightly schedule runs every

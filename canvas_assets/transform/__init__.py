@@ -7,14 +7,11 @@ Pure functions, one per staging entity, registered once in `TRANSFORMERS`:
     result.rejected                      # quarantined records with reasons
 """
 
-from canvas_assets.transform.base import (
-    Field,
-    Rejected,
-    Transformer,
-    TransformOptions,
-    TransformResult,
-)
+from canvas_assets.transform.base import Transformer, TransformResult
+from canvas_assets.transform.options import TransformOptions
+from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.transform.registry import TRANSFORMERS, get_transformer
+from canvas_assets.transform.schema import Field
 
 __all__ = [
     "TRANSFORMERS",

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_assets.transform.base import TransformOptions, TransformResult, fields_of, transform_records
+from canvas_assets.transform.base import TransformResult, transform_records
+from canvas_assets.transform.options import TransformOptions
+from canvas_assets.transform.schema import fields_of
 
 ENTITY = "courses"
 TABLE = "canvas_courses"

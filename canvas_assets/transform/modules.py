@@ -13,20 +13,16 @@ from typing import Any
 import numpy as np
 
 from canvas_assets.transform.base import (
-    Rejected,
-    TransformOptions,
     TransformResult,
     as_int64,
     build_frame,
     canvas_id_of,
-    fields_of,
     finish,
-    in_table_order,
-    key_of,
-    not_object_rejections,
-    storable_payload,
     transform_table,
 )
+from canvas_assets.transform.options import TransformOptions
+from canvas_assets.transform.quarantine import Rejected, not_object_rejections, storable_payload
+from canvas_assets.transform.schema import fields_of, in_table_order, key_of
 
 ENTITY = "modules"
 MODULES_TABLE = "canvas_modules"

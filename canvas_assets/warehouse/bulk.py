@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import TS_DTYPE
+from canvas_assets.transform.convert import TS_DTYPE
 from canvas_assets.warehouse.models import UTCDateTime
 from canvas_assets.warehouse.staging import chunks
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import Rejected, TransformResult
+from canvas_assets.transform.base import TransformResult
+from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse import migrate, staging
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction

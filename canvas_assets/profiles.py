@@ -215,7 +215,7 @@ class Profile(_Section):
         return [e for e in STAGING_ENTITIES if self.wants(e)]
 
     def transform_options(self) -> Any:
-        """The transformers' options: one per field-group switch (`transform.base.PROFILE_SWITCHES`)."""
+        """The transformers' options: one per field-group switch (`transform.options.PROFILE_SWITCHES`)."""
         from canvas_assets.transform import TransformOptions
 
         return TransformOptions.from_profile(self)

@@ -32,11 +32,6 @@ from canvas_assets.transform.schema import (
     staging_course_column,
 )
 
-# Also importable from here, for the modules that import them from `transform.base` (warehouse.load,
-# warehouse.staging: Rejected, TransformResult, to_id; transform.registry: fields_of, TransformOptions,
-# transform_records, Transformer, TransformResult). New code imports from where they are defined.
-from canvas_assets.transform.schema import fields_of as fields_of
-
 
 @dataclass
 class TransformResult:

@@ -10,15 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_assets.transform.base import (
-    Transformer,
-    TransformOptions,
-    TransformResult,
-    fields_of,
-    transform_records,
-)
+from canvas_assets.transform.base import Transformer, TransformResult, transform_records
 from canvas_assets.transform.courses import transform_courses
 from canvas_assets.transform.modules import transform_modules
+from canvas_assets.transform.options import TransformOptions
+from canvas_assets.transform.schema import fields_of
 from canvas_assets.transform.student_summaries import transform_student_summaries
 
 

@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import Rejected, TransformResult
+from canvas_assets.transform.base import TransformResult
+from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.bulk import (
     BATCH_ROWS,
     Staged,

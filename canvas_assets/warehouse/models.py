@@ -86,10 +86,10 @@ class Base(DeclarativeBase):
 # --- column documentation ---------------------------------------------------------------------------------
 # Every column carries, in `info` (kept by SQLAlchemy beside the column, never seen by the database, so it
 # needs no migration), what it holds and where it comes from. The Dagster catalog (`assets.tables`), the
-# transformers (`transform.base.fields_of`) and docs/tables.md all read it:
+# transformers (`transform.schema.fields_of`) and docs/tables.md all read it:
 #   doc       one line: what the value is
 #   path      for a column read from a Canvas record: the key path in the record (`grades.current_score`)
-#   kind      the converter (`transform.base`), only where the column type does not say it: `json` for JSON
+#   kind      the converter (`transform.convert`), only where the column type does not say it: `json` for JSON
 #             text, `int` for a count in a BIGINT (a BIGINT is otherwise a Canvas `id`)
 #   group     the profile field group (a `TransformOptions` switch) without which the column is not produced
 #   required  a record without this value is quarantined (ids)

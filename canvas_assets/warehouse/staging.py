@@ -16,7 +16,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from canvas_assets.transform.base import Rejected, to_id
+from canvas_assets.transform.convert import to_id
+from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table
 
 IN_CHUNK = 1000  # ids per IN (...) list: far below SQLite's 32766 host-parameter limit
@@ -52,11 +53,17 @@ def utc(at: datetime) -> datetime:
 
 def _dumps(value: Any) -> str:
     """Compact JSON text of raw records: orjson (several times faster on the extract's hot path), the
-    standard library for what orjson refuses (integers beyond 64 bits)."""
+    standard library for what orjson refuses (integers beyond 64 bits, lone surrogates, which no database
+    text can hold: written as `\\udXXX` escapes, so the record is kept and reads back as it came)."""
     try:
         return orjson.dumps(value, default=str).decode()
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+        return text
 
 
 # --- staging ----------------------------------------------------------------------------------------------

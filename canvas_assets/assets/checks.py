@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.assets.common import extract_outcomes
+from canvas_assets.assets.common import extract_outcomes, retry_on_lost_database
 from canvas_assets.partitions import course_keys_of_run
 from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.warehouse.resource import WarehouseResource
@@ -53,6 +53,7 @@ def _result(
     name="student_enrollments_have_students",
     description="Every live student enrollment points at a user present in canvas_students.",
 )
+@retry_on_lost_database
 def student_enrollments_have_students(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
@@ -76,6 +77,7 @@ def student_enrollments_have_students(
     description="Students synced per course (active or invited) equal the course's total_students from Canvas.",
     additional_deps=[dg.AssetKey(["layer1", "enrollments"]), dg.AssetKey(["layer1", "courses"])],
 )
+@retry_on_lost_database
 def students_match_total_students(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
@@ -101,6 +103,7 @@ def students_match_total_students(
     name="scores_non_negative",
     description="No current or final score below zero.",
 )
+@retry_on_lost_database
 def scores_non_negative(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
@@ -126,6 +129,7 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
         description=f"Canvas returned each {entity} id once per course (pages that shift while being read "
         "repeat records).",
     )
+    @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
         staged = warehouse.get_warehouse().read_staging(entity, ids)
@@ -153,6 +157,7 @@ def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
         name=f"no_rejected_{entity}",
         description=f"No {entity} record of this run was quarantined in canvas_rejected_records.",
     )
+    @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
         bad = _query(
@@ -181,6 +186,7 @@ def _fetched_check(entity: str) -> dg.AssetChecksDefinition:
         description=f"Every course of the run had its {entity} fetched from Canvas (a course that failed keeps "
         "its previous rows; canvas_sync_log says why).",
     )
+    @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         outcomes = extract_outcomes(warehouse.get_warehouse(), context.run.run_id, entity)
         bad = sorted((c, error) for c, (status, error) in outcomes.items() if status == "failed")

@@ -1,8 +1,9 @@
 """Small pieces every asset module shares: turning our errors into Dagster failures, run metadata."""
 
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import dagster as dg
 import sqlalchemy as sa
@@ -16,6 +17,8 @@ from canvas_assets.errors import CanvasAssetsError
 
 # The instance storage stores a materialization whose course status is "failed" as a failure event.
 from canvas_assets.instance.storage import COURSE_STATUS_KEY
+
+T = TypeVar("T")
 
 
 def failure_from(exc: CanvasAssetsError, *, stage: str) -> dg.Failure:
@@ -65,6 +68,17 @@ def database_retries() -> Iterator[None]:
                 max_retries=DATABASE_RETRIES, seconds_to_wait=DATABASE_RETRY_WAIT_S
             ) from exc
         raise
+
+
+def retry_on_lost_database(fn: Callable[..., T]) -> Callable[..., T]:
+    """`database_retries` around a whole op or check function (signature kept, for Dagster's injection)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with database_retries():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def course_keys(context: Any) -> list[int]:

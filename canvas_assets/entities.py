@@ -16,20 +16,25 @@ catalog and summaries pick it up (docs/maintaining.md).
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from canvas_assets.incremental import merge
 from canvas_assets.transform.convert import to_id
 
-if TYPE_CHECKING:  # profiles imports this module: the type only
-    from canvas_assets.profiles import Profile
+
+class FieldGroups(Protocol):
+    """What a fetch plan asks of the sync profile (a `profiles.Profile` is one; profiles imports this
+    module, so the plans name only this)."""
+
+    def field_on(self, entity: str, group: str) -> bool: ...
+
 
 # Every enrollment state but deleted: a dropped enrollment then disappears and is soft-deleted.
 ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
 # The users endpoint knows every one of those but creation_pending.
 STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
 
-FetchPlan = Callable[[Any, "Profile", int, float], list[dict]]
+FetchPlan = Callable[[Any, FieldGroups, int, float], list[dict]]
 ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
 # (client, course id, staged records, the course's records of `needs`, timeout) -> the records of parents
 # the staged records do not know yet
@@ -65,7 +70,7 @@ class Entity:
     incremental: Incremental | None = None
 
 
-def _courses(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _courses(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     include = ["term", "total_students"]
     if profile.field_on("courses", "public_info"):
         include.append("public_description")
@@ -77,30 +82,30 @@ def _courses(client: Any, profile: "Profile", course_id: int, timeout: float) ->
     return [course]
 
 
-def _students(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _students(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     include: tuple[str, ...] = ("email",) if profile.field_on("students", "basic_info") else ()
     return list(
         client.list_students(course_id, include=include, enrollment_states=STUDENT_STATES, timeout=timeout)
     )
 
 
-def _enrollments(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _enrollments(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
 
 
-def _assignments(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _assignments(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_assignments(course_id, timeout=timeout))
 
 
-def _modules(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _modules(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_modules(course_id, timeout=timeout))
 
 
-def _student_summaries(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _student_summaries(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_student_summaries(course_id, timeout=timeout))
 
 
-def _submissions(client: Any, profile: "Profile", course_id: int, timeout: float) -> list[dict]:
+def _submissions(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_submissions(course_id, timeout=timeout))
 
 

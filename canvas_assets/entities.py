@@ -118,7 +118,8 @@ def _submission_changes(client: Any, course_id: int, since: datetime, timeout: f
 
 
 def _live_parents(records_of: Mapping[str, Sequence[Any]]) -> tuple[set[Any], set[Any]]:
-    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists."""
+    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists.
+    A list the run does not know (absent from `records_of`) gives no parent."""
     assignments = {
         to_id(a.get("id"))
         for a in records_of.get("assignments", ())
@@ -161,14 +162,29 @@ def _submissions_of_new_parents(
 
 
 def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
-    """A submission exists while its assignment does and its student is still enrolled as a student."""
-    assignments = {to_id(a.get("id")) for a in records_of.get("assignments", ()) if isinstance(a, Mapping)}
-    students = {
-        to_id(e.get("user_id"))
-        for e in records_of.get("enrollments", ())
-        if isinstance(e, Mapping) and e.get("type") == "StudentEnrollment"
-    }
-    return lambda s: to_id(s.get("assignment_id")) in assignments and to_id(s.get("user_id")) in students
+    """A submission exists while its assignment does and its student is still enrolled as a student. A list
+    the run does not know (absent from `records_of`: never fetched for the course) drops nothing."""
+    assignments = (
+        {to_id(a.get("id")) for a in records_of["assignments"] if isinstance(a, Mapping)}
+        if "assignments" in records_of
+        else None
+    )
+    students = (
+        {
+            to_id(e.get("user_id"))
+            for e in records_of["enrollments"]
+            if isinstance(e, Mapping) and e.get("type") == "StudentEnrollment"
+        }
+        if "enrollments" in records_of
+        else None
+    )
+
+    def keep(s: Mapping[str, Any]) -> bool:
+        if assignments is not None and to_id(s.get("assignment_id")) not in assignments:
+            return False
+        return students is None or to_id(s.get("user_id")) in students
+
+    return keep
 
 
 ENTITIES: dict[str, Entity] = {

@@ -259,8 +259,11 @@ class Extractor:
                     state.watermark,
                 )  # nothing to merge with: not staged (_staging_item)
                 return
-            records = fetched.records if fetched is not None else None
-            needs[needed] = records if records is not None else self._staged(needed, course.course_id)
+            records: Sequence[Any] | None = fetched.records if fetched is not None else None
+            if records is None:  # not in this run's selection: what staging holds, if it holds any
+                records = self.warehouse.read_staging(needed, [course.course_id]).get(course.course_id)
+            if records is not None:  # unknown parents are left out: the rules then drop nothing for them
+                needs[needed] = records
         changes = rules.changes(self.client, course.course_id, since, timeout)
         o.changed = len(changes)
         previous = self._staged(o.entity, course.course_id)

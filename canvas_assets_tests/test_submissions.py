@@ -335,3 +335,15 @@ def test_merging_lays_changes_over_the_previous_records_by_id():
         {"id": 4, "v": "d"},
         {"id": None, "v": "bad"},
     ]
+
+
+def test_a_parent_list_the_run_does_not_know_drops_nothing_but_an_empty_one_drops_all():
+    from canvas_assets.entities import ENTITIES
+
+    rules = ENTITIES["submissions"].incremental
+    assert rules is not None
+    student = {"type": "StudentEnrollment", "user_id": 7, "enrollment_state": "active"}
+    keep = rules.keep({"enrollments": [student]})  # assignments never staged for the course
+    assert keep({"assignment_id": 1, "user_id": 7}) and not keep({"assignment_id": 1, "user_id": 8})
+    assert rules.keep({})({"assignment_id": 1, "user_id": 8})
+    assert not rules.keep({"assignments": [], "enrollments": [student]})({"assignment_id": 1, "user_id": 7})

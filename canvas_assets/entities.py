@@ -117,22 +117,31 @@ def _submission_changes(client: Any, course_id: int, since: datetime, timeout: f
     return merge((), [*submitted, *graded])
 
 
+def _ids(
+    records_of: Mapping[str, Sequence[Any]], entity: str, key: str, where: Callable[[Mapping[str, Any]], bool]
+) -> set[Any] | None:
+    """The `key` ids of the course's `entity` records that pass `where`; None when the run does not know
+    that list (absent from `records_of`)."""
+    if entity not in records_of:
+        return None
+    return {to_id(r.get(key)) for r in records_of[entity] if isinstance(r, Mapping) and where(r)}
+
+
+def _is_student(e: Mapping[str, Any]) -> bool:
+    return e.get("type") == "StudentEnrollment"
+
+
 def _live_parents(records_of: Mapping[str, Sequence[Any]]) -> tuple[set[Any], set[Any]]:
     """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists.
-    A list the run does not know (absent from `records_of`) gives no parent."""
-    assignments = {
-        to_id(a.get("id"))
-        for a in records_of.get("assignments", ())
-        if isinstance(a, Mapping) and a.get("published") is not False
-    }
-    students = {
-        to_id(e.get("user_id"))
-        for e in records_of.get("enrollments", ())
-        if isinstance(e, Mapping)
-        and e.get("type") == "StudentEnrollment"
-        and e.get("enrollment_state") == "active"
-    }
-    return assignments, students
+    A list the run does not know gives no parent."""
+    assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is not False)
+    students = _ids(
+        records_of,
+        "enrollments",
+        "user_id",
+        lambda e: _is_student(e) and e.get("enrollment_state") == "active",
+    )
+    return assignments or set(), students or set()
 
 
 PARENTS_PER_REQUEST = 50  # ids per `assignment_ids[]` / `student_ids[]` list: URLs stay short
@@ -164,20 +173,8 @@ def _submissions_of_new_parents(
 def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
     """A submission exists while its assignment does and its student is still enrolled as a student. A list
     the run does not know (absent from `records_of`: never fetched for the course) drops nothing."""
-    assignments = (
-        {to_id(a.get("id")) for a in records_of["assignments"] if isinstance(a, Mapping)}
-        if "assignments" in records_of
-        else None
-    )
-    students = (
-        {
-            to_id(e.get("user_id"))
-            for e in records_of["enrollments"]
-            if isinstance(e, Mapping) and e.get("type") == "StudentEnrollment"
-        }
-        if "enrollments" in records_of
-        else None
-    )
+    assignments = _ids(records_of, "assignments", "id", lambda a: True)
+    students = _ids(records_of, "enrollments", "user_id", _is_student)
 
     def keep(s: Mapping[str, Any]) -> bool:
         if assignments is not None and to_id(s.get("assignment_id")) not in assignments:

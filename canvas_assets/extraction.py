@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from canvas_assets import incremental
 from canvas_assets.canvas.redact import install_redaction, redact_known
-from canvas_assets.entities import ENTITIES, Entity
+from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -183,7 +183,7 @@ class Extractor:
         self._states: dict[str, Mapping[int, FetchState]] = {}
 
     # -- one task -----------------------------------------------------------------------------------
-    def _task(self, course: CourseOutcome, entity: str) -> EntityOutcome:
+    def _task(self, course: CourseOutcome, entity: str, since: datetime | None = None) -> EntityOutcome:
         outcome = EntityOutcome(entity=entity, started_at=utcnow())
         with self._lock:
             if course.started_monotonic is None:
@@ -201,7 +201,6 @@ class Extractor:
                     stage="extract",
                 )
             timeout = min(MAX_READ_TIMEOUT_S, remaining)
-            since = self._since(entity, course.course_id)
             rules = ENTITIES[entity].incremental if entity in ENTITIES else None
             if since is not None and rules is not None:
                 self._fetch_changes(course, outcome, since, timeout)
@@ -248,32 +247,34 @@ class Extractor:
         spec = ENTITIES[o.entity]
         rules = spec.incremental
         assert rules is not None
-        state = self._states[o.entity][course.course_id]
         o.mode, o.since, o.changed = INCREMENTAL, since, 0
+        failed = [n for n in spec.needs if n in course.entities and course.entities[n].status != "success"]
+        if failed:  # nothing to merge with: the course keeps its records and watermark (not staged)
+            raise CanvasAssetsError(
+                f"{o.entity} not staged: {', '.join(failed)} failed in this run, and merging changes needs "
+                f"them; the course keeps its previous {o.entity} and watermark until the next sync",
+                stage="extract",
+            )
         needs: dict[str, Sequence[Any]] = {}
         for needed in spec.needs:
             fetched = course.entities.get(needed)
-            if fetched is not None and fetched.status != "success":
-                o.records, o.watermark = (
-                    [],
-                    state.watermark,
-                )  # nothing to merge with: not staged (_staging_item)
-                return
-            records: Sequence[Any] | None = fetched.records if fetched is not None else None
-            if records is None:  # not in this run's selection: what staging holds, if it holds any
-                records = self.warehouse.read_staging(needed, [course.course_id]).get(course.course_id)
-            if records is not None:  # unknown parents are left out: the rules then drop nothing for them
+            # Not in this run's selection: what staging holds. Unknown parents are left out (the rules
+            # then drop nothing for them).
+            records = fetched.records if fetched is not None else self._staged(needed, course.course_id)
+            if records is not None:
                 needs[needed] = records
         changes = rules.changes(self.client, course.course_id, since, timeout)
         o.changed = len(changes)
-        previous = self._staged(o.entity, course.course_id)
+        previous = self._staged(o.entity, course.course_id) or ()
+        state = self._states[o.entity][course.course_id]
         added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
         o.changed += len(added)
         o.records = incremental.merge(previous, [*added, *changes], rules.keep(needs))
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
-    def _staged(self, entity: str, course_id: int) -> Sequence[Any]:
-        return self.warehouse.read_staging(entity, [course_id]).get(course_id, ())
+    def _staged(self, entity: str, course_id: int) -> Sequence[Any] | None:
+        """The course's staged records of `entity`, None when nothing is staged."""
+        return self.warehouse.read_staging(entity, [course_id]).get(course_id)
 
     def _since(self, entity: str, course_id: int) -> datetime | None:
         """For an incremental entity with a usable watermark: what to ask for changes after (else None)."""
@@ -309,14 +310,15 @@ class Extractor:
         # An incremental fetch merges with the course's entities it needs (submissions: assignments and
         # enrollments), so it starts once they are in; a full fetch starts at once, beside them.
         needs = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
-        waiting: dict[int, dict[str, list[str]]] = {}
+        waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
             for course in courses.values():
                 for entity in self.entities:
-                    if needs[entity] and self._since(entity, course.course_id) is not None:
-                        waiting.setdefault(course.course_id, {})[entity] = needs[entity]
+                    since = self._since(entity, course.course_id)
+                    if since is not None and needs[entity]:
+                        waiting.setdefault(course.course_id, {})[entity] = since
                     else:
-                        pending[pool.submit(self._task, course, entity)] = (course, entity)
+                        pending[pool.submit(self._task, course, entity, since)] = (course, entity)
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -327,10 +329,10 @@ class Extractor:
                         if fatal is None:
                             fatal = exc
                         continue
-                    for later, needed in list(waiting.get(course.course_id, {}).items()):
-                        if all(n in course.entities for n in needed):
+                    for later, since in list(waiting.get(course.course_id, {}).items()):
+                        if all(n in course.entities for n in needs[later]):
                             del waiting[course.course_id][later]
-                            pending[pool.submit(self._task, course, later)] = (course, later)
+                            pending[pool.submit(self._task, course, later, since)] = (course, later)
                     remaining[course.course_id] -= 1
                     if remaining[course.course_id] == 0:
                         ready.append(course)
@@ -367,9 +369,8 @@ class Extractor:
                 o.record_count = len(o.records or [])
                 if not gone and o.status in ("success", "unavailable") and o.records is not None:
                     item = self._staging_item(course, entity, o)
-                    if item is not None:
-                        items.append(item)
-                        o.record_count = len(item.records)
+                    items.append(item)
+                    o.record_count = len(item.records)
                 log_rows.append(self._log_row(course, o, gone))
         if items:
             self.warehouse.replace_staging_many(items, run_id=self.run_id, fetched_at=now)
@@ -386,26 +387,14 @@ class Extractor:
                 self.on_course_done(course)
         return time.monotonic() - t0
 
-    def _staging_item(self, course: CourseOutcome, entity: str, o: EntityOutcome) -> StagingItem | None:
-        """What to stage for one fetched entity of a course. An incremental fetch (already merged) is not
-        staged when an entity the merge needs failed in this run: the course keeps its records and its
-        watermark until the next sync."""
+    def _staging_item(self, course: CourseOutcome, entity: str, o: EntityOutcome) -> StagingItem:
+        """What to stage for one fetched entity of a course: an incremental entity's records (merged, when
+        the fetch was incremental) with how they were fetched."""
         assert o.records is not None
-        spec: Entity = ENTITIES[entity]
-        if spec.incremental is None:
+        if ENTITIES[entity].incremental is None:
             return StagingItem(entity, course.course_id, o.records)
         if o.mode == FULL:
             return StagingItem(entity, course.course_id, o.records, FULL, o.watermark)
-        failed = [n for n in spec.needs if n in course.entities and course.entities[n].status != "success"]
-        if failed:
-            o.status = "failed"
-            o.error = CanvasAssetsError(
-                f"{entity} not staged: {', '.join(failed)} failed in this run, and merging changes needs "
-                f"them; the course keeps its previous {entity} and watermark until the next sync",
-                stage="extract",
-            )
-            o.error.course_id = course.course_id
-            return None
         state = self._states[entity][course.course_id]
         return StagingItem(
             entity, course.course_id, o.records, INCREMENTAL, o.watermark, state.full_fetched_at

@@ -25,10 +25,16 @@ def tracked_columns(history: History | None, columns: Sequence[str]) -> list[str
     return [] if history is None else [c for c in history.columns if c in columns]
 
 
+def first_columns(history: History, tracked: Sequence[str]) -> list[str]:
+    """The tracked columns whose value makes a new row's first history row (all tracked ones when the
+    frame carries none of `first_when`)."""
+    return [c for c in history.first_when if c in tracked] or list(tracked)
+
+
 def marks_sql(conn: sa.Connection, history: History, tracked: Sequence[str], is_new: str) -> str:
     """The diff's `scored` expression: new with a value in `first_when`, or a tracked value that differs."""
     q = conn.dialect.identifier_preparer.quote
-    first = [c for c in history.first_when if c in tracked] or list(tracked)
+    first = first_columns(history, tracked)
     has_value = " OR ".join(f"s.{q(c)} IS NOT NULL" for c in first)
     differs = distinct_sql(conn, [f"t.{q(c)}" for c in tracked], [f"s.{q(c)}" for c in tracked])
     return f"CASE WHEN {is_new} THEN ({has_value}) ELSE ({differs}) END"
@@ -82,7 +88,7 @@ def _copy_new_history(
     recorded_at: datetime,
 ) -> int:
     """COPY the history rows of new rows that have a value in `first_when` (they have no stored values)."""
-    first = [c for c in history.first_when if c in tracked] or tracked
+    first = first_columns(history, tracked)
     new = frame.iloc[new_rows]
     new = new[new[first].notna().any(axis=1).to_numpy()]
     if not len(new):

@@ -35,6 +35,7 @@ import os
 import pickle
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,15 @@ PG_ADMIN_URL = os.environ.get(
     "CANVAS_ASSETS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 GRADES = ["A", "A-", "B+", "B", "B-", "C+", "C", "D", "F", None]
-ENTITIES = ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")
+ENTITIES = (
+    "courses",
+    "students",
+    "enrollments",
+    "assignments",
+    "submissions",
+    "modules",
+    "student_summaries",
+)
 
 
 def _ts(rng: random.Random, base: datetime) -> str:
@@ -152,9 +161,10 @@ def timed_load(wh: Warehouse, result: TransformResult, course_ids: list[int], la
     return rate
 
 
-def pg_write_counts(url: str) -> int:
+def pg_write_counts(url: str, wh: Warehouse) -> int:
     """n_tup_ins + n_tup_upd + n_tup_del summed over the Layer-1 tables (after every backend has flushed)."""
-    dispose_engines()  # the loading backends exit, which flushes their statistics
+    wh.engine.dispose()  # the loading backends exit, which flushes their statistics
+    dispose_engines()
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         last = -1
@@ -187,16 +197,16 @@ def bench(url: str, name: str, rows: int, courses: int) -> dict[str, float]:
     out: dict[str, float] = {}
     out["first"] = timed_load(wh, transform(records), course_ids, "first load (insert)")
     result = transform(records)
-    before = pg_write_counts(url) if postgres else 0
+    before = pg_write_counts(url, wh) if postgres else 0
     out["unchanged"] = timed_load(wh, result, course_ids, "re-sync, nothing changed")
     if postgres:
-        out["unchanged_written"] = pg_write_counts(url) - before
+        out["unchanged_written"] = pg_write_counts(url, wh) - before
         print(f"  pg_stat_user_tables: {out['unchanged_written']:.0f} Layer-1 rows written by the re-sync")
     changed = change_scores(records, 0.05)
     result = transform(records)
     out["changed"] = timed_load(wh, result, course_ids, f"re-sync, {changed} scores changed")
     if postgres:
-        out["changed_written"] = pg_write_counts(url) - before
+        out["changed_written"] = pg_write_counts(url, wh) - before
         print(f"  pg_stat_user_tables: {out['changed_written']:.0f} Layer-1 rows written by the two re-syncs")
     return out
 
@@ -238,6 +248,7 @@ def stage_sandbox(url: str, scale: str) -> list[int]:
             items.append(("students", cid, data.students_of(cid)))
             items.append(("enrollments", cid, data.enrollments_of(cid)))
             items.append(("assignments", cid, data.assignments_of(cid)))
+            items.append(("submissions", cid, data.submissions_of(cid)))
             items.append(("modules", cid, data.modules_of(cid)))
             items.append(("student_summaries", cid, data.summaries_of(cid) or []))
         wh.replace_staging_many(items, run_id="bench-stage", fetched_at=fetched_at)
@@ -245,31 +256,33 @@ def stage_sandbox(url: str, scale: str) -> list[int]:
 
 
 def memory_child(url: str, course_ids: list[int], passes: int) -> None:
-    """What the Layer-1 ops of one ranged run do, entity after entity, in a process that imports Dagster."""
+    """What the Layer-1 ops of one ranged run do, entity after entity, in a process that imports Dagster:
+    the transform op writes the run's chunk files and hands its manifest over pickled (as the run's IO
+    manager does), the load op loads the chunks one at a time in one transaction and removes the files."""
     import canvas_assets.definitions  # noqa: F401  (a run process holds Dagster and the definitions)
+    from canvas_assets.assets.layer1 import chunk_results, read_rejected, transform_to_chunks
 
     wh = Warehouse(url)
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(passes):
+            run_id = f"bench-mem-{n}"
             for entity in ENTITIES:
-                staged = wh.read_staging(entity, course_ids)  # transform op
-                result = TRANSFORMERS[entity](staged, TransformOptions())
-                path = Path(tmp) / entity
-                with path.open("wb") as f:  # the IO manager hands the output over pickled
-                    pickle.dump(result, f)
-                del staged, result
+                directory = Path(tmp) / run_id / entity
+                chunks = transform_to_chunks(wh, entity, course_ids, TransformOptions(), directory)
+                manifest = Path(tmp) / f"{run_id}-{entity}.pickle"
+                with manifest.open("wb") as f:
+                    pickle.dump(chunks, f)
+                del chunks
                 gc.collect()
-                with path.open("rb") as f:  # load op
-                    result = pickle.load(f)
-                stats = wh.load(
-                    result,
-                    course_ids=course_ids,
-                    run_id=f"bench-mem-{n}",
-                    synced_at=datetime.now(timezone.utc),
+                with manifest.open("rb") as f:  # load op
+                    chunks = pickle.load(f)
+                stats = wh.load_chunks(
+                    chunk_results(chunks), run_id=run_id, synced_at=datetime.now(timezone.utc)
                 )
+                wh.write_rejected(read_rejected(chunks), run_id=run_id)
+                shutil.rmtree(directory)
                 counts[entity] = stats.rows
-                del result
                 gc.collect()
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "rows": counts}))
 

@@ -1,16 +1,19 @@
-"""Bulk encodings for the Layer-1 load: a transformer's frame made ready for a table, and copied into a
-temporary table fast.
+"""Bulk encodings for the Layer-1 load: a transformer's frame made ready for a table, fingerprinted, and
+copied into a table fast.
 
 Per-row Python work is what limits bulk loads, so values are encoded column-wise with numpy/pandas and
 handed to the driver in bulk: PostgreSQL (psycopg2) gets binary `COPY ... FROM STDIN` rows built here,
 SQLite the driver's `executemany` over plain tuples, other drivers SQLAlchemy Core executemany.
+
+`row_hashes` gives each row a 64-bit fingerprint of its values (`row_hash` in every Layer-1 table), so a
+re-sync can find the rows that may have changed by comparing one number per row instead of every column.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,9 +25,10 @@ from canvas_assets.warehouse.models import UTCDateTime
 from canvas_assets.warehouse.staging import chunks
 
 BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
+ROW_HASH = "row_hash"  # the fingerprint column of every Layer-1 table (see `row_hashes`)
 # Columns the loader manages; a frame may not set them. `synced_at` is accepted (and ignored) for frames
 # built before the per-row column was dropped.
-MANAGED_COLUMNS = ("synced_at", "deleted_at")
+MANAGED_COLUMNS = ("synced_at", "deleted_at", ROW_HASH)
 
 
 def prepare_frame(frame: pd.DataFrame, target: sa.Table, key: list[str]) -> pd.DataFrame:
@@ -52,6 +56,84 @@ def _to_utc(series: pd.Series) -> pd.Series:
     if series.dtype.kind == "M":  # naive: taken as UTC
         return series.dt.tz_localize("UTC").astype(TS_DTYPE)
     return pd.to_datetime(series, utc=True, format="ISO8601").astype(TS_DTYPE)
+
+
+# --- row fingerprints ------------------------------------------------------------------------------------
+# Bump when the fingerprint changes, with a migration that sets `row_hash` to NULL (a NULL fingerprint is
+# rewritten by the next load, see `load`): rows keep old fingerprints otherwise, and every later load would
+# compare them column by column (correct, but the fast path is lost).
+HASH_VERSION = 1
+_NULL_HASH = np.uint64(0x5BD1E9955BD1E995)  # a NULL value, in any column
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over uint64 (wrapping): every input bit moves every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _column_hash(series: pd.Series, sql_type: Any) -> np.ndarray:
+    """One uint64 per value, from the value as the table stores it (so the frame's dtype does not matter:
+    80 as int64, as float64 beside a NaN, or as an object is one value). NULLs hash to `_NULL_HASH`."""
+    mask = series.isna().to_numpy()
+    dtype = series.dtype
+    if isinstance(sql_type, sa.types.TypeDecorator):  # UTCDateTime: a DateTime
+        sql_type = sql_type.impl_instance
+    if isinstance(sql_type, (sa.Text, sa.String)) or not isinstance(
+        sql_type, (sa.DateTime, sa.Boolean, sa.Float, sa.Integer)
+    ):
+        values = series.to_numpy(dtype=object)
+        if not isinstance(dtype, pd.StringDtype):  # stored as its text, like `bulk` encodes it
+            values = np.array(
+                [
+                    None if m else (v if isinstance(v, str) else str(v))
+                    for v, m in zip(values, mask, strict=True)
+                ],
+                dtype=object,
+            )
+        elif mask.any():
+            values = np.where(mask, None, values)
+        hashed = pd.util.hash_array(values, categorize=False)
+    else:
+        if isinstance(sql_type, sa.DateTime):
+            if not isinstance(dtype, pd.DatetimeTZDtype):
+                series = _to_utc(series)
+            raw = _naive_us(series).view("int64")
+        else:
+            if dtype.kind == "O":
+                series = pd.to_numeric(series.where(~mask, None), errors="coerce")
+            if isinstance(sql_type, sa.Boolean):
+                raw = series.to_numpy(dtype=bool, na_value=False).astype("int64")
+            elif isinstance(sql_type, sa.Float):
+                floats = series.to_numpy(dtype="float64", na_value=np.nan) + 0.0  # -0.0 is 0.0, as in SQL
+                raw = floats.view("int64")
+            elif series.dtype.kind == "f":
+                raw = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
+            else:
+                raw = series.to_numpy(dtype="int64", na_value=0)
+        hashed = _mix(np.ascontiguousarray(raw).view(np.uint64) + _GOLDEN)
+    out = np.asarray(hashed, dtype=np.uint64)
+    if mask.any():
+        out = out.copy()
+        out[mask] = _NULL_HASH
+    return out
+
+
+def row_hashes(frame: pd.DataFrame, target: sa.Table, key: Sequence[str]) -> np.ndarray:
+    """A 64-bit fingerprint (int64) of each row's non-key values, as the table stores them.
+
+    It also covers WHICH columns the frame carries: a profile that leaves a field group out hashes other
+    columns, so its fingerprints never match a richer sync's; those rows are then compared column by column,
+    which is correct and writes nothing when nothing changed. Text is hashed by pandas' SipHash with its
+    fixed default key (stable across runs and processes); numbers and timestamps by splitmix64."""
+    columns = sorted(c for c in frame.columns if c not in key and c not in MANAGED_COLUMNS)
+    seed = hashlib.blake2b(f"v{HASH_VERSION}:{target.name}:{','.join(columns)}".encode(), digest_size=8)
+    h = np.full(len(frame), np.frombuffer(seed.digest(), dtype=np.uint64)[0], dtype=np.uint64)
+    for c in columns:
+        h = _mix((h ^ _column_hash(frame[c], target.c[c].type)) + _GOLDEN)
+    return h.view(np.int64)
 
 
 def _naive_us(series: pd.Series) -> np.ndarray:
@@ -129,10 +211,10 @@ def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.nda
     return lengths, fixed.view(np.uint8).reshape(len(series), size), empty
 
 
-def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Encode the frame as PostgreSQL binary COPY rows: (one uint8 buffer of every row, without header or
-    trailer; the byte offset of each row in it, plus the end). Column-wise numpy: no per-value Python work
-    but one `str.join` and one `encode` per text column."""
+def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> np.ndarray:
+    """Encode the frame as PostgreSQL binary COPY rows: one uint8 buffer of every row, without header or
+    trailer. Column-wise numpy: no per-value Python work but one `str.join` and one `encode` per text
+    column."""
     n, ncol = len(frame), len(frame.columns)
     columns = [_binary_column(frame[c], t) for c, t in zip(frame.columns, types, strict=True)]
     lengths = np.stack([c[0] for c in columns], axis=1) if ncol else np.zeros((n, 0), np.int64)
@@ -154,7 +236,7 @@ def binary_copy_rows(frame: pd.DataFrame, types: Sequence[Any]) -> tuple[np.ndar
             buf[(start[present] + 4)[:, None] + np.arange(width)] = fixed[present]
         elif len(payload):
             _place_text(buf, start[present] + 4, col_lengths[present], payload)
-    return buf, offsets
+    return buf
 
 
 SCATTER_BYTES = 1 << 22  # text payload placed per vectorised step (bounds the index array: 8 bytes a byte)
@@ -182,31 +264,52 @@ def _place_text(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, payload:
         first = last
 
 
-def copy_binary(conn: sa.Connection, table_name: str, columns: Sequence[str], rows: np.ndarray) -> None:
-    """COPY ... FROM STDIN (FORMAT binary) of encoded rows (see `binary_copy_rows`)."""
+COPY_CHUNK_ROWS = 16_384  # rows encoded at a time while the server takes in the previous ones
+
+
+class _EncodedRows(io.RawIOBase):
+    """The COPY stream of a frame (header, rows, trailer), encoded a chunk of rows at a time as the driver
+    reads it: the client encodes the next chunk while the server parses and indexes the last one (two
+    processes, two cores), and only one chunk's encoding is held in memory."""
+
+    def __init__(self, frame: pd.DataFrame, types: Sequence[Any]) -> None:
+        super().__init__()
+        self._frame, self._types = frame, types
+        self._next_row = 0
+        self._pending = memoryview(_BINARY_HEADER)
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not len(self._pending):
+            if self._next_row < len(self._frame):
+                chunk = self._frame.iloc[self._next_row : self._next_row + COPY_CHUNK_ROWS]
+                self._next_row += COPY_CHUNK_ROWS
+                self._pending = memoryview(binary_copy_rows(chunk, self._types).tobytes())
+            elif not self._ended:
+                self._ended = True
+                self._pending = memoryview(b"\xff\xff")
+            else:
+                return b""
+        n = len(self._pending) if size is None or size < 0 else min(size, len(self._pending))
+        out, self._pending = bytes(self._pending[:n]), self._pending[n:]
+        return out
+
+
+def copy_frame(conn: sa.Connection, table_name: str, frame: pd.DataFrame, types: Sequence[Any]) -> None:
+    """COPY ... FROM STDIN (FORMAT binary) of every row of the frame, into the columns its names name."""
     quote = conn.dialect.identifier_preparer.quote
-    data = io.BytesIO()
-    data.write(_BINARY_HEADER)
-    data.write(rows.data)
-    data.write(b"\xff\xff")
-    data.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT binary)",
-            data,
-            size=1 << 22,
+            f"COPY {quote(table_name)} ({', '.join(quote(c) for c in frame.columns)}) FROM STDIN (FORMAT binary)",
+            _EncodedRows(frame, types),
+            size=1 << 20,
         )
     finally:
         cursor.close()
-
-
-def select_rows(buf: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The encoded rows at positions `rows` (ascending), as one buffer."""
-    sizes = offsets[1:] - offsets[:-1]
-    keep = np.zeros(len(sizes), dtype=bool)
-    keep[rows] = True
-    return buf[np.repeat(keep, sizes)]
 
 
 # --- staging the frame in a temporary table ---------------------------------------------------------------
@@ -214,20 +317,13 @@ def uses_copy(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
-@dataclass
-class Staged:
-    name: str  # the temporary table
-    rows: np.ndarray | None = None  # PostgreSQL: the frame's rows encoded for binary COPY ...
-    offsets: np.ndarray | None = None  # ... and where each starts
-
-
-def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> Staged:
-    """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (gone at rollback, dropped
-    after use). PostgreSQL: binary COPY, `_n` an identity column; the encoded rows are kept for the new rows'
-    own COPY into the target."""
+def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame, name: str | None = None) -> str:
+    """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (`name`, by default
+    `_load_<table>`; gone at rollback, dropped after use) with the target's column types. PostgreSQL:
+    binary COPY, `_n` an identity column. Returns the table's name."""
     columns = list(frame.columns)
     quote = conn.dialect.identifier_preparer.quote
-    name = f"_load_{target.name}"
+    name = name or f"_load_{target.name}"
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
     if uses_copy(conn):
         ddl = ", ".join(f"{quote(c)} {target.c[c].type.compile(dialect=conn.dialect)}" for c in columns)
@@ -235,9 +331,8 @@ def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> S
             f"CREATE TEMPORARY TABLE {quote(name)} ({ddl}, "
             "_n BIGINT GENERATED ALWAYS AS IDENTITY (START WITH 0 MINVALUE 0)) ON COMMIT DROP"
         )
-        rows, offsets = binary_copy_rows(frame, [target.c[c].type for c in columns])
-        copy_binary(conn, name, columns, rows)
-        return Staged(name, rows, offsets)
+        copy_frame(conn, name, frame, [target.c[c].type for c in columns])
+        return name
     temp = sa.Table(
         name,
         sa.MetaData(),
@@ -250,20 +345,28 @@ def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> S
         postgresql_on_commit="DROP",
     )
     temp.create(conn)
-    numbered = frame.assign(_n=np.arange(len(frame), dtype="int64"))
-    if conn.dialect.name == "sqlite":
+    insert_frame(conn, temp, frame.assign(_n=np.arange(len(frame), dtype="int64")))
+    return name
+
+
+def insert_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> None:
+    """Insert every row of the frame into `target` (its columns named by the frame's), the fastest way the
+    driver offers: binary COPY on PostgreSQL, the driver's executemany of plain tuples on SQLite."""
+    if not len(frame):
+        return
+    columns = list(frame.columns)
+    if uses_copy(conn):
+        copy_frame(conn, target.name, frame, [target.c[c].type for c in columns])
+    elif conn.dialect.name == "sqlite":
         compiled = (
-            sa.insert(temp)
-            .values({c: sa.bindparam(c) for c in numbered.columns})
-            .compile(dialect=conn.dialect)
+            sa.insert(target).values({c: sa.bindparam(c) for c in columns}).compile(dialect=conn.dialect)
         )
-        values = {c: sqlite_values(numbered[c]) for c in numbered.columns}
+        values = {c: sqlite_values(frame[c]) for c in columns}
         tuples = list(zip(*(values[c] for c in compiled.positiontup or ()), strict=True))
         for batch in chunks(tuples, BATCH_ROWS):
             conn.exec_driver_sql(compiled.string, list(batch))
     else:
-        lists = [python_values(numbered[c]) for c in numbered.columns]
-        dicts = [dict(zip(numbered.columns, row, strict=True)) for row in zip(*lists, strict=True)]
+        lists = [python_values(frame[c]) for c in columns]
+        dicts = [dict(zip(columns, row, strict=True)) for row in zip(*lists, strict=True)]
         for batch in chunks(dicts, BATCH_ROWS):
-            conn.execute(sa.insert(temp), list(batch))
-    return Staged(name)
+            conn.execute(sa.insert(target), list(batch))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.warehouse.bulk import binary_copy_rows, copy_binary
+from canvas_assets.warehouse.bulk import insert_frame
 from canvas_assets.warehouse.models import History, UTCDateTime, table
 from canvas_assets.warehouse.staging import distinct_sql, utc
 
@@ -50,16 +50,10 @@ def append_history(
     tracked: list[str],
     run_id: str,
     recorded_at: datetime,
-    frame: pd.DataFrame,
-    new_rows: np.ndarray | None,
 ) -> int:
-    """Append history for the rows the diff marked (`scored`). Runs before the writes, so `target` still
-    holds the previous values. A history row holds the tracked values as they stand after the load: the
-    incoming ones, and the stored ones for columns the frame lacks. With `new_rows` (PostgreSQL), the new
-    rows' history is built from the frame and COPYed."""
-    total = 0
-    if new_rows is not None and len(new_rows):
-        total += _copy_new_history(conn, history, frame, new_rows, tracked, run_id, recorded_at)
+    """Append history for the existing rows the diff marked (`scored`). Runs before the writes, so `target`
+    still holds the previous values. A history row holds the tracked values as they stand after the load:
+    the incoming ones, and the stored ones for columns the frame lacks."""
     q = conn.dialect.identifier_preparer.quote
     after = [f"s.{q(c)}" if c in tracked else f"t.{q(c)}" for c in history.columns]
     join_target = ""
@@ -72,24 +66,22 @@ def append_history(
         f"INSERT INTO {q(history.table)} ({', '.join(q(n) for n in names)}) "
         f"SELECT {', '.join(ids)}, :recorded_at, {', '.join(after)}, :run_id "
         f"FROM {q(diff)} d JOIN {q(temp)} s ON s._n = d._n{join_target} WHERE d.scored"
-        + (" AND NOT d.is_new" if new_rows is not None else "")
     ).bindparams(sa.bindparam("recorded_at", type_=UTCDateTime()), sa.bindparam("run_id", type_=sa.String()))
     result = conn.execute(stmt, {"recorded_at": recorded_at, "run_id": run_id})
-    return total + int(result.rowcount or 0)
+    return int(result.rowcount or 0)
 
 
-def _copy_new_history(
+def new_row_history(
     conn: sa.Connection,
     history: History,
-    frame: pd.DataFrame,
-    new_rows: np.ndarray,
+    new: pd.DataFrame,
     tracked: list[str],
     run_id: str,
     recorded_at: datetime,
 ) -> int:
-    """COPY the history rows of new rows that have a value in `first_when` (they have no stored values)."""
+    """The first history rows of new rows (`new`, from the frame) that have a value in `first_when`: built
+    from the frame (there are no stored values to compare with) and inserted in bulk."""
     first = first_columns(history, tracked)
-    new = frame.iloc[new_rows]
     new = new[new[first].notna().any(axis=1).to_numpy()]
     if not len(new):
         return 0
@@ -106,6 +98,5 @@ def _copy_new_history(
             is_float = isinstance(target.c[c].type, sa.Float)
             rows[c] = pd.Series([None] * n, dtype="float64" if is_float else "string")
     rows["run_id"] = pd.Series([run_id] * n, dtype="string")
-    encoded, _ = binary_copy_rows(rows, [target.c[c].type for c in rows.columns])
-    copy_binary(conn, target.name, list(rows.columns), encoded)
+    insert_frame(conn, target, rows)
     return n

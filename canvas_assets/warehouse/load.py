@@ -1,37 +1,44 @@
 """Layer-1 loads: change-only upsert, soft delete and score history, in the caller's single transaction.
 
-For each table of a `TransformResult`, the frame is first bulk-copied into a temporary table `_load_<table>`
-(PostgreSQL: COPY; gone at rollback, dropped after use); everything else is set-based SQL between that table
-and the target, inside the one transaction `Warehouse.load` opens:
+Each incoming row gets a 64-bit fingerprint of its values (`bulk.row_hashes`), stored with the row in
+`row_hash`. For each table of a `TransformResult`, inside the one transaction `Warehouse.load` opens:
 
-1. diff: one join of the incoming rows with the target collects, in a temporary `_diff_<table>`, the rows
-   that are new, that were soft-deleted (restored), or whose values differ (`IS DISTINCT FROM`, NULL-safe)
-   in the columns PRESENT in the frame. Unchanged rows are never touched again: a re-sync of identical
-   Canvas data writes no Layer-1 row at all (PostgreSQL's n_tup_upd / n_tup_ins stay put, no row lock,
-   no index entry, no WAL), and a re-sync in which k records changed writes exactly those k rows;
-2. for a table with a history (`models.HISTORY`: enrollment scores, submission grades), a history row for
-   each row that is new (with a value) or whose tracked values differ from the stored ones; computed in the
-   diff, before any write, so it compares with exactly the values this load replaces (`history`);
-3. `UPDATE ... FROM` the changed rows and `INSERT ... SELECT` the new ones, in batches of `_n` ranges
-   (a hook runs after each). Only the columns present in the frame are written, so a profile that does not
-   fetch a column group leaves what a richer sync stored (new rows get NULL there); `deleted_at` is cleared
-   on restored rows;
-4. with `full_refresh`, soft-delete the rows of the given courses that are not among this load's keys
-   (`NOT EXISTS` in `_load_<table>`; `deleted_at` = the load's `synced_at`), except rows whose record was
+1. candidates: only the keys and fingerprints are bulk-copied into a temporary table `_keys_<table>`
+   (PostgreSQL: binary COPY; gone at rollback, dropped after use), and one join with the target finds the
+   rows that are new, soft-deleted (to be restored) or whose stored fingerprint differs. A re-sync of
+   identical Canvas data stops here: one number per row crossed the wire, and no Layer-1 row is written
+   (PostgreSQL's n_tup_upd / n_tup_ins stay put, no row lock, no index entry, no WAL);
+2. new rows go straight into the table (binary COPY, or executemany), with their first history rows;
+3. the other candidates are copied whole into `_load_<table>` and compared column by column (the diff,
+   `IS DISTINCT FROM`, NULL-safe) in the columns PRESENT in the frame: a fingerprint made with another set
+   of columns (a profile that leaves a field group out) differs without the values differing, and such a
+   row is not written. A row whose stored fingerprint is NULL (stored before migration 0004) is written
+   once, to store it. For a table with a history (`models.HISTORY`: enrollment scores, submission grades),
+   a history row for each row whose tracked values differ from the stored ones, computed before any write
+   (`history`). Then `UPDATE ... FROM` the rows that differ;
+4. the writes of 2 and 3 go in batches of ranges of the frame's rows (a hook runs after each). Only the
+   columns present in the frame are written, so a profile that does not fetch a column group leaves what a
+   richer sync stored (new rows get NULL there); `deleted_at` is cleared on restored rows;
+5. with `full_refresh`, soft-delete the rows of the given courses whose key is not among this load's keys
+   (`NOT EXISTS` in `_keys_<table>`; `deleted_at` = the load's `synced_at`), except rows whose record was
    quarantined (a malformed record is not a deletion). Students are global: never soft-deleted;
-5. one `canvas_course_sync` row per (entity, course) of the load records that Canvas confirmed the course's
+6. one `canvas_course_sync` row per (entity, course) of the load records that Canvas confirmed the course's
    rows at `synced_at` (`confirmed_at`), when those records were fetched (`fetched_at`, from staging) and,
    when this load wrote any row of the course, `changed_at`. Rows carry no per-row sync time (that would
    force a write of every row on every sync); this table is where "last synced" lives.
 
-Speed: loading must not be the bottleneck. The frame goes to the database in bulk (`bulk`: binary COPY on
-PostgreSQL) and the comparison runs in the database (a hash join), so a re-sync costs one COPY plus one
-join (benchmarks/load_benchmark.py).
+A row edited by hand in the warehouse keeps its old fingerprint, so a load does not notice the edit until
+Canvas changes the row; setting its `row_hash` to NULL makes the next load compare and rewrite it.
+
+Speed: loading must not be the bottleneck (benchmarks/load_benchmark.py). Frames go to the database in bulk
+(`bulk`: binary COPY on PostgreSQL), every comparison runs in the database as a join, and only rows that may
+have changed are encoded and shipped whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,14 +50,14 @@ from canvas_assets.transform.base import TransformResult
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.bulk import (
     BATCH_ROWS,
-    Staged,
-    copy_binary,
+    ROW_HASH,
+    insert_frame,
     prepare_frame,
-    select_rows,
+    row_hashes,
     stage_frame,
 )
 from canvas_assets.warehouse.confirmations import record_confirmations
-from canvas_assets.warehouse.history import append_history, marks_sql, tracked_columns
+from canvas_assets.warehouse.history import append_history, marks_sql, new_row_history, tracked_columns
 from canvas_assets.warehouse.models import (
     CANVAS_ID_COLUMN,
     COURSE_SCOPE_COLUMN,
@@ -132,70 +139,53 @@ def load_table(
     scope = COURSE_SCOPE_COLUMN.get(name)
     changed = changed_courses if changed_courses is not None else set()
     q = conn.dialect.identifier_preparer.quote
-    temp: str | None = None
+    keys: str | None = None
 
     if len(frame):
-        columns = list(frame.columns)
-        staged = stage_frame(conn, target, frame)
-        temp = staged.name
-        history = HISTORY.get(name)
-        tracked = tracked_columns(history, columns)
-        scored = marks_sql(conn, history, tracked, f"t.{q(key[0])} IS NULL") if history and tracked else None
-        diff = _diff(conn, target, temp, key, columns, scored, has_deleted_at)
+        frame[ROW_HASH] = row_hashes(frame, target, key)
+        keys = stage_frame(conn, target, frame[[*key, ROW_HASH]], name=f"_keys_{name}")
+        new_rows, existing = _candidates(conn, target, keys, key, has_deleted_at)
         stats.rows = len(frame)
-        counts = conn.execute(
-            sa.text(
-                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN is_new THEN 1 ELSE 0 END), 0), "
-                f"COALESCE(SUM(CASE WHEN restored THEN 1 ELSE 0 END), 0) FROM {q(diff)}"
+        stats.inserted = len(new_rows)
+        history = HISTORY.get(name)
+        tracked = tracked_columns(history, list(frame.columns))
+        if history is not None and tracked and len(new_rows):
+            stats.history_rows += new_row_history(
+                conn, history, frame.iloc[new_rows], tracked, run_id, synced_at
             )
-        ).one()
-        written, stats.inserted, stats.restored = int(counts[0]), int(counts[1]), int(counts[2])
-        stats.updated = written - stats.inserted
-        stats.unchanged = stats.rows - written
-        new_rows: np.ndarray | None = None
-        if staged.rows is not None:
-            # PostgreSQL: new rows go straight into the table by COPY (a multi-row insert), not INSERT ... SELECT.
-            new_rows = _new_positions(conn, diff, stats.inserted, stats.rows)
-        if history is not None and tracked and written:
-            stats.history_rows = append_history(
-                conn, history, target, temp, diff, key, tracked, run_id, synced_at, frame, new_rows
-            )
-        # Batch by batch over the whole load (a batch without a changed row costs nothing but the hook).
-        _write_changes(
-            conn, target, staged, diff, key, columns, has_deleted_at, len(frame), new_rows, written > 0
-        )
-        if written and scope is not None and scope in columns:
-            changed.update(
-                int(c)
-                for c in conn.execute(
-                    sa.text(f"SELECT DISTINCT s.{q(scope)} FROM {q(temp)} s JOIN {q(diff)} d ON d._n = s._n")
-                ).scalars()
-            )
-        conn.exec_driver_sql(f"DROP TABLE {q(diff)}")
+        updates: _Updates | None = None
+        if len(existing):
+            updates = _compare(conn, target, frame.iloc[existing].reset_index(drop=True), key, has_deleted_at)
+            stats.updated, stats.restored = updates.written, updates.restored
+            if history is not None and tracked and updates.written:
+                stats.history_rows += append_history(
+                    conn, history, target, updates.temp, updates.diff, key, tracked, run_id, synced_at
+                )
+        stats.unchanged = stats.rows - stats.inserted - stats.updated
+        _write(conn, target, frame, key, has_deleted_at, new_rows, existing, updates)
+        if scope is not None and scope in frame.columns:
+            changed.update(int(c) for c in pd.unique(frame[scope].to_numpy()[new_rows]))
+            if updates is not None and updates.written:
+                changed.update(
+                    int(c)
+                    for c in conn.execute(
+                        sa.text(
+                            f"SELECT DISTINCT s.{q(scope)} FROM {q(updates.temp)} s "
+                            f"JOIN {q(updates.diff)} d ON d._n = s._n"
+                        )
+                    ).scalars()
+                )
+        if updates is not None:
+            conn.exec_driver_sql(f"DROP TABLE {q(updates.diff)}")
+            conn.exec_driver_sql(f"DROP TABLE {q(updates.temp)}")
 
     if full_refresh and scope is not None and has_deleted_at and course_ids:
-        deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name, temp, key)
+        deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name, keys, key)
         stats.soft_deleted = len(deleted)
         changed.update(deleted)
-    if temp is not None:
-        conn.exec_driver_sql(f"DROP TABLE {q(temp)}")
+    if keys is not None:
+        conn.exec_driver_sql(f"DROP TABLE {q(keys)}")
     return stats
-
-
-def _new_positions(conn: sa.Connection, diff: str, inserted: int, rows: int) -> np.ndarray:
-    """The `_n` of the new rows, ascending (all or none need no query)."""
-    if inserted == 0:
-        return np.zeros(0, dtype=np.int64)
-    if inserted == rows:
-        return np.arange(rows, dtype=np.int64)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(
-            f"SELECT _n FROM {conn.dialect.identifier_preparer.quote(diff)} WHERE is_new ORDER BY _n"
-        )
-        return np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64, count=inserted)
-    finally:
-        cursor.close()
 
 
 # --- set-based steps ----------------------------------------------------------------------------------------
@@ -203,91 +193,109 @@ def _on_commit_drop(conn: sa.Connection) -> str:
     return " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
 
 
-def _diff(
-    conn: sa.Connection,
-    target: sa.Table,
-    temp: str,
-    key: list[str],
-    columns: list[str],
-    scored: str | None,
-    has_deleted_at: bool,
-) -> str:
-    """Collect the incoming rows that must be written in a temporary table `_diff_<table>`:
-    `_n` (the row of the load table), `is_new`, `restored` (was soft-deleted) and `scored` (needs a history
-    row: the SQL of `history.marks_sql`). One join of the load table with the target; unchanged rows do not
-    appear."""
+def _candidates(
+    conn: sa.Connection, target: sa.Table, keys: str, key: list[str], has_deleted_at: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the frame positions of new rows, those of existing rows that may have changed: soft-deleted, or a
+    stored fingerprint that differs or is NULL), both ascending. One join of `_keys_<table>` with the
+    target; rows whose fingerprint matches are not returned at all."""
     q = conn.dialect.identifier_preparer.quote
-    name = f"_diff_{target.name}"
     on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
-    values = [c for c in columns if c not in key]
     is_new = f"t.{q(key[0])} IS NULL"
-    conditions = [is_new]
+    differs = distinct_sql(conn, [f"t.{q(ROW_HASH)}"], [f"s.{q(ROW_HASH)}"])
+    conditions = [is_new, differs] + (["t.deleted_at IS NOT NULL"] if has_deleted_at else [])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            f"SELECT s._n, CASE WHEN {is_new} THEN 1 ELSE 0 END FROM {q(keys)} s "
+            f"LEFT JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
+        )
+        found = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 2)
+    finally:
+        cursor.close()
+    found = found[np.argsort(found[:, 0], kind="stable")]
+    new = found[:, 1] == 1
+    return found[new, 0], found[~new, 0]
+
+
+@dataclass
+class _Updates:
+    """The existing rows a load rewrites: `temp` holds the candidates (numbered `_n` in the order of the
+    frame), `diff` the `_n` of those to write; how many, and how many of them are restored."""
+
+    temp: str
+    diff: str
+    written: int
+    restored: int
+
+
+def _compare(
+    conn: sa.Connection, target: sa.Table, rows: pd.DataFrame, key: list[str], has_deleted_at: bool
+) -> _Updates:
+    """Copy the candidate rows into `_load_<table>` and collect in `_diff_<table>` those that must be
+    written: `_n`, `restored` (was soft-deleted) and `scored` (needs a history row: `history.marks_sql`).
+    One join with the target; candidates whose values all match (a fingerprint of another column set) do
+    not appear."""
+    q = conn.dialect.identifier_preparer.quote
+    temp = stage_frame(conn, target, rows)
+    columns = [c for c in rows.columns if c != ROW_HASH]
+    values = [c for c in columns if c not in key]
+    history = HISTORY.get(target.name)
+    tracked = tracked_columns(history, columns)
+    scored = marks_sql(conn, history, tracked, "1 = 0") if history and tracked else "1 = 0"
     restored = "t.deleted_at IS NOT NULL" if has_deleted_at else "1 = 0"
-    if has_deleted_at:
-        conditions.append(restored)
+    conditions = [f"t.{q(ROW_HASH)} IS NULL", restored]
     if values:
         conditions.append(distinct_sql(conn, [f"t.{q(c)}" for c in values], [f"s.{q(c)}" for c in values]))
-    scored = scored or "1 = 0"
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(name)}")
+    diff = f"_diff_{target.name}"
+    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(diff)}")
     conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {q(name)}{_on_commit_drop(conn)} AS "
-        f"SELECT s._n AS _n, {is_new} AS is_new, {restored} AS restored, {scored} AS scored "
-        f"FROM {q(temp)} s LEFT JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
+        f"CREATE TEMPORARY TABLE {q(diff)}{_on_commit_drop(conn)} AS "
+        f"SELECT s._n AS _n, {restored} AS restored, {scored} AS scored "
+        f"FROM {q(temp)} s JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
     )
-    return name
+    written, restored_count = conn.execute(
+        sa.text(f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN restored THEN 1 ELSE 0 END), 0) FROM {q(diff)}")
+    ).one()
+    return _Updates(temp, diff, int(written), int(restored_count))
 
 
-def _write_changes(
+def _write(
     conn: sa.Connection,
     target: sa.Table,
-    staged: Staged,
-    diff: str,
+    frame: pd.DataFrame,
     key: list[str],
-    columns: list[str],
     has_deleted_at: bool,
-    n_rows: int,
-    new_rows: np.ndarray | None,
-    any_written: bool = True,
+    new_rows: np.ndarray,
+    existing: np.ndarray,
+    updates: _Updates | None,
 ) -> None:
-    """UPDATE the changed rows and INSERT the new ones, in batches of `_n` ranges (a hook runs after each;
-    with nothing to write, only the hook).
-
-    Only rows of the diff are touched: an unchanged row is neither written nor locked. With `new_rows`
-    (PostgreSQL) the new rows are COPYed from the encoded frame instead of INSERT ... SELECT."""
+    """INSERT the new rows and UPDATE the rows of the diff, in batches of ranges of the frame's rows (a hook
+    runs after each, with nothing to write too). Unchanged rows are neither written nor locked."""
     q = conn.dialect.identifier_preparer.quote
     t = q(target.name)
-    values = [c for c in columns if c not in key]
-    assignments = [f"{q(c)} = s.{q(c)}" for c in values]
-    if has_deleted_at:
-        assignments.append("deleted_at = NULL")
-    match = " AND ".join(f"{t}.{q(k)} = s.{q(k)}" for k in key)
-    rows = f"FROM {q(staged.name)} s JOIN {q(diff)} d ON d._n = s._n"
-    batch = "s._n >= :lo AND s._n < :hi"
-    update = (
-        f"UPDATE {t} SET {', '.join(assignments)} FROM (SELECT s.* {rows} WHERE NOT d.is_new AND {batch}) s "
-        f"WHERE {match}"
-    )
-    insert = (
-        f"INSERT INTO {t} ({', '.join(q(c) for c in columns)}) SELECT {', '.join(f's.{q(c)}' for c in columns)} "
-        f"{rows} WHERE d.is_new AND {batch} ON CONFLICT ({', '.join(q(k) for k in key)}) DO NOTHING"
-    )
+    update: str | None = None
+    if updates is not None and updates.written:
+        assignments = [f"{q(c)} = s.{q(c)}" for c in frame.columns if c not in key]
+        if has_deleted_at:
+            assignments.append("deleted_at = NULL")
+        match = " AND ".join(f"{t}.{q(k)} = s.{q(k)}" for k in key)
+        update = (
+            f"UPDATE {t} SET {', '.join(assignments)} FROM (SELECT s.* FROM {q(updates.temp)} s "
+            f"JOIN {q(updates.diff)} d ON d._n = s._n WHERE s._n >= :lo AND s._n < :hi) s WHERE {match}"
+        )
     batch_rows = COPY_BATCH_ROWS if conn.dialect.name == "postgresql" else BATCH_ROWS
-    for index, start in enumerate(range(0, n_rows, batch_rows)):
-        bounds = {"lo": start, "hi": start + batch_rows}
-        if not any_written:
-            pass
-        elif new_rows is None:
-            if assignments:
-                conn.execute(sa.text(update), bounds)
-            conn.execute(sa.text(insert), bounds)
-        else:
-            assert staged.rows is not None and staged.offsets is not None
-            if assignments:
-                conn.execute(sa.text(update), bounds)
-            in_batch = new_rows[(new_rows >= start) & (new_rows < start + batch_rows)]
-            if len(in_batch):
-                copy_binary(conn, target.name, columns, select_rows(staged.rows, staged.offsets, in_batch))
-        _after_batch(target.name, index, min(batch_rows, n_rows - start))
+    for index, start in enumerate(range(0, len(frame), batch_rows)):
+        end = start + batch_rows
+        batch = new_rows[(new_rows >= start) & (new_rows < end)]
+        if len(batch):
+            insert_frame(conn, target, frame.iloc[batch])
+        if update is not None:  # the candidates are numbered in frame order: this batch's are a range
+            lo, hi = np.searchsorted(existing, [start, end])
+            if hi > lo:
+                conn.execute(sa.text(update), {"lo": int(lo), "hi": int(hi)})
+        _after_batch(target.name, index, min(batch_rows, len(frame) - start))
 
 
 def _soft_delete(

@@ -169,6 +169,15 @@ def _deleted_at(
     return column(doc, source=LOAD)
 
 
+def _row_hash() -> Any:
+    return column(
+        "Fingerprint of the row's values: a load skips rows whose fingerprint matches; NULL makes the next "
+        "load compare and rewrite the row",
+        source=LOAD,
+        type_=sa.BigInteger(),
+    )
+
+
 _CREATED = "When the object was created in Canvas"
 _UPDATED = "When Canvas last changed the object"
 _POSITION = "Order within its parent, as Canvas shows it"
@@ -222,6 +231,7 @@ class CanvasCourse(Base):
         group=COURSE_SETTINGS,
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (sa.Index(None, "account_id"), {"info": {"record": "course", "course": "id"}})
 
@@ -247,6 +257,7 @@ class CanvasStudent(Base):
     pronouns: Mapped[str | None] = canvas("Pronouns, when set and enabled", "pronouns")
     avatar_url: Mapped[str | None] = canvas("Avatar image URL, when Canvas sends it", "avatar_url")
     created_at: Mapped[datetime | None] = canvas("When the user was created in Canvas", "created_at")
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = {"info": {"record": "user"}}
 
@@ -324,6 +335,7 @@ class CanvasEnrollment(Base):
         "Final grade override (only when set)", "grades.override_grade", group=SCORES
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -362,6 +374,7 @@ class CanvasAssignment(Base):
     created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
     updated_at: Mapped[datetime | None] = canvas(_UPDATED, "updated_at")
     deleted_at: Mapped[datetime | None] = _deleted_at()
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "assignment"}})
 
@@ -416,6 +429,7 @@ class CanvasSubmission(Base):
         "When the submission disappeared from Canvas (its assignment deleted, its student dropped); NULL "
         "while present"
     )
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -442,6 +456,7 @@ class CanvasModule(Base):
         "JSON list of the module ids that must be completed first", "prerequisite_module_ids", kind="json"
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "module"}})
 
@@ -473,6 +488,7 @@ class CanvasModuleItem(Base):
         "JSON object `{type, min_score, ...}`, when set", "completion_requirement", kind="json"
     )
     deleted_at: Mapped[datetime | None] = _deleted_at()
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -508,6 +524,7 @@ class CanvasStudentSummary(Base):
     deleted_at: Mapped[datetime | None] = _deleted_at(
         "When the student no longer appeared in the course's summaries (soft delete); NULL while present"
     )
+    row_hash: Mapped[int | None] = _row_hash()
 
     __table_args__ = {"info": {"record": "student summary"}}
 

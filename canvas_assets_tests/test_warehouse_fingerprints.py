@@ -169,3 +169,20 @@ def test_a_timestamp_hashes_as_its_instant():
     later = utc.copy()
     later[0] += pd.Timedelta(microseconds=1)
     assert _hashes(_frame(created_at=later))[0] != _hashes(_frame(created_at=utc))[0]
+
+
+def test_a_first_load_of_a_course_goes_straight_in_and_falls_back_when_a_key_lives_elsewhere(wh):
+    from canvas_assets_tests.test_warehouse import OTHER
+
+    first = run(wh, "enrollments", {OTHER: [enrollment(1, course_id=OTHER, score=10.0)]}, T0)
+    assert first.tables["canvas_enrollments"].inserted == 1
+    # COURSE has no rows yet, but enrollment 1 lives in OTHER: the straight insert fails on its key, under a
+    # savepoint, and the load compares instead: 1 moves, 2 is new, nothing is lost or doubled.
+    moved = {COURSE: [enrollment(1, score=10.0), enrollment(2, score=20.0)]}
+    stats = run(wh, "enrollments", moved, T1).tables["canvas_enrollments"]
+    assert (stats.inserted, stats.updated, stats.history_rows) == (1, 1, 1)
+    assert [(r["id"], r["course_id"], r["deleted_at"]) for r in rows(wh, "canvas_enrollments")] == [
+        (1, COURSE, None),
+        (2, COURSE, None),
+    ]
+    assert [(h["enrollment_id"], h["current_score"]) for h in history(wh)] == [(1, 10.0), (2, 20.0)]

@@ -141,28 +141,35 @@ def load_table(
     q = conn.dialect.identifier_preparer.quote
     keys: str | None = None
 
+    fresh = False
     if len(frame):
         frame[ROW_HASH] = row_hashes(frame, target, key)
-        keys = stage_frame(conn, target, frame[[*key, ROW_HASH]], name=f"_keys_{name}")
-        new_rows, existing = _candidates(conn, target, keys, key, has_deleted_at)
         stats.rows = len(frame)
-        stats.inserted = len(new_rows)
         history = HISTORY.get(name)
         tracked = tracked_columns(history, list(frame.columns))
-        if history is not None and tracked and len(new_rows):
-            stats.history_rows += new_row_history(
-                conn, history, frame.iloc[new_rows], tracked, run_id, synced_at
-            )
         updates: _Updates | None = None
-        if len(existing):
-            updates = _compare(conn, target, frame.iloc[existing].reset_index(drop=True), key, has_deleted_at)
-            stats.updated, stats.restored = updates.written, updates.restored
-            if history is not None and tracked and updates.written:
-                stats.history_rows += append_history(
-                    conn, history, target, updates.temp, updates.diff, key, tracked, run_id, synced_at
+        new_rows = np.arange(len(frame))
+        fresh = _load_fresh_courses(conn, target, scope, frame, course_ids, key, has_deleted_at)
+        if not fresh:
+            keys = stage_frame(conn, target, frame[[*key, ROW_HASH]], name=f"_keys_{name}")
+            new_rows, existing = _candidates(conn, target, keys, key, has_deleted_at)
+            if history is not None and tracked and len(new_rows):
+                stats.history_rows += new_row_history(
+                    conn, history, frame.iloc[new_rows], tracked, run_id, synced_at
                 )
+            if len(existing):
+                rows = frame.iloc[existing].reset_index(drop=True)
+                updates = _compare(conn, target, rows, key, has_deleted_at)
+                stats.updated, stats.restored = updates.written, updates.restored
+                if history is not None and tracked and updates.written:
+                    stats.history_rows += append_history(
+                        conn, history, target, updates.temp, updates.diff, key, tracked, run_id, synced_at
+                    )
+            _write(conn, target, frame, key, has_deleted_at, new_rows, existing, updates)
+        elif history is not None and tracked:
+            stats.history_rows += new_row_history(conn, history, frame, tracked, run_id, synced_at)
+        stats.inserted = len(new_rows)
         stats.unchanged = stats.rows - stats.inserted - stats.updated
-        _write(conn, target, frame, key, has_deleted_at, new_rows, existing, updates)
         if scope is not None and scope in frame.columns:
             changed.update(int(c) for c in pd.unique(frame[scope].to_numpy()[new_rows]))
             if updates is not None and updates.written:
@@ -179,7 +186,8 @@ def load_table(
             conn.exec_driver_sql(f"DROP TABLE {q(updates.diff)}")
             conn.exec_driver_sql(f"DROP TABLE {q(updates.temp)}")
 
-    if full_refresh and scope is not None and has_deleted_at and course_ids:
+    # Courses that had no row before this load have none to soft-delete.
+    if full_refresh and scope is not None and has_deleted_at and course_ids and not fresh:
         deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name, keys, key)
         stats.soft_deleted = len(deleted)
         changed.update(deleted)
@@ -191,6 +199,48 @@ def load_table(
 # --- set-based steps ----------------------------------------------------------------------------------------
 def _on_commit_drop(conn: sa.Connection) -> str:
     return " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+
+
+def _load_fresh_courses(
+    conn: sa.Connection,
+    target: sa.Table,
+    scope: str | None,
+    frame: pd.DataFrame,
+    course_ids: Sequence[int],
+    key: list[str],
+    has_deleted_at: bool,
+) -> bool:
+    """The first load of courses: when the table holds no row of the frame's courses nor of `course_ids`,
+    every row is new, and the frame goes straight into the table, without staging keys, comparing, or
+    looking for rows to soft-delete. Under a savepoint: a key that lives in another course after all makes
+    the insert fail, and the caller takes the general path (returns False)."""
+    if scope is None or scope not in frame.columns:
+        return False
+    courses = sorted({int(c) for c in course_ids} | {int(c) for c in pd.unique(frame[scope].dropna())})
+    q = conn.dialect.identifier_preparer.quote
+    if conn.dialect.name == "postgresql":
+        exists = sa.text(
+            f"SELECT 1 FROM {q(target.name)} WHERE {q(scope)} = ANY(CAST(:courses AS BIGINT[])) LIMIT 1"
+        )
+        if conn.execute(exists, {"courses": courses}).first() is not None:
+            return False
+    else:
+        exists = sa.text(f"SELECT 1 FROM {q(target.name)} WHERE {q(scope)} IN :courses LIMIT 1").bindparams(
+            sa.bindparam("courses", expanding=True)
+        )
+        if any(conn.execute(exists, {"courses": list(c)}).first() for c in chunks(courses, IN_CHUNK)):
+            return False
+    everything, nothing = np.arange(len(frame)), np.zeros(0, dtype=np.int64)
+    integrity_errors = (
+        sa.exc.IntegrityError,
+        getattr(conn.dialect.dbapi, "IntegrityError", sa.exc.IntegrityError),
+    )
+    try:
+        with conn.begin_nested():
+            _write(conn, target, frame, key, has_deleted_at, everything, nothing, None)
+    except integrity_errors:
+        return False
+    return True
 
 
 def _candidates(

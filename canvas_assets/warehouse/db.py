@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result
 from canvas_assets.warehouse.staging import CatalogDiff
-from canvas_assets.warehouse.stats import LoadStats
+from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
 LOAD_LOCK_KEY = 0x434E5653
@@ -129,6 +130,27 @@ class Warehouse:
         not in the result are soft-deleted, and each gets a `canvas_course_sync` row saying that Canvas
         confirmed its rows of this entity at `synced_at` (see `confirmations`).
         """
+        return self.load_chunks(
+            [(result, course_ids)], run_id=run_id, synced_at=synced_at, full_refresh=full_refresh
+        )
+
+    def load_chunks(
+        self,
+        chunks: Iterable[tuple[TransformResult, Sequence[int]]],
+        *,
+        run_id: str,
+        synced_at: datetime,
+        full_refresh: bool = True,
+    ) -> LoadStats:
+        """`load` of a run whose courses were transformed in chunks: every `(result, course_ids)` chunk in
+        ONE transaction, so a failure in any chunk (or in reading the next) leaves the warehouse as it was.
+
+        The chunks must cover disjoint courses, each chunk's result holding the rows of its own courses only
+        (whole courses: its soft delete covers exactly them) and no key an earlier chunk had: then the load
+        is that of one result of every chunk, and its figures are the sums of the chunks'. `chunks` is read
+        lazily, one chunk at a time, and no chunk is kept once it is loaded: memory is bounded by a chunk.
+        """
+        stats = LoadStats()
         with write_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 # Loads compare with what is committed (score history, soft deletes): two syncs loading at
@@ -137,14 +159,18 @@ class Warehouse:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
                 # The diff joins every incoming row with the table: keep its hash tables in memory.
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
-            return load_result(
-                conn,
-                result,
-                course_ids=course_ids,
-                run_id=run_id,
-                synced_at=synced_at,
-                full_refresh=full_refresh,
-            )
+            for result, course_ids in chunks:
+                chunk_stats = load_result(
+                    conn,
+                    result,
+                    course_ids=course_ids,
+                    run_id=run_id,
+                    synced_at=synced_at,
+                    full_refresh=full_refresh,
+                )
+                del result  # released before the next chunk is read
+                _add_stats(stats, chunk_stats)
+        return stats
 
     def confirmations(
         self, entity: str | None = None, course_ids: Iterable[int] | None = None
@@ -156,3 +182,16 @@ class Warehouse:
         fetched), `changed_at` (the last load that wrote one of its rows), `run_id`."""
         with self.engine.connect() as conn:
             return read_confirmations(conn, entity, course_ids)
+
+
+def _add_stats(total: LoadStats, part: LoadStats) -> None:
+    """Add a chunk's figures to the load's. Every figure counts rows or courses of the chunk's own, and
+    chunks share neither, so each figure of the load is the sum of the chunks'."""
+    for name, table_stats in part.tables.items():
+        into = total.tables.setdefault(name, TableLoadStats(name))
+        for f in dataclasses.fields(TableLoadStats):
+            if f.name != "table":
+                setattr(into, f.name, getattr(into, f.name) + getattr(table_stats, f.name))
+    for f in dataclasses.fields(LoadStats):
+        if f.name != "tables":
+            setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))

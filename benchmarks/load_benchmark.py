@@ -13,10 +13,10 @@ with offsets, sections and roles) and measures, separately:
   + n_tup_del deltas over the Layer-1 tables, read after the loading backend has exited so its counters
   are flushed);
 - peak memory: a separate process (which imports Dagster and the definitions, as a run process does) loads
-  a `large` sandbox (1,500 courses, ~137k enrollments, plus students, assignments, modules and summaries)
-  from staging into PostgreSQL the way the Layer-1 ops of one ranged run do (read staging, transform, hand
-  the result over pickled, as the run's IO manager does, load), twice (a first load and a re-sync), and
-  reports its peak RSS (VmHWM) for the whole process.
+  a `large` sandbox (1,500 courses, ~137k enrollments, ~1M submissions, plus students, assignments,
+  modules and summaries) from staging into PostgreSQL with the Layer-1 ops' own functions (the transform
+  op's chunks of courses written to files, then loaded chunk by chunk in one transaction), twice (a first
+  load and a re-sync), and reports its peak RSS (VmHWM) for the whole process.
 
     python benchmarks/load_benchmark.py [--rows 200000] [--courses 300] [--skip-postgres] [--skip-memory]
 

@@ -112,6 +112,8 @@ def test_bookmark_paginated_enrollments_come_back_complete_in_pages_of_100(sandb
     with make_client(sandbox) as client:
         sandbox.reset_stats()
         records = client.list_enrollments(cid)
+        # Each page kept its slot for the next one; the last one kept none.
+        assert (client.pacer.kept, client.pacer.in_flight) == (0, 0)
     assert sorted(r["id"] for r in records) == expected
     # Canvas's default page size (10) would have taken 10x the pages: per_page=100 was sent.
     assert pages_of(sandbox, f"/courses/{cid}/enrollments") == math.ceil(len(expected) / 100)
@@ -332,6 +334,7 @@ def test_a_next_link_to_another_origin_is_refused_and_never_sent_the_token(loopb
         client.list_assignments(1)
     assert "another origin" in caught.value.message
     assert len(hits) == 1 and other_hits == []
+    assert client.pacer.kept == 0  # the slot kept for the refused page is given back
 
 
 class _CutOff(BaseHTTPRequestHandler):

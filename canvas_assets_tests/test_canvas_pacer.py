@@ -127,8 +127,8 @@ def test_a_nearly_full_bucket_makes_the_next_request_wait_for_the_leak():
     t.start()
     assert not started.wait(0.2)
     clock.now += 4.0
-    with pacer._cond:
-        pacer._cond.notify_all()
+    with pacer._lock:  # what the waiter's own timed wait does after 4 s
+        pacer._grant()
     assert started.wait(5)
     t.join(5)
 
@@ -158,3 +158,105 @@ def test_with_another_process_on_the_token_three_requests_stay_spare():
     assert pacer.limit == 5
     observe(pacer, 110.0, others=4)  # below two spare while shared: shrink
     assert pacer.limit == 4
+
+
+def _waiting(pacer: Pacer, n: int) -> None:
+    """Block until `n` requests wait for a slot (the threads below queue in their own time)."""
+    for _ in range(500):
+        with pacer._lock:
+            if len(pacer._waiting) == n:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{n} waiters expected")
+
+
+def test_a_free_slot_goes_to_the_highest_priority_then_to_the_longest_waiting():
+    pacer = Pacer(max_in_flight=1)
+    held = pacer.acquire()
+    order: list[str] = []
+    threads = []
+    for name, priority in (("first page a", 0), ("page 3", 3), ("first page b", 0), ("page 7", 7)):
+
+        def take(name: str = name, priority: int = priority) -> None:
+            slot = pacer.acquire(priority)
+            order.append(name)
+            pacer.release(slot)
+
+        threads.append(threading.Thread(target=take, daemon=True))
+        threads[-1].start()
+        _waiting(pacer, len(threads))
+    pacer.release(held)
+    for t in threads:
+        t.join(5)
+    assert order == ["page 7", "page 3", "first page a", "first page b"]
+
+
+def test_a_slot_is_taken_for_the_waiter_it_is_handed_to():
+    pacer = Pacer(max_in_flight=1)
+    held = pacer.acquire()
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(pacer.acquire(5).in_flight), daemon=True)
+    t.start()
+    _waiting(pacer, 1)
+    pacer.release(held)
+    assert pacer.in_flight == 1  # already the waiter's, even before it runs again
+    t.join(5)
+    assert got == [1]
+
+
+def test_a_kept_slot_is_held_for_the_next_page_and_no_waiter_gets_it():
+    pacer = Pacer(max_in_flight=1)
+    page = pacer.acquire()
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (pacer.acquire(), got.set()), daemon=True)
+    t.start()
+    _waiting(pacer, 1)
+    pacer.release(page, keep=True)
+    assert not got.wait(0.1)  # the place is the next page's
+    assert (pacer.kept, pacer.in_flight) == (1, 0)
+    next_page = pacer.acquire(1, kept=page)  # at once, although the limit is reached
+    assert (pacer.kept, pacer.in_flight) == (0, 1)
+    pacer.release(next_page)
+    assert got.wait(5)
+    t.join(5)
+
+
+def test_a_forgotten_kept_slot_goes_to_the_next_waiter():
+    pacer = Pacer(max_in_flight=1)
+    page = pacer.acquire()
+    pacer.release(page, keep=True)
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (pacer.acquire(), got.set()), daemon=True)
+    t.start()
+    _waiting(pacer, 1)
+    pacer.forget(page)
+    assert got.wait(5)
+    t.join(5)
+    pacer.forget(page)  # twice is harmless
+    assert pacer.kept == 0
+
+
+def test_a_throttled_response_keeps_no_slot():
+    pacer = Pacer(max_in_flight=4, initial_in_flight=4)
+    page = pacer.acquire()
+    pacer.release(page, throttled=True, keep=True)
+    assert pacer.kept == 0 and not page.kept
+
+
+def test_a_kept_slot_does_not_skip_the_wait_for_the_leak():
+    clock = FakeClock()
+    pacer = Pacer(max_in_flight=32, clock=clock)
+    slot = pacer.acquire()
+    pacer.mark_received(slot)
+    pacer.release(slot, remaining=35.0, keep=True)  # nearly full: the next request waits 4 s
+    started = threading.Event()
+    t = threading.Thread(target=lambda: (pacer.acquire(1, kept=slot), started.set()), daemon=True)
+    t.start()
+    _waiting(pacer, 1)
+    assert pacer.kept == 0  # given up: it waits like any other request
+    assert not started.wait(0.2)
+    clock.now += 4.0
+    with pacer._lock:  # what the waiter's own timed wait does after 4 s
+        pacer._grant()
+    assert started.wait(5)
+    t.join(5)

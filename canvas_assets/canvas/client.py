@@ -38,7 +38,7 @@ from canvas_assets.canvas.error_map import (
 )
 from canvas_assets.canvas.fanout import FanOut
 from canvas_assets.canvas.metrics import ClientMetrics
-from canvas_assets.canvas.pacer import Pacer
+from canvas_assets.canvas.pacer import Pacer, PacerSlot
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
 from canvas_assets.canvas.transport import Reply, Transport, body_text, decode_json, float_header
@@ -94,6 +94,26 @@ class _Attempt:
         self.body = ""  # the error body as text (for the retry decision)
         self.reply: Reply | None = None
         self.error: CanvasAPIError | None = None
+
+
+class _Chain:
+    """The pages of one list being fetched: how many came back, and the pacer slot the last one kept.
+
+    The next page goes ahead of other waiting requests (pacer priority: the pages before it) and takes
+    the slot its previous page kept (`Pacer.release(keep=True)`) instead of queueing for a free one.
+    """
+
+    __slots__ = ("kept", "pages")
+
+    def __init__(self) -> None:
+        self.pages = 0
+        self.kept: PacerSlot | None = None
+
+    def forget(self, pacer: Pacer) -> None:
+        """Free the kept slot: the next page is not sent now (a backoff, an error, the end of the list)."""
+        if self.kept is not None:
+            pacer.forget(self.kept)
+            self.kept = None
 
 
 class CanvasClient(CanvasAPI):
@@ -190,10 +210,18 @@ class CanvasClient(CanvasAPI):
             target += ("&" if "?" in target else "?") + urlencode(params)
         return target
 
-    def _get(self, url: str, params: Params | None = None, *, timeout: float | None = None) -> Reply:
+    def _get(
+        self,
+        url: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        chain: _Chain | None = None,
+    ) -> Reply:
         """Send one GET, paced and retried, and return its parsed JSON or raise a typed CanvasAPIError.
 
-        Every request of the client passes through here and nowhere else.
+        Every request of the client passes through here and nowhere else. `chain`: the request is a page
+        of that list (its pacer priority and kept slot).
         """
         shown_cache: list[str] = []
 
@@ -207,7 +235,7 @@ class CanvasClient(CanvasAPI):
         target = self._target(url, params)
         retries = 0
         while True:
-            attempt = self._attempt(target, shown, read_timeout)
+            attempt = self._attempt(target, shown, read_timeout, chain)
             if attempt.reply is not None:
                 return attempt.reply
             delay = self._retry_delay(attempt, retries)  # raises the attempt's error if it is final
@@ -218,17 +246,29 @@ class CanvasClient(CanvasAPI):
                 shown(), delay, attempt.error.error_type, retries, self.max_retries,
             )  # fmt: skip
             self.metrics.add(retries=1, wait_seconds=delay)
+            if chain is not None:  # no place is held during the backoff
+                chain.forget(self.pacer)
             if delay > 0:
                 self._sleep(delay)
 
-    def _attempt(self, target: str, shown: Callable[[], str], read_timeout: float) -> _Attempt:
-        """One paced exchange: take a pacer slot, send, free the slot once the headers are in, read."""
-        slot = self.pacer.acquire()
+    def _attempt(
+        self, target: str, shown: Callable[[], str], read_timeout: float, chain: _Chain | None
+    ) -> _Attempt:
+        """One paced exchange: take a pacer slot, send, free the slot once the headers are in, read.
+
+        A page of a list whose response links a next page keeps its slot for that page.
+        """
+        if chain is None:
+            slot = self.pacer.acquire()
+        else:
+            slot = self.pacer.acquire(chain.pages, kept=chain.kept)
+            chain.kept = None
         self.metrics.started(in_flight=slot.in_flight, waited=slot.waited)
         self._fan.counter().add()
         started = time.monotonic()
         attempt = _Attempt()
         response: urllib3.BaseHTTPResponse | None = None
+        keep = False
         try:
             response = self._transport.get(
                 target, connect_timeout=self.connect_timeout, read_timeout=read_timeout
@@ -239,6 +279,11 @@ class CanvasClient(CanvasAPI):
             if attempt.status in (403, 429):
                 attempt.body = body_text(self._transport.read_body(response))
                 attempt.throttled = is_throttle(attempt.status, attempt.body)
+            keep = (
+                chain is not None
+                and attempt.status == 200
+                and "next" in parse_link_header(response.headers.get("Link"))
+            )
         except Exception as exc:
             self.pacer.mark_received(slot)
             attempt.error = self._transport_error(exc, shown, read_timeout)
@@ -246,7 +291,10 @@ class CanvasClient(CanvasAPI):
         finally:
             # Canvas released this request's hold before answering: free the slot as soon as the
             # headers are in, before reading and parsing the body.
-            self.pacer.release(slot, remaining=attempt.remaining, throttled=attempt.throttled)
+            self.pacer.release(slot, remaining=attempt.remaining, throttled=attempt.throttled, keep=keep)
+        if keep:
+            assert chain is not None
+            chain.kept = slot
         if response is not None:
             try:
                 content = self._transport.read_body(response)
@@ -318,32 +366,41 @@ class CanvasClient(CanvasAPI):
         """Every record of a list endpoint: per_page=100 on the first page, then `rel="next"` links only.
 
         Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
+        Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
+        waits for a pacer slot with the number of pages before it as its priority (the deeper a list,
+        the likelier it is the longest), and a page whose response links a next one keeps its slot
+        for it (see `_Chain`).
         """
         url: str | None = self.api_url + path
         query: Params | None = [("per_page", str(PER_PAGE)), *(params or [])]
         records: list[Record] = []
         seen: set[str] = set()
-        while url is not None:
-            reply = self._get(url, query, timeout=timeout)
-            if not isinstance(reply.data, list):
-                raise CanvasAPIError(
-                    f"Canvas answered GET {reply.url} with a {type(reply.data).__name__}, expected a list",
-                    status=reply.status,
-                    url=reply.url,
-                )
-            records.extend(r for r in reply.data if isinstance(r, dict))
-            current = url
-            next_link = parse_link_header(reply.headers.get("Link")).get("next")
-            url, query = None, None
-            if next_link:
-                url = same_origin_link(next_link, current, self._origin, self.base_url, self._secrets)
-                if url in seen:  # a server bug would otherwise loop for ever
+        chain = _Chain()
+        try:
+            while url is not None:
+                reply = self._get(url, query, timeout=timeout, chain=chain)
+                if not isinstance(reply.data, list):
                     raise CanvasAPIError(
-                        f"Canvas's pagination repeated a page: {reply.url}",
+                        f"Canvas answered GET {reply.url} with a {type(reply.data).__name__}, expected a list",
                         status=reply.status,
                         url=reply.url,
                     )
-                seen.add(url)
+                records.extend(r for r in reply.data if isinstance(r, dict))
+                chain.pages += 1
+                current = url
+                next_link = parse_link_header(reply.headers.get("Link")).get("next")
+                url, query = None, None
+                if next_link:
+                    url = same_origin_link(next_link, current, self._origin, self.base_url, self._secrets)
+                    if url in seen:  # a server bug would otherwise loop for ever
+                        raise CanvasAPIError(
+                            f"Canvas's pagination repeated a page: {reply.url}",
+                            status=reply.status,
+                            url=reply.url,
+                        )
+                    seen.add(url)
+        finally:
+            chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
         return records
 
     def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:

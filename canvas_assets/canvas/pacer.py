@@ -29,12 +29,20 @@ process may share the token, so the pacer learns from what every response report
   reporting R >= 125), never jumping to the cap: a second process on the same token would jump too,
   and together they would overfill the bucket.
 - A throttled response halves the limit (the request itself is retried after a backoff).
+- Which waiting request gets a free slot: the one with the highest priority, then the one waiting
+  longest. The client gives a page of a list the number of pages before it: a long list's pages are
+  fetched one after the other (each needs the previous one's `next` link), so its chain is the
+  critical path of a fetch, and a page that queued behind every first page for a slot would stretch
+  it by that wait on every page. For the same reason a page whose response links a next page may keep
+  its slot for it (`release(keep=True)`, then `acquire(kept=slot)`): the place is held for the moment
+  the client takes to read the page, rather than the next page waiting for another request to end.
 
 Thread-safe: every method takes the pacer's lock.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -55,6 +63,21 @@ class PacerSlot:
     # The pacer's sequence counter when the response came back: requests started after that are not in
     # the level the response reports.
     received_mark: int | None = None
+    kept: bool = False  # released with keep=True: its place is held for the caller's next request
+
+
+class _Waiter:
+    """A request waiting for a slot; `Pacer._grant` fills in its slot and wakes it."""
+
+    __slots__ = ("cond", "key", "slot")
+
+    def __init__(self, rank: int, arrival: int) -> None:
+        self.key = (rank, arrival)  # heap order: highest priority (lowest rank) first, then arrival
+        self.cond: threading.Condition | None = None  # made only if the waiter has to sleep
+        self.slot: PacerSlot | None = None
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return self.key < other.key
 
 
 class Pacer:
@@ -77,7 +100,10 @@ class Pacer:
         self.leak_rate = leak_rate
         self.low_water = low_water
         self._clock = clock
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiter] = []  # a heap: the best waiter first
+        self._arrivals = 0
+        self._kept = 0  # places held for the next page of a list (`release(keep=True)`)
         self._limit = max(1, min(initial_in_flight, max_in_flight))
         self._cap = self._limit
         self._max_remaining = 0.0
@@ -93,48 +119,62 @@ class Pacer:
     # --- state, for metrics and tests ------------------------------------------------------------
     @property
     def limit(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._limit
 
     @property
     def cap(self) -> int:
         """The most requests the bucket takes at once, as last measured (the limit never exceeds it)."""
-        with self._cond:
+        with self._lock:
             return self._cap
 
     @property
     def in_flight(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._in_flight)
 
     @property
+    def kept(self) -> int:
+        """Places held for the next page of a list (`release(keep=True)`), not yet taken or forgotten."""
+        with self._lock:
+            return self._kept
+
+    @property
     def peak_in_flight(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._peak
 
     def __repr__(self) -> str:
         return f"Pacer(limit={self.limit}, in_flight={self.in_flight}, max_in_flight={self.max_in_flight})"
 
     # --- the protocol ------------------------------------------------------------------------------
-    def acquire(self) -> PacerSlot:
-        """Block until another request may start; return its slot (with the seconds spent waiting)."""
+    def acquire(self, priority: int = 0, *, kept: PacerSlot | None = None) -> PacerSlot:
+        """Block until another request may start; return its slot (with the seconds spent waiting).
+
+        Waiting requests get free slots highest `priority` first, then first come first served. A
+        request that continues a list passes the slot its previous page kept (`release(keep=True)`):
+        it starts at once, unless the pacer is waiting for the bucket to leak.
+        """
         started = self._clock()
-        with self._cond:
-            while True:
-                now = self._clock()
-                if now < self._not_before:
-                    self._cond.wait(self._not_before - now)
-                elif len(self._in_flight) >= self._limit:
-                    self._cond.wait()
-                else:
-                    break
-            seq = self._next_seq
-            self._next_seq += 1
-            self._in_flight.add(seq)
-            in_flight = len(self._in_flight)
-            self._peak = max(self._peak, in_flight)
-            self._wake()  # pass on a wake-up this thread may have taken from another waiter
-        return PacerSlot(seq=seq, waited=self._clock() - started, in_flight=in_flight)
+        with self._lock:
+            if kept is not None and kept.kept:
+                kept.kept = False
+                self._kept -= 1
+                if self._clock() >= self._not_before:
+                    return self._take(waited=self._clock() - started)
+            waiter = _Waiter(-priority, self._arrivals)
+            self._arrivals += 1
+            heapq.heappush(self._waiting, waiter)
+            self._grant()
+            while waiter.slot is None:
+                if waiter.cond is None:
+                    waiter.cond = threading.Condition(self._lock)
+                delay = self._not_before - self._clock()
+                waiter.cond.wait(delay if delay > 0 else None)
+                self._grant()  # a timed wait ends when the bucket has leaked enough
+            slot = waiter.slot
+        slot.waited = self._clock() - started
+        return slot
 
     def mark_received(self, slot: PacerSlot) -> None:
         """Note that `slot`'s response (or failure) has just come back.
@@ -144,10 +184,17 @@ class Pacer:
         """
         slot.received_mark = self._next_seq
 
-    def release(self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False) -> None:
-        """Give the slot back and learn from what its response reported."""
-        with self._cond:
-            saturated = len(self._in_flight) >= self._limit
+    def release(
+        self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False, keep: bool = False
+    ) -> None:
+        """Give the slot back and learn from what its response reported.
+
+        `keep`: the caller's next request (the next page of the same list, known from this response's
+        `Link` header) takes this one's place: no other request gets it meanwhile. The caller passes the
+        slot to `acquire(kept=...)`, or to `forget` if it sends no next request after all.
+        """
+        with self._lock:
+            saturated = len(self._in_flight) + self._kept >= self._limit
             self._in_flight.discard(slot.seq)
             mark = slot.received_mark if slot.received_mark is not None else self._next_seq
             others = sum(1 for s in self._in_flight if s < mark)
@@ -156,22 +203,55 @@ class Pacer:
                 self._calibrated = True
             elif remaining is not None and math.isfinite(remaining):
                 self._learn(remaining, others, saturated)
-            self._wake()
+            if keep and not throttled:
+                slot.kept = True
+                self._kept += 1
+            self._grant()
+
+    def forget(self, slot: PacerSlot) -> None:
+        """Free the place `slot` kept (`release(keep=True)`) for a request that is not sent after all."""
+        with self._lock:
+            if slot.kept:
+                slot.kept = False
+                self._kept -= 1
+                self._grant()
 
     def grow(self) -> None:
         """A success that carried no rate-limit headers (an instance without throttling): probe upwards."""
-        with self._cond:
+        with self._lock:
             if not self._calibrated and self._limit < self.max_in_flight:
                 self._limit += 1
                 self._cap = self._limit
-                self._wake()
+                self._grant()
 
-    def _wake(self) -> None:
-        # Wake only as many waiters as there are free slots: waking all of them on every release makes
-        # dozens of threads fight over the GIL for nothing, which delays the threads reading responses.
-        free = self._limit - len(self._in_flight)
-        if free > 0:
-            self._cond.notify(free)
+    def _grant(self) -> None:
+        """Hand the free slots to the best waiting requests (lock held), unless the leak is awaited.
+
+        The slot is taken on the waiter's behalf and only that waiter is woken: waking every waiter on
+        each release makes dozens of threads fight over the GIL for nothing, which delays the threads
+        reading responses.
+        """
+        if not self._waiting:
+            return
+        if self._clock() < self._not_before:
+            head = self._waiting[0]
+            if head.cond is not None:
+                head.cond.notify()  # it sleeps untimed: let it wait for the leak instead
+            return
+        while self._waiting and len(self._in_flight) + self._kept < self._limit:
+            waiter = heapq.heappop(self._waiting)
+            waiter.slot = self._take(waited=0.0)
+            if waiter.cond is not None:
+                waiter.cond.notify()
+
+    def _take(self, *, waited: float) -> PacerSlot:
+        """A new slot in flight (lock held)."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self._in_flight.add(seq)
+        in_flight = len(self._in_flight)
+        self._peak = max(self._peak, in_flight)
+        return PacerSlot(seq=seq, waited=waited, in_flight=in_flight)
 
     def _learn(self, remaining: float, others: int, saturated: bool) -> None:
         unit = self.upfront_cost

@@ -111,11 +111,11 @@ class SandboxData:
         """Enrollments of a course (default: every state but deleted, every type), by id."""
         wanted = set(ALL_BUT_DELETED if states is None else states)
         kinds = None if types is None else set(types)
-        with self.lock:
-            rows = list(map(self.enrollments.__getitem__, self._enrollments_by_course.get(course_id, ())))
-        if kinds is None:
-            return [e for e in rows if e["enrollment_state"] in wanted]
-        return [e for e in rows if e["enrollment_state"] in wanted and e["type"] in kinds]
+        with self.lock:  # one pass: a big course's students are read on each page of its submissions
+            rows = map(self.enrollments.__getitem__, self._enrollments_by_course.get(course_id, ()))
+            if kinds is None:
+                return [e for e in rows if e["enrollment_state"] in wanted]
+            return [e for e in rows if e["enrollment_state"] in wanted and e["type"] in kinds]
 
     def students_of(
         self, course_id: int, states: Iterable[str] = ("active", "invited"), include_test: bool = False

@@ -129,9 +129,7 @@ class Pages:
     def _list_response(
         self, req: Request, chunk: list[Record], rels: list[tuple[str, str]], per_page: int
     ) -> Response:
-        records = len(chunk) + sum(
-            len(r.get("items") or ()) for r in chunk if isinstance(r.get("items"), list)
-        )
+        records = len(chunk) + sum(len(items) for r in chunk if isinstance(items := r.get("items"), list))
         return json_response(
             200, chunk, headers=[self._links(req, rels, per_page)], records=records, list_key=req.list_key()
         )

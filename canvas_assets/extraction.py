@@ -265,7 +265,9 @@ class Extractor:
                 needs[needed] = records
         changes = rules.changes(self.client, course.course_id, since, timeout)
         o.changed = len(changes)
-        previous = self._staged(o.entity, course.course_id) or ()
+        # Decoded once: the staged records are compressed text that each pass would decode anew, and the
+        # parents' check and the merge both read them (two decoded copies of a big course at once).
+        previous = list(self._staged(o.entity, course.course_id) or ())
         state = self._states[o.entity][course.course_id]
         added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
         o.changed += len(added)

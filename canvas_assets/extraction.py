@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -47,6 +47,8 @@ install_redaction(__name__)
 
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
+# Staged records that incremental merges may hold before their courses are staged (see `Extractor.run`).
+MERGE_BUDGET_RECORDS = 200_000
 
 
 class CanvasSource(Protocol):
@@ -313,6 +315,28 @@ class Extractor:
         # enrollments), so it starts once they are in; a full fetch starts at once, beside them.
         needs = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
         waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since
+        # An incremental fetch is quick (a request or two) but holds the course's whole merged list until
+        # the course is staged; with no limit, merges outrun the staging writes and pile up in memory.
+        # They start while the merges not yet staged hold fewer than MERGE_BUDGET_RECORDS staged records
+        # (one at least), the others wait here for a staging write to free room.
+        held: dict[int, int] = {}  # course -> staged records its incremental merges hold until staged
+        deferred: deque[tuple[CourseOutcome, str, datetime]] = deque()
+
+        def admit(course: CourseOutcome, entity: str, force: bool = False) -> bool:
+            """Count the merge against the budget if it fits (or the course already holds some, or `force`)."""
+            size = self._states[entity][course.course_id].record_count
+            full = held and course.course_id not in held and sum(held.values()) + size > MERGE_BUDGET_RECORDS
+            if full and not force:
+                return False
+            held[course.course_id] = held.get(course.course_id, 0) + size
+            return True
+
+        def start(course: CourseOutcome, entity: str, since: datetime | None) -> None:
+            if since is not None and ENTITIES[entity].incremental is not None and not admit(course, entity):
+                deferred.append((course, entity, since))
+            else:
+                pending[pool.submit(self._task, course, entity, since)] = (course, entity)
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
             for course in courses.values():
                 for entity in self.entities:
@@ -320,7 +344,7 @@ class Extractor:
                     if since is not None and needs[entity]:
                         waiting.setdefault(course.course_id, {})[entity] = since
                     else:
-                        pending[pool.submit(self._task, course, entity, since)] = (course, entity)
+                        start(course, entity, since)
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -334,7 +358,7 @@ class Extractor:
                     for later, since in list(waiting.get(course.course_id, {}).items()):
                         if all(n in course.entities for n in needs[later]):
                             del waiting[course.course_id][later]
-                            pending[pool.submit(self._task, course, later, since)] = (course, later)
+                            start(course, later, since)
                     remaining[course.course_id] -= 1
                     if remaining[course.course_id] == 0:
                         ready.append(course)
@@ -344,7 +368,13 @@ class Extractor:
                     break
                 if len(ready) >= self.profile.batch_size or (not pending and ready):
                     write_seconds += self._stage(ready)
+                    for course in ready:
+                        held.pop(course.course_id, None)
                     ready = []
+                # With nothing else running, the next waiting merge starts whatever it holds.
+                while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
+                    course, entity, since = deferred.popleft()
+                    pending[pool.submit(self._task, course, entity, since)] = (course, entity)
         if fatal is not None:
             # Courses that finished before the fatal error are kept: they are complete and valid.
             if ready:

@@ -347,3 +347,43 @@ def test_a_parent_list_the_run_does_not_know_drops_nothing_but_an_empty_one_drop
     assert keep({"assignment_id": 1, "user_id": 7}) and not keep({"assignment_id": 1, "user_id": 8})
     assert rules.keep({})({"assignment_id": 1, "user_id": 8})
     assert not rules.keep({"assignments": [], "enrollments": [student]})({"assignment_id": 1, "user_id": 7})
+
+
+def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_truth(pg_harness, monkeypatch):
+    """A merge holds its course's whole list until the course is staged: with room for one merge, they run
+    one at a time (each waiting for the previous course's staging write), and nothing is lost."""
+    import threading
+
+    from canvas_assets import extraction
+
+    h = pg_harness
+    keys = h.course_keys()
+    assert h.sync(ANALYTICS, keys).success
+    data = h.sandbox.data
+    courses = [int(k) for k in keys if data.submissions_of(int(k))]
+    for course in courses[:3]:
+        data.grade_submission(course)
+    monkeypatch.setattr(extraction, "MERGE_BUDGET_RECORDS", 1)
+    lock, unstaged, most = threading.Lock(), set(), [0]
+    fetch_changes, stage = extraction.Extractor._fetch_changes, extraction.Extractor._stage
+
+    def counting_fetch_changes(self, course, outcome, since, timeout):
+        fetch_changes(self, course, outcome, since, timeout)
+        with lock:
+            unstaged.add(course.course_id)
+            most[0] = max(most[0], len(unstaged))
+
+    def counting_stage(self, finished):
+        seconds = stage(self, finished)
+        with lock:
+            unstaged.difference_update(c.course_id for c in finished)
+        return seconds
+
+    monkeypatch.setattr(extraction.Extractor, "_fetch_changes", counting_fetch_changes)
+    monkeypatch.setattr(extraction.Extractor, "_stage", counting_stage)
+    result = h.sync(ANALYTICS, keys)
+    assert result.success, failure_text(result)
+    assert most[0] == 1 and not unstaged
+    for course in courses:
+        assert staging_state(h, course)[0] == "incremental"
+        assert_equals_ground_truth(h, course)

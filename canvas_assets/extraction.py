@@ -48,7 +48,7 @@ install_redaction(__name__)
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
 # Staged records that incremental merges may hold before their courses are staged (see `Extractor.run`).
-MERGE_BUDGET_RECORDS = 200_000
+MERGE_BUDGET_RECORDS = 50_000
 
 
 class CanvasSource(Protocol):

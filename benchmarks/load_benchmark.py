@@ -61,15 +61,7 @@ PG_ADMIN_URL = os.environ.get(
     "CANVAS_ASSETS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 GRADES = ["A", "A-", "B+", "B", "B-", "C+", "C", "D", "F", None]
-ENTITIES = (
-    "courses",
-    "students",
-    "enrollments",
-    "assignments",
-    "submissions",
-    "modules",
-    "student_summaries",
-)
+ENTITIES = tuple(TRANSFORMERS)  # every staging entity, submissions included
 
 
 def _ts(rng: random.Random, base: datetime) -> str:

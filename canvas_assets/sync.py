@@ -8,9 +8,6 @@ one extract step that fetches all of its courses concurrently), as a backfill fr
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import time
 from collections import Counter
@@ -37,6 +34,7 @@ from canvas_assets.canvas.redact import redact_known
 from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
+from canvas_assets.memory import release_free_heap
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
@@ -132,27 +130,6 @@ class SyncSummary:
                 for r in self.runs
             ],
         }
-
-
-def release_free_heap() -> None:
-    """Give the C heap's free pages back to the OS (glibc's `malloc_trim`; elsewhere a no-op).
-
-    Called after each step. The extract fetches in a thread pool, and glibc gives threads heaps of their
-    own: what the fetch decoded and freed stays mapped there, and the transform and load steps (in this
-    thread) add their working set on top of it. Trimming first lowered the large benchmark's peak RSS by
-    ~190 MB; a call takes milliseconds.
-    """
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return None
 
 
 @dataclass

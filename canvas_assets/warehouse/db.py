@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,7 @@ from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result
 from canvas_assets.warehouse.staging import CatalogDiff
-from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
+from canvas_assets.warehouse.stats import LoadStats
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
 LOAD_LOCK_KEY = 0x434E5653
@@ -169,7 +168,7 @@ class Warehouse:
                     full_refresh=full_refresh,
                 )
                 del result  # released before the next chunk is read
-                _add_stats(stats, chunk_stats)
+                stats.add(chunk_stats)
         return stats
 
     def confirmations(
@@ -182,16 +181,3 @@ class Warehouse:
         fetched), `changed_at` (the last load that wrote one of its rows), `run_id`."""
         with self.engine.connect() as conn:
             return read_confirmations(conn, entity, course_ids)
-
-
-def _add_stats(total: LoadStats, part: LoadStats) -> None:
-    """Add a chunk's figures to the load's. Every figure counts rows or courses of the chunk's own, and
-    chunks share neither, so each figure of the load is the sum of the chunks'."""
-    for name, table_stats in part.tables.items():
-        into = total.tables.setdefault(name, TableLoadStats(name))
-        for f in dataclasses.fields(TableLoadStats):
-            if f.name != "table":
-                setattr(into, f.name, getattr(into, f.name) + getattr(table_stats, f.name))
-    for f in dataclasses.fields(LoadStats):
-        if f.name != "tables":
-            setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))

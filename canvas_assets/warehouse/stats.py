@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -72,6 +72,18 @@ class LoadStats:
     @property
     def written(self) -> int:
         return self._sum("written")
+
+    def add(self, part: LoadStats) -> None:
+        """Add the figures of a load of other courses (a chunk of the same run): each counts rows or courses
+        of its own load, and the loads share neither, so each figure of the whole is the sum of the parts'."""
+        for name, table_stats in part.tables.items():
+            into = self.tables.setdefault(name, TableLoadStats(name))
+            for f in fields(TableLoadStats):
+                if f.name != "table":
+                    setattr(into, f.name, getattr(into, f.name) + getattr(table_stats, f.name))
+        for f in fields(LoadStats):
+            if f.name != "tables":
+                setattr(self, f.name, getattr(self, f.name) + getattr(part, f.name))
 
     def to_metadata(self) -> dict[str, Any]:
         """Flat figures for Dagster metadata: totals plus `<table>.<figure>`."""

@@ -217,19 +217,9 @@ def _load_fresh_courses(
     if scope is None or scope not in frame.columns:
         return False
     courses = sorted({int(c) for c in course_ids} | {int(c) for c in pd.unique(frame[scope].dropna())})
-    q = conn.dialect.identifier_preparer.quote
-    if conn.dialect.name == "postgresql":
-        exists = sa.text(
-            f"SELECT 1 FROM {q(target.name)} WHERE {q(scope)} = ANY(CAST(:courses AS BIGINT[])) LIMIT 1"
-        )
-        if conn.execute(exists, {"courses": courses}).first() is not None:
-            return False
-    else:
-        exists = sa.text(f"SELECT 1 FROM {q(target.name)} WHERE {q(scope)} IN :courses LIMIT 1").bindparams(
-            sa.bindparam("courses", expanding=True)
-        )
-        if any(conn.execute(exists, {"courses": list(c)}).first() for c in chunks(courses, IN_CHUNK)):
-            return False
+    any_row = sa.select(sa.literal(1)).select_from(target)
+    if any(conn.execute(any_row.where(target.c[scope].in_(c)).limit(1)).first() for c in chunks(courses)):
+        return False
     everything, nothing = np.arange(len(frame)), np.zeros(0, dtype=np.int64)
     integrity_errors = (
         sa.exc.IntegrityError,

@@ -97,22 +97,13 @@ def _column_hash(series: pd.Series, sql_type: Any) -> np.ndarray:
             values = np.where(mask, None, values)
         hashed = pd.util.hash_array(values, categorize=False)
     else:
-        if isinstance(sql_type, sa.DateTime):
-            if not isinstance(dtype, pd.DatetimeTZDtype):
-                series = _to_utc(series)
-            raw = _naive_us(series).view("int64")
-        else:
-            if dtype.kind == "O":
-                series = pd.to_numeric(series.where(~mask, None), errors="coerce")
-            if isinstance(sql_type, sa.Boolean):
-                raw = series.to_numpy(dtype=bool, na_value=False).astype("int64")
-            elif isinstance(sql_type, sa.Float):
-                floats = series.to_numpy(dtype="float64", na_value=np.nan) + 0.0  # -0.0 is 0.0, as in SQL
-                raw = floats.view("int64")
-            elif series.dtype.kind == "f":
-                raw = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
-            else:
-                raw = series.to_numpy(dtype="int64", na_value=0)
+        if isinstance(sql_type, sa.DateTime) and not isinstance(dtype, pd.DatetimeTZDtype):
+            series = _to_utc(series)
+        elif dtype.kind == "O":
+            series = pd.to_numeric(series.where(~mask, None), errors="coerce")
+        numbers = _numbers(series, sql_type)
+        # A float hashes by its bits (adding 0.0 makes -0.0 the 0.0 SQL takes it for); the rest as integers.
+        raw = (numbers + 0.0).view("int64") if numbers.dtype.kind == "f" else numbers.astype("int64")
         hashed = _mix(np.ascontiguousarray(raw).view(np.uint64) + _GOLDEN)
     out = np.asarray(hashed, dtype=np.uint64)
     if mask.any():
@@ -168,6 +159,21 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 
 
+def _numbers(series: pd.Series, sql_type: Any) -> np.ndarray:
+    """A non-text column's values as the table stores them, in native numpy form (a NULL's place holds 0,
+    False or NaN): timestamps as int64 microseconds since the Unix epoch (UTC), booleans as bool, floats as
+    float64, integers as int64 (from floats too, where a NaN made the column float)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return np.asarray(_naive_us(series).view("int64"))
+    if isinstance(sql_type, sa.Boolean):
+        return np.asarray(series.to_numpy(dtype=bool, na_value=False))
+    if isinstance(sql_type, sa.Float):
+        return np.asarray(series.to_numpy(dtype="float64", na_value=np.nan))
+    if series.dtype.kind == "f":
+        return np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
+    return np.asarray(series.to_numpy(dtype="int64", na_value=0))
+
+
 def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """One column for binary COPY: (byte length per row, -1 for NULL; the fixed-width values as a (rows, width)
     uint8 array, or None for text; the concatenated UTF-8 payload of the non-null text values)."""
@@ -192,20 +198,15 @@ def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.nda
         lengths[~mask] = ends - starts
         payload = joined if len(separators) == 0 else np.delete(joined, separators)
         return lengths, None, payload
+    numbers = _numbers(series, sql_type)
     if isinstance(dtype, pd.DatetimeTZDtype):
-        raw = _naive_us(series).view("int64") - _PG_EPOCH_US
-        fixed = raw.astype(">i8")
+        fixed = (numbers - _PG_EPOCH_US).astype(">i8")
     elif isinstance(sql_type, sa.Boolean):
-        fixed = np.asarray(series.to_numpy(dtype=bool, na_value=False), dtype=np.uint8)
+        fixed = numbers.astype(np.uint8)
     elif isinstance(sql_type, sa.Float):
-        fixed = series.to_numpy(dtype="float64", na_value=np.nan).astype(">f8")
+        fixed = numbers.astype(">f8")
     else:
-        width = ">i8" if isinstance(sql_type, sa.BigInteger) else ">i4"
-        if dtype.kind == "f":
-            ints = np.nan_to_num(series.to_numpy(dtype="float64")).astype("int64")
-        else:
-            ints = series.to_numpy(dtype="int64", na_value=0)
-        fixed = ints.astype(width)
+        fixed = numbers.astype(">i8" if isinstance(sql_type, sa.BigInteger) else ">i4")
     size = fixed.dtype.itemsize
     lengths = np.where(mask, -1, size).astype(np.int64)
     return lengths, fixed.view(np.uint8).reshape(len(series), size), empty

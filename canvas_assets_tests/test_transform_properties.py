@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -664,29 +663,19 @@ def warehouses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     """One migrated warehouse per backend for the whole module (each example empties it first)."""
     from canvas_assets.warehouse import Warehouse
     from canvas_assets.warehouse.engine import dispose_engines
-    from canvas_assets_tests.conftest import PG_ADMIN_URL
+    from canvas_assets_tests.conftest import fresh_pg_database
 
-    name = f"canvas_assets_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
+    with fresh_pg_database() as url:
         found = {
             "sqlite": Warehouse(f"sqlite:///{tmp_path_factory.mktemp('wh') / 'warehouse.db'}"),
-            "postgresql": Warehouse(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"),
+            "postgresql": Warehouse(url),
         }
         for wh in found.values():
             wh.ensure_schema()
-        yield found
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        try:
+            yield found
+        finally:
+            dispose_engines()
 
 
 def _empty(wh: Any, entity: str) -> None:

@@ -20,11 +20,12 @@ What a profile's processing values mean here:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -331,11 +332,21 @@ class Extractor:
             held[course.course_id] = held.get(course.course_id, 0) + size
             return True
 
+        # Finished tasks arrive here: `concurrent.futures.wait` would walk every pending future (thousands
+        # in a big run, each behind its own lock) for each one that finishes, under the GIL the fetch
+        # threads need to read their responses.
+        finished: queue.SimpleQueue[Future[EntityOutcome]] = queue.SimpleQueue()
+
+        def submit(course: CourseOutcome, entity: str, since: datetime | None) -> None:
+            future = pool.submit(self._task, course, entity, since)
+            pending[future] = (course, entity)
+            future.add_done_callback(finished.put)
+
         def start(course: CourseOutcome, entity: str, since: datetime | None) -> None:
             if since is not None and ENTITIES[entity].incremental is not None and not admit(course, entity):
                 deferred.append((course, entity, since))
             else:
-                pending[pool.submit(self._task, course, entity, since)] = (course, entity)
+                submit(course, entity, since)
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
             for course in courses.values():
@@ -346,7 +357,9 @@ class Extractor:
                     else:
                         start(course, entity, since)
             while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                done = [finished.get()]
+                while not finished.empty():
+                    done.append(finished.get())
                 for fut in done:
                     course, entity = pending.pop(fut)
                     try:
@@ -374,7 +387,7 @@ class Extractor:
                 # With nothing else running, the next waiting merge starts whatever it holds.
                 while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
                     course, entity, since = deferred.popleft()
-                    pending[pool.submit(self._task, course, entity, since)] = (course, entity)
+                    submit(course, entity, since)
         if fatal is not None:
             # Courses that finished before the fatal error are kept: they are complete and valid.
             if ready:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from canvas_assets.canvas.transport import decode_json
+from canvas_assets.jsontext import decode_json
 
 
 def _same(a, b) -> bool:

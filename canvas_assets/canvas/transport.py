@@ -6,7 +6,6 @@ which with a dozen requests in flight delays the threads reading responses under
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -17,11 +16,8 @@ import requests
 import urllib3
 
 from canvas_assets.errors import ConfigurationError
+from canvas_assets.jsontext import decode_json
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - a dependency; without it the stdlib decodes every body
-    orjson = None  # type: ignore[assignment]
 
 
 class Reply:
@@ -147,26 +143,3 @@ def float_header(headers: Any, name: str) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-# Every digit byte -> "0", everything else -> " ": a run of 19 zeros marks a number of 19 or more digits.
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_NUMBER = b"0" * 19  # 2**63 has 19 digits: no shorter integer lies outside orjson's 64-bit range
-
-
-def decode_json(content: bytes) -> Any:
-    """The Python objects of a JSON body, exactly as `json.loads` makes them; ValueError if not JSON.
-
-    orjson decodes a page 2-4 times faster and gives the same objects for what it accepts. Two gaps
-    are closed here: it turns integers beyond 64 bits into floats (so a body with a run of 19 or more
-    digits anywhere, even inside a string, goes to `json.loads`), and it refuses some JSON that
-    `json.loads` reads (NaN and Infinity, lone surrogates, UTF-16/32 and BOMs, nesting over 1024):
-    `json.loads` then decides, and raises for what is really not JSON.
-    """
-    if orjson is not None and content.translate(_DIGITS).find(_LONG_NUMBER) < 0:
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
-    # json.loads reads bytes directly (UTF-8, -16 or -32, as RFC 8259 allows).
-    return json.loads(content)

@@ -5,17 +5,16 @@ Each function takes a `Connection` inside the caller's transaction; `Warehouse` 
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from canvas_assets.jsontext import decode_json, encode_json
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table
@@ -49,21 +48,6 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any
 
 def utc(at: datetime) -> datetime:
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON text of raw records: orjson (several times faster on the extract's hot path), the
-    standard library for what orjson refuses (integers beyond 64 bits, lone surrogates, which no database
-    text can hold: written as `\\udXXX` escapes, so the record is kept and reads back as it came)."""
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except (orjson.JSONEncodeError, TypeError):
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
-        return text
 
 
 # --- staging ----------------------------------------------------------------------------------------------
@@ -111,7 +95,7 @@ def replace_staging(
             {
                 "entity": item.entity,
                 "course_id": int(item.course_id),
-                "records": _dumps(list(item.records)),
+                "records": encode_json(list(item.records)),
                 "record_count": len(item.records),
                 "fetched_at": fetched_at,
                 "run_id": run_id,
@@ -175,7 +159,7 @@ class StagedRecords(Sequence[Any]):
         self._count = count
 
     def _decode(self) -> list[Any]:
-        records = json.loads(zlib.decompress(self._data))
+        records = decode_json(zlib.decompress(self._data))
         return records if isinstance(records, list) else [records]
 
     def __len__(self) -> int:
@@ -366,7 +350,7 @@ def write_rejected(conn: sa.Connection, rejected: Sequence[Rejected], *, run_id:
             "course_id": r.course_id,
             "canvas_id": r.canvas_id,
             "reason": r.reason,
-            "payload": _dumps(r.payload),
+            "payload": encode_json(r.payload),
             "rejected_at": now,
         }
         for r in rejected

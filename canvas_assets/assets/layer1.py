@@ -62,6 +62,7 @@ from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformRes
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.transform.schema import key_of
 from canvas_assets.warehouse.db import Warehouse
+from canvas_assets.warehouse.load import refresh_statistics
 from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets.warehouse.staging import StagedRecords
 
@@ -169,6 +170,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
             synced_at = datetime.now(timezone.utc)
             t0 = time.monotonic()
             stats = wh.load_chunks(chunk_results(staged.chunks), run_id=context.run_id, synced_at=synced_at)
+            analyzed = refresh_statistics(wh.engine, stats)
             rejected = read_rejected(staged.chunks)
             if rejected:
                 wh.write_rejected(rejected, run_id=context.run_id)
@@ -208,6 +210,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 f"layer1/{entity}: {rows} rows of {len(staged.course_ids)} course(s) "
                 f"({records_in} records in, {len(rejected)} rejected, {len(staged.chunks)} chunk(s)); "
                 f"transform {staged.seconds:.2f}s, load {load_seconds:.2f}s; {stats.to_metadata()}"
+                + (f"; planner statistics refreshed: {', '.join(analyzed)}" if analyzed else "")
             )
             # Last, so that a step retried after anything above failed still finds its chunks.
             shutil.rmtree(staged.directory, ignore_errors=True)

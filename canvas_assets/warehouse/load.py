@@ -388,3 +388,45 @@ def _soft_delete(
     for chunk in course_chunks:
         deleted.extend(int(c) for c in conn.execute(stmt, {**params, "courses": list(chunk)}).scalars())
     return deleted
+
+
+# A table whose rows this load wrote by more than this share of what PostgreSQL last counted (or which it has
+# never counted) is analyzed at once: the share and the floor are autovacuum's defaults for ANALYZE.
+ANALYZE_SHARE = 0.1
+ANALYZE_FLOOR = 50
+
+
+def refresh_statistics(engine: sa.Engine, stats: LoadStats) -> list[str]:
+    """ANALYZE the tables a committed load changed by a tenth or more (PostgreSQL), and return their names.
+
+    A first load takes a table from no rows to hundreds of thousands in one transaction; until autovacuum
+    gets round to it (a minute or more later), the planner still thinks the table is empty and picks plans
+    that scan it once per row of another table: the asset checks that run next took seconds instead of
+    milliseconds, and so would a user's query right after the nightly sync. ANALYZE reads a fixed sample (a
+    few hundred ms on the largest table) and takes no lock that blocks reading or writing."""
+    if engine.dialect.name != "postgresql":
+        return []
+    written = {name: s.written for name, s in stats.tables.items()}
+    for name, s in stats.tables.items():
+        history = HISTORY.get(name)
+        if history is not None and s.history_rows:
+            written[history.table] = written.get(history.table, 0) + s.history_rows
+    written = {name: n for name, n in written.items() if n > 0}
+    if not written:
+        return []
+    stale: list[str] = []
+    with engine.connect() as conn:
+        query = sa.text(
+            "SELECT relname, reltuples FROM pg_class "
+            "WHERE relkind = 'r' AND relname IN :names AND pg_table_is_visible(oid)"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        counted = dict(conn.execute(query, {"names": sorted(written)}).all())
+        for name in sorted(written):
+            before = counted.get(name)
+            if before is None:
+                continue
+            if before < 0 or written[name] > ANALYZE_FLOOR + ANALYZE_SHARE * before:
+                conn.exec_driver_sql(f'ANALYZE "{name}"')
+                stale.append(name)
+        conn.commit()
+    return stale

@@ -1,0 +1,61 @@
+"""Planner statistics after a load: a table a load changed by a tenth or more is analyzed at once, so the
+checks and queries that follow a first sync get plans for the table as it now is, not as an empty one."""
+
+import time
+
+import sqlalchemy as sa
+
+from canvas_assets.warehouse import Warehouse
+from canvas_assets.warehouse.load import refresh_statistics
+from canvas_assets_tests.test_warehouse import COURSE, T0, T1, T2, enrollment, run
+
+
+def _analyzed(engine, name):
+    """How many times the table was analyzed by hand, and PostgreSQL's row count estimate."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT s.analyze_count, c.reltuples FROM pg_stat_user_tables s "
+                "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = :name"
+            ),
+            {"name": name},
+        ).one()
+
+
+def _wait_for_stats(engine, name, count):
+    """The statistics views see an ANALYZE once its backend has reported it (at most a second later)."""
+    for _ in range(100):
+        if _analyzed(engine, name)[0] >= count:
+            return
+        time.sleep(0.05)
+
+
+def test_a_first_load_analyzes_its_tables_and_an_unchanged_one_does_not(pg_url):
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    records = {COURSE: [enrollment(i, user_id=1000 + i, score=float(i % 90)) for i in range(1, 401)]}
+
+    stats = run(wh, "enrollments", records, T0)
+    analyzed = refresh_statistics(wh.engine, stats)
+    assert analyzed == ["canvas_enrollments", "canvas_score_history"]
+    _wait_for_stats(wh.engine, "canvas_enrollments", 1)
+    count, estimate = _analyzed(wh.engine, "canvas_enrollments")
+    assert count == 1 and estimate == 400
+
+    # Nothing changed: nothing to analyze.
+    assert refresh_statistics(wh.engine, run(wh, "enrollments", records, T1)) == []
+
+    # 30 of 400 scores changed: under a tenth (plus 50) of the table, left to autovacuum; their 30
+    # history rows are under a tenth of the history table too.
+    for r in records[COURSE][:30]:
+        r["grades"]["current_score"] = 99.5
+    assert refresh_statistics(wh.engine, run(wh, "enrollments", records, T2)) == []
+    assert _analyzed(wh.engine, "canvas_enrollments")[0] == 1
+
+
+def test_sqlite_has_nothing_to_refresh(sqlite_url):
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    stats = run(wh, "enrollments", {COURSE: [enrollment(1, user_id=7)]}, T0)
+    assert stats.inserted == 1
+    assert refresh_statistics(wh.engine, stats) == []

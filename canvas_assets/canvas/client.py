@@ -41,7 +41,8 @@ from canvas_assets.canvas.metrics import ClientMetrics
 from canvas_assets.canvas.pacer import Pacer, PacerSlot
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
-from canvas_assets.canvas.transport import Reply, Transport, body_text, decode_json, float_header
+from canvas_assets.canvas.transport import Reply, Transport, body_text, float_header
+from canvas_assets.jsontext import decode_json
 from canvas_assets.canvas.urls import (
     BASE_URL_ENV,
     TOKEN_ENV,

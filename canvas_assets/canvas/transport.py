@@ -16,8 +16,6 @@ import requests
 import urllib3
 
 from canvas_assets.errors import ConfigurationError
-from canvas_assets.jsontext import decode_json
-
 
 
 class Reply:

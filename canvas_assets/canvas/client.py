@@ -42,7 +42,6 @@ from canvas_assets.canvas.pacer import Pacer, PacerSlot
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
 from canvas_assets.canvas.transport import Reply, Transport, body_text, float_header
-from canvas_assets.jsontext import decode_json
 from canvas_assets.canvas.urls import (
     BASE_URL_ENV,
     TOKEN_ENV,
@@ -53,6 +52,7 @@ from canvas_assets.canvas.urls import (
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, CanvasConnectionError, ConfigurationError
+from canvas_assets.jsontext import decode_json
 
 # Re-exported: these were defined here before the split and are imported from here.
 __all__ = [

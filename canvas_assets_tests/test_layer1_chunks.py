@@ -1,7 +1,8 @@
-"""Layer-1 in course chunks (canvas_assets/assets/layer1.py): with chunks forced tiny, a run transformed and
+"""Layer-1 in course chunks (canvas_assets/assets/transform_chunks.py): with chunks forced tiny, a run transformed and
 loaded chunk by chunk leaves the warehouse, the figures and the metadata of a one-piece transform and load,
 and stays one transaction."""
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,7 +12,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from canvas_assets.assets import common, layer1
+from canvas_assets import transform_chunks
+from canvas_assets.assets import common
 from canvas_assets.errors import TransformationError
 from canvas_assets.profiles import STAGING_ENTITIES, preset
 from canvas_assets.sandbox import SandboxConfig
@@ -32,10 +34,8 @@ BIG = 1000  # the small sandbox's large course: 1,442 submissions, more than a t
 
 @pytest.fixture
 def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of at most 10 staged records (every entity of the small sandbox spans several), staging read
-    3 courses at a time."""
-    monkeypatch.setattr(layer1, "CHUNK_RECORDS", 10)
-    monkeypatch.setattr(layer1, "READ_COURSES", 3)
+    """Chunks of at most 10 staged records (every entity of the small sandbox spans several)."""
+    monkeypatch.setattr(transform_chunks, "CHUNK_RECORDS", 10)
 
 
 @pytest.fixture
@@ -91,10 +91,10 @@ def one_piece(
 
 def chunked(
     wh: Warehouse, entity: str, course_ids: list[int], at: datetime, directory: Path
-) -> tuple[list[layer1.Chunk], LoadStats]:
+) -> tuple[list[transform_chunks.Chunk], LoadStats]:
     """What the transform and load ops do."""
-    chunks = layer1.transform_to_chunks(wh, entity, course_ids, OPTIONS, directory)
-    stats = wh.load_chunks(layer1.chunk_results(chunks), run_id=f"run-{at:%H%M}", synced_at=at)
+    chunks = transform_chunks.transform_to_chunks(wh, entity, course_ids, OPTIONS, directory)
+    stats = wh.load_chunks(transform_chunks.chunk_results(chunks), run_id=f"run-{at:%H%M}", synced_at=at)
     return chunks, stats
 
 
@@ -156,14 +156,44 @@ def test_a_run_loaded_in_chunks_is_the_one_piece_load(wh, reference, tiny_chunks
             assert sum(chunk.rows for chunk in chunks) == expected.rows_out
             assert sum(chunk.records_in for chunk in chunks) == expected.records_in
             assert {c: n for chunk in chunks for c, n in chunk.rows_of.items()} == rows_per_course(expected)
-            assert layer1.read_rejected(chunks) == expected.rejected
+            assert transform_chunks.read_rejected(chunks) == expected.rejected
             rejected += sum(chunk.rejected for chunk in chunks)
         assert snapshot(wh) == snapshot(reference)
     assert rejected > 0  # the malformed record went through the chunks too
 
 
+def test_worker_processes_make_the_chunks_of_the_in_process_transform(wh, reference, tiny_chunks, tmp_path):
+    """Chunks transformed by two spawned workers (every entity forced through them) load exactly what the
+    in-process transform loads: same chunks, figures, repeated keys dropped the same way, same tables."""
+    data = sandbox_data()
+    courses = all_courses(data)
+    for at in (T0, T1):
+        if at == T1:
+            change_canvas(data)
+        stage(wh, data, courses, at)
+        stage(reference, data, courses, at)
+        for entity in ("students", "enrollments", "submissions"):
+            with pytest.MonkeyPatch.context() as inline:
+                inline.setattr(transform_chunks, "WORKERS", 1)
+                expected, expected_stats = chunked(
+                    reference, entity, courses, at, tmp_path / "inline" / entity
+                )
+            with pytest.MonkeyPatch.context() as parallel:
+                parallel.setattr(transform_chunks, "WORKERS", 2)
+                parallel.setattr(transform_chunks, "PARALLEL_RECORDS", 0)
+                assert transform_chunks._workers(len(expected), 1) == 2
+                chunks, stats = chunked(wh, entity, courses, at, tmp_path / "workers" / entity)
+            assert stats.to_metadata() == expected_stats.to_metadata(), entity
+            assert [dataclasses.replace(c, path="") for c in chunks] == [
+                dataclasses.replace(c, path="") for c in expected
+            ], entity
+            if entity == "students":
+                assert any(c.repeated for c in chunks)  # students enrolled in courses of several chunks
+        assert snapshot(wh) == snapshot(reference)
+
+
 def test_a_key_in_two_chunks_keeps_its_first_occurrence(wh, monkeypatch, tmp_path):
-    monkeypatch.setattr(layer1, "CHUNK_RECORDS", 1)
+    monkeypatch.setattr(transform_chunks, "CHUNK_RECORDS", 1)
     student = {"id": 7, "name": "From course 11", "sortable_name": "11, From"}
     wh.replace_staging_many(
         [
@@ -197,7 +227,7 @@ def test_a_failure_in_a_later_chunk_rolls_back_every_chunk(wh, tiny_chunks, monk
     change_canvas(data)
     stage(wh, data, courses, T1)
     before = snapshot(wh)
-    chunks = layer1.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "second")
+    chunks = transform_chunks.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "second")
     assert (
         chunks[0].course_ids[0] == BIG
     )  # the first chunk holds the changed score and the dropped enrollment
@@ -214,7 +244,7 @@ def test_a_failure_in_a_later_chunk_rolls_back_every_chunk(wh, tiny_chunks, monk
 
     monkeypatch.setattr(db, "load_result", load_then_fail_at_the_third)
     with pytest.raises(RuntimeError, match="disk full"):
-        wh.load_chunks(layer1.chunk_results(chunks), run_id="run-1300", synced_at=T1)
+        wh.load_chunks(transform_chunks.chunk_results(chunks), run_id="run-1300", synced_at=T1)
     assert loaded == [chunk.course_ids for chunk in chunks[:3]]
     assert snapshot(wh) == before
     assert all(Path(chunk.path).exists() for chunk in chunks)  # a retry of the load reads them again
@@ -222,11 +252,11 @@ def test_a_failure_in_a_later_chunk_rolls_back_every_chunk(wh, tiny_chunks, monk
     monkeypatch.setattr(db, "load_result", real_load_result)
     Path(chunks[2].path).unlink()
     with pytest.raises(TransformationError, match="is gone"):
-        wh.load_chunks(layer1.chunk_results(chunks), run_id="run-1300", synced_at=T1)
+        wh.load_chunks(transform_chunks.chunk_results(chunks), run_id="run-1300", synced_at=T1)
     assert snapshot(wh) == before
 
-    chunks = layer1.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "second")
-    stats = wh.load_chunks(layer1.chunk_results(chunks), run_id="run-1300", synced_at=T1)
+    chunks = transform_chunks.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "second")
+    stats = wh.load_chunks(transform_chunks.chunk_results(chunks), run_id="run-1300", synced_at=T1)
     assert stats.tables["canvas_enrollments"].soft_deleted == 1  # the dropped enrollment, in chunk 1
     assert snapshot(wh) != before
 
@@ -246,7 +276,7 @@ def test_a_failed_transform_leaves_no_chunk_files(wh, tiny_chunks, monkeypatch, 
 
     monkeypatch.setitem(TRANSFORMERS, "enrollments", fail_at_the_third)
     with pytest.raises(TransformationError, match="transformer for enrollments failed: ValueError"):
-        layer1.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "chunks")
+        transform_chunks.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "chunks")
     assert not (tmp_path / "chunks").exists()
 
 

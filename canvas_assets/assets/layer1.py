@@ -6,10 +6,10 @@ vanished and records score history, for every course of a ranged run in ONE tran
 
 Memory is bounded by a chunk of courses, not by the run. A ranged run of 1,500 courses stages about a
 million submissions; transformed, handed over and loaded in one piece, the Layer-1 step peaked near 900 MB
-(benchmarks/load_benchmark.py). So the transform op works in chunks of whole courses (at most
-`CHUNK_RECORDS` staged records; a larger course is a chunk of its own): it reads one chunk's staging,
-transforms it and writes the chunk's `TransformResult`, pickled, to a file in this run's own directory of
-the instance's storage (where Dagster's filesystem IO manager keeps the run's step outputs). The op's
+(benchmarks/load_benchmark.py). So the transform op works in chunks of whole courses
+(`canvas_assets.transform_chunks`): each chunk's staging is read and transformed, and its `TransformResult`
+pickled to a file in this run's own directory of the instance's storage (where Dagster's filesystem IO
+manager keeps the run's step outputs); a big entity's chunks are transformed by worker processes. The op's
 output is a small manifest, `StagedTransform`. The load op feeds the chunk files one at a time to
 `Warehouse.load_chunks`, which loads them all in one transaction: a failure in any chunk leaves the
 warehouse exactly as it was before the load.
@@ -24,22 +24,17 @@ the failed run, which reads its parent's manifest from the IO manager too). A fa
 what it wrote.
 
 A chunk holds whole courses, so its soft delete covers exactly its own courses, and the peak is at least
-what the run's biggest course needs. A key can still occur in two chunks (a student enrolled in courses of
-both: students are global); the first occurrence wins across chunks as it does within a transform, so the
-rows, figures and loads are those of a one-piece transform.
+what the run's biggest course needs. The rows, figures and loads are those of a one-piece transform.
 """
 
 import dataclasses
-import pickle
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from canvas_assets.assets.common import (
     add_course_metadata,
@@ -53,37 +48,13 @@ from canvas_assets.assets.common import (
 )
 from canvas_assets.assets.tables import table_metadata
 from canvas_assets.entities import ENTITIES
-from canvas_assets.errors import TransformationError
-from canvas_assets.memory import release_free_heap
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
-from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformResult
-from canvas_assets.transform.quarantine import Rejected
-from canvas_assets.transform.schema import key_of
-from canvas_assets.warehouse.db import Warehouse
+from canvas_assets.transform import TRANSFORMERS
+from canvas_assets.transform_chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
 from canvas_assets.warehouse.load import refresh_statistics
 from canvas_assets.warehouse.resource import WarehouseResource
-from canvas_assets.warehouse.staging import StagedRecords
-
-# Staged records per chunk: a chunk this size costs the ops 100-150 MB at their peak (decoded records,
-# frames). Smaller chunks save little (a course is never split, and the large sandbox's biggest has 135k
-# submissions) and cost time: each chunk's load is a round of statements (the first load of 1,500 courses'
-# submissions takes 9-11 s in chunks of 100k records, 15 s in chunks of 25k).
-CHUNK_RECORDS = 100_000
-READ_COURSES = 100  # courses per staging read while chunks are assembled (compressed records)
-
-
-@dataclasses.dataclass
-class Chunk:
-    """One chunk of the run's transform: its pickled `TransformResult` and what the load op reports of it."""
-
-    path: str
-    course_ids: list[int]  # the courses whose rows this chunk's load replaces
-    rows_of: dict[int, int]  # rows per course, over the tables that carry a course_id
-    rows: int
-    records_in: int
-    rejected: int
 
 
 @dataclasses.dataclass
@@ -235,136 +206,6 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
 def chunk_directory(context: dg.OpExecutionContext, entity: str) -> Path:
     """This run's directory for the chunk files of `entity`, beside the run's IO-manager outputs."""
     return Path(context.instance.storage_directory()) / context.run_id / "layer1_chunks" / entity
-
-
-def transform_to_chunks(
-    wh: Warehouse, entity: str, course_ids: Sequence[int], options: TransformOptions, directory: Path
-) -> list[Chunk]:
-    """Transform the staged records of `course_ids` chunk by chunk, each chunk's result pickled to a file in
-    `directory` (emptied first: an earlier attempt's files are stale). Courses without staging are in no
-    chunk; a run with nothing staged still has one (empty) chunk, whose load reports every table with zeros.
-    On failure, the files written so far are removed."""
-    transformer = TRANSFORMERS[entity]
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    seen: dict[str, list[np.ndarray]] = {}
-    chunks: list[Chunk] = []
-    try:
-        for index, records in enumerate(_staged_chunks(wh, entity, course_ids)):
-            try:
-                result = transformer(records, options)
-            except Exception as exc:
-                raise TransformationError(
-                    f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
-                ) from exc
-            _drop_earlier_keys(result, seen)
-            path = directory / f"chunk-{index:05d}.pickle"
-            with path.open("wb") as f:
-                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-            chunks.append(
-                Chunk(
-                    path=str(path),
-                    course_ids=sorted(records),
-                    rows_of=_rows_per_course(result),
-                    rows=result.rows_out,
-                    records_in=result.records_in,
-                    rejected=len(result.rejected),
-                )
-            )
-            del records, result  # before the next chunk is read
-            release_free_heap()
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return chunks
-
-
-def chunk_results(chunks: Sequence[Chunk]) -> Iterator[tuple[TransformResult, list[int]]]:
-    """The chunks' results with their courses, read one at a time (for `Warehouse.load_chunks`)."""
-    for chunk in chunks:
-        release_free_heap()  # the previous chunk is loaded and released by now
-        yield _read_chunk(chunk), chunk.course_ids
-
-
-def read_rejected(chunks: Sequence[Chunk]) -> list[Rejected]:
-    """The quarantined records of every chunk (only chunks that have any are read)."""
-    return [r for chunk in chunks if chunk.rejected for r in _read_chunk(chunk).rejected]
-
-
-def _read_chunk(chunk: Chunk) -> TransformResult:
-    try:
-        with open(chunk.path, "rb") as f:
-            result: TransformResult = pickle.load(f)
-    except FileNotFoundError:
-        raise TransformationError(
-            f"the transform output {chunk.path} is gone (its load committed, or it was written on another "
-            f"machine): materialize the asset again, its transform step included",
-            stage="load",
-        ) from None
-    return result
-
-
-def _staged_chunks(
-    wh: Warehouse, entity: str, course_ids: Sequence[int]
-) -> Iterator[dict[int, StagedRecords]]:
-    """The staged records of `course_ids`, by ascending course id, in chunks of whole courses of at most
-    CHUNK_RECORDS records (a larger course alone); at least one chunk, empty when nothing is staged.
-    Staging is read READ_COURSES courses at a time, so only those and the chunk are in memory."""
-    ids = sorted({int(c) for c in course_ids})
-    chunk: dict[int, StagedRecords] = {}
-    size = 0
-    for start in range(0, len(ids), READ_COURSES):
-        staged = wh.read_staging(entity, ids[start : start + READ_COURSES])
-        for course_id in sorted(staged):
-            records = staged.pop(course_id)
-            if chunk and size + len(records) > CHUNK_RECORDS:
-                yield chunk
-                chunk, size = {}, 0
-            chunk[course_id] = records
-            size += len(records)
-    yield chunk
-
-
-def _drop_earlier_keys(result: TransformResult, seen: dict[str, list[np.ndarray]]) -> None:
-    """Drop the rows whose key an earlier chunk had (the first occurrence wins, as within a transform), and
-    add this chunk's keys to `seen` (per table, one sorted array of keys per chunk: 8 bytes a key column)."""
-    for name, frame in result.tables.items():
-        keys = _keys(frame, key_of(name))
-        earlier = seen.setdefault(name, [])
-        repeated = np.zeros(len(keys), dtype=bool)
-        for previous in earlier:
-            repeated |= _isin_sorted(keys, previous)
-        if repeated.any():
-            result.tables[name] = frame[~repeated].reset_index(drop=True)
-            keys = keys[~repeated]
-        earlier.append(np.sort(keys))
-
-
-def _keys(frame: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
-    """The frame's keys as one structured array (integer key columns: ids, or course and user)."""
-    keys = np.empty(len(frame), dtype=[(k, np.int64) for k in key])
-    for k in key:
-        keys[k] = frame[k].to_numpy(dtype=np.int64)
-    return keys
-
-
-def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Which of `values` are in `sorted_keys` (binary search)."""
-    if not len(sorted_keys):
-        return np.zeros(len(values), dtype=bool)
-    positions = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    found: np.ndarray = sorted_keys[positions] == values
-    return found
-
-
-def _rows_per_course(result: TransformResult) -> dict[int, int]:
-    """Rows per course over the result's tables that carry a course_id."""
-    counts: dict[int, int] = {}
-    for df in result.tables.values():
-        if "course_id" in df.columns and len(df):
-            for course_id, n in df["course_id"].value_counts().items():
-                counts[int(course_id)] = counts.get(int(course_id), 0) + int(n)
-    return counts
 
 
 LAYER1_ASSETS = [build_layer1_asset(entity) for entity in STAGING_ENTITIES]

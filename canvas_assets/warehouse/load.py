@@ -420,7 +420,7 @@ def refresh_statistics(engine: sa.Engine, stats: LoadStats) -> list[str]:
             "SELECT relname, reltuples FROM pg_class "
             "WHERE relkind = 'r' AND relname IN :names AND pg_table_is_visible(oid)"
         ).bindparams(sa.bindparam("names", expanding=True))
-        counted = dict(conn.execute(query, {"names": sorted(written)}).all())
+        counted: dict[str, float] = {n: float(r) for n, r in conn.execute(query, {"names": sorted(written)})}
         for name in sorted(written):
             before = counted.get(name)
             if before is None:

@@ -239,7 +239,10 @@ def _read_chunk(chunk: Chunk) -> TransformResult:
 
 
 def _keys(frame: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
-    """The frame's keys as one structured array (integer key columns: ids, or course and user)."""
+    """The frame's keys (integer key columns): a plain array of ids, or one structured array for a key of
+    several columns (course and user). A plain array sorts and searches several times faster."""
+    if len(key) == 1:
+        return frame[key[0]].to_numpy(dtype=np.int64)
     keys = np.empty(len(frame), dtype=[(k, np.int64) for k in key])
     for k in key:
         keys[k] = frame[k].to_numpy(dtype=np.int64)

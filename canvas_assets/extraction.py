@@ -150,12 +150,24 @@ class ExtractReport:
 
 
 def fetch_entity(
-    client: CanvasSource, profile: Profile, entity_name: str, course_id: int, timeout: float
+    client: CanvasSource,
+    profile: Profile,
+    entity_name: str,
+    course_id: int,
+    timeout: float,
+    needs: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[dict]:
-    """One staging entity of one course, fetched with the entity's plan (canvas_assets.entities)."""
+    """One staging entity of one course, fetched with the entity's plan (canvas_assets.entities): in slices
+    when the entity has a sliced plan, `needs` (the course's records of the entities it needs, fetched in
+    this run) are given and the plan takes them."""
     if entity_name not in ENTITIES:
         raise ConfigurationError(f"unknown staging entity {entity_name!r}", stage="extract")
-    return ENTITIES[entity_name].fetch(client, profile, course_id, timeout)
+    spec = ENTITIES[entity_name]
+    if needs is not None and spec.sliced is not None:
+        records = spec.sliced(client, course_id, needs, timeout)
+        if records is not None:
+            return records
+    return spec.fetch(client, profile, course_id, timeout)
 
 
 class Extractor:
@@ -171,7 +183,7 @@ class Extractor:
         run_id: str,
         workers: int = 32,
         on_course_done: Callable[[CourseOutcome], None] | None = None,
-        fetch: Callable[[CanvasSource, Profile, str, int, float], list[dict]] = fetch_entity,
+        fetch: Callable[..., list[dict]] = fetch_entity,
     ) -> None:
         self.client = client
         self.warehouse = warehouse
@@ -184,6 +196,7 @@ class Extractor:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._states: dict[str, Mapping[int, FetchState]] = {}
+        self._futures: dict[tuple[int, str], Future[EntityOutcome]] = {}  # (course, entity) -> its task
 
     # -- one task -----------------------------------------------------------------------------------
     def _task(self, course: CourseOutcome, entity: str, since: datetime | None = None) -> EntityOutcome:
@@ -208,7 +221,10 @@ class Extractor:
             if since is not None and rules is not None:
                 self._fetch_changes(course, outcome, since, timeout)
             else:
-                outcome.records = self.fetch(self.client, self.profile, entity, course.course_id, timeout)
+                needs = self._fetched_needs(course.course_id, entity, deadline)
+                outcome.records = self.fetch(
+                    self.client, self.profile, entity, course.course_id, timeout, needs
+                )
                 if rules is not None:
                     outcome.watermark = incremental.watermark_of(outcome.records, rules.change_times)
         except CanvasNotFound as exc:
@@ -277,6 +293,29 @@ class Extractor:
         o.records = incremental.merge(previous, [*added, *changes], rules.keep(needs))
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
+    def _fetched_needs(
+        self, course_id: int, entity: str, deadline: float
+    ) -> Mapping[str, Sequence[Any]] | None:
+        """For an entity with a sliced plan: the course's records of the entities it needs, as this run
+        fetched them (their tasks were queued before this one, so they are running or done: waited for).
+        None when one of them is not in the run or did not succeed: the entity is then fetched whole."""
+        spec = ENTITIES.get(entity)
+        if spec is None or spec.sliced is None:
+            return None
+        out: dict[str, Sequence[Any]] = {}
+        for needed in spec.needs:
+            future = self._futures.get((course_id, needed))
+            if future is None:
+                return None
+            try:
+                fetched = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # past the course's budget, or the task failed: its own outcome says so
+                return None
+            if fetched.status != "success" or fetched.records is None:
+                return None
+            out[needed] = fetched.records
+        return out
+
     def _staged(self, entity: str, course_id: int) -> Sequence[Any] | None:
         """The course's staged records of `entity`, None when nothing is staged."""
         return self.warehouse.read_staging(entity, [course_id]).get(course_id)
@@ -340,6 +379,7 @@ class Extractor:
         def submit(course: CourseOutcome, entity: str, since: datetime | None) -> None:
             future = pool.submit(self._task, course, entity, since)
             pending[future] = (course, entity)
+            self._futures[(course.course_id, entity)] = future
             future.add_done_callback(finished.put)
 
         def start(course: CourseOutcome, entity: str, since: datetime | None) -> None:
@@ -349,8 +389,10 @@ class Extractor:
                 submit(course, entity, since)
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
+            # An entity's needs are queued before it: a sliced fetch waits for them (`_fetched_needs`).
+            order = sorted(self.entities, key=lambda e: bool(needs[e]))
             for course in courses.values():
-                for entity in self.entities:
+                for entity in order:
                     since = self._since(entity, course.course_id)
                     if since is not None and needs[entity]:
                         waiting.setdefault(course.course_id, {})[entity] = since
@@ -388,6 +430,7 @@ class Extractor:
                 while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
                     course, entity, since = deferred.popleft()
                     submit(course, entity, since)
+        self._futures.clear()
         if fatal is not None:
             # Courses that finished before the fatal error are kept: they are complete and valid.
             if ready:

@@ -18,10 +18,10 @@ def test_a_404_on_a_list_of_a_course_that_exists_fails_that_entity_and_does_not_
     wh = Warehouse(sqlite_url)
     wh.ensure_schema()
 
-    def fetch(client, profile, entity, course_id, timeout):
+    def fetch(client, profile, entity, course_id, timeout, needs=None):
         if entity == "enrollments" and course_id == BIG:
             raise CanvasNotFound("The specified resource does not exist.", status=404)
-        return fetch_entity(client, profile, entity, course_id, timeout)
+        return fetch_entity(client, profile, entity, course_id, timeout, needs)
 
     with CanvasClient(sandbox.base_url, sandbox.token) as client:
         report = Extractor(

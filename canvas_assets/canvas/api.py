@@ -153,6 +153,21 @@ class CanvasAPI:
             f"/courses/{path_segment(course_id)}/students/submissions", params, timeout=timeout
         )
 
+    def list_submissions_by_assignments(
+        self, course_id: int | str, slices: Sequence[Sequence[int]], *, timeout: float | None = None
+    ) -> list[Record]:
+        """Every student's submissions to the assignments of `slices`, one list per slice, fetched concurrently
+        (through the same pacer) and returned one after another: a course's one long list of pages cut into
+        several shorter ones (see `entities._submissions_in_slices`)."""
+
+        def fetch(index: int) -> list[Record]:
+            return self.list_submissions(course_id, assignment_ids=slices[index], timeout=timeout)
+
+        records: list[Record] = []
+        for part in self._fan_out_map(fetch, list(range(len(slices)))):
+            records.extend(part)
+        return records
+
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""
         return self._paginate(

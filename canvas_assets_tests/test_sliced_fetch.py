@@ -1,0 +1,110 @@
+"""A big course's submissions fetched in slices of assignments (`entities._submissions_in_slices`): one long
+list of pages is a sync's critical path, slices of it run at once. The records are those of the one list."""
+
+import pytest
+
+from canvas_assets import entities
+from canvas_assets.canvas import CanvasClient
+from canvas_assets.extraction import Extractor, fetch_entity
+from canvas_assets.profiles import preset
+from canvas_assets.warehouse import Warehouse
+
+BIG = 1000  # the small sandbox's biggest course: 1,442 submissions, 15 pages as one list
+SMALL = 1002
+ENTITIES = ["courses", "students", "enrollments", "assignments", "submissions"]
+
+
+def _key(record):
+    return record["assignment_id"], record["user_id"]
+
+
+def _submission_requests(sandbox):
+    return sum(
+        n for endpoint, n in sandbox.stats()["by_endpoint"].items() if "/students/submissions" in endpoint
+    )
+
+
+def _needs(client, course_id):
+    return {
+        "assignments": client.list_assignments(course_id),
+        "enrollments": fetch_entity(client, preset("FULL_PROCESSING"), "enrollments", course_id, 30.0),
+    }
+
+
+def test_a_big_course_is_fetched_in_slices_that_give_the_one_lists_records(sandbox, monkeypatch):
+    monkeypatch.setattr(entities, "SLICE_PAGES", 2)  # slices of about 200 submissions
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        whole = client.list_submissions(BIG)
+        needs = _needs(client, BIG)
+        sandbox.reset_stats()
+        sliced = entities._submissions_in_slices(client, BIG, needs, 30.0)
+    assert sliced is not None
+    assert sorted(sliced, key=_key) == sorted(whole, key=_key)
+    assert len({_key(r) for r in sliced}) == len(sliced)
+    # More, shorter lists: every slice is at most a few pages long.
+    published, students = entities._live_parents(needs)
+    assert len(published) * len(students) == len(whole)  # the estimate that decides is the count
+    per_slice = max(1, 200 // len(students))
+    slices = -(-len(needs["assignments"]) // per_slice)
+    assert slices > 1
+    assert _submission_requests(sandbox) < slices * 4
+
+
+def test_a_course_one_list_serves_is_not_sliced(sandbox):
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        needs = _needs(client, SMALL)
+        assert entities._submissions_in_slices(client, SMALL, needs, 30.0) is None
+        # BIG's 1,442 submissions are 15 pages as one list: not sliced either.
+        assert entities._submissions_in_slices(client, BIG, _needs(client, BIG), 30.0) is None
+        assert entities._submissions_in_slices(client, BIG, {"assignments": []}, 30.0) is None
+
+
+def _extract(sandbox, wh, run_id, fetch=fetch_entity):
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        report = Extractor(
+            client, wh, preset("FULL_PROCESSING"), entities=ENTITIES, run_id=run_id, fetch=fetch
+        ).run([BIG, SMALL])
+    return report
+
+
+@pytest.mark.parametrize("slice_pages", [2, 10_000])
+def test_an_extract_stages_the_same_submissions_sliced_or_not(sandbox, sqlite_url, monkeypatch, slice_pages):
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        expected = {c: sorted(client.list_submissions(c), key=_key) for c in (BIG, SMALL)}
+    monkeypatch.setattr(entities, "SLICE_PAGES", slice_pages)
+    sandbox.reset_stats()
+    report = _extract(sandbox, wh, "r1")
+    assert report.course_ids("success") == [BIG, SMALL]
+    staged = wh.read_staging("submissions", [BIG, SMALL])
+    assert {c: sorted(staged[c], key=_key) for c in (BIG, SMALL)} == expected
+    requests = _submission_requests(sandbox)
+    whole_list_pages = sum(-(-len(v) // 100) for v in expected.values())
+    assert (requests > whole_list_pages) == (slice_pages == 2)
+    # The sync log counts the slices' requests towards the course's submissions.
+    assert (
+        report.courses[BIG].entities["submissions"].api_calls
+        + report.courses[SMALL].entities["submissions"].api_calls
+        == requests
+    )
+
+
+def test_without_its_assignments_a_course_is_fetched_as_one_list(sandbox, sqlite_url, monkeypatch):
+    from canvas_assets.errors import CanvasAPIError
+
+    monkeypatch.setattr(entities, "SLICE_PAGES", 2)
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+
+    def fetch(client, profile, entity, course_id, timeout, needs=None):
+        if entity == "assignments" and course_id == BIG:
+            raise CanvasAPIError("injected", status=500)
+        return fetch_entity(client, profile, entity, course_id, timeout, needs)
+
+    sandbox.reset_stats()
+    report = _extract(sandbox, wh, "r1", fetch)
+    assert report.courses[BIG].entities["assignments"].status == "failed"
+    big = report.courses[BIG].entities["submissions"]
+    assert big.status == "success"
+    assert big.api_calls == -(-big.record_count // 100)  # the one list's pages, nothing more

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from canvas_assets.errors import TransformationError
+from canvas_assets.errors import ConfigurationError, TransformationError
 from canvas_assets.memory import release_free_heap
 from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformResult
 from canvas_assets.transform.quarantine import Rejected
@@ -46,9 +46,11 @@ from canvas_assets.warehouse.db import Warehouse
 # submissions takes 9-11 s in chunks of 100k records, 15 s in chunks of 25k).
 CHUNK_RECORDS = 100_000
 # Worker processes start for an entity with at least this many staged records in the run (below it, the
-# ~1 s of starting them is not won back); at most WORKERS of them (None: one per CPU this process may use).
+# ~1 s of starting them is not won back); at most WORKERS of them (None: the environment's
+# CANVAS_ASSETS_TRANSFORM_WORKERS, else one per CPU this process may use).
 PARALLEL_RECORDS = 3 * CHUNK_RECORDS
 WORKERS: int | None = None
+WORKERS_ENV = "CANVAS_ASSETS_TRANSFORM_WORKERS"
 
 
 @dataclasses.dataclass
@@ -124,10 +126,26 @@ def transform_to_chunks(
 
 
 def _workers(chunks: int, records: int) -> int:
+    limit = WORKERS or configured_workers()
     if chunks < 2 or records < PARALLEL_RECORDS:
         return 1
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(chunks, WORKERS or available))
+    if limit is None:
+        limit = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(chunks, limit))
+
+
+def configured_workers() -> int | None:
+    """CANVAS_ASSETS_TRANSFORM_WORKERS as a number of processes (None when unset)."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(
+            f"{WORKERS_ENV}={raw!r} is not a number of processes: set it to 1 (transform in the run's own "
+            "process) or more, or unset it (one worker per CPU)",
+            stage="transform",
+        )
+    return int(raw)
 
 
 def _result(future: Future[_Transformed]) -> _Transformed:
@@ -136,7 +154,7 @@ def _result(future: Future[_Transformed]) -> _Transformed:
     except BrokenProcessPool as exc:
         raise TransformationError(
             f"a transform worker process died ({exc}); if the machine ran out of memory, give the run "
-            "worker more, or set canvas_assets.transform_chunks.WORKERS = 1",
+            f"worker more, or set {WORKERS_ENV}=1 to transform in the run's own process",
             stage="transform",
         ) from None
 

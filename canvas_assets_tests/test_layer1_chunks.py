@@ -192,6 +192,23 @@ def test_worker_processes_make_the_chunks_of_the_in_process_transform(wh, refere
         assert snapshot(wh) == snapshot(reference)
 
 
+def test_the_number_of_transform_workers_comes_from_the_environment(monkeypatch):
+    from canvas_assets.errors import ConfigurationError
+
+    monkeypatch.setattr(transform_chunks, "PARALLEL_RECORDS", 0)
+    monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", "1")
+    assert transform_chunks._workers(8, 10**6) == 1
+    monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", "3")
+    assert transform_chunks._workers(8, 10**6) == 3
+    assert transform_chunks._workers(2, 10**6) == 2  # never more than the chunks
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", bad)
+        with pytest.raises(ConfigurationError, match=r"CANVAS_ASSETS_TRANSFORM_WORKERS=.* is not a number"):
+            transform_chunks._workers(8, 10**6)
+    monkeypatch.delenv("CANVAS_ASSETS_TRANSFORM_WORKERS")
+    assert transform_chunks._workers(8, 10**6) >= 1
+
+
 def test_a_key_in_two_chunks_keeps_its_first_occurrence(wh, monkeypatch, tmp_path):
     monkeypatch.setattr(transform_chunks, "CHUNK_RECORDS", 1)
     student = {"id": 7, "name": "From course 11", "sortable_name": "11, From"}

@@ -10,7 +10,8 @@ ranged runs) on one of two Dagster instances:
   the PostgreSQL server at 127.0.0.1:5432, with the warehouse in another database of that server.
 
 It reports the wall time against the sandbox's lower bound for the requests it served (bound_ratio),
-throttled responses, Layer-1 rows per second of transform+load, peak RSS of this process, and
+throttled responses, Layer-1 rows per second of transform+load, peak RSS of this process and the largest
+peak of its finished child processes (the Layer-1 transform's worker processes), and
 `dagster_ms_per_course`: (wall - the extract's fetch time - transform and load time) / courses, i.e.
 what Dagster's own bookkeeping (runs, steps, events) and discovery cost per course.
 
@@ -20,7 +21,7 @@ instance. `submissions_rows` is the live rows of `canvas_submissions` after it, 
 `incremental_request_ratio` the submissions requests of that re-sync over those of the full fetch.
 Last line:
 
-`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x>]`
+`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> worker_peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x>]`
 
     python benchmarks/sync_benchmark.py --scale large --instance local
     python benchmarks/sync_benchmark.py --scale medium --instance postgres
@@ -49,6 +50,12 @@ PG_ADMIN_URL = os.environ.get(
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker_peak_rss_mb() -> float:
+    """The largest peak of the finished child processes: the Layer-1 transform's workers (the sandbox's
+    process is still running, and the embedded PostgreSQL is not a child)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
 def submission_requests(stats: dict[str, Any]) -> int:
@@ -154,6 +161,7 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
         "stage_s": stage_seconds,
         "load_rows_per_s": rows / stage_seconds if stage_seconds > 0 else 0.0,
         "peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": worker_peak_rss_mb(),
         "runs": len(summary.runs),
         "fetch_s": fetch_s,
         **resync,
@@ -164,7 +172,8 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
         f"requests, throttled {result['throttled']}; extract fetch {fetch_s:.2f}s "
         f"({fetch_s / bound if bound else 0:.2f}x the bound), Layer-1 {rows} rows in {stage_seconds:.2f}s "
         f"of transform+load ({result['load_rows_per_s']:.0f} rows/s); Dagster and discovery {dagster_s:.1f}s "
-        f"({result['dagster_ms_per_course']:.1f} ms per course); peak RSS {result['peak_rss_mb']:.0f} MB",
+        f"({result['dagster_ms_per_course']:.1f} ms per course); peak RSS {result['peak_rss_mb']:.0f} MB "
+        f"(transform workers: {result['worker_peak_rss_mb']:.0f} MB each at most)",
         flush=True,
     )
     if resync:
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             f"sync: courses={r['courses']} wall_s={r['wall_s']:.2f} bound_s={r['bound_s']:.2f} "
             f"bound_ratio={r['bound_ratio']:.2f} dagster_ms_per_course={r['dagster_ms_per_course']:.1f} "
             f"throttled={r['throttled']} load_rows_per_s={r['load_rows_per_s']:.0f} "
-            f"peak_rss_mb={r['peak_rss_mb']:.0f}"
+            f"peak_rss_mb={r['peak_rss_mb']:.0f} worker_peak_rss_mb={r['worker_peak_rss_mb']:.0f}"
             + (
                 f" submissions_rows={r['submissions_rows']} "
                 f"incremental_request_ratio={r['incremental_request_ratio']:.3f}"

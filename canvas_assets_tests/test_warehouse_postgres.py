@@ -1,5 +1,6 @@
-"""Planner statistics after a load: a table a load changed by a tenth or more is analyzed at once, so the
-checks and queries that follow a first sync get plans for the table as it now is, not as an empty one."""
+"""How the warehouse looks after PostgreSQL: planner statistics after a load (a table a load changed by a
+tenth or more is analyzed at once, so the checks and queries that follow a first sync get plans for the
+table as it now is, not as an empty one), and how staged records are compressed."""
 
 import time
 
@@ -59,3 +60,21 @@ def test_sqlite_has_nothing_to_refresh(sqlite_url):
     stats = run(wh, "enrollments", {COURSE: [enrollment(1, user_id=7)]}, T0)
     assert stats.inserted == 1
     assert refresh_statistics(wh.engine, stats) == []
+
+
+def test_staged_records_are_compressed_with_lz4_where_the_server_has_it(pg_url):
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    with wh.engine.connect() as conn:
+        has_lz4 = conn.execute(
+            sa.text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        ).scalar()
+        assert conn.execute(sa.text("SHOW default_toast_compression")).scalar() == (
+            "lz4" if has_lz4 else "pglz"
+        )
+    records = [{"id": i, "body": "lorem ipsum " * 20} for i in range(500)]  # well over the TOAST threshold
+    wh.replace_staging_many([("students", 1, records)], run_id="r1", fetched_at=T0)
+    with wh.engine.connect() as conn:
+        method = conn.execute(sa.text("SELECT pg_column_compression(records) FROM canvas_staging")).scalar()
+    assert method == ("lz4" if has_lz4 else "pglz")
+    assert list(wh.read_staging("students", [1])[1]) == records

@@ -313,8 +313,12 @@ def chunk_files(h: Any, run_id: str) -> list[Path]:
     ]
 
 
-def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness):
+@pytest.mark.parametrize("workers", [None, "2"], ids=["in-process", "two-worker-processes"])
+def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, monkeypatch, workers):
     h = harness
+    if workers is not None:  # every entity's transform in spawned worker processes, inside the run
+        monkeypatch.setattr(transform_chunks, "PARALLEL_RECORDS", 0)
+        monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", workers)
     result = h.sync("FULL_PROCESSING")
     assert result.success, failure_text(result)
     wh = Warehouse(h.db_url)

@@ -34,6 +34,47 @@ def test_staging_is_replaced_not_appended(wh):
     assert (row["record_count"], row["run_id"], row["fetched_at"]) == (1, "b", T1)
 
 
+def test_a_long_staged_text_goes_by_copy_and_stages_exactly_what_the_statement_stages(wh, monkeypatch):
+    """On PostgreSQL a long text is copied in parts (binary COPY into a temporary table, then the upsert);
+    the rows are those the plain upsert writes, replacing what was staged, short items beside it."""
+    from canvas_assets.records import RecordsBuilder
+    from canvas_assets.warehouse import staging
+    from canvas_assets.warehouse.staging import StagingItem
+
+    records = [
+        {"id": i, "name": "Zoë 数学 🦄", "odd": "'\\\"\n\t\u0000", "lone": "\ud800"} for i in range(300)
+    ]
+    exact = [{"id": i, "name": "Zoë 数学", "quote": "it's"} for i in range(300)]
+    builder = RecordsBuilder(piece_records=7)
+    builder.add(exact, exact=True)
+    copies: list[int] = []
+    copy_texts = staging._copy_texts
+    monkeypatch.setattr(
+        staging, "_copy_texts", lambda conn, texts: copies.append(len(texts)) or copy_texts(conn, texts)
+    )
+    staged = {}
+    for limit in (1 << 62, 1):  # every text a statement parameter; then every text copied (PostgreSQL)
+        monkeypatch.setattr(staging, "COPY_TEXT_BYTES", limit)
+        wh.replace_staging_many(
+            [("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0
+        )
+        wh.replace_staging_many(
+            [
+                ("students", 1, records),
+                StagingItem("submissions", 2, builder.build(), "incremental", T1, T0),
+                StagingItem("submissions", 3, exact, "full", None, None),
+                ("students", 3, []),
+            ],
+            run_id=f"run-{limit}",
+            fetched_at=T1,
+        )
+        staged[limit] = [{**r, "run_id": None} for r in rows(wh, "canvas_staging", "entity", "course_id")]
+        assert wh.read_staging("students", [1, 3]) == {1: records, 3: []}
+        assert wh.read_staging("submissions", [2, 3]) == {2: exact, 3: exact}
+    assert staged[1 << 62] == staged[1]
+    assert copies == ([2, 4] if wh.dialect == "postgresql" else [])
+
+
 def test_read_staging_omits_courses_with_nothing_staged_and_other_entities(wh):
     wh.replace_staging_many(
         [("students", 1, [{"id": 1, "name": "Zoë"}]), ("students", 2, []), ("enrollments", 3, [{"id": 9}])],

@@ -5,16 +5,21 @@ Each function takes a `Connection` inside the caller's transaction; `Warehouse` 
 
 from __future__ import annotations
 
+import struct
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any, NamedTuple
 
+import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from canvas_assets.jsontext import decode_json, encode_json
+from canvas_assets.jsontext import encode_json, encode_json_bytes
+from canvas_assets.records import Records, array_pieces, decode_whole, inflate
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table
@@ -79,6 +84,10 @@ class FetchState:
     record_count: int
 
 
+# A staged text this long goes to PostgreSQL by COPY, a part at a time (see `_copy_texts`).
+COPY_TEXT_BYTES = 1 << 20
+
+
 def replace_staging(
     conn: sa.Connection,
     items: Sequence[tuple[Any, ...]],
@@ -88,25 +97,29 @@ def replace_staging(
 ) -> None:
     t = table("canvas_staging")
     fetched_at = utc(fetched_at)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    long_texts: dict[int, tuple[int, Iterable[bytes]]] = {}  # row -> its text's length and parts
+    copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
     for raw in items:
         item = StagingItem(*raw)
-        rows.append(
-            {
-                "entity": item.entity,
-                "course_id": int(item.course_id),
-                "records": encode_json(list(item.records)),
-                "record_count": len(item.records),
-                "fetched_at": fetched_at,
-                "run_id": run_id,
-                "fetch_mode": item.mode,
-                "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
-                "watermark": None if item.watermark is None else utc(item.watermark),
-            }
-        )
+        length, parts = json_text(item.records)
+        row = {
+            "entity": item.entity,
+            "course_id": int(item.course_id),
+            "record_count": len(item.records),
+            "fetched_at": fetched_at,
+            "run_id": run_id,
+            "fetch_mode": item.mode,
+            "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
+            "watermark": None if item.watermark is None else utc(item.watermark),
+        }
+        if copy and length >= COPY_TEXT_BYTES:
+            long_texts[len(rows)] = (length, parts)
+        else:
+            row["records"] = b"".join(parts).decode("utf-8")
+        rows.append(row)
     if not rows:
         return
-    stmt = upsert_statement(conn, t)
     replaced = (
         "records",
         "record_count",
@@ -116,10 +129,75 @@ def replace_staging(
         "full_fetched_at",
         "watermark",
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
-    )
-    conn.execute(stmt, rows)
+    short = [row for i, row in enumerate(rows) if i not in long_texts]
+    if short:
+        stmt = upsert_statement(conn, t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
+        )
+        conn.execute(stmt, short)
+    if long_texts:
+        texts = _copy_texts(conn, list(long_texts.values()))
+        columns = [c.name for c in t.c if c.name != "records"]
+        select = sa.select(
+            *(sa.cast(sa.bindparam(c, type_=t.c[c].type), t.c[c].type) for c in columns),
+            texts.c.records,
+        ).where(texts.c.n == sa.bindparam("n", type_=sa.Integer()))
+        stmt = postgresql.insert(t).from_select([*columns, "records"], select)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
+        )
+        conn.execute(stmt, [{**rows[i], "n": n} for n, i in enumerate(long_texts)])
+
+
+def json_text(records: Sequence[Any]) -> tuple[int, Iterable[bytes]]:
+    """The staged text of `records` (`encode_json` of the list, as UTF-8): its length and its parts. A
+    `Records` gives its text from its compressed pieces, without decoding them."""
+    if isinstance(records, Records):
+        text = records.json_text()
+        if text is not None:
+            return text
+    encoded = encode_json_bytes(list(records))
+    return len(encoded), (encoded,)
+
+
+def _copy_texts(conn: sa.Connection, texts: list[tuple[int, Iterable[bytes]]]) -> sa.TableClause:
+    """A temporary table (dropped at commit) of `(n, records)` rows, `n` the text's position in `texts`,
+    filled by binary COPY a part at a time. As a statement parameter, a big course's text (58 MB for 134k
+    submissions) would be copied whole several times over: a str, its UTF-8 bytes, psycopg2's escaped
+    literal and the statement holding it (250 MB at the large benchmark's peak)."""
+    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} (n integer, records text) ON COMMIT DROP")
+    stream = _CopyStream(texts)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(f"COPY {name} (n, records) FROM STDIN (FORMAT binary)", stream, size=1 << 20)
+    finally:
+        cursor.close()
+    return sa.table(name, sa.column("n", sa.Integer()), sa.column("records", sa.Text()))
+
+
+class _CopyStream:
+    """The binary COPY stream of `(n, text)` rows, read by psycopg2 a part of a text at a time."""
+
+    def __init__(self, texts: list[tuple[int, Iterable[bytes]]]) -> None:
+        self._parts = self._stream(texts)
+
+    @staticmethod
+    def _stream(texts: list[tuple[int, Iterable[bytes]]]) -> Iterator[bytes]:
+        yield b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+        for n, (length, parts) in enumerate(texts):
+            yield struct.pack("!hiii", 2, 4, n, length)
+            written = 0
+            for part in parts:
+                written += len(part)
+                yield part
+            if written != length:
+                raise ValueError(f"staged text of {written} bytes, {length} announced")
+        yield struct.pack("!h", -1)
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self._parts, b"")
 
 
 def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:
@@ -148,6 +226,8 @@ class StagedRecords(Sequence[Any]):
     the memory of the text (and the text, as a Python str with one CJK character, twice its UTF-8 size).
     Kept as zlib-compressed UTF-8 (a few times smaller than the text), they cost little until read; the
     transformers read course chunk by course chunk, so only one chunk's decoded records are alive at a time.
+    Iterating decodes a piece of the text at a time (`records.array_pieces`), so a pass over a big course
+    (an incremental merge, the duplicate checks) holds one piece's records, not the course's.
     Behaves as a read-only list (len, index, iterate, ==).
     """
 
@@ -159,8 +239,11 @@ class StagedRecords(Sequence[Any]):
         self._count = count
 
     def _decode(self) -> list[Any]:
-        records = decode_json(zlib.decompress(self._data))
-        return records if isinstance(records, list) else [records]
+        return decode_whole(inflate(self._data))
+
+    def pieces(self) -> Iterator[tuple[list[Any], bool]]:
+        """(records, exact) a piece of the text at a time (see `records.array_pieces`)."""
+        return array_pieces(inflate(self._data))
 
     def __len__(self) -> int:
         if self._count is None:
@@ -168,7 +251,7 @@ class StagedRecords(Sequence[Any]):
         return self._count
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._decode())
+        return chain.from_iterable(records for records, _ in self.pieces())
 
     def __getitem__(self, index: Any) -> Any:
         return self._decode()[index]
@@ -185,17 +268,33 @@ class StagedRecords(Sequence[Any]):
 
 
 def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, StagedRecords]:
-    """Staged records per course (lazily decoded: see `StagedRecords`)."""
+    """Staged records per course (lazily decoded: see `StagedRecords`). From psycopg2 the texts come as
+    UTF-8 bytes (its BYTES typecaster): no str of a big course's text (twice its size with one CJK
+    character) and no re-encoding of it."""
     t = table("canvas_staging")
     ids = sorted({int(c) for c in course_ids})
     out: dict[int, StagedRecords] = {}
+    raw = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
     for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's JSON text in memory at once
         query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
             t.c.entity == entity, t.c.course_id.in_(chunk)
         )
-        for course_id, records, count in conn.execute(query):
+        for course_id, records, count in _bytes_rows(conn, query) if raw else conn.execute(query):
             out[int(course_id)] = StagedRecords(records, count)
     return out
+
+
+def _bytes_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` with text columns as UTF-8 bytes (psycopg2), one row at a time."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
+        cursor.execute(str(compiled), compiled.params)
+        while (row := cursor.fetchone()) is not None:
+            yield row
+    finally:
+        cursor.close()
 
 
 def staged_courses(conn: sa.Connection, entity: str) -> dict[int, datetime]:

@@ -40,8 +40,9 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
+from canvas_assets.heap import limit_malloc_arenas
 from canvas_assets.profiles import Profile
-from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagingItem
+from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
 
 log = logging.getLogger(__name__)
 install_redaction(__name__)
@@ -50,6 +51,8 @@ install_redaction(__name__)
 MAX_READ_TIMEOUT_S = 60.0
 # Staged records that incremental merges may hold before their courses are staged (see `Extractor.run`).
 MERGE_BUDGET_RECORDS = 50_000
+# Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`).
+STREAM_MERGE_RECORDS = 5_000
 
 
 class CanvasSource(Protocol):
@@ -85,7 +88,7 @@ def utcnow() -> datetime:
 @dataclass
 class EntityOutcome:
     entity: str
-    records: list[dict[str, Any]] | None = None
+    records: Sequence[Any] | None = None  # a list, or compact `records.Records` (a big merge)
     api_calls: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -284,13 +287,21 @@ class Extractor:
                 needs[needed] = records
         changes = rules.changes(self.client, course.course_id, since, timeout)
         o.changed = len(changes)
-        # Decoded once: the staged records are compressed text that each pass would decode anew, and the
-        # parents' check and the merge both read them (two decoded copies of a big course at once).
-        previous = list(self._staged(o.entity, course.course_id) or ())
+        staged = self._staged(o.entity, course.course_id) or ()
+        # A big course's staged records are read a piece at a time, by the parents' check and again by the
+        # merge, which makes compact records (134k submissions decoded are 160 MB). A smaller course's are
+        # decoded once: the staged records are compressed text that each pass would decode anew.
+        streamed = isinstance(staged, StagedRecords) and len(staged) >= STREAM_MERGE_RECORDS
+        previous: Sequence[Any] = staged if streamed else list(staged)
         state = self._states[o.entity][course.course_id]
         added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
         o.changed += len(added)
-        o.records = incremental.merge(previous, [*added, *changes], rules.keep(needs))
+        keep = rules.keep(needs)
+        merged = None
+        if isinstance(staged, StagedRecords) and streamed:
+            merged = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep)
+        # Not in id order (a full fetch in Canvas's order): merged whole.
+        o.records = merged if merged is not None else incremental.merge(previous, [*added, *changes], keep)
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
     def _fetched_needs(
@@ -341,6 +352,7 @@ class Extractor:
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:
+        limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.heap)
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
         self._states = {
             e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from canvas_assets.records import Records, RecordsBuilder, roundtrips
 from canvas_assets.transform.convert import to_id
 
 OVERLAP = timedelta(minutes=15)
@@ -100,3 +101,51 @@ def merge(
     if keep is not None:
         merged = [r for r in merged if keep(r)]
     return merged + unidentified
+
+
+def merge_in_order(
+    previous: Iterable[tuple[list[Any], bool]],
+    changes: Iterable[Any],
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Records | None:
+    """`merge` of previous records given a piece at a time (`(records, exact)`, as `records.array_pieces`
+    gives them), into a compact `Records`, for previous records in strictly ascending id order (what a merge
+    stages, and what Canvas lists by id): then the merged list is theirs and the changes' in one ascending
+    pass, and only a piece of them is decoded at a time. None when they are not in that order (the caller
+    then merges them whole)."""
+    by_id: dict[int, Any] = {}
+    unidentified: list[Any] = []
+    for record in changes:
+        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+        if isinstance(canvas_id, int):
+            by_id[canvas_id] = record
+        else:
+            unidentified.append(record)
+    changed = sorted(by_id)
+    exact_change = {k: roundtrips(by_id[k]) for k in changed}
+    out = RecordsBuilder()
+    last, i = -1, 0
+    for records, exact in previous:
+        piece: list[Any] = []
+        for record in records:
+            canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+            if not isinstance(canvas_id, int):
+                continue  # quarantined before: not carried forward (as in `merge`)
+            if canvas_id <= last:
+                return None
+            last = canvas_id
+            while i < len(changed) and changed[i] <= canvas_id:
+                if changed[i] == canvas_id:
+                    record = None  # replaced by the change
+                change = by_id[changed[i]]
+                if keep is None or keep(change):
+                    piece.append(change)
+                    exact = exact and exact_change[changed[i]]
+                i += 1
+            if record is not None and (keep is None or keep(record)):
+                piece.append(record)
+        out.add(piece, exact)
+    rest = [by_id[k] for k in changed[i:]]
+    out.add([r for r in rest if keep is None or keep(r)], all(exact_change[k] for k in changed[i:]))
+    out.add(unidentified, all(roundtrips(r) for r in unidentified))
+    return out.build()

@@ -297,11 +297,12 @@ class Extractor:
         added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
         o.changed += len(added)
         keep = rules.keep(needs)
-        merged = None
         if isinstance(staged, StagedRecords) and streamed:
-            merged = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep)
-        # Not in id order (a full fetch in Canvas's order): merged whole.
-        o.records = merged if merged is not None else incremental.merge(previous, [*added, *changes], keep)
+            o.records = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep)
+            if o.records is None:  # not in id order (a full fetch in Canvas's order): a text per record
+                o.records = incremental.merge_unordered(staged.pieces(), [*added, *changes], keep)
+        else:
+            o.records = incremental.merge(previous, [*added, *changes], keep)
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
     def _fetched_needs(
@@ -368,7 +369,8 @@ class Extractor:
         needs = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
         waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since
         # An incremental fetch is quick (a request or two) but holds the course's whole merged list until
-        # the course is staged; with no limit, merges outrun the staging writes and pile up in memory.
+        # the course is staged (decoded, below STREAM_MERGE_RECORDS); with no limit, merges outrun the
+        # staging writes and pile up in memory.
         # They start while the merges not yet staged hold fewer than MERGE_BUDGET_RECORDS staged records
         # (one at least), the others wait here for a staging write to free room.
         held: dict[int, int] = {}  # course -> staged records its incremental merges hold until staged
@@ -377,6 +379,8 @@ class Extractor:
         def admit(course: CourseOutcome, entity: str, force: bool = False) -> bool:
             """Count the merge against the budget if it fits (or the course already holds some, or `force`)."""
             size = self._states[entity][course.course_id].record_count
+            if size >= STREAM_MERGE_RECORDS:  # streamed into compact records: no decoded list held
+                size = 0
             full = held and course.course_id not in held and sum(held.values()) + size > MERGE_BUDGET_RECORDS
             if full and not force:
                 return False

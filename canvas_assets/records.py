@@ -101,7 +101,7 @@ class Records(Sequence[Any]):
 
 
 class RecordsBuilder:
-    """Collects records into a `Records`, compressing each full piece as it goes."""
+    """Collects records (or their `orjson` texts) into a `Records`, compressing each full piece as it goes."""
 
     def __init__(self, piece_records: int = PIECE_RECORDS) -> None:
         self._piece_records = piece_records
@@ -110,9 +110,12 @@ class RecordsBuilder:
         self._sizes: list[int] = []
         self._pending: list[Any] = []
         self._pending_exact = True
+        self._texts: list[bytes] = []  # records given as their texts, in order after `_pending`
 
     def add(self, records: Sequence[Any], exact: bool) -> None:
         """Append records; `exact`: `orjson` writes them back exactly (`jsontext.decode_json_exact`)."""
+        if records and self._texts:
+            self._flush()
         done = 0
         while done < len(records):
             room = self._piece_records - len(self._pending)
@@ -122,7 +125,21 @@ class RecordsBuilder:
             if len(self._pending) >= self._piece_records:
                 self._flush()
 
+    def add_text(self, text: bytes) -> None:
+        """Append one record given as `orjson.dumps` of a record that `orjson` writes back exactly."""
+        if self._pending:
+            self._flush()
+        self._texts.append(text)
+        if len(self._texts) >= self._piece_records:
+            self._flush()
+
     def _flush(self) -> None:
+        if self._texts:
+            text = b"[" + b",".join(self._texts) + b"]"
+            self._pieces.append(zlib.compress(text, 1))
+            self._counts.append(len(self._texts))
+            self._sizes.append(len(text))
+            self._texts = []
         if not self._pending:
             return
         piece: bytes | list[Any] = self._pending

@@ -166,3 +166,21 @@ def test_the_streamed_merge_equals_the_whole_merge(seed):
 @pytest.mark.parametrize("previous", [[{"id": 2}, {"id": 1}], [{"id": 1}, {"id": 1, "x": 1}]])
 def test_the_streamed_merge_refuses_previous_records_out_of_id_order(previous):
     assert incremental.merge_in_order([(previous, True)], [{"id": 5}]) is None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_merge_of_previous_records_in_any_order_equals_the_whole_merge(seed):
+    rng = random.Random(seed)
+    ids = rng.sample(range(1, 10_000), rng.randint(0, 500))
+    previous = [identified(rng, i) for i in ids]
+    previous += [identified(rng, i) for i in rng.sample(ids, min(len(ids), 20))]  # repeated: the last wins
+    previous.insert(rng.randint(0, len(previous)), rng.choice([{"id": None}, "x", {"id": "abc"}]))
+    changes = [random_record(rng, rng.choice([*ids, *range(10_000, 10_050)] or [1])) for _ in range(40)]
+    changes += [{"id": None, "user_id": 1}, {"id": 5, "f": float("nan")}]
+    for keep in (None, _keep):
+        text = json.dumps(previous).encode() if seed % 2 else encode_json_bytes(previous)
+        pieces = array_pieces(blocks_of(text, rng), piece_bytes=rng.choice([1, 200, 4000]))
+        merged = incremental.merge_unordered(pieces, changes, keep)
+        whole = incremental.merge(decode_json(text), changes, keep)
+        assert _same(list(merged), whole)
+        assert b"".join(json_text(merged)[1]) == encode_json(whole).encode("utf-8")

@@ -389,9 +389,13 @@ def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_t
         assert_equals_ground_truth(h, course)
 
 
-def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_makes(harness, monkeypatch):
-    """Staged records in id order are merged as they are read, a piece at a time: the merged records and the
-    staged text are those of merging the whole list, and the rows equal ground truth."""
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_makes(
+    harness, monkeypatch, in_order
+):
+    """A big course's staged records are merged as they are read, a piece at a time (in id order; in any
+    other order, as a text per record): the merged records and the staged text are those of merging the
+    whole list, and the rows equal ground truth."""
     from canvas_assets import extraction
     from canvas_assets.jsontext import encode_json
     from canvas_assets.records import Records
@@ -401,16 +405,18 @@ def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_make
     h.sandbox.data.grade_submission(BIG)
     h.sandbox.data.submit_work(BIG)
     merges: list[tuple[Any, list[Any]]] = []
-    merge_in_order = incremental.merge_in_order
+    streamed = incremental.merge_in_order if in_order else incremental.merge_unordered
 
     def both_merges(previous, changes, keep=None):
         pieces = list(previous)
-        merged = merge_in_order(iter(pieces), changes, keep)
+        merged = streamed(iter(pieces), changes, keep)
         merges.append((merged, incremental.merge([r for p, _ in pieces for r in p], changes, keep)))
         return merged
 
     monkeypatch.setattr(extraction, "STREAM_MERGE_RECORDS", 1)
-    monkeypatch.setattr(incremental, "merge_in_order", both_merges)
+    if not in_order:  # as for staged records in Canvas's order
+        monkeypatch.setattr(incremental, "merge_in_order", lambda previous, changes, keep=None: None)
+    monkeypatch.setattr(incremental, "merge_in_order" if in_order else "merge_unordered", both_merges)
     sync(h)
     ((merged, whole),) = merges
     assert isinstance(merged, Records) and list(merged) == whole

@@ -51,6 +51,8 @@ install_redaction(__name__)
 MAX_READ_TIMEOUT_S = 60.0
 # Staged records that incremental merges may hold before their courses are staged (see `Extractor.run`).
 MERGE_BUDGET_RECORDS = 50_000
+# Courses started and not finished, per worker (see `Extractor.run`).
+COURSES_IN_FLIGHT_PER_WORKER = 2
 # Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`).
 STREAM_MERGE_RECORDS = 5_000
 
@@ -404,16 +406,28 @@ class Extractor:
             else:
                 submit(course, entity, since)
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
-            # An entity's needs are queued before it: a sliced fetch waits for them (`_fetched_needs`).
-            order = sorted(self.entities, key=lambda e: bool(needs[e]))
-            for course in courses.values():
+        # Courses are started a window at a time: the pool takes tasks in order, so an incremental fetch
+        # queued when its needs are in would otherwise wait behind every other course's tasks, whose records
+        # are all held until their own merges ran (the large benchmark's re-sync grew by 300 MB so).
+        unstarted = deque(courses.values())
+        in_flight = 0  # courses started and not finished
+
+        def start_courses() -> None:
+            nonlocal in_flight
+            while unstarted and in_flight < COURSES_IN_FLIGHT_PER_WORKER * self.workers:
+                course = unstarted.popleft()
+                in_flight += 1
                 for entity in order:
                     since = self._since(entity, course.course_id)
                     if since is not None and needs[entity]:
                         waiting.setdefault(course.course_id, {})[entity] = since
                     else:
                         start(course, entity, since)
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
+            # An entity's needs are queued before it: a sliced fetch waits for them (`_fetched_needs`).
+            order = sorted(self.entities, key=lambda e: bool(needs[e]))
+            start_courses()
             while pending:
                 done = [finished.get()]
                 while not finished.empty():
@@ -433,6 +447,7 @@ class Extractor:
                     remaining[course.course_id] -= 1
                     if remaining[course.course_id] == 0:
                         ready.append(course)
+                        in_flight -= 1
                 if fatal is not None:
                     for fut in pending:
                         fut.cancel()
@@ -442,6 +457,7 @@ class Extractor:
                     for course in ready:
                         held.pop(course.course_id, None)
                     ready = []
+                start_courses()
                 # With nothing else running, the next waiting merge starts whatever it holds.
                 while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
                     course, entity, since = deferred.popleft()

@@ -83,3 +83,37 @@ def test_every_registered_entity_has_a_transformer_tables_and_a_profile_switch()
         for t in (*TRANSFORMERS[name].tables, *entity.extra_tables):
             assert table(t) is not None
         assert full.wants(name), name  # the full profile switches every entity on
+
+
+def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbox, sqlite_url, monkeypatch):
+    """Courses start a window at a time: a course's merge, queued once its needs are in, is not behind every
+    other course's fetches (whose records would all be held until their own merges ran)."""
+    from canvas_assets import extraction
+
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    entities = ["assignments", "enrollments", "submissions"]
+    profile = preset("ANALYTICS_FOCUSED")
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        courses = [c["id"] for c in client.list_courses()]
+        Extractor(client, wh, profile, entities=entities, run_id="r1").run(courses)
+        calls: list[tuple[str, int]] = []
+        fetch_changes = Extractor._fetch_changes
+
+        def recording_fetch(client, profile, entity, course_id, timeout, needs=None):
+            calls.append(("fetch", course_id))
+            return fetch_entity(client, profile, entity, course_id, timeout, needs)
+
+        def recording_changes(self, course, outcome, since, timeout):
+            calls.append(("merge", course.course_id))
+            fetch_changes(self, course, outcome, since, timeout)
+
+        monkeypatch.setattr(extraction, "COURSES_IN_FLIGHT_PER_WORKER", 1)
+        monkeypatch.setattr(Extractor, "_fetch_changes", recording_changes)
+        report = Extractor(
+            client, wh, profile, entities=entities, run_id="r2", workers=2, fetch=recording_fetch
+        ).run(courses)
+    assert len(courses) > 4 and not report.course_ids("failed")
+    first_merge = calls.index(next(c for c in calls if c[0] == "merge"))
+    assert first_merge < calls.index(("fetch", courses[-1]))
+    assert sum(kind == "merge" for kind, _ in calls) >= 2

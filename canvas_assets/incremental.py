@@ -81,6 +81,19 @@ def since(
     return watermark - OVERLAP
 
 
+def _by_id(changes: Iterable[Any]) -> tuple[dict[int, Any], list[Any]]:
+    """The changed records by id (the last of an id wins), and those without a usable id, in order."""
+    by_id: dict[int, Any] = {}
+    unidentified: list[Any] = []
+    for record in changes:
+        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+        if isinstance(canvas_id, int):
+            by_id[canvas_id] = record
+        else:
+            unidentified.append(record)
+    return by_id, unidentified
+
+
 def merge(
     previous: Iterable[Any], changes: Iterable[Any], keep: Callable[[Mapping[str, Any]], bool] | None = None
 ) -> list[Any]:
@@ -89,17 +102,12 @@ def merge(
     A changed record without a usable id is kept as it came (the transformer quarantines it, with its
     reason); a previous one without an id was quarantined before and is not carried forward."""
     by_id: dict[int, Any] = {}
-    unidentified: list[Any] = []
     for record in previous:
         canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
         if isinstance(canvas_id, int):
             by_id[canvas_id] = record
-    for record in changes:
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if isinstance(canvas_id, int):
-            by_id[canvas_id] = record
-        else:
-            unidentified.append(record)
+    changed, unidentified = _by_id(changes)
+    by_id.update(changed)
     merged = [by_id[k] for k in sorted(by_id)]
     if keep is not None:
         merged = [r for r in merged if keep(r)]
@@ -116,14 +124,7 @@ def merge_in_order(
     stages, and what Canvas lists by id): then the merged list is theirs and the changes' in one ascending
     pass, and only a piece of them is decoded at a time. None when they are not in that order (the caller
     then merges them with `merge_unordered`)."""
-    by_id: dict[int, Any] = {}
-    unidentified: list[Any] = []
-    for record in changes:
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if isinstance(canvas_id, int):
-            by_id[canvas_id] = record
-        else:
-            unidentified.append(record)
+    by_id, unidentified = _by_id(changes)
     changed = sorted(by_id)
     exact_change = {k: roundtrips(by_id[k]) for k in changed}
     out = RecordsBuilder()

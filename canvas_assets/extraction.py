@@ -40,7 +40,7 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
-from canvas_assets.heap import limit_malloc_arenas
+from canvas_assets.memory import limit_malloc_arenas
 from canvas_assets.profiles import Profile
 from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
 
@@ -355,7 +355,7 @@ class Extractor:
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:
-        limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.heap)
+        limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.memory)
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
         self._states = {
             e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental

@@ -1,26 +1,31 @@
-"""The extract caps glibc's malloc arenas before its pool's threads allocate (canvas_assets.heap)."""
+"""The extract caps glibc's malloc arenas before its pool's threads allocate (canvas_assets.memory)."""
+
+import ctypes
 
 import pytest
 
-from canvas_assets import heap
+from canvas_assets import memory
 
 
 def test_the_cap_is_set_with_mallopt_unless_the_environment_sets_one(monkeypatch):
     calls = []
-    monkeypatch.setattr(heap, "_mallopt", lambda: lambda *args: calls.append(args))
+    monkeypatch.setattr(
+        memory, "_glibc", lambda name: (lambda *args: calls.append(args)) if name == "mallopt" else None
+    )
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    heap.limit_malloc_arenas()
-    assert calls == [(heap.M_ARENA_MAX, heap.ARENAS)]
+    memory.limit_malloc_arenas()
+    assert calls == [(memory.M_ARENA_MAX, memory.ARENAS)]
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    heap.limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     assert len(calls) == 1
 
 
 def test_glibc_accepts_the_cap():
-    mallopt = heap._mallopt()
+    mallopt = memory._glibc("mallopt")
     if mallopt is None:
         pytest.skip("not glibc")
-    assert mallopt(heap.M_ARENA_MAX, heap.ARENAS) == 1  # mallopt returns 1 on success
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    assert mallopt(memory.M_ARENA_MAX, memory.ARENAS) == 1  # mallopt returns 1 on success
 
 
 def test_the_extract_caps_the_arenas_before_it_fetches(monkeypatch):

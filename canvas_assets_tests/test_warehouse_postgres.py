@@ -37,20 +37,19 @@ def test_a_first_load_analyzes_its_tables_and_an_unchanged_one_does_not(pg_url):
     records = {COURSE: [enrollment(i, user_id=1000 + i, score=float(i % 90)) for i in range(1, 401)]}
 
     stats = run(wh, "enrollments", records, T0)
-    analyzed = refresh_statistics(wh.engine, stats)
-    assert analyzed == ["canvas_enrollments", "canvas_score_history"]
+    assert stats.analyzed == ["canvas_enrollments", "canvas_score_history"]
     _wait_for_stats(wh.engine, "canvas_enrollments", 1)
     count, estimate = _analyzed(wh.engine, "canvas_enrollments")
     assert count == 1 and estimate == 400
 
     # Nothing changed: nothing to analyze.
-    assert refresh_statistics(wh.engine, run(wh, "enrollments", records, T1)) == []
+    assert run(wh, "enrollments", records, T1).analyzed == []
 
     # 30 of 400 scores changed: under a tenth (plus 50) of the table, left to autovacuum; their 30
     # history rows are under a tenth of the history table too.
     for r in records[COURSE][:30]:
         r["grades"]["current_score"] = 99.5
-    assert refresh_statistics(wh.engine, run(wh, "enrollments", records, T2)) == []
+    assert run(wh, "enrollments", records, T2).analyzed == []
     assert _analyzed(wh.engine, "canvas_enrollments")[0] == 1
 
 
@@ -59,6 +58,7 @@ def test_sqlite_has_nothing_to_refresh(sqlite_url):
     wh.ensure_schema()
     stats = run(wh, "enrollments", {COURSE: [enrollment(1, user_id=7)]}, T0)
     assert stats.inserted == 1
+    assert stats.analyzed == []
     assert refresh_statistics(wh.engine, stats) == []
 
 

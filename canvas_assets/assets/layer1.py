@@ -53,7 +53,6 @@ from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
 from canvas_assets.transform_chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
-from canvas_assets.warehouse.load import refresh_statistics
 from canvas_assets.warehouse.resource import WarehouseResource
 
 
@@ -141,7 +140,6 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
             synced_at = datetime.now(timezone.utc)
             t0 = time.monotonic()
             stats = wh.load_chunks(chunk_results(staged.chunks), run_id=context.run_id, synced_at=synced_at)
-            analyzed = refresh_statistics(wh.engine, stats)
             rejected = read_rejected(staged.chunks)
             if rejected:
                 wh.write_rejected(rejected, run_id=context.run_id)
@@ -181,7 +179,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 f"layer1/{entity}: {rows} rows of {len(staged.course_ids)} course(s) "
                 f"({records_in} records in, {len(rejected)} rejected, {len(staged.chunks)} chunk(s)); "
                 f"transform {staged.seconds:.2f}s, load {load_seconds:.2f}s; {stats.to_metadata()}"
-                + (f"; planner statistics refreshed: {', '.join(analyzed)}" if analyzed else "")
+                + (f"; planner statistics refreshed: {', '.join(stats.analyzed)}" if stats.analyzed else "")
             )
             # Last, so that a step retried after anything above failed still finds its chunks.
             shutil.rmtree(staged.directory, ignore_errors=True)

@@ -13,7 +13,7 @@ from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse import migrate, staging
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
-from canvas_assets.warehouse.load import PG_WORK_MEM, load_result
+from canvas_assets.warehouse.load import PG_WORK_MEM, load_result, refresh_statistics
 from canvas_assets.warehouse.staging import CatalogDiff
 from canvas_assets.warehouse.stats import LoadStats
 
@@ -148,6 +148,7 @@ class Warehouse:
         (whole courses: its soft delete covers exactly them) and no key an earlier chunk had: then the load
         is that of one result of every chunk, and its figures are the sums of the chunks'. `chunks` is read
         lazily, one chunk at a time, and no chunk is kept once it is loaded: memory is bounded by a chunk.
+        After the commit, the tables it changed by a tenth or more are analyzed (`stats.analyzed`).
         """
         stats = LoadStats()
         with write_transaction(self.engine) as conn:
@@ -169,6 +170,7 @@ class Warehouse:
                 )
                 del result  # released before the next chunk is read
                 stats.add(chunk_stats)
+        stats.analyzed = refresh_statistics(self.engine, stats)
         return stats
 
     def confirmations(

@@ -33,6 +33,9 @@ class LoadStats:
     tables: dict[str, TableLoadStats] = field(default_factory=dict)
     courses_confirmed: int = 0  # (entity, course) confirmations written to canvas_course_sync
     courses_changed: int = 0  # of those, courses in which this load wrote a row
+    analyzed: list[str] = field(
+        default_factory=list
+    )  # tables ANALYZEd after the commit (`refresh_statistics`)
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.tables.values())
@@ -82,7 +85,7 @@ class LoadStats:
                 if f.name != "table":
                     setattr(into, f.name, getattr(into, f.name) + getattr(table_stats, f.name))
         for f in fields(LoadStats):
-            if f.name != "tables":
+            if f.name not in ("tables", "analyzed"):
                 setattr(self, f.name, getattr(self, f.name) + getattr(part, f.name))
 
     def to_metadata(self) -> dict[str, Any]:

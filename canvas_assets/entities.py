@@ -42,7 +42,7 @@ NewParentsPlan = Callable[[Any, int, Sequence[Any], Mapping[str, Sequence[Any]],
 KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]], bool]]
 # (client, course id, the course's records of `needs` fetched in this run, timeout) -> the course's raw
 # records fetched as several shorter lists, or None when one list is the better plan
-SlicedPlan = Callable[[Any, int, Mapping[str, Sequence[Any]], float], list[dict] | None]
+SlicedPlan = Callable[[Any, int, Mapping[str, Sequence[Any]], float], Sequence[Any] | None]
 
 
 @dataclass(frozen=True)
@@ -125,14 +125,15 @@ SUBMISSIONS_PER_PAGE = 100  # the client's per_page
 
 def _submissions_in_slices(
     client: Any, course_id: int, records_of: Mapping[str, Sequence[Any]], timeout: float
-) -> list[dict] | None:
+) -> Sequence[Any] | None:
     """A big course's submissions as one list per slice of its assignments (every student's, as
     `student_ids[]=all` gives them), fetched concurrently; None for a course one list serves as well.
 
     Every assignment this run listed is in a slice, published or not, so the slices together ask for
     everything the one list has. An assignment created after the course's assignments were listed is left
     for the next sync, which lists it (the incremental fetch asks for the submissions of assignments the
-    staged ones do not mention); its submissions would have no assignment row until then anyway."""
+    staged ones do not mention); its submissions would have no assignment row until then anyway.
+    The records come back compact (`records.Records`), as `CanvasAPI.list_submissions_by_assignments` says."""
     if "assignments" not in records_of or "enrollments" not in records_of:
         return None
     # Canvas lists a submission per published assignment and active student: that many records, give or
@@ -149,7 +150,7 @@ def _submissions_in_slices(
     )
     size = max(1, min(PARENTS_PER_REQUEST, SLICE_PAGES * SUBMISSIONS_PER_PAGE // max(1, len(students))))
     slices = [ids[i : i + size] for i in range(0, len(ids), size)]
-    return list(client.list_submissions_by_assignments(course_id, slices, timeout=timeout))
+    return client.list_submissions_by_assignments(course_id, slices, timeout=timeout)
 
 
 def _submission_changes(client: Any, course_id: int, since: datetime, timeout: float) -> list[dict]:

@@ -90,7 +90,7 @@ def utcnow() -> datetime:
 @dataclass
 class EntityOutcome:
     entity: str
-    records: Sequence[Any] | None = None  # a list, or compact `records.Records` (a big merge)
+    records: Sequence[Any] | None = None  # a list, or compact `records.Records` (a big merge or sliced fetch)
     api_calls: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -161,10 +161,10 @@ def fetch_entity(
     course_id: int,
     timeout: float,
     needs: Mapping[str, Sequence[Any]] | None = None,
-) -> list[dict]:
+) -> Sequence[Any]:
     """One staging entity of one course, fetched with the entity's plan (canvas_assets.entities): in slices
     when the entity has a sliced plan, `needs` (the course's records of the entities it needs, fetched in
-    this run) are given and the plan takes them."""
+    this run) are given and the plan takes them (its records then come compact, as `records.Records`)."""
     if entity_name not in ENTITIES:
         raise ConfigurationError(f"unknown staging entity {entity_name!r}", stage="extract")
     spec = ENTITIES[entity_name]
@@ -188,7 +188,7 @@ class Extractor:
         run_id: str,
         workers: int = 32,
         on_course_done: Callable[[CourseOutcome], None] | None = None,
-        fetch: Callable[..., list[dict]] = fetch_entity,
+        fetch: Callable[..., Sequence[Any]] = fetch_entity,
     ) -> None:
         self.client = client
         self.warehouse = warehouse

@@ -40,6 +40,18 @@ class Records(Sequence[Any]):
         self._counts = counts
         self._sizes = sizes  # each compressed piece's text length
 
+    @classmethod
+    def concat(cls, parts: Iterable[Records]) -> Records:
+        """One list of the records of `parts`, one after another (their pieces, not copied)."""
+        pieces: list[bytes | list[Any]] = []
+        counts: list[int] = []
+        sizes: list[int] = []
+        for part in parts:
+            pieces += part._pieces
+            counts += part._counts
+            sizes += part._sizes
+        return cls(pieces, counts, sizes)
+
     def pieces(self) -> Iterator[tuple[list[Any], bool]]:
         """(records, exact) a piece at a time; `exact`: `orjson` writes the records back exactly."""
         for piece in self._pieces:

@@ -75,6 +75,36 @@ def test_a_long_staged_text_goes_by_copy_and_stages_exactly_what_the_statement_s
     assert copies == ([2, 4] if wh.dialect == "postgresql" else [])
 
 
+def test_a_long_staged_text_read_a_record_at_a_time_is_the_text_staged(wh, monkeypatch):
+    """On PostgreSQL a long text is read cut at each `},{` on the server and joined again: separators inside
+    strings, a one-record list, an empty one and batches of the cut parts all give back the staged bytes."""
+    from canvas_assets.warehouse import staging
+
+    odd = [
+        {"id": 1, "body": "a},{b", "list": [{"x": 1}, {"y": "},{"}]},
+        {"id": 2, "name": "Zoë 数学 🦄", "nested": {"a": {"b": []}}},
+        *({"id": i, "text": "},{" * (i % 3)} for i in range(3, 40)),
+    ]
+    staged = {1: odd, 2: [{"id": 7}], 3: []}
+    wh.replace_staging_many([("students", c, r) for c, r in staged.items()], run_id="r", fetched_at=T0)
+    long_reads: list[int] = []
+    long_text = staging._long_text
+    monkeypatch.setattr(
+        staging, "_long_text", lambda conn, e, c: long_reads.append(c) or long_text(conn, e, c)
+    )
+    monkeypatch.setattr(staging, "LONG_TEXT_BYTES", 1)
+    monkeypatch.setattr(staging, "LONG_TEXT_BATCH", 4)
+    read = wh.read_staging("students", [1, 2, 3])
+    assert read == staged
+    assert [len(read[c]) for c in (1, 2, 3)] == [len(odd), 1, 0]
+    with wh.engine.connect() as conn:
+        texts = dict(conn.execute(sa.text("SELECT course_id, records FROM canvas_staging")).all())
+    for course_id, records in read.items():
+        assert json.loads(texts[course_id]) == records
+        assert b"".join(staging.inflate(records._data)) == texts[course_id].encode()
+    assert sorted(long_reads) == ([1, 2, 3] if wh.dialect == "postgresql" else [])
+
+
 def test_read_staging_omits_courses_with_nothing_staged_and_other_entities(wh):
     wh.replace_staging_many(
         [("students", 1, [{"id": 1, "name": "Zoë"}]), ("students", 2, []), ("enrollments", 3, [{"id": 9}])],

@@ -21,7 +21,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -52,7 +52,7 @@ from canvas_assets.canvas.urls import (
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, CanvasConnectionError, ConfigurationError
-from canvas_assets.jsontext import decode_json
+from canvas_assets.jsontext import decode_json_exact
 
 # Re-exported: these were defined here before the split and are imported from here.
 __all__ = [
@@ -355,16 +355,26 @@ class CanvasClient(CanvasAPI):
             location = redact_url(response.headers.get("Location", "?"), self._secrets)
             return None, error_for_redirect(status, location, method="GET", url=shown())
         try:
-            data = decode_json(content) if content else None
+            data, exact = decode_json_exact(content) if content else (None, True)
         except ValueError:
             return None, error_for_unparsable(status, response.headers.get("Content-Type", ""), url=shown())
-        return Reply(data, response.headers, shown, status), None
+        return Reply(data, response.headers, shown, status, exact), None
 
     # --- pagination -------------------------------------------------------------------------------------
     def _paginate(
         self, path: str, params: Params | None = None, *, timeout: float | None = None
     ) -> list[Record]:
-        """Every record of a list endpoint: per_page=100 on the first page, then `rel="next"` links only.
+        """Every record of a list endpoint (see `_pages`)."""
+        records: list[Record] = []
+        for page, _ in self._pages(path, params, timeout=timeout):
+            records.extend(page)
+        return records
+
+    def _pages(
+        self, path: str, params: Params | None = None, *, timeout: float | None = None
+    ) -> Iterator[tuple[list[Record], bool]]:
+        """The records of a list endpoint a page at a time, with whether orjson read the page (`Reply.exact`):
+        per_page=100 on the first page, then `rel="next"` links only.
 
         Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
         Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
@@ -374,7 +384,6 @@ class CanvasClient(CanvasAPI):
         """
         url: str | None = self.api_url + path
         query: Params | None = [("per_page", str(PER_PAGE)), *(params or [])]
-        records: list[Record] = []
         seen: set[str] = set()
         chain = _Chain()
         try:
@@ -386,7 +395,6 @@ class CanvasClient(CanvasAPI):
                         status=reply.status,
                         url=reply.url,
                     )
-                records.extend(r for r in reply.data if isinstance(r, dict))
                 chain.pages += 1
                 current = url
                 next_link = parse_link_header(reply.headers.get("Link")).get("next")
@@ -400,9 +408,9 @@ class CanvasClient(CanvasAPI):
                             url=reply.url,
                         )
                     seen.add(url)
+                yield [r for r in reply.data if isinstance(r, dict)], reply.exact
         finally:
             chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
-        return records
 
     def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
         reply = self._get(self.api_url + path, params or None, timeout=timeout)

@@ -238,6 +238,13 @@ class StagedRecords(Sequence[Any]):
         self._data = zlib.compress(raw, 1)
         self._count = count
 
+    @classmethod
+    def compressed(cls, data: bytes, count: int | None = None) -> StagedRecords:
+        """From the zlib-compressed UTF-8 text."""
+        staged = cls.__new__(cls)
+        staged._data, staged._count = data, count
+        return staged
+
     def _decode(self) -> list[Any]:
         return decode_whole(inflate(self._data))
 
@@ -267,21 +274,80 @@ class StagedRecords(Sequence[Any]):
         return f"StagedRecords({len(self)} records)"
 
 
+# A staged text this long is read from PostgreSQL a record at a time (see `_long_text`).
+LONG_TEXT_BYTES = 16 << 20
+LONG_TEXT_BATCH = 5000  # records per fetch of such a text
+
+
 def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, StagedRecords]:
     """Staged records per course (lazily decoded: see `StagedRecords`). From psycopg2 the texts come as
     UTF-8 bytes (its BYTES typecaster): no str of a big course's text (twice its size with one CJK
-    character) and no re-encoding of it."""
+    character) and no re-encoding of it; a text of LONG_TEXT_BYTES or more comes a record at a time."""
     t = table("canvas_staging")
     ids = sorted({int(c) for c in course_ids})
     out: dict[int, StagedRecords] = {}
-    raw = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
-    for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's JSON text in memory at once
-        query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
-            t.c.entity == entity, t.c.course_id.in_(chunk)
-        )
-        for course_id, records, count in _bytes_rows(conn, query) if raw else conn.execute(query):
-            out[int(course_id)] = StagedRecords(records, count)
+    if not (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"):
+        for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's text in memory at once
+            query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
+                t.c.entity == entity, t.c.course_id.in_(chunk)
+            )
+            for course_id, records, count in conn.execute(query):
+                out[int(course_id)] = StagedRecords(records, count)
+        return out
+    size = sa.func.octet_length(t.c.records)  # the stored length: nothing is decompressed for it
+    for chunk in chunks(ids, READ_CHUNK):
+        query = sa.select(
+            t.c.course_id, sa.case((size < LONG_TEXT_BYTES, t.c.records)), t.c.record_count
+        ).where(t.c.entity == entity, t.c.course_id.in_(chunk))
+        for course_id, records, count in _bytes_rows(conn, query):
+            out[int(course_id)] = (
+                StagedRecords(records, count) if records is not None else _long_text(conn, entity, course_id)
+            )
     return out
+
+
+def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecords:
+    """A long staged text, read through a server-side cursor cut at each `},{` and joined again here.
+
+    Read whole, a big course's text (58 MB for the large benchmark's 134k submissions) is held three times at
+    once: in libpq's input buffer, in its result and as Python bytes. Cut by `string_to_table` on the server
+    (one decompression of the value), it comes a few thousand records at a time, each batch compressed as it
+    arrives. Joining the parts with the separator they were cut at gives the text back byte for byte, in
+    whatever way the separator falls (inside strings too); the parts' ordinals and the total length are
+    checked, so a text is never returned out of order or short."""
+    cursor = conn.connection.dbapi_connection.cursor(name=f"canvas_long_text_{uuid.uuid4().hex[:12]}")  # type: ignore[union-attr]
+    cursor.itersize = LONG_TEXT_BATCH
+    psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
+    compressor = zlib.compressobj(1)
+    data: list[bytes] = []
+    written, expected_part, length, count = 0, 1, -1, 0
+    try:
+        cursor.execute(
+            "SELECT s.record_count, octet_length(s.records), p.part, p.n FROM canvas_staging s, "
+            "string_to_table(s.records, '},{') WITH ORDINALITY AS p(part, n) "
+            "WHERE s.entity = %(entity)s AND s.course_id = %(course_id)s",
+            {"entity": entity, "course_id": int(course_id)},
+        )
+        while rows := cursor.fetchmany(cursor.itersize):
+            count, length = rows[0][0], rows[0][1]
+            if rows[0][3] != expected_part or rows[-1][3] != expected_part + len(rows) - 1:
+                raise RuntimeError(f"staged {entity} of course {course_id} came back out of order")
+            text = b"},{".join(row[2] for row in rows)
+            if expected_part > 1:
+                text = b"},{" + text
+            expected_part += len(rows)
+            written += len(text)
+            data.append(compressor.compress(text))
+    finally:
+        cursor.close()
+    if length < 0:
+        raise RuntimeError(f"staged {entity} of course {course_id} was removed while it was read")
+    if written != length:
+        raise RuntimeError(
+            f"staged {entity} of course {course_id}: read {written} bytes of a {length}-byte text"
+        )
+    data.append(compressor.flush())
+    return StagedRecords.compressed(b"".join(data), count)
 
 
 def _bytes_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[tuple[Any, ...]]:

@@ -40,7 +40,7 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
-from canvas_assets.memory import limit_malloc_arenas
+from canvas_assets.memory import limit_malloc_arenas, release_free_heap
 from canvas_assets.profiles import Profile
 from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
 
@@ -55,6 +55,9 @@ MERGE_BUDGET_RECORDS = 50_000
 COURSES_IN_FLIGHT_PER_WORKER = 2
 # Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`).
 STREAM_MERGE_RECORDS = 5_000
+# Between staging writes, the C heap's free pages go back to the OS at most this often (`memory`): the pool's
+# threads decode and free records all through the extract, and glibc keeps what they free.
+TRIM_EVERY_S = 2.0
 
 
 class CanvasSource(Protocol):
@@ -364,7 +367,7 @@ class Extractor:
         remaining: dict[int, int] = {cid: len(self.entities) for cid in courses}
         ready: list[CourseOutcome] = []
         write_seconds = 0.0
-        started = time.monotonic()
+        started = trimmed = time.monotonic()
         fatal: BaseException | None = None
         # An incremental fetch merges with the course's entities it needs (submissions: assignments and
         # enrollments), so it starts once they are in; a full fetch starts at once, beside them.
@@ -457,12 +460,16 @@ class Extractor:
                     for course in ready:
                         held.pop(course.course_id, None)
                     ready = []
+                    if time.monotonic() - trimmed > TRIM_EVERY_S:
+                        release_free_heap()
+                        trimmed = time.monotonic()
                 start_courses()
                 # With nothing else running, the next waiting merge starts whatever it holds.
                 while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
                     course, entity, since = deferred.popleft()
                     submit(course, entity, since)
         self._futures.clear()
+        release_free_heap()  # before Dagster stores the run's events
         if fatal is not None:
             # Courses that finished before the fatal error are kept: they are complete and valid.
             if ready:

@@ -34,9 +34,10 @@ def test_staging_is_replaced_not_appended(wh):
     assert (row["record_count"], row["run_id"], row["fetched_at"]) == (1, "b", T1)
 
 
-def test_a_long_staged_text_goes_by_copy_and_stages_exactly_what_the_statement_stages(wh, monkeypatch):
-    """On PostgreSQL a long text is copied in parts (binary COPY into a temporary table, then the upsert);
-    the rows are those the plain upsert writes, replacing what was staged, short items beside it."""
+def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite_url, monkeypatch):
+    """On PostgreSQL every staged row goes by one binary COPY (then one upsert); elsewhere by upserts of a
+    bounded size. Both stage the same rows, replacing what was staged: odd text, compact records, NULLs,
+    empty lists."""
     from canvas_assets.records import RecordsBuilder
     from canvas_assets.warehouse import staging
     from canvas_assets.warehouse.staging import StagingItem
@@ -48,31 +49,39 @@ def test_a_long_staged_text_goes_by_copy_and_stages_exactly_what_the_statement_s
     builder = RecordsBuilder(piece_records=7)
     builder.add(exact, exact=True)
     copies: list[int] = []
-    copy_texts = staging._copy_texts
+    copy_staging = staging._copy_staging
     monkeypatch.setattr(
-        staging, "_copy_texts", lambda conn, texts: copies.append(len(texts)) or copy_texts(conn, texts)
+        staging, "_copy_staging", lambda conn, rows: copies.append(len(rows)) or copy_staging(conn, rows)
     )
+    monkeypatch.setattr(staging, "STATEMENT_TEXT_BYTES", 1000)  # several statements on SQLite
     staged = {}
-    for limit in (1 << 62, 1):  # every text a statement parameter; then every text copied (PostgreSQL)
-        monkeypatch.setattr(staging, "COPY_TEXT_BYTES", limit)
-        wh.replace_staging_many(
-            [("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0
-        )
+    for url in (sqlite_url, pg_url):
+        wh = Warehouse(url)
+        wh.ensure_schema()
+        wh.replace_staging_many([("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0)
         wh.replace_staging_many(
             [
                 ("students", 1, records),
                 StagingItem("submissions", 2, builder.build(), "incremental", T1, T0),
                 StagingItem("submissions", 3, exact, "full", None, None),
                 ("students", 3, []),
+                ("students", 4, [{"id": 4}]),
             ],
-            run_id=f"run-{limit}",
+            run_id="run",
             fetched_at=T1,
         )
-        staged[limit] = [{**r, "run_id": None} for r in rows(wh, "canvas_staging", "entity", "course_id")]
-        assert wh.read_staging("students", [1, 3]) == {1: records, 3: []}
+        staged[url] = rows(wh, "canvas_staging", "entity", "course_id")
+        assert wh.read_staging("students", [1, 3, 4]) == {1: records, 3: [], 4: [{"id": 4}]}
         assert wh.read_staging("submissions", [2, 3]) == {2: exact, 3: exact}
-    assert staged[1 << 62] == staged[1]
-    assert copies == ([2, 4] if wh.dialect == "postgresql" else [])
+        dispose_engines()
+    assert copies == [2, 5]
+    assert staged[sqlite_url] == staged[pg_url]
+    by_key = {(r["entity"], r["course_id"]): r for r in staged[pg_url]}
+    assert by_key[("submissions", 2)]["fetch_mode"] == "incremental"
+    assert (by_key[("submissions", 2)]["watermark"], by_key[("submissions", 2)]["full_fetched_at"]) == (T1, T0)
+    assert (by_key[("submissions", 3)]["watermark"], by_key[("submissions", 3)]["full_fetched_at"]) == (None, T1)
+    assert [by_key[("students", c)]["record_count"] for c in (1, 3, 4)] == [300, 0, 1]
+    assert {r["run_id"] for r in staged[pg_url]} == {"run"}
 
 
 def test_a_long_staged_text_read_a_record_at_a_time_is_the_text_staged(wh, monkeypatch):

@@ -10,7 +10,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -84,8 +84,10 @@ class FetchState:
     record_count: int
 
 
-# A staged text this long goes to PostgreSQL by COPY, a part at a time (see `_copy_texts`).
-COPY_TEXT_BYTES = 1 << 20
+# Staged texts per upsert statement where staging is not written by COPY (SQLite): a bound on what one
+# statement holds at once, whatever the number of courses staged together.
+STATEMENT_TEXT_BYTES = 8 << 20
+_REPLACED = ("records", "record_count", "fetched_at", "run_id", "fetch_mode", "full_fetched_at", "watermark")
 
 
 def replace_staging(
@@ -95,59 +97,133 @@ def replace_staging(
     run_id: str,
     fetched_at: datetime,
 ) -> None:
-    t = table("canvas_staging")
+    """Stage each item's records (replacing what the course had of the entity). Each text is made from its
+    records only when it is written, so one text at a time is held: on PostgreSQL (psycopg2) every row goes
+    by one binary COPY (see `_copy_staging`), elsewhere by upserts of at most STATEMENT_TEXT_BYTES of text."""
     fetched_at = utc(fetched_at)
-    rows: list[dict[str, Any]] = []
-    long_texts: dict[int, tuple[int, Iterable[bytes]]] = {}  # row -> its text's length and parts
-    copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
-    for raw in items:
-        item = StagingItem(*raw)
-        length, parts = json_text(item.records)
-        row = {
+    staged = [_StagedRow(StagingItem(*raw), run_id, fetched_at) for raw in items]
+    if not staged:
+        return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        _copy_staging(conn, staged)
+        return
+    t = table("canvas_staging")
+    stmt = upsert_statement(conn, t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in _REPLACED}
+    )
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in staged:
+        length, parts = json_text(row.item.records)
+        batch.append({**row.values(), "records": b"".join(parts).decode("utf-8")})
+        size += length
+        if size >= STATEMENT_TEXT_BYTES:
+            conn.execute(stmt, batch)
+            batch, size = [], 0
+    if batch:
+        conn.execute(stmt, batch)
+
+
+class _StagedRow:
+    """One staging row to write: its item, and the values of every column but `records`."""
+
+    __slots__ = ("fetched_at", "item", "run_id")
+
+    def __init__(self, item: StagingItem, run_id: str, fetched_at: datetime) -> None:
+        self.item, self.run_id, self.fetched_at = item, run_id, fetched_at
+
+    def values(self) -> dict[str, Any]:
+        item = self.item
+        return {
             "entity": item.entity,
             "course_id": int(item.course_id),
             "record_count": len(item.records),
-            "fetched_at": fetched_at,
-            "run_id": run_id,
+            "fetched_at": self.fetched_at,
+            "run_id": self.run_id,
             "fetch_mode": item.mode,
-            "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
+            "full_fetched_at": self.fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
             "watermark": None if item.watermark is None else utc(item.watermark),
         }
-        if copy and length >= COPY_TEXT_BYTES:
-            long_texts[len(rows)] = (length, parts)
-        else:
-            row["records"] = b"".join(parts).decode("utf-8")
-        rows.append(row)
-    if not rows:
-        return
-    replaced = (
-        "records",
-        "record_count",
-        "fetched_at",
-        "run_id",
-        "fetch_mode",
-        "full_fetched_at",
-        "watermark",
+
+
+# The staging columns in the order the COPY stream writes them, with their binary encodings.
+_COPY_COLUMNS = (
+    ("entity", "text"),
+    ("course_id", "bigint"),
+    ("record_count", "integer"),
+    ("fetched_at", "timestamptz"),
+    ("run_id", "text"),
+    ("fetch_mode", "text"),
+    ("full_fetched_at", "timestamptz"),
+    ("watermark", "timestamptz"),
+    ("records", "text"),
+)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def _copy_staging(conn: sa.Connection, staged: Sequence[_StagedRow]) -> None:
+    """Every row by binary COPY into a temporary table (dropped at commit), then one upsert from it.
+
+    As statement parameters, texts are copied whole several times over: a str, its UTF-8 bytes, psycopg2's
+    escaped literal and the statement holding them all (a big course's 58 MB text cost 250 MB at the large
+    benchmark's peak, and a re-sync that staged many merged courses at once 100 MB). The COPY stream makes
+    each text from its records when it reaches it and hands it over a part at a time."""
+    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
+    columns = ", ".join(f"{c} {kind}" for c, kind in _COPY_COLUMNS)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP")
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        names = ", ".join(c for c, _ in _COPY_COLUMNS)
+        stream = _CopyStream(_copy_rows(staged))
+        try:
+            cursor.copy_expert(f"COPY {name} ({names}) FROM STDIN (FORMAT binary)", stream, size=1 << 20)
+        except Exception:
+            if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
+                raise stream.error from None
+            raise
+    finally:
+        cursor.close()
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED)
+    conn.exec_driver_sql(
+        f"INSERT INTO canvas_staging ({names}) SELECT {names} FROM {name} "
+        f"ON CONFLICT (entity, course_id) DO UPDATE SET {updates}"
     )
-    short = [row for i, row in enumerate(rows) if i not in long_texts]
-    if short:
-        stmt = upsert_statement(conn, t)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
-        )
-        conn.execute(stmt, short)
-    if long_texts:
-        texts = _copy_texts(conn, list(long_texts.values()))
-        columns = [c.name for c in t.c if c.name != "records"]
-        select = sa.select(
-            *(sa.cast(sa.bindparam(c, type_=t.c[c].type), t.c[c].type) for c in columns),
-            texts.c.records,
-        ).where(texts.c.n == sa.bindparam("n", type_=sa.Integer()))
-        stmt = postgresql.insert(t).from_select([*columns, "records"], select)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
-        )
-        conn.execute(stmt, [{**rows[i], "n": n} for n, i in enumerate(long_texts)])
+
+
+def _copy_rows(staged: Sequence[_StagedRow]) -> Iterator[bytes]:
+    """The binary COPY tuples of `staged` (see `_COPY_COLUMNS`), a text's parts as they come."""
+    for row in staged:
+        values = row.values()
+        header = [struct.pack("!h", len(_COPY_COLUMNS))]
+        for column, kind in _COPY_COLUMNS[:-1]:
+            header.append(_binary_field(values[column], kind))
+        length, parts = json_text(row.item.records)
+        header.append(struct.pack("!i", length))
+        yield b"".join(header)
+        written = 0
+        for part in parts:
+            if part:  # an empty read ends the COPY
+                written += len(part)
+                yield part
+        if written != length:
+            raise ValueError(f"staged text of {written} bytes, {length} announced")
+
+
+def _binary_field(value: Any, kind: str) -> bytes:
+    """One field of a binary COPY tuple: its length and PostgreSQL's binary form (-1 for NULL)."""
+    if value is None:
+        return struct.pack("!i", -1)
+    if kind == "text":
+        data = str(value).encode("utf-8")
+        return struct.pack("!i", len(data)) + data
+    if kind == "bigint":
+        return struct.pack("!iq", 8, value)
+    if kind == "integer":
+        return struct.pack("!ii", 4, value)
+    if kind == "timestamptz":  # microseconds since 2000-01-01 UTC
+        return struct.pack("!iq", 8, (value - _PG_EPOCH) // timedelta(microseconds=1))
+    raise ValueError(f"no binary COPY encoding for {kind}")
 
 
 def json_text(records: Sequence[Any]) -> tuple[int, Iterable[bytes]]:
@@ -161,43 +237,19 @@ def json_text(records: Sequence[Any]) -> tuple[int, Iterable[bytes]]:
     return len(encoded), (encoded,)
 
 
-def _copy_texts(conn: sa.Connection, texts: list[tuple[int, Iterable[bytes]]]) -> sa.TableClause:
-    """A temporary table (dropped at commit) of `(n, records)` rows, `n` the text's position in `texts`,
-    filled by binary COPY a part at a time. As a statement parameter, a big course's text (58 MB for 134k
-    submissions) would be copied whole several times over: a str, its UTF-8 bytes, psycopg2's escaped
-    literal and the statement holding it (250 MB at the large benchmark's peak)."""
-    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} (n integer, records text) ON COMMIT DROP")
-    stream = _CopyStream(texts)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(f"COPY {name} (n, records) FROM STDIN (FORMAT binary)", stream, size=1 << 20)
-    finally:
-        cursor.close()
-    return sa.table(name, sa.column("n", sa.Integer()), sa.column("records", sa.Text()))
-
-
 class _CopyStream:
-    """The binary COPY stream of `(n, text)` rows, read by psycopg2 a part of a text at a time."""
+    """A binary COPY stream (header, `tuples`, trailer) that psycopg2 reads a part at a time."""
 
-    def __init__(self, texts: list[tuple[int, Iterable[bytes]]]) -> None:
-        self._parts = self._stream(texts)
-
-    @staticmethod
-    def _stream(texts: list[tuple[int, Iterable[bytes]]]) -> Iterator[bytes]:
-        yield b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-        for n, (length, parts) in enumerate(texts):
-            yield struct.pack("!hiii", 2, 4, n, length)
-            written = 0
-            for part in parts:
-                written += len(part)
-                yield part
-            if written != length:
-                raise ValueError(f"staged text of {written} bytes, {length} announced")
-        yield struct.pack("!h", -1)
+    def __init__(self, tuples: Iterator[bytes]) -> None:
+        self._parts = chain([b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)], tuples, [struct.pack("!h", -1)])
+        self.error: Exception | None = None  # what making the stream raised (psycopg2 reports it as a cancel)
 
     def read(self, size: int = -1) -> bytes:
-        return next(self._parts, b"")
+        try:
+            return next(self._parts, b"")
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:

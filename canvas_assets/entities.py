@@ -304,6 +304,28 @@ ENTITIES: dict[str, Entity] = {
 }
 
 
+# Entities whose records each carry a Canvas `id` unique in a course's list: the extract notes the ids a list
+# repeated (`repeated_ids`), and the `no_duplicate_<entity>_ids` checks report them.
+ID_CHECKED_ENTITIES = ("students", "enrollments", "assignments", "modules")
+
+
+def repeated_ids(records: Sequence[Any]) -> list[Any]:
+    """The `id`s that occur more than once among `records`, each once, in order of their second occurrence."""
+    seen: set[Any] = set()
+    again: dict[Any, None] = {}
+    for record in records:
+        rid = record.get("id") if isinstance(record, Mapping) else None
+        if rid is None:
+            continue
+        try:
+            if rid in seen:
+                again[rid] = None
+            seen.add(rid)
+        except TypeError:  # an unhashable id (a malformed record): the transformer rejects it
+            continue
+    return list(again)
+
+
 def entity(name: str) -> Entity:
     try:
         return ENTITIES[name]

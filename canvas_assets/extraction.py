@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from canvas_assets import incremental
 from canvas_assets.canvas.redact import install_redaction, redact_known
-from canvas_assets.entities import ENTITIES
+from canvas_assets.entities import ENTITIES, ID_CHECKED_ENTITIES, repeated_ids
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -40,6 +40,7 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
+from canvas_assets.jsontext import encode_json
 from canvas_assets.memory import limit_malloc_arenas, release_free_heap
 from canvas_assets.profiles import Profile
 from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
@@ -104,6 +105,7 @@ class EntityOutcome:
     since: datetime | None = None  # ... and the instant they were asked for changes after
     changed: int | None = None  # ... and how many changed records came back
     watermark: datetime | None = None  # incremental entities: the latest change time among the records
+    repeated: list[Any] | None = None  # ID_CHECKED_ENTITIES: ids the fetched list had more than once
 
 
 @dataclass
@@ -235,6 +237,8 @@ class Extractor:
                 )
                 if rules is not None:
                     outcome.watermark = incremental.watermark_of(outcome.records, rules.change_times)
+                if entity in ID_CHECKED_ENTITIES:
+                    outcome.repeated = repeated_ids(outcome.records)
         except CanvasNotFound as exc:
             outcome.error = exc
             if ENTITIES[entity].absent_when_not_found:
@@ -545,6 +549,7 @@ class Extractor:
             "error_type": err.error_type if err else None,
             "error_category": err.category.value if err else None,
             "message": err.message if err else (o.error.message if o.error else _fetch_note(o)),
+            "repeated_ids": encode_json(o.repeated) if o.repeated and status == "success" else None,
         }
 
 

@@ -313,6 +313,37 @@ def test_malformed_records_are_quarantined_and_the_rest_of_the_course_loads(sqli
     assert checks["no_rejected_enrollments"].severity == dg.AssetCheckSeverity.WARN
 
 
+def test_ids_canvas_repeated_are_noted_by_the_extract_and_warned_by_the_check(sqlite_harness):
+    """Pages that shift while being read repeat records. The extract notes the repeated ids in the sync log
+    while it has the records; the check reports them from there, or from staging in a run without extract."""
+    h = sqlite_harness
+    assert h.discover().success
+    data = h.sandbox.data
+    with data.lock:
+        twice = data.assignments_of(BIG)[0]["id"]
+        data._assignments_by_course[BIG].append(twice)  # the list now serves that assignment twice
+    result = h.sync("FULL_PROCESSING")
+    assert result.success, failure_text(result)
+    noted = h.rows(
+        "SELECT course_id, repeated_ids FROM canvas_sync_log WHERE run_id = :r AND repeated_ids IS NOT NULL",
+        r=result.run_id,
+    )
+    assert [(r.course_id, r.repeated_ids) for r in noted] == [(BIG, f"[{twice}]")]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    check = checks["no_duplicate_assignments_ids"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["examples"].value == [f"course {BIG}: id {twice} repeated"]
+    assert all(checks[f"no_duplicate_{e}_ids"].passed for e in ("students", "enrollments", "modules"))
+    # A Layer-1-only run has no extract of its own: the check reads the staged records.
+    layer1_only = h.sync("FULL_PROCESSING", selection=[dg.AssetKey(["layer1", "assignments"])])
+    assert layer1_only.success, failure_text(layer1_only)
+    again = {e.check_name: e for e in layer1_only.get_asset_check_evaluations()}
+    assert again["no_duplicate_assignments_ids"].metadata["examples"].value == [
+        f"course {BIG}: id {twice} repeated"
+    ]
+    assert h.rows("SELECT COUNT(*) FROM canvas_assignments WHERE id = :a", a=twice)[0][0] == 1
+
+
 def test_a_failure_in_the_middle_of_a_load_leaves_the_previous_layer1_state(sqlite_harness, monkeypatch):
     h = sqlite_harness
     assert h.discover().success

@@ -4,6 +4,7 @@ In a ranged (backfill) run a check executes once, without a partition, so every 
 the run's list of courses (`run_course_ids`) and reports one combined result with per-course detail.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from canvas_assets.assets.common import extract_outcomes, retry_on_lost_database
+from canvas_assets.entities import ID_CHECKED_ENTITIES, repeated_ids
 from canvas_assets.partitions import course_keys_of_run
 from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.warehouse.resource import WarehouseResource
@@ -119,9 +121,6 @@ def scores_non_negative(
     )
 
 
-STAGING_ID_ENTITIES = ("students", "enrollments", "assignments", "modules")
-
-
 def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=dg.AssetKey(["layer1", entity]),
@@ -132,15 +131,18 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
     @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
-        staged = warehouse.get_warehouse().read_staging(entity, ids)
-        bad = []
-        for course_id, records in sorted(staged.items()):
-            seen: set[Any] = set()
-            for rec in records:
-                rid = rec.get("id") if isinstance(rec, dict) else None
-                if rid is not None and rid in seen:
-                    bad.append((course_id, rid))
-                seen.add(rid)
+        wh = warehouse.get_warehouse()
+        noted = _noted_repeats(wh, context.run.run_id, entity)
+        if noted is not None:
+            # The extract ran in this run: it noted the repeats while it had the records in hand. A course
+            # it could not fetch keeps its previous staging, which an earlier run's check covered.
+            bad = [(c, rid) for c, repeated in sorted(noted.items()) for rid in repeated]
+        else:  # no extract in this run (Layer-1 only): read what is staged
+            bad = [
+                (course_id, rid)
+                for course_id, records in sorted(wh.read_staging(entity, ids).items())
+                for rid in repeated_ids(records)
+            ]
         return _result(
             bad,
             describe=lambda r: f"course {r[0]}: id {r[1]} repeated",
@@ -149,6 +151,20 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
         )
 
     return check
+
+
+def _noted_repeats(wh: Any, run_id: str, entity: str) -> dict[int, list[Any]] | None:
+    """{course id: the ids its fetched list repeated} of this run's extract of `entity` (the latest attempt of
+    each course winning); None when the run did not extract `entity`."""
+    stmt = sa.text(
+        "SELECT course_id, repeated_ids FROM canvas_sync_log "
+        "WHERE run_id = :run AND entity = :entity AND stage = 'extract' ORDER BY id"
+    )
+    with wh.engine.connect() as conn:
+        rows = {int(c): repeated for c, repeated in conn.execute(stmt, {"run": run_id, "entity": entity})}
+    if not rows:
+        return None
+    return {c: json.loads(repeated) for c, repeated in rows.items() if repeated}
 
 
 def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
@@ -200,7 +216,7 @@ ASSET_CHECKS = [
     student_enrollments_have_students,
     students_match_total_students,
     scores_non_negative,
-    *[_duplicate_check(e) for e in STAGING_ID_ENTITIES],
+    *[_duplicate_check(e) for e in ID_CHECKED_ENTITIES],
     *[
         _rejected_check(e)
         for e in ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")

@@ -646,6 +646,10 @@ class CanvasSyncLog(Base):
         "`canvas_api`, `timeout`, `configuration`, `transformation` or `validation`", type_=sa.String(64)
     )
     message: Mapped[str | None] = column("Token-free error message")
+    repeated_ids: Mapped[str | None] = column(
+        "JSON list of the ids Canvas returned more than once in the course's list (students, enrollments, "
+        "assignments, modules); NULL when none"
+    )
 
     __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "course_id", "entity"))
 

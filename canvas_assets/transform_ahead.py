@@ -2,12 +2,11 @@
 op starts it, the `transform_<entity>` ops take what it made; `transform_chunks` says what a chunk is).
 
 A big run's fetch is paced by Canvas's throttle, not by this machine: it keeps about one of two cores
-busy, and the transform then takes 10-15 s of both after it. So the courses staged of an entity are closed
-into chunks of at most `CHUNK_RECORDS` records, in staging order, and once the run has staged
-`START_RECORDS` of the entity, a worker process (one, at the lowest CPU priority) transforms each closed
-chunk into a file, exactly as the transform op would. When the fetch is done, `finish` waits for the
-chunks under way and writes each entity's manifest; whatever was not transformed (the last chunk of each
-entity, and every chunk of a smaller entity) is left to the transform op.
+busy, and the transform then takes 10-15 s of both after it. So as soon as the courses staged of an entity
+hold `CHUNK_RECORDS` records, a worker process (one, at a lower CPU priority than the fetch) transforms them
+into a chunk file, exactly as the transform op would. When the fetch is done, `finish` waits for the chunks
+under way and writes each entity's manifest; whatever was not transformed yet (the last, partial chunk of
+each entity) is left to the transform op.
 
 The transform op uses a chunk made ahead only if every one of its courses is one it would load and the
 course's staging is still what was transformed (same fetch time and record count), so a retried extract or
@@ -30,14 +29,10 @@ from datetime import datetime
 from pathlib import Path
 
 from canvas_assets.transform import TransformOptions
-from canvas_assets.transform_chunks import CHUNK_RECORDS, PARALLEL_RECORDS, Transformed, transform_chunk
+from canvas_assets.transform_chunks import CHUNK_RECORDS, Transformed, transform_chunk
 
 log = logging.getLogger(__name__)
 
-# An entity is transformed ahead once the run has staged this many of its records: as many as make the
-# transform step start its own workers. Below that, the worker's start and its reads cost the fetch more
-# than they save (the medium benchmark's sync: 22.7 s without, 24.0 s with).
-START_RECORDS = PARALLEL_RECORDS
 NICENESS = 19  # the worker yields the CPU to the fetch's threads (and to the Canvas sandbox in benchmarks)
 MANIFEST = "manifest.pickle"
 
@@ -62,30 +57,22 @@ class TransformAhead:
         self.options = options
         self.directory = directory
         shutil.rmtree(directory, ignore_errors=True)  # an earlier attempt's chunks are stale
-        self._open: dict[str, dict[int, tuple[datetime, int]]] = {e: {} for e in entities}  # chunk filling
-        self._open_records: dict[str, int] = dict.fromkeys(entities, 0)
-        self._closed: dict[str, list[dict[int, tuple[datetime, int]]]] = {e: [] for e in entities}
-        self._seen: dict[str, int] = dict.fromkeys(entities, 0)  # records staged in the run so far
+        self._pending: dict[str, dict[int, tuple[datetime, int]]] = {e: {} for e in entities}
+        self._records: dict[str, int] = dict.fromkeys(entities, 0)
         self._jobs: list[tuple[str, str, dict[int, tuple[datetime, int]], Future[Transformed]]] = []
         self._pool: ProcessPoolExecutor | None = None
 
     def staged(self, entity: str, course_id: int, fetched_at: datetime, record_count: int) -> None:
-        """A course's records of `entity` were staged: chunks of at most CHUNK_RECORDS records (a bigger
-        course alone) are closed in staging order, and transformed once the entity has START_RECORDS."""
-        if entity not in self._open:
+        """A course's records of `entity` were staged: transform a chunk's worth once there is one."""
+        if entity not in self._pending:
             return
-        if self._open[entity] and self._open_records[entity] + record_count > CHUNK_RECORDS:
-            self._closed[entity].append(self._open[entity])
-            self._open[entity], self._open_records[entity] = {}, 0
-        self._open[entity][course_id] = (fetched_at, record_count)
-        self._open_records[entity] += record_count
-        self._seen[entity] += record_count
-        if self._seen[entity] >= START_RECORDS:
-            for staged in self._closed[entity]:
-                self._submit(entity, staged)
-            self._closed[entity] = []
+        self._pending[entity][course_id] = (fetched_at, record_count)
+        self._records[entity] += record_count
+        if self._records[entity] >= CHUNK_RECORDS:
+            self._submit(entity)
 
-    def _submit(self, entity: str, staged: dict[int, tuple[datetime, int]]) -> None:
+    def _submit(self, entity: str) -> None:
+        staged, self._pending[entity], self._records[entity] = self._pending[entity], {}, 0
         folder = self.directory / entity
         folder.mkdir(parents=True, exist_ok=True)
         path = str(folder / f"ahead-{len(self._jobs):05d}.pickle")

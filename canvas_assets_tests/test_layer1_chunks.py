@@ -322,7 +322,6 @@ def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, 
     h = harness
     if workers == "ahead":  # chunks of 50 records transformed by the extract's background worker
         monkeypatch.setattr(transform_ahead, "CHUNK_RECORDS", 50)
-        monkeypatch.setattr(transform_ahead, "START_RECORDS", 100)
     elif workers is not None:  # every entity's transform in spawned worker processes, inside the run
         monkeypatch.setattr(transform_chunks, "PARALLEL_RECORDS", 0)
         monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", workers)
@@ -395,7 +394,6 @@ def transformed_ahead(wh: Warehouse, entity: str, courses: list[int], directory:
     states = wh.fetch_states(entity, courses)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(transform_ahead, "CHUNK_RECORDS", sum(s.record_count for s in states.values()) // parts)
-        patch.setattr(transform_ahead, "START_RECORDS", 0)
         ahead = transform_ahead.TransformAhead(wh.url, [entity], OPTIONS, directory)
         for course_id in courses:
             ahead.staged(entity, course_id, states[course_id].fetched_at, states[course_id].record_count)
@@ -429,30 +427,13 @@ def test_chunks_transformed_during_the_extract_load_what_the_transform_step_load
         assert snapshot(wh) == snapshot(reference)
 
 
-def test_an_entity_is_transformed_ahead_in_closed_chunks_once_the_run_has_enough_of_it(tmp_path, monkeypatch):
-    """Chunks close in staging order at CHUNK_RECORDS (a bigger course alone); none is transformed before the
-    run has START_RECORDS of the entity, and the chunk still filling is left to the transform step."""
-    from canvas_assets import transform_ahead
-
-    monkeypatch.setattr(transform_ahead, "CHUNK_RECORDS", 100)
-    monkeypatch.setattr(transform_ahead, "START_RECORDS", 250)
-    submitted: list[list[int]] = []
-    ahead = transform_ahead.TransformAhead("sqlite://", ["students"], OPTIONS, tmp_path / "ahead")
-    monkeypatch.setattr(ahead, "_submit", lambda entity, staged: submitted.append(list(staged)))
-    for course_id, count in [(5, 60), (3, 30), (9, 20), (1, 150), (7, 10)]:
-        ahead.staged("students", course_id, T0, count)
-        ahead.staged("courses", course_id, T0, 1)  # not an entity it transforms
-    assert submitted == [[5, 3], [9], [1]]  # closed when the next course would overflow; [7] still filling
-    ahead.close()
-
-
 def test_a_chunk_transformed_ahead_is_not_taken_once_its_staging_changed(wh, tmp_path):
     """A course re-staged after its chunk was transformed ahead (a retried extract), or one the step does not
     load (its fetch failed), makes the step transform that chunk's courses itself."""
     data = sandbox_data()
     courses = all_courses(data)
     stage(wh, data, courses, T0)
-    ahead = transformed_ahead(wh, "students", courses, tmp_path / "ahead", parts=8)
+    ahead = transformed_ahead(wh, "students", courses, tmp_path / "ahead", parts=10)
     assert len(ahead) >= 3
     restaged = next(iter(ahead[0].staged))
     wh.replace_staging_many([("students", restaged, data.students_of(restaged))], run_id="again", fetched_at=T1)

@@ -33,7 +33,7 @@ from canvas_assets.transform_chunks import CHUNK_RECORDS, Transformed, transform
 
 log = logging.getLogger(__name__)
 
-NICENESS = 19  # the worker yields the CPU to the fetch's threads (and to the Canvas sandbox in benchmarks)
+NICENESS = 10  # the worker yields the CPU to the fetch's threads (and to the Canvas sandbox in benchmarks)
 MANIFEST = "manifest.pickle"
 
 

@@ -113,8 +113,6 @@ def stage_figures(runs: list[Any]) -> tuple[float, int, float]:
                 rows += int(value)
             elif key.startswith(("canvas/transform_seconds.", "canvas/load_seconds.")):
                 seconds += float(value)
-            elif key == "canvas/transform_ahead_wait_seconds":  # the extract waiting for its transforms
-                seconds += float(value)
     return fetch, rows, seconds
 
 

@@ -193,7 +193,6 @@ class Extractor:
         run_id: str,
         workers: int = 32,
         on_course_done: Callable[[CourseOutcome], None] | None = None,
-        on_staged: Callable[[str, int, datetime, int], None] | None = None,
         fetch: Callable[..., Sequence[Any]] = fetch_entity,
     ) -> None:
         self.client = client
@@ -203,7 +202,6 @@ class Extractor:
         self.run_id = run_id
         self.workers = workers
         self.on_course_done = on_course_done
-        self.on_staged = on_staged  # (entity, course id, fetched_at, record count) after each staging write
         self.fetch = fetch
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -507,9 +505,6 @@ class Extractor:
                 log_rows.append(self._log_row(course, o, gone))
         if items:
             self.warehouse.replace_staging_many(items, run_id=self.run_id, fetched_at=now)
-            if self.on_staged is not None:
-                for item in items:
-                    self.on_staged(item.entity, item.course_id, now, len(item.records))
         for course in finished:
             if course.status == "gone":
                 self.warehouse.mark_course_gone(

@@ -25,12 +25,10 @@ import multiprocessing
 import os
 import pickle
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,10 +39,6 @@ from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformRes
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.transform.schema import key_of
 from canvas_assets.warehouse.db import Warehouse
-from canvas_assets.warehouse.staging import FetchState, utc
-
-if TYPE_CHECKING:
-    from canvas_assets.transform_ahead import AheadChunk
 
 # Staged records per chunk: a chunk this size costs its process 100-150 MB at the peak (decoded records,
 # frames). Smaller chunks save little (a course is never split, and the large sandbox's biggest has 135k
@@ -75,7 +69,7 @@ class Chunk:
 
 
 @dataclasses.dataclass
-class Transformed:
+class _Transformed:
     """What a worker hands back of a chunk it transformed and wrote: enough to mark repeated keys."""
 
     course_ids: list[int]
@@ -101,63 +95,34 @@ def plan_chunks(record_counts: dict[int, int]) -> list[list[int]]:
 
 
 def transform_to_chunks(
-    wh: Warehouse,
-    entity: str,
-    course_ids: Sequence[int],
-    options: TransformOptions,
-    directory: Path,
-    ahead: Sequence[AheadChunk] = (),
+    wh: Warehouse, entity: str, course_ids: Sequence[int], options: TransformOptions, directory: Path
 ) -> list[Chunk]:
     """Transform the staged records of `course_ids` chunk by chunk, each chunk's result pickled to a file in
     `directory` (emptied first: an earlier attempt's files are stale). Courses without staging are in no
     chunk; a run with nothing staged still has one (empty) chunk, whose load reports every table with zeros.
-    Chunks transformed `ahead` during the extract (`transform_ahead`) are taken, first, where they still
-    match staging; their courses are not transformed again. On failure, the files written so far are
-    removed."""
+    On failure, the files written so far are removed."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    states = wh.fetch_states(entity, course_ids)
-    wanted = set(course_ids)
-    usable = [a for a in ahead if _still_staged(a, states, wanted)]
-    ahead_paths = [str(directory / f"ahead-{index:05d}.pickle") for index in range(len(usable))]
-    for chunk, path in zip(usable, ahead_paths, strict=True):
-        os.replace(chunk.path, path)
-    covered = {c for chunk in usable for c in chunk.staged}
-    counts = {c: s.record_count for c, s in states.items() if c not in covered}
-    planned = plan_chunks(counts) if counts or not usable else []
+    counts = {c: s.record_count for c, s in wh.fetch_states(entity, course_ids).items()}
+    planned = plan_chunks(counts)
     paths = [str(directory / f"chunk-{index:05d}.pickle") for index in range(len(planned))]
     jobs = [(wh.url, entity, ids, options, path) for ids, path in zip(planned, paths, strict=True)]
-    made = [chunk.transformed for chunk in usable]
     try:
         workers = _workers(len(planned), sum(counts.values()))
         if workers < 2:
-            transformed = chain(made, (transform_chunk(*job) for job in jobs))
-            return _mark_repeated_keys([*ahead_paths, *paths], transformed)
+            transformed = (transform_chunk(*job) for job in jobs)
+            return _mark_repeated_keys(paths, transformed)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(transform_chunk, *job) for job in jobs]
             try:
-                return _mark_repeated_keys([*ahead_paths, *paths], chain(made, (_result(f) for f in futures)))
+                return _mark_repeated_keys(paths, (_result(f) for f in futures))
             finally:
                 for future in futures:
                     future.cancel()
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-
-
-def _still_staged(chunk: AheadChunk, states: Mapping[int, FetchState], wanted: set[int]) -> bool:
-    """Whether a chunk transformed ahead is what this transform would make of its courses: every course is
-    one to load, and its staging is the fetch that was transformed (a retried extract re-stages)."""
-    if set(chunk.transformed.course_ids) != set(chunk.staged) or not os.path.exists(chunk.path):
-        return False
-    for course_id, (fetched_at, count) in chunk.staged.items():
-        state = states.get(course_id)
-        if course_id not in wanted or state is None or state.record_count != count:
-            return False
-        if utc(state.fetched_at) != utc(fetched_at):
-            return False
-    return True
 
 
 def _workers(chunks: int, records: int) -> int:
@@ -183,7 +148,7 @@ def configured_workers() -> int | None:
     return int(raw)
 
 
-def _result(future: Future[Transformed]) -> Transformed:
+def _result(future: Future[_Transformed]) -> _Transformed:
     try:
         return future.result()
     except BrokenProcessPool as exc:
@@ -196,7 +161,7 @@ def _result(future: Future[Transformed]) -> Transformed:
 
 def transform_chunk(
     url: str, entity: str, course_ids: list[int], options: TransformOptions, path: str
-) -> Transformed:
+) -> _Transformed:
     """Read one chunk's staging, transform it and pickle the result to `path` (in a worker or in-process)."""
     records = Warehouse(url).read_staging(entity, course_ids)
     try:
@@ -208,7 +173,7 @@ def transform_chunk(
         ) from None
     with open(path, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    transformed = Transformed(
+    transformed = _Transformed(
         course_ids=sorted(records),
         keys={name: _keys(frame, key_of(name)) for name, frame in result.tables.items()},
         courses={
@@ -224,7 +189,7 @@ def transform_chunk(
     return transformed
 
 
-def _mark_repeated_keys(paths: Sequence[str], transformed: Iterator[Transformed]) -> list[Chunk]:
+def _mark_repeated_keys(paths: Sequence[str], transformed: Iterator[_Transformed]) -> list[Chunk]:
     """The chunks, in order, with the rows whose key an earlier chunk had marked as repeated (per table, one
     sorted array of keys per chunk is kept: 8 bytes a key column)."""
     seen: dict[str, list[np.ndarray]] = {}

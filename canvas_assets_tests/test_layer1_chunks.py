@@ -313,25 +313,14 @@ def chunk_files(h: Any, run_id: str) -> list[Path]:
     ]
 
 
-@pytest.mark.parametrize(
-    "workers", [None, "2", "ahead"], ids=["in-process", "two-worker-processes", "transformed-during-the-extract"]
-)
+@pytest.mark.parametrize("workers", [None, "2"], ids=["in-process", "two-worker-processes"])
 def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, monkeypatch, workers):
-    from canvas_assets import transform_ahead
-
     h = harness
-    if workers == "ahead":  # chunks of 50 records transformed by the extract's background worker
-        monkeypatch.setattr(transform_ahead, "CHUNK_RECORDS", 50)
-    elif workers is not None:  # every entity's transform in spawned worker processes, inside the run
+    if workers is not None:  # every entity's transform in spawned worker processes, inside the run
         monkeypatch.setattr(transform_chunks, "PARALLEL_RECORDS", 0)
         monkeypatch.setenv("CANVAS_ASSETS_TRANSFORM_WORKERS", workers)
     result = h.sync("FULL_PROCESSING")
     assert result.success, failure_text(result)
-    taken = [
-        e.message for e in h.instance.all_logs(result.run_id) if "transformed during the extract" in e.message
-    ]
-    assert bool(taken) == (workers == "ahead")
-    assert all(not m.split(": ", 1)[1].startswith("0 of") for m in taken)
     wh = Warehouse(h.db_url)
     courses = [int(k) for k in h.course_keys()]
     tags = h.instance.get_run_by_id(result.run_id).tags
@@ -351,9 +340,6 @@ def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, 
         for name, frame in expected.tables.items():  # a first sync: every row is this load's
             assert h.rows(f"SELECT COUNT(*) FROM {name}")[0][0] == len(frame), name
     assert chunk_files(h, result.run_id) == []  # the loads removed their chunks
-    assert not (Path(h.instance.storage_directory()) / result.run_id / "layer1_ahead").exists() or not [
-        p for p in (Path(h.instance.storage_directory()) / result.run_id / "layer1_ahead").rglob("*") if p.is_file()
-    ]
 
 
 def test_a_load_that_loses_the_database_in_a_later_chunk_is_run_again_from_its_chunk_files(
@@ -383,64 +369,3 @@ def test_a_load_that_loses_the_database_in_a_later_chunk_is_run_again_from_its_c
     staged_rows = sum(len(h.staging("enrollments", c) or []) for c in staged)
     assert h.rows("SELECT COUNT(*) FROM canvas_enrollments")[0][0] == staged_rows
     assert chunk_files(h, result.run_id) == []
-
-
-# --- chunks transformed during the extract (canvas_assets/transform_ahead.py) ------------------------------
-def transformed_ahead(wh: Warehouse, entity: str, courses: list[int], directory: Path, parts: int = 4):
-    """What the extract does: each course's staging reported as written, full chunks (here `1/parts` of the
-    entity's records) transformed by the background worker, the manifest written at the end."""
-    from canvas_assets import transform_ahead
-
-    states = wh.fetch_states(entity, courses)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transform_ahead, "CHUNK_RECORDS", sum(s.record_count for s in states.values()) // parts)
-        ahead = transform_ahead.TransformAhead(wh.url, [entity], OPTIONS, directory)
-        for course_id in courses:
-            ahead.staged(entity, course_id, states[course_id].fetched_at, states[course_id].record_count)
-        ahead.finish()
-    return transform_ahead.ahead_chunks(directory, entity)
-
-
-def test_chunks_transformed_during_the_extract_load_what_the_transform_step_loads(wh, reference, tmp_path):
-    """Full chunks transformed by the extract's background worker are taken by the transform step, which
-    transforms only the rest: the same rows, figures, rejected records and tables as without them."""
-    data = sandbox_data()
-    courses = all_courses(data)
-    for at in (T0, T1):
-        if at == T1:
-            change_canvas(data)
-        stage(wh, data, courses, at)
-        stage(reference, data, courses, at)
-        for entity in ("students", "enrollments", "submissions"):
-            expected, expected_stats = chunked(reference, entity, courses, at, tmp_path / "ref" / entity)
-            ahead = transformed_ahead(wh, entity, courses, tmp_path / "ahead" / f"{entity}-{at:%H}")
-            assert ahead, entity
-            chunks = transform_chunks.transform_to_chunks(
-                wh, entity, courses, OPTIONS, tmp_path / "step" / entity, ahead
-            )
-            assert [Path(c.path).name[:6] for c in chunks[: len(ahead)]] == ["ahead-"] * len(ahead)
-            assert sorted(c for chunk in chunks for c in chunk.course_ids) == sorted(courses)
-            stats = wh.load_chunks(transform_chunks.chunk_results(chunks), run_id=f"run-{at:%H%M}", synced_at=at)
-            assert stats.to_metadata() == expected_stats.to_metadata(), entity
-            assert sum(c.rows for c in chunks) == sum(c.rows for c in expected)
-            assert transform_chunks.read_rejected(chunks) == transform_chunks.read_rejected(expected)
-        assert snapshot(wh) == snapshot(reference)
-
-
-def test_a_chunk_transformed_ahead_is_not_taken_once_its_staging_changed(wh, tmp_path):
-    """A course re-staged after its chunk was transformed ahead (a retried extract), or one the step does not
-    load (its fetch failed), makes the step transform that chunk's courses itself."""
-    data = sandbox_data()
-    courses = all_courses(data)
-    stage(wh, data, courses, T0)
-    ahead = transformed_ahead(wh, "students", courses, tmp_path / "ahead", parts=10)
-    assert len(ahead) >= 3
-    restaged = next(iter(ahead[0].staged))
-    wh.replace_staging_many([("students", restaged, data.students_of(restaged))], run_id="again", fetched_at=T1)
-    left_out = next(iter(ahead[1].staged))
-    wanted = [c for c in courses if c != left_out]
-    chunks = transform_chunks.transform_to_chunks(wh, "students", wanted, OPTIONS, tmp_path / "step", ahead)
-    taken = [c for c in chunks if Path(c.path).name.startswith("ahead-")]
-    assert len(taken) == len(ahead) - 2
-    assert sorted(c for chunk in chunks for c in chunk.course_ids) == sorted(wanted)
-    assert restaged in {c for chunk in chunks if chunk not in taken for c in chunk.course_ids}

@@ -1,8 +1,6 @@
 """`canvas_extract`: one multi-asset that fetches every staging entity of the run's courses at once."""
 
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import dagster as dg
 
@@ -14,7 +12,6 @@ from canvas_assets.assets.common import (
     dagster_failures,
     record_run_figures,
 )
-from canvas_assets.assets.layer1 import ahead_directory
 from canvas_assets.assets.tables import table_metadata
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.entities import ENTITIES
@@ -22,7 +19,6 @@ from canvas_assets.extraction import Extractor, ExtractReport
 from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
-from canvas_assets.transform_ahead import TransformAhead
 from canvas_assets.warehouse.resource import WarehouseResource
 
 
@@ -98,44 +94,15 @@ def canvas_extract(
                     + f" [{done}/{len(courses)}]"
                 )
 
-        ahead = _transform_ahead(context, wh.url, entities, profile)
-        waited = 0.0
         try:
             report = Extractor(
-                client,
-                wh,
-                profile,
-                entities=entities,
-                run_id=context.run_id,
-                on_course_done=progress,
-                on_staged=ahead.staged if ahead is not None else None,
+                client, wh, profile, entities=entities, run_id=context.run_id, on_course_done=progress
             ).run(courses)
-            if ahead is not None:
-                started = time.monotonic()
-                ahead.finish()
-                waited = time.monotonic() - started
         finally:
             client.close()
-            if ahead is not None:
-                ahead.close()
         report.raise_if_every_course_failed()
-    tags = extract_run_tags(report)
-    if ahead is not None:
-        tags["canvas/transform_ahead_wait_seconds"] = f"{waited:.3f}"
-    record_run_figures(context, tags)
+    record_run_figures(context, extract_run_tags(report))
     yield from _results(context, entities, report)
-
-
-def _transform_ahead(
-    context: dg.AssetExecutionContext, url: str, entities: list[str], profile: Any
-) -> TransformAhead | None:
-    """A transform of full chunks during the fetch (`canvas_assets.transform_ahead`), for the entities whose
-    Layer-1 asset this run materializes too; None when it has none."""
-    selected = context.job_def.asset_layer.selected_asset_keys  # what this run materializes
-    wanted = [e for e in entities if dg.AssetKey(["layer1", e]) in selected]
-    if not wanted:
-        return None
-    return TransformAhead(url, wanted, profile.transform_options(), ahead_directory(context))
 
 
 def extract_run_tags(report: ExtractReport) -> dict[str, str]:

@@ -33,7 +33,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
@@ -53,7 +52,6 @@ from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
-from canvas_assets.transform_ahead import ahead_chunks
 from canvas_assets.transform_chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
 from canvas_assets.warehouse.resource import WarehouseResource
 
@@ -112,14 +110,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                         f"{entity} of {len(failed)} course(s) not fetched, left as they were: {failed[:20]}"
                     )
             directory = chunk_directory(context, entity)
-            ahead = ahead_chunks(ahead_directory(context), entity)
-            try:
-                chunks = transform_to_chunks(wh, entity, wanted, profile.transform_options(), directory, ahead)
-            finally:  # what was not taken (moved into `directory`) is not needed again
-                shutil.rmtree(ahead_directory(context) / entity, ignore_errors=True)
-            if ahead:
-                taken = sum(1 for chunk in chunks if Path(chunk.path).name.startswith("ahead-"))
-                context.log.info(f"{entity}: {taken} of {len(ahead)} chunk(s) transformed during the extract")
+            chunks = transform_to_chunks(wh, entity, wanted, profile.transform_options(), directory)
             staged = {c for chunk in chunks for c in chunk.course_ids}
             missing = [c for c in courses if c not in staged and c not in gone and c not in fetched]
             if missing:
@@ -213,11 +204,6 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
 def chunk_directory(context: dg.OpExecutionContext, entity: str) -> Path:
     """This run's directory for the chunk files of `entity`, beside the run's IO-manager outputs."""
     return Path(context.instance.storage_directory()) / context.run_id / "layer1_chunks" / entity
-
-
-def ahead_directory(context: Any) -> Path:
-    """This run's directory of chunks transformed during the extract (`canvas_assets.transform_ahead`)."""
-    return Path(context.instance.storage_directory()) / context.run_id / "layer1_ahead"
 
 
 LAYER1_ASSETS = [build_layer1_asset(entity) for entity in STAGING_ENTITIES]

@@ -20,6 +20,7 @@ def json_text_of(records):
     assert len(text) == length
     return text
 
+
 BIG = 1000  # the small sandbox's biggest course: 1,442 submissions, 15 pages as one list
 SMALL = 1002
 ENTITIES = ["courses", "students", "enrollments", "assignments", "submissions"]

@@ -58,7 +58,9 @@ def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite
     for url in (sqlite_url, pg_url):
         wh = Warehouse(url)
         wh.ensure_schema()
-        wh.replace_staging_many([("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0)
+        wh.replace_staging_many(
+            [("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0
+        )
         wh.replace_staging_many(
             [
                 ("students", 1, records),
@@ -78,8 +80,14 @@ def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite
     assert staged[sqlite_url] == staged[pg_url]
     by_key = {(r["entity"], r["course_id"]): r for r in staged[pg_url]}
     assert by_key[("submissions", 2)]["fetch_mode"] == "incremental"
-    assert (by_key[("submissions", 2)]["watermark"], by_key[("submissions", 2)]["full_fetched_at"]) == (T1, T0)
-    assert (by_key[("submissions", 3)]["watermark"], by_key[("submissions", 3)]["full_fetched_at"]) == (None, T1)
+    assert (by_key[("submissions", 2)]["watermark"], by_key[("submissions", 2)]["full_fetched_at"]) == (
+        T1,
+        T0,
+    )
+    assert (by_key[("submissions", 3)]["watermark"], by_key[("submissions", 3)]["full_fetched_at"]) == (
+        None,
+        T1,
+    )
     assert [by_key[("students", c)]["record_count"] for c in (1, 3, 4)] == [300, 0, 1]
     assert {r["run_id"] for r in staged[pg_url]} == {"run"}
 

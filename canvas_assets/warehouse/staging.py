@@ -241,7 +241,9 @@ class _CopyStream:
     """A binary COPY stream (header, `tuples`, trailer) that psycopg2 reads a part at a time."""
 
     def __init__(self, tuples: Iterator[bytes]) -> None:
-        self._parts = chain([b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)], tuples, [struct.pack("!h", -1)])
+        self._parts = chain(
+            [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)], tuples, [struct.pack("!h", -1)]
+        )
         self.error: Exception | None = None  # what making the stream raised (psycopg2 reports it as a cancel)
 
     def read(self, size: int = -1) -> bytes:
@@ -368,7 +370,6 @@ def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecord
     whatever way the separator falls (inside strings too); the parts' ordinals and the total length are
     checked, so a text is never returned out of order or short."""
     cursor = conn.connection.dbapi_connection.cursor(name=f"canvas_long_text_{uuid.uuid4().hex[:12]}")  # type: ignore[union-attr]
-    cursor.itersize = LONG_TEXT_BATCH
     psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
     compressor = zlib.compressobj(1)
     data: list[bytes] = []
@@ -380,7 +381,7 @@ def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecord
             "WHERE s.entity = %(entity)s AND s.course_id = %(course_id)s",
             {"entity": entity, "course_id": int(course_id)},
         )
-        while rows := cursor.fetchmany(cursor.itersize):
+        while rows := cursor.fetchmany(LONG_TEXT_BATCH):  # a server-side cursor: FETCH FORWARD n
             count, length = rows[0][0], rows[0][1]
             if rows[0][3] != expected_part or rows[-1][3] != expected_part + len(rows) - 1:
                 raise RuntimeError(f"staged {entity} of course {course_id} came back out of order")

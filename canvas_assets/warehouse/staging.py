@@ -364,7 +364,7 @@ def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecord
     """A long staged text, read through a server-side cursor cut at each `},{` and joined again here.
 
     Read whole, a big course's text (58 MB for the large benchmark's 134k submissions) is held three times at
-    once: in libpq's input buffer, in its result and as Python bytes. Cut by `string_to_table` on the server
+    once: in libpq's input buffer, in its result and as Python bytes. Cut by `string_to_array` on the server
     (one decompression of the value), it comes a few thousand records at a time, each batch compressed as it
     arrives. Joining the parts with the separator they were cut at gives the text back byte for byte, in
     whatever way the separator falls (inside strings too); the parts' ordinals and the total length are
@@ -377,7 +377,7 @@ def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecord
     try:
         cursor.execute(
             "SELECT s.record_count, octet_length(s.records), p.part, p.n FROM canvas_staging s, "
-            "string_to_table(s.records, '},{') WITH ORDINALITY AS p(part, n) "
+            "unnest(string_to_array(s.records, '},{')) WITH ORDINALITY AS p(part, n) "
             "WHERE s.entity = %(entity)s AND s.course_id = %(course_id)s",
             {"entity": entity, "course_id": int(course_id)},
         )

@@ -183,13 +183,9 @@ def merge_unordered(
                 with suppress(orjson.JSONEncodeError, TypeError):  # nesting beyond what orjson writes
                     text = orjson.dumps(record)
             by_id[canvas_id] = _Kept(record) if text is None else text
-    unidentified: list[Any] = []
-    for record in changes:
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if isinstance(canvas_id, int):
-            by_id[canvas_id] = record if keep is None or keep(record) else _DROPPED
-        else:
-            unidentified.append(record)
+    changed, unidentified = _by_id(changes)
+    for canvas_id, record in changed.items():
+        by_id[canvas_id] = record if keep is None or keep(record) else _DROPPED
     out = RecordsBuilder()
     for canvas_id in sorted(by_id):
         value = by_id.pop(canvas_id)

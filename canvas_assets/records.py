@@ -7,8 +7,9 @@ thousand records, the same list takes a few MB, and whoever reads it holds one p
 Two things give pieces:
 
 - `Records`, a read-only list built piece by piece (`RecordsBuilder`): what an incremental merge of a big
-  course makes. Its pieces' texts join into exactly the text `jsontext.encode_json` makes of the whole list
-  (`json_parts`), so staging writes it without decoding it.
+  course and a big course's sliced fetch make. Its pieces' texts join into exactly the text
+  `jsontext.encode_json` makes of the whole list (`Records.json_text`), so staging writes it without
+  decoding it.
 - `array_pieces`, which cuts the text of a JSON array (a staged list) into pieces of whole records and
   decodes them one at a time, exactly as decoding the whole text would (see its docstring).
 """

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.assets.common import extract_outcomes, retry_on_lost_database
+from canvas_assets.assets.common import extract_log, extract_outcomes, retry_on_lost_database
 from canvas_assets.entities import ID_CHECKED_ENTITIES, repeated_ids
 from canvas_assets.partitions import course_keys_of_run
 from canvas_assets.profiles import STAGING_ENTITIES
@@ -156,15 +156,10 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
 def _noted_repeats(wh: Any, run_id: str, entity: str) -> dict[int, list[Any]] | None:
     """{course id: the ids its fetched list repeated} of this run's extract of `entity` (the latest attempt of
     each course winning); None when the run did not extract `entity`."""
-    stmt = sa.text(
-        "SELECT course_id, repeated_ids FROM canvas_sync_log "
-        "WHERE run_id = :run AND entity = :entity AND stage = 'extract' ORDER BY id"
-    )
-    with wh.engine.connect() as conn:
-        rows = {int(c): repeated for c, repeated in conn.execute(stmt, {"run": run_id, "entity": entity})}
-    if not rows:
+    noted = extract_log(wh, run_id, entity, "repeated_ids")
+    if not noted:
         return None
-    return {c: json.loads(repeated) for c, repeated in rows.items() if repeated}
+    return {c: json.loads(repeated) for c, (repeated,) in noted.items() if repeated}
 
 
 def _rejected_check(entity: str) -> dg.AssetChecksDefinition:

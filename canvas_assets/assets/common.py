@@ -97,15 +97,23 @@ def gone_course_ids(warehouse: Any, course_ids: Iterable[int]) -> set[int]:
     return gone & {int(c) for c in course_ids}
 
 
-def extract_outcomes(warehouse: Any, run_id: str, entity: str) -> dict[int, tuple[str, Optional[str]]]:
-    """{course id: (status, error type)} of this run's extract of `entity`, the latest attempt of each
-    course winning (a retried step writes again). Empty when the run did not extract `entity`."""
+def extract_log(warehouse: Any, run_id: str, entity: str, *columns: str) -> dict[int, tuple[Any, ...]]:
+    """{course id: its `columns` of `canvas_sync_log`} for this run's extract of `entity`, the latest attempt
+    of each course winning (a retried step writes again). Empty when the run did not extract `entity`."""
     stmt = sa.text(
-        "SELECT course_id, status, error_type FROM canvas_sync_log "
+        f"SELECT course_id, {', '.join(columns)} FROM canvas_sync_log "
         "WHERE run_id = :run AND entity = :entity AND stage = 'extract' ORDER BY id"
     )
     with warehouse.engine.connect() as conn:
-        return {int(r[0]): (r[1], r[2]) for r in conn.execute(stmt, {"run": run_id, "entity": entity})}
+        return {int(r[0]): tuple(r[1:]) for r in conn.execute(stmt, {"run": run_id, "entity": entity})}
+
+
+def extract_outcomes(warehouse: Any, run_id: str, entity: str) -> dict[int, tuple[str, Optional[str]]]:
+    """{course id: (status, error type)} of this run's extract of `entity` (see `extract_log`)."""
+    return {
+        c: (status, error)
+        for c, (status, error) in extract_log(warehouse, run_id, entity, "status", "error_type").items()
+    }
 
 
 def course_metadata(

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from canvas_assets.transform.convert import TS_DTYPE
 from canvas_assets.warehouse.models import UTCDateTime
+from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH_US, uses_copy
 from canvas_assets.warehouse.staging import chunks
 
 BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
@@ -155,8 +156,6 @@ def sqlite_values(series: pd.Series) -> list[Any]:
 
 
 # --- PostgreSQL binary COPY ---------------------------------------------------------------------------------
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 
 
 def _numbers(series: pd.Series, sql_type: Any) -> np.ndarray:
@@ -200,7 +199,7 @@ def _binary_column(series: pd.Series, sql_type: Any) -> tuple[np.ndarray, np.nda
         return lengths, None, payload
     numbers = _numbers(series, sql_type)
     if isinstance(dtype, pd.DatetimeTZDtype):
-        fixed = (numbers - _PG_EPOCH_US).astype(">i8")
+        fixed = (numbers - PG_EPOCH_US).astype(">i8")
     elif isinstance(sql_type, sa.Boolean):
         fixed = numbers.astype(np.uint8)
     elif isinstance(sql_type, sa.Float):
@@ -277,7 +276,7 @@ class _EncodedRows(io.RawIOBase):
         super().__init__()
         self._frame, self._types = frame, types
         self._next_row = 0
-        self._pending = memoryview(_BINARY_HEADER)
+        self._pending = memoryview(BINARY_HEADER)
         self._ended = False
 
     def readable(self) -> bool:
@@ -291,7 +290,7 @@ class _EncodedRows(io.RawIOBase):
                 self._pending = memoryview(binary_copy_rows(chunk, self._types).tobytes())
             elif not self._ended:
                 self._ended = True
-                self._pending = memoryview(b"\xff\xff")
+                self._pending = memoryview(BINARY_TRAILER)
             else:
                 return b""
         n = len(self._pending) if size is None or size < 0 else min(size, len(self._pending))
@@ -314,10 +313,6 @@ def copy_frame(conn: sa.Connection, table_name: str, frame: pd.DataFrame, types:
 
 
 # --- staging the frame in a temporary table ---------------------------------------------------------------
-def uses_copy(conn: sa.Connection) -> bool:
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
-
-
 def stage_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame, name: str | None = None) -> str:
     """Bulk-copy the frame, numbered by `_n` (0, 1, ...), into a temporary table (`name`, by default
     `_load_<table>`; gone at rollback, dropped after use) with the target's column types. PostgreSQL:

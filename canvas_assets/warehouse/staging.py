@@ -23,6 +23,7 @@ from canvas_assets.records import Records, array_pieces, decode_whole, inflate
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table
+from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH, uses_copy
 
 IN_CHUNK = 1000  # ids per IN (...) list: far below SQLite's 32766 host-parameter limit
 READ_CHUNK = 50  # courses per staging read
@@ -104,7 +105,7 @@ def replace_staging(
     staged = [_StagedRow(StagingItem(*raw), run_id, fetched_at) for raw in items]
     if not staged:
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+    if uses_copy(conn):
         _copy_staging(conn, staged)
         return
     t = table("canvas_staging")
@@ -159,7 +160,6 @@ _COPY_COLUMNS = (
     ("watermark", "timestamptz"),
     ("records", "text"),
 )
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def _copy_staging(conn: sa.Connection, staged: Sequence[_StagedRow]) -> None:
@@ -222,7 +222,7 @@ def _binary_field(value: Any, kind: str) -> bytes:
     if kind == "integer":
         return struct.pack("!ii", 4, value)
     if kind == "timestamptz":  # microseconds since 2000-01-01 UTC
-        return struct.pack("!iq", 8, (value - _PG_EPOCH) // timedelta(microseconds=1))
+        return struct.pack("!iq", 8, (value - PG_EPOCH) // timedelta(microseconds=1))
     raise ValueError(f"no binary COPY encoding for {kind}")
 
 
@@ -241,9 +241,7 @@ class _CopyStream:
     """A binary COPY stream (header, `tuples`, trailer) that psycopg2 reads a part at a time."""
 
     def __init__(self, tuples: Iterator[bytes]) -> None:
-        self._parts = chain(
-            [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)], tuples, [struct.pack("!h", -1)]
-        )
+        self._parts = chain([BINARY_HEADER], tuples, [BINARY_TRAILER])
         self.error: Exception | None = None  # what making the stream raised (psycopg2 reports it as a cancel)
 
     def read(self, size: int = -1) -> bytes:
@@ -340,7 +338,7 @@ def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) ->
     t = table("canvas_staging")
     ids = sorted({int(c) for c in course_ids})
     out: dict[int, StagedRecords] = {}
-    if not (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"):
+    if not uses_copy(conn):
         for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's text in memory at once
             query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
                 t.c.entity == entity, t.c.course_id.in_(chunk)

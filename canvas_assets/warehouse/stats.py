@@ -33,9 +33,7 @@ class LoadStats:
     tables: dict[str, TableLoadStats] = field(default_factory=dict)
     courses_confirmed: int = 0  # (entity, course) confirmations written to canvas_course_sync
     courses_changed: int = 0  # of those, courses in which this load wrote a row
-    analyzed: list[str] = field(
-        default_factory=list
-    )  # tables ANALYZEd after the commit (`refresh_statistics`)
+    analyzed: list[str] = field(default_factory=list)  # ANALYZEd after the commit (`refresh_statistics`)
 
     def _sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.tables.values())

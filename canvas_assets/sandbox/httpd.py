@@ -131,7 +131,16 @@ def write_response(handler: RequestHandler, resp: Response | None) -> None:
     head.extend(f"{k}: {v}" for k, v in resp.headers)
     head.append("Connection: close" if handler.close_connection else "Connection: keep-alive")
     try:
-        handler.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
+        if resp.trickle_s > 0:  # hostile mode: a body that arrives a byte at a time
+            handler.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            stopping = handler.server.sandbox._stopping
+            for i in range(len(resp.body)):
+                handler.wfile.write(resp.body[i : i + 1])
+                handler.wfile.flush()
+                if stopping.wait(resp.trickle_s):
+                    break
+        else:
+            handler.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body)
         handler.wfile.flush()
     except OSError:
         handler.close_connection = True

@@ -43,7 +43,7 @@ def bad_request(message: str) -> ApiError:
 
 
 class Response:
-    __slots__ = ("body", "content_type", "headers", "list_key", "records", "status")
+    __slots__ = ("body", "content_type", "headers", "list_key", "records", "status", "trickle_s")
 
     def __init__(
         self,
@@ -61,6 +61,7 @@ class Response:
         self.headers = headers or []
         self.records = records
         self.list_key = list_key
+        self.trickle_s = 0.0  # hostile mode: seconds between the body's bytes
 
 
 # Plain JSON types only: anything else (datetimes, dataclasses, subclasses) goes to json.dumps as before.

@@ -30,6 +30,7 @@ from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.data import SandboxData, stable_int
 from canvas_assets.sandbox.endpoints import Endpoints
 from canvas_assets.sandbox.faults import FaultPlan
+from canvas_assets.sandbox.hostile import Hostility, Misbehaviour, padded_gzip
 from canvas_assets.sandbox.httpd import RequestHandler, SandboxHTTPServer, write_response
 from canvas_assets.sandbox.pagination import Pages
 from canvas_assets.sandbox.protocol import (
@@ -75,6 +76,7 @@ class CanvasSandbox:
             self.limited_token: Principal(self.limited_token, self.data.limited_user_id, "limited"),
         }
         self.faults = FaultPlan(seed, self.config.fault_rate, self.config.fault_kinds)
+        self.hostility = Hostility()
         self._buckets: dict[str, LeakyBucket] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -133,6 +135,13 @@ class CanvasSandbox:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+        self.hostility.clear()
+
+    def misbehave(self, path_contains: str | None = None, count: int = 1, **how: Any) -> None:
+        """Answer the next `count` matching requests (0: every one from now on) as a broken or hostile
+        Canvas would: `status`, `body`, `headers`, `endless_next`, `gzip_to`, `trickle_s`, `hang`
+        (see `sandbox.hostile`). `clear_faults` ends them."""
+        self.hostility.add(Misbehaviour(path_contains=path_contains, remaining=count, **how))
 
     def drop_enrollment(self, course_id: int, enrollment_id: int | None = None) -> int:
         return self.data.drop_enrollment(course_id, enrollment_id)
@@ -271,6 +280,9 @@ class CanvasSandbox:
             self._peak = max(self._peak, self._in_flight)
         try:
             resp = self._process(handler, seq)
+            hostile = self.hostility.pick(handler.path) if resp is not None else None
+            if hostile is not None:
+                resp = self._misbehave(hostile, resp, handler.path)
         except Exception:  # a sandbox bug must still answer like Canvas would
             resp = json_response(
                 500, {"errors": [{"message": "An error occurred.", "error_code": "sandbox_bug"}]}
@@ -367,6 +379,27 @@ class CanvasSandbox:
                 resp.headers.append(("Date", formatdate(self.data.now_ts, usegmt=True)))
                 resp.headers.append(("X-Request-Cost", f"{cost:.6f}"))
                 resp.headers.append(("X-Rate-Limit-Remaining", f"{remaining:.6f}"))
+
+    def _misbehave(self, m: Misbehaviour, resp: Response, target: str) -> Response | None:
+        if m.hang:  # hold the connection, answer nothing, until the sandbox stops
+            self._stopping.wait()
+            return None
+        if m.status is not None:
+            resp.status = m.status
+        if m.body is not None:
+            resp.body = m.body
+        if m.gzip_to:
+            resp.body = padded_gzip(m.gzip_to)
+            resp.headers.append(("Content-Encoding", "gzip"))
+        names = {k.lower() for k in m.headers}
+        if m.endless_next:
+            names.add("link")
+        resp.headers = [(k, v) for k, v in resp.headers if k.lower() not in names]
+        resp.headers.extend(m.headers.items())
+        if m.endless_next:
+            resp.headers.append(("Link", self.hostility.endless_link(self.base_url, target)))
+        resp.trickle_s = m.trickle_s
+        return resp
 
     def _latency(self, seq: int) -> float:
         cfg = self.config

@@ -129,25 +129,21 @@ def _submissions_in_slices(
     """A big course's submissions as one list per slice of its assignments (every student's, as
     `student_ids[]=all` gives them), fetched concurrently; None for a course one list serves as well.
 
-    Every assignment this run listed is in a slice, published or not, so the slices together ask for
-    everything the one list has. An assignment created after the course's assignments were listed is left
-    for the next sync, which lists it (the incremental fetch asks for the submissions of assignments the
-    staged ones do not mention); its submissions would have no assignment row until then anyway.
+    The slices name the course's published assignments only: the one list (no `assignment_ids[]`) serves
+    the submissions of those and no others, and Canvas refuses the whole request, `403 invalid assignment ids
+    requested`, for any other id (SubmissionsApiController#for_students scopes `assignment_ids[]` to
+    `@context.assignments.published`; docs/canvas-api.md). An assignment created or published after the
+    course's assignments were listed is left for the next sync, which lists it (the incremental fetch asks
+    for the submissions of published assignments the staged ones do not mention).
     The records come back compact (`records.Records`), as `CanvasAPI.list_submissions_by_assignments` says."""
     if "assignments" not in records_of or "enrollments" not in records_of:
         return None
     # Canvas lists a submission per published assignment and active student: that many records, give or
-    # take what changes meanwhile, decide. The slices cover every assignment listed, published or not.
+    # take what changes meanwhile, decide.
     published, students = _live_parents(records_of)
     if len(published) * len(students) <= SLICE_PAGES * SUBMISSIONS_PER_PAGE:
         return None
-    ids = sorted(
-        {
-            i
-            for a in records_of["assignments"]
-            if isinstance(a, Mapping) and isinstance(i := to_id(a.get("id")), int)
-        }
-    )
+    ids = sorted(i for i in published if isinstance(i, int))
     size = max(1, min(PARENTS_PER_REQUEST, SLICE_PAGES * SUBMISSIONS_PER_PAGE // max(1, len(students))))
     slices = [ids[i : i + size] for i in range(0, len(ids), size)]
     return client.list_submissions_by_assignments(course_id, slices, timeout=timeout)
@@ -176,9 +172,12 @@ def _is_student(e: Mapping[str, Any]) -> bool:
 
 
 def _live_parents(records_of: Mapping[str, Sequence[Any]]) -> tuple[set[Any], set[Any]]:
-    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists.
-    A list the run does not know gives no parent."""
-    assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is not False)
+    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists,
+    and the only assignment ids a submissions request may name. An assignment is published when Canvas says
+    so (`published: true`, which the assignment JSON always carries); one without the flag is not named in
+    a request (its submissions still come with the next full fetch). A list the run does not know gives no
+    parent."""
+    assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is True)
     students = _ids(
         records_of,
         "enrollments",
@@ -222,9 +221,10 @@ def _submissions_of_new_parents(
 
 
 def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
-    """A submission exists while its assignment does and its student is still enrolled as a student. A list
-    the run does not know (absent from `records_of`: never fetched for the course) drops nothing."""
-    assignments = _ids(records_of, "assignments", "id", lambda a: True)
+    """A submission is listed while its assignment exists and is not unpublished (Canvas lists the
+    submissions of published assignments only), and its student is still enrolled as a student. A list the
+    run does not know (absent from `records_of`: never fetched for the course) drops nothing."""
+    assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is not False)
     students = _ids(records_of, "enrollments", "user_id", _is_student)
 
     def keep(s: Mapping[str, Any]) -> bool:

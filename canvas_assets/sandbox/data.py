@@ -266,8 +266,11 @@ class SandboxData:
     def enroll_student(self, course_id: int, user_id: int | None = None) -> int:
         return mutations.enroll_student(self, course_id, user_id)
 
-    def add_assignment(self, course_id: int) -> int:
-        return mutations.add_assignment(self, course_id)
+    def add_assignment(self, course_id: int, *, published: bool = True) -> int:
+        return mutations.add_assignment(self, course_id, published=published)
+
+    def publish_assignment(self, course_id: int, assignment_id: int | None = None) -> int:
+        return mutations.publish_assignment(self, course_id, assignment_id)
 
     def pass_due_date(self, course_id: int, assignment_id: int | None = None) -> int:
         return mutations.pass_due_date(self, course_id, assignment_id)

@@ -13,6 +13,7 @@ from operator import itemgetter
 from canvas_assets.sandbox.data import ENROLLMENT_STATES, ENROLLMENT_TYPES, Record, SandboxData
 from canvas_assets.sandbox.pagination import Pages
 from canvas_assets.sandbox.protocol import (
+    INVALID_ASSIGNMENT_IDS,
     NOT_FOUND,
     UNAUTHORIZED,
     ApiError,
@@ -21,6 +22,7 @@ from canvas_assets.sandbox.protocol import (
     Response,
     bad_request,
     json_response,
+    ruby_to_i,
 )
 from canvas_assets.sandbox.submissions import epoch_of
 
@@ -394,6 +396,18 @@ class Endpoints:
             req, rows, lambda r: {**r, "tardiness_breakdown": dict(r["tardiness_breakdown"])}
         )
 
+    def _requested_assignments(self, course_id: int, values: list[str]) -> set[int] | None:
+        """`assignment_ids[]` as SubmissionsApiController#for_students takes them: each id through Ruby's
+        `to_i` (leading digits, else 0), scoped to `@context.assignments.published`; any id outside that
+        scope refuses the whole request with `403 {"error": "invalid assignment ids requested"}`."""
+        if not values:
+            return None
+        requested = {ruby_to_i(v) for v in values}
+        published = {a["id"] for a in self.data.assignments_of(course_id) if a["published"]}
+        if requested - published:
+            raise ApiError(403, INVALID_ASSIGNMENT_IDS)
+        return requested
+
     def _submissions(self, req: Request, course_id: int | None, _b: int | None) -> Response:
         """Canvas's multiple-submissions list: `student_ids[]` (`all` or ids; without it only the
         caller's own, which an admin has none of), `assignment_ids[]`, `workflow_state`, and
@@ -405,7 +419,7 @@ class Endpoints:
             if not all(s.isdigit() for s in ids):
                 raise bad_request("student_ids must be integers or 'all'")
             users = {int(s) for s in ids}
-        assignments = {int(a) for a in req.values("assignment_ids") if a.isdigit()} or None
+        assignments = self._requested_assignments(c["id"], req.values("assignment_ids"))
         state = req.one("workflow_state")
         since = {name: _parse_time(req.one(name), name) for name in ("submitted_since", "graded_since")}
 

@@ -142,9 +142,10 @@ def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None) -
         return eid
 
 
-def add_assignment(d: SandboxData, course_id: int) -> int:
-    """A new published assignment, due in a week: every active student gets an unsubmitted submission
-    for it (no change time). Returns the assignment id."""
+def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) -> int:
+    """A new assignment, due in a week: once published, every active student has an unsubmitted submission
+    for it (no change time). Unpublished (a draft), Canvas serves none of its submissions on the course's
+    submissions list and refuses its id in `assignment_ids[]`. Returns the assignment id."""
     with d.lock:
         _require_course(d, course_id)
         now = _now(d)
@@ -157,12 +158,30 @@ def add_assignment(d: SandboxData, course_id: int) -> int:
             due_at=fmt(due),
             lock_at=None,
             unlock_at=None,
-            published=True,
-            workflow_state="published",
+            published=published,
+            workflow_state="published" if published else "unpublished",
             submission_types=["online_upload"],
         )
         d._submissions.register(aid, d.now_ts, due)
         return aid
+
+
+def publish_assignment(d: SandboxData, course_id: int, assignment_id: int | None = None) -> int:
+    """Publish an unpublished assignment (by default the course's first by id): from now on its submissions
+    are listed and its id is accepted in `assignment_ids[]`. Returns the assignment id."""
+    with d.lock:
+        _require_course(d, course_id)
+        drafts = sorted(
+            (a for a in d.assignments_of(course_id) if not a["published"] and isinstance(a["id"], int)),
+            key=lambda a: a["id"],
+        )
+        if assignment_id is not None:
+            drafts = [a for a in drafts if a["id"] == assignment_id]
+        if not drafts:
+            raise KeyError(f"course {course_id} has no unpublished assignment {assignment_id or ''}".rstrip())
+        a = drafts[0]
+        a.update(published=True, workflow_state="published", updated_at=_now(d))
+        return int(a["id"])
 
 
 CORRUPTIONS = {

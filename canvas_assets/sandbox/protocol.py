@@ -7,6 +7,7 @@ request pipeline (`server`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -28,6 +29,8 @@ UNAUTHORIZED = {
 NOT_FOUND = {"errors": [{"message": "The specified resource does not exist."}]}
 FORBIDDEN = {"errors": [{"message": "Forbidden: access to this resource has been restricted."}]}
 WWW_AUTH = ("WWW-Authenticate", 'Bearer realm="canvas-lms"')
+# SubmissionsApiController#for_students: an `assignment_ids[]` id outside the course's published assignments.
+INVALID_ASSIGNMENT_IDS = {"error": "invalid assignment ids requested"}
 
 
 class ApiError(Exception):
@@ -36,6 +39,16 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         self.headers = list(headers)
+
+
+def ruby_to_i(text: str) -> int:
+    """Ruby's `String#to_i`, as Rails controllers read integer parameters: leading whitespace, an optional
+    sign and the leading digits; anything else is 0 (`"12abc"` is 12, `"all"` is 0)."""
+    m = _LEADING_INT.match(text)
+    return int(m.group(0)) if m else 0
+
+
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
 
 
 def bad_request(message: str) -> ApiError:

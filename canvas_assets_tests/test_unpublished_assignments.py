@@ -96,9 +96,9 @@ def test_the_sandbox_serves_published_assignment_ids_and_lists_only_published_wo
 def test_the_client_reports_the_refusal_with_canvas_own_text(make_sandbox):
     sandbox = make_sandbox(scale="small")
     draft = sandbox.data.add_assignment(BIG, published=False)
-    with CanvasClient(sandbox.base_url, sandbox.token, max_retries=0) as client:
-        with pytest.raises(CanvasAPIError) as caught:
-            client.list_submissions(BIG, assignment_ids=[draft])
+    client = CanvasClient(sandbox.base_url, sandbox.token, max_retries=0)
+    with client, pytest.raises(CanvasAPIError) as caught:
+        client.list_submissions(BIG, assignment_ids=[draft])
     assert caught.value.status == 403
     assert "invalid assignment ids requested" in str(caught.value)
     assert sandbox.token not in str(caught.value)

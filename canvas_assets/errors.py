@@ -97,7 +97,8 @@ class CanvasAuthError(CanvasAPIError):
 
 
 class CanvasPermissionError(CanvasAPIError):
-    """Authenticated but not allowed (Canvas answers 401 'unauthorized', or a 403 that is not a throttle)."""
+    """Authenticated but not allowed (Canvas answers 401 'unauthorized', or a 403 that is neither a throttle
+    nor a refused request)."""
 
 
 class CanvasNotFound(CanvasAPIError):
@@ -106,6 +107,12 @@ class CanvasNotFound(CanvasAPIError):
 
 class CanvasBadRequest(CanvasAPIError):
     """400/422: Canvas rejected a parameter. A bug or a misconfiguration, never retried."""
+
+
+class CanvasRequestRefused(CanvasBadRequest):
+    """A 403 whose JSON error is not about permission (`{"error": "invalid assignment ids requested"}`):
+    Canvas refused a request canvas-assets should not have made. A bug of ours, not the token's; never
+    retried."""
 
 
 class CanvasThrottled(CanvasAPIError):

@@ -315,17 +315,64 @@ def canonical_preset_name(name: str) -> Optional[str]:
     return PRESET_ALIASES.get(stem.lower())
 
 
+# What each run-config section other than the profile is set by instead. A `--config` file carries only
+# the profile: `canvas-assets sync` builds the rest of the run itself, so any other section would be
+# silently ignored (issue 21), and a base URL or token in a file is a secret in a file.
+_SECTION_INSTEAD = {
+    "resources.canvas": "the Canvas connection is set by the environment variables CANVAS_BASE_URL and "
+    "CANVAS_API_TOKEN",
+    "resources.warehouse": "the warehouse is set by the environment variable CANVAS_ASSETS_DATABASE_URL",
+    "ops": "op config is not taken from a profile file: choose courses with `canvas-assets sync --course` "
+    "and `--max-courses`",
+    "execution": "the executor is not taken from a profile file: `canvas-assets sync` runs the steps in "
+    "its own process, and the extract's concurrency is processing.batch_size",
+    "loggers": "loggers are not taken from a profile file: set them in the Dagster instance (dagster.yaml)",
+}
+_ONLY_PROFILE = "a --config file carries only resources.sync_profile.config (the sync profile)"
+
+
+def _refuse_section(section: str) -> ProfileError:
+    instead = _SECTION_INSTEAD.get(section) or (
+        f"'{section}' is not something canvas-assets reads"
+        if section.startswith("resources.")
+        else f"'{section}' is not a run-config section canvas-assets reads"
+    )
+    return ProfileError(
+        f"run config section '{section}' would be ignored, so it is refused: {instead}; {_ONLY_PROFILE}. "
+        "Remove the section",
+        field=section,
+    )
+
+
 def unwrap_run_config(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Accept a whole run-config document or just the `sync_profile` config block."""
+    """Accept a whole run-config document or just the `sync_profile` config block.
+
+    A run-config document may hold nothing but `resources.sync_profile.config`: any other section
+    (`resources.canvas`, `ops`, `execution`...) is refused, naming it and what sets it instead, rather
+    than ignored.
+    """
     if "resources" in data:
+        for key in data:
+            if key != "resources":
+                raise _refuse_section(str(key))
         resources = data.get("resources") or {}
+        if isinstance(resources, Mapping):
+            for key in resources:
+                if key != "sync_profile":
+                    raise _refuse_section(f"resources.{key}")
         block = resources.get("sync_profile") if isinstance(resources, Mapping) else None
         if not isinstance(block, Mapping) or not isinstance(block.get("config"), Mapping):
             raise ProfileError(
                 "run config has no 'resources.sync_profile.config' block; see canvas_assets/profiles/*.yaml",
                 field="resources.sync_profile.config",
             )
+        for key in block:
+            if key != "config":
+                raise _refuse_section(f"resources.sync_profile.{key}")
         return block["config"]
+    for key in ("ops", "execution", "loggers"):
+        if key in data:
+            raise _refuse_section(key)
     return data
 
 

@@ -48,6 +48,46 @@ def test_the_base_url_is_accepted_with_or_without_api_v1_and_a_trailing_slash(ur
         assert client.api_url == "https://school.instructure.com/api/v1"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:hun#ter2@school.instructure.com",
+        "https://admin:hun?ter2@school.instructure.com",
+        "https://admin:hun/ter2@school.instructure.com",
+        "https://school.instructure.com:hunter2",
+    ],
+)
+def test_a_client_given_a_password_in_the_base_url_refuses_it_without_echoing_it(url):
+    with pytest.raises(ConfigurationError, match="CANVAS_BASE_URL") as info:
+        CanvasClient(url, TOKEN)
+    assert info.value.category.value == "configuration" and info.value.recoverable is False
+    assert "ter2" not in str(info.value) and "ter2" not in str(info.value.to_metadata())
+    assert "school.instructure.com" in str(info.value)  # the host is shown, to say which setting it is
+
+
+def test_the_resource_refuses_a_password_in_canvas_base_url_without_echoing_it(monkeypatch):
+    monkeypatch.setenv("CANVAS_BASE_URL", "https://admin:hun#ter2@school.instructure.com")
+    monkeypatch.setenv("CANVAS_API_TOKEN", TOKEN)
+    seen: list[str] = []
+
+    @dg.op
+    def probe(canvas: CanvasResource) -> None:
+        canvas.get_client()
+
+    @dg.job(resource_defs={"canvas": CanvasResource(
+        base_url=dg.EnvVar("CANVAS_BASE_URL"), api_token=dg.EnvVar("CANVAS_API_TOKEN"))})  # fmt: skip
+    def job() -> None:
+        probe()
+
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    for event in result.all_events:
+        seen.append(str(event.message or "") + str(event.event_specific_data or ""))
+    text = "\n".join(seen)
+    assert "must not contain credentials" in text
+    assert "ter2" not in text and TOKEN not in text
+
+
 @pytest.mark.parametrize("url", [None, "", "   "])
 def test_a_missing_base_url_names_the_environment_variable(url):
     with pytest.raises(ConfigurationError, match="CANVAS_BASE_URL"):

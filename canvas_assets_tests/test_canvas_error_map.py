@@ -5,6 +5,7 @@ import requests
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
+from canvas_assets.canvas.client import CanvasClient
 from canvas_assets.canvas.error_map import (
     canvas_error_text,
     error_for_redirect,
@@ -19,9 +20,11 @@ from canvas_assets.errors import (
     CanvasConnectionError,
     CanvasNotFound,
     CanvasPermissionError,
+    CanvasRequestRefused,
     CanvasServerError,
     CanvasThrottled,
     CanvasTimeout,
+    ErrorCategory,
 )
 
 URL = "https://x/api/v1/courses/1"
@@ -188,3 +191,100 @@ def test_a_redirect_is_an_error_naming_both_urls():
 def test_a_body_that_is_not_json(content_type, expected, recoverable):
     err = error_for_unparsable(200, content_type, url=URL)
     assert type(err) is expected and err.recoverable is recoverable and err.status == 200
+
+
+# --- 403: a permission refusal, the legacy throttle, or a request Canvas refused as invalid ----------------
+@pytest.mark.parametrize(
+    ("body", "expected", "in_message"),
+    [
+        # SubmissionsApiController#for_students: a request of ours that Canvas will not serve.
+        (
+            '{"error":"invalid assignment ids requested"}',
+            CanvasRequestRefused,
+            "refused the request as invalid (403 invalid assignment ids requested)",
+        ),
+        (
+            '{"errors":[{"message":"cannot do that to a concluded course"}]}',
+            CanvasRequestRefused,
+            "report it",
+        ),
+        ('{"errors":{"base":"page is too large"}}', CanvasRequestRefused, "base: page is too large"),
+        (UNAUTHORIZED, CanvasPermissionError, "user not authorized to perform that action"),
+        ('{"status":"unauthorized","errors":[{"message":"no"}]}', CanvasPermissionError, "(403 no)"),
+        (
+            '{"errors":[{"message":"Forbidden: access to this resource has been restricted."}]}',
+            CanvasPermissionError,
+            "lacks the permission",
+        ),
+        ('{"errors":[{"message":"Insufficient scopes on access token."}]}', CanvasPermissionError, "scopes"),
+        ('{"error":"Forbidden"}', CanvasPermissionError, "(403 Forbidden)"),
+        ('{"message":"you shall not pass"}', CanvasPermissionError, "you shall not pass"),
+        ("Forbidden", CanvasPermissionError, "(403 Forbidden)"),
+        ("<html><body>403</body></html>", CanvasPermissionError, "(403 Forbidden)"),
+        ("403 Forbidden (Rate Limit Exceeded)", CanvasThrottled, "throttled"),
+    ],
+)
+def test_a_403_is_told_apart_by_what_canvas_says(body, expected, in_message):
+    err = error_for_response(403, body, method="GET", url=URL)
+    assert type(err) is expected
+    assert in_message in err.message and f"GET {URL}" in err.message
+
+
+def test_a_refused_request_is_a_bad_request_of_ours_and_never_retried():
+    err = error_for_response(403, '{"error":"invalid assignment ids requested"}', method="GET", url=URL)
+    assert isinstance(err, CanvasBadRequest) and not isinstance(err, CanvasPermissionError)
+    assert err.category is ErrorCategory.CANVAS_API and err.recoverable is False
+    assert "permission" not in err.message.replace("not a missing permission", "")
+    assert err.to_metadata()["error_type"] == "CanvasRequestRefused"
+
+
+def test_a_403_refused_request_over_http_shows_canvas_text_and_blames_the_request(sandbox):
+    course_id = sandbox.data.course_ids()[0]
+    sandbox.misbehave(
+        "/students/submissions", status=403, body=b'{"error":"invalid assignment ids requested"}'
+    )
+    with (
+        CanvasClient(sandbox.base_url, sandbox.token, max_retries=0) as client,
+        pytest.raises(CanvasRequestRefused) as info,
+    ):
+        client.list_submissions(course_id, assignment_ids=[999999])
+    message = info.value.message
+    assert message.startswith(
+        "Canvas refused the request as invalid (403 invalid assignment ids requested): GET "
+    )
+    assert f"/courses/{course_id}/students/submissions" in message
+    assert "should not have made" in message and "please report it" in message
+    assert "lacks the permission" not in message and sandbox.token not in message
+
+
+# --- redaction after decoding ------------------------------------------------------------------------------
+TOKEN = "7~SuperSecretTokenValue1234567890"
+ESCAPED = "".join(f"\\u{ord(c):04x}" for c in TOKEN)  # each character as a JSON \u escape
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'{{"errors":[{{"message":"token {ESCAPED} is not valid here"}}]}}',
+        f'{{"errors":{{"base":{{"message":"bad {ESCAPED}"}}}}}}',
+        f'{{"errors":{{"message":"bad {ESCAPED}"}}}}',
+        f'{{"error":"bad {TOKEN[:5]}\\u{ord(TOKEN[5]):04X}{TOKEN[6:]}"}}',  # one escape, upper-case hex
+        f'{{"message":"the token {TOKEN} as it is"}}',
+        f"not JSON at all: {ESCAPED}",  # shown raw: the escapes are still the token to a reader
+        f'{{"errors":[{{"message":"{"x" * 290} {ESCAPED}"}}]}}',  # the token straddles the 300-char cut
+        f'{{"errors":[{{"message":"percent {TOKEN.replace("~", "%7E")}"}}]}}',
+        f'{{"errors":[{{"message":"entity {TOKEN.replace("~", "&#126;")}"}}]}}',
+    ],
+)
+def test_canvas_error_text_redacts_the_token_after_decoding(body):
+    for status in (400, 401, 403, 404, 422, 500):
+        err = error_for_response(status, body, method="GET", url=URL, secrets=[TOKEN])
+        assert TOKEN not in err.message and TOKEN[2:12] not in err.message, (status, err.message)
+        assert "[REDACTED]" in err.message or "[REDA" in err.message
+
+
+def test_a_token_written_with_escapes_of_several_kinds_is_still_found():
+    # "~" as a JSON escape, "S" as a JavaScript \\x escape, and a %-escape of the JSON escape of "7".
+    mixed = "%5Cu0037" + "\\u007e" + "\\x53" + TOKEN[3:]
+    err = error_for_response(400, '{"error":"t ' + mixed + '"}', method="GET", url=URL, secrets=[TOKEN])
+    assert "[REDACTED]" in err.message and TOKEN[3:] not in err.message

@@ -2,6 +2,7 @@
 
 import pytest
 
+from canvas_assets.canvas.redact import redact_base_url
 from canvas_assets.canvas.urls import (
     array_params,
     is_loopback,
@@ -59,6 +60,57 @@ def test_refused_base_urls_say_why_and_never_quote_a_token(given, message):
         normalize_base_url(given)
     assert TOKEN not in str(info.value)
     assert "CANVAS_BASE_URL" in str(info.value)
+
+
+# A password with `#`, `?` or `/` in it is cut there by urlsplit, which then sees no userinfo at all; a
+# "port" that is not a number may be a password too (issue 21). The whole error text must not show it.
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("https://admin:hun#ter2@school.instructure.com", "must not contain credentials"),
+        ("https://admin:hun?ter2@school.instructure.com", "must not contain credentials"),
+        ("https://admin:hun/ter2@school.instructure.com", "must not contain credentials"),
+        ("https://admin:hun/ter2@school.instructure.com/api/v1/", "must not contain credentials"),
+        ("https://admin:1234#ter2@school.instructure.com", "must not contain credentials"),
+        ("https://admin:hunter2@school.instructure.com", "must not contain credentials"),
+        ("https://hunter2@school.instructure.com", "must not contain credentials"),
+        ("admin:hunter2@school.instructure.com", "must not contain credentials"),
+        ("https://school.instructure.com:hunter2", "is not a valid URL"),
+        ("https://school.instructure.com:hunter2/api/v1", "is not a valid URL"),
+        ("https://school.instructure.com:hun#ter2", "is not a valid URL"),
+        ("https://:hunter2", "is not a valid URL"),
+        ("https://school.instructure.com/?password=hunter2", "must not contain a query or fragment"),
+        ("https://school.instructure.com/#hunter2", "must not contain a query or fragment"),
+        ("hunter2", "must be an https:// URL"),
+        ("ftp://admin:hunter2@school.instructure.com", "must not contain credentials"),
+    ],
+)
+def test_a_password_in_the_base_url_is_refused_and_never_shown(given, message):
+    with pytest.raises(ConfigurationError, match=message) as info:
+        normalize_base_url(given)
+    text = " ".join([str(info.value), repr(info.value), str(info.value.to_metadata())])
+    assert "hunter2" not in text and "ter2" not in text and "hun" not in text.replace("not shown", "")
+    assert "CANVAS_BASE_URL" in text
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("https://admin:hun#ter2@school.instructure.com", "https://school.instructure.com"),
+        ("https://admin:hun?ter2@host:8443/api/v1", "https://host:8443"),
+        ("https://admin:a@b/c@host", "https://host"),
+        ("https://host:hunter2", "https://host"),
+        ("http://[::1]:9000/x", "http://[::1]:9000"),
+        ("https://school.instructure.com/lms?x=1#y", "https://school.instructure.com"),
+        ("school.instructure.com", "school.instructure.com"),
+        ("hunter2", ""),
+        ("admin:hunter2@host", ""),
+        ("https://admin:hunter2@", ""),
+        ("https://", ""),
+    ],
+)
+def test_redact_base_url_shows_at_most_the_scheme_host_and_port(given, shown):
+    assert redact_base_url(given) == shown
 
 
 @pytest.mark.parametrize(

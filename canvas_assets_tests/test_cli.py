@@ -115,6 +115,21 @@ def test_sync_with_an_invalid_profile_file_names_the_field_and_calls_nobody(cli_
     assert sandbox.stats()["requests"] == 0
 
 
+def test_a_config_file_with_a_canvas_section_is_refused_by_sync_and_validate(cli_env, tmp_path, sandbox):
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(
+        "resources:\n  sync_profile:\n    config: {name: LIGHTWEIGHT}\n"
+        "  canvas:\n    config: {base_url: https://other.example.com}\n"
+    )
+    sandbox.reset_stats()
+    for args in (("sync", "--config", str(run_config)), ("profile", "validate", str(run_config))):
+        result = canvas_assets(*args, env=cli_env, cwd=tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "(field: resources.canvas)" in result.stderr
+        assert "set by the environment variables CANVAS_BASE_URL and CANVAS_API_TOKEN" in result.stderr
+    assert sandbox.stats()["requests"] == 0
+
+
 def test_sync_with_an_unknown_profile_or_course_is_a_clear_error(cli_env, tmp_path):
     result = canvas_assets("sync", "--profile", "NIGHTLY", env=cli_env, cwd=tmp_path)
     assert result.returncode == 2

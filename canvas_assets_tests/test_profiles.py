@@ -154,6 +154,51 @@ def test_a_profile_file_that_is_not_yaml_or_not_there_gets_a_clear_error(tmp_pat
         load_profile_file(wrong)
 
 
+PROFILE_BLOCK = {"sync_profile": {"config": {"name": "LIGHTWEIGHT"}}}
+
+
+@pytest.mark.parametrize(
+    ("document", "section", "advice"),
+    [
+        (
+            {"resources": {**PROFILE_BLOCK, "canvas": {"config": {"base_url": "https://other.example.com"}}}},
+            "resources.canvas",
+            "CANVAS_BASE_URL and CANVAS_API_TOKEN",
+        ),
+        (
+            {"resources": {**PROFILE_BLOCK, "warehouse": {"config": {}}}},
+            "resources.warehouse",
+            "CANVAS_ASSETS_DATABASE_URL",
+        ),
+        (
+            {"resources": PROFILE_BLOCK, "ops": {"canvas_course_catalog": {"config": {}}}},
+            "ops",
+            "--course",
+        ),
+        ({"resources": PROFILE_BLOCK, "execution": {"config": {"multiprocess": {}}}}, "execution", "batch_size"),
+        ({"resources": PROFILE_BLOCK, "loggers": {"console": {}}}, "loggers", "dagster.yaml"),
+        ({"resources": {**PROFILE_BLOCK, "mystery": {}}}, "resources.mystery", "not something"),
+        ({"resources": {"sync_profile": {"config": {}, "io_manager_key": "x"}}}, "resources.sync_profile.io_manager_key", "Remove"),
+        ({"name": "LIGHTWEIGHT", "ops": {}}, "ops", "--course"),
+    ],
+)  # fmt: skip
+def test_a_run_config_section_other_than_the_profile_is_refused_by_name(tmp_path, document, section, advice):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ProfileError) as info:
+        load_profile_file(path)
+    assert info.value.field == section
+    assert f"'{section}'" in info.value.message and "would be ignored" in info.value.message
+    assert advice in info.value.message
+    assert "resources.sync_profile.config" in info.value.message
+
+
+def test_a_run_config_with_only_the_profile_is_still_accepted(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"resources": PROFILE_BLOCK}))
+    assert load_profile_file(path) == preset("LIGHTWEIGHT")
+
+
 def test_the_resource_resolves_to_the_same_profile_as_the_run_config():
     for name in PRESET_FILES:
         assert SyncProfileResource.from_profile(preset(name)).resolve() == preset(name)

@@ -10,6 +10,7 @@ without being checked, which lets the test use passwords it can recognise.)
 
 import http.server
 import json
+import logging
 import subprocess
 import threading
 import uuid
@@ -20,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from canvas_assets.automation import sync_failure_reporter
+from canvas_assets.canvas.client import CanvasClient
+from canvas_assets.errors import CanvasBadRequest
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
 from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets_tests.conftest import PG_ADMIN_URL
@@ -150,3 +153,73 @@ def test_no_secret_is_written_anywhere(make_sandbox, tmp_path, monkeypatch):
         dispose_engines()
         drop_database(dagster_db)
         drop_database(warehouse_db)
+
+
+# --- a token Canvas echoes back inside an error body, JSON-escaped (issue 21) --------------------------------
+def _escaped(text: str) -> str:
+    """Every character of `text` as a JSON \\u escape: valid JSON, and no substring of the token."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def _echoing_body(token: str) -> bytes:
+    return (
+        '{"errors":[{"message":"the parameter access_token=' + _escaped(token) + ' is not valid"}]}'
+    ).encode()
+
+
+def test_a_400_echoing_the_escaped_token_gives_an_error_without_it(sandbox):
+    course_id = sandbox.data.course_ids()[0]
+    sandbox.misbehave("/enrollments", status=400, body=_echoing_body(sandbox.token))
+    assert sandbox.token not in _echoing_body(sandbox.token).decode()
+    with (
+        CanvasClient(sandbox.base_url, sandbox.token, max_retries=0) as client,
+        pytest.raises(CanvasBadRequest) as info,
+    ):
+        client.list_enrollments(course_id)
+    err = info.value
+    assert "access_token=[REDACTED] is not valid" in err.message
+    for shown in (err.message, str(err), json.dumps(err.to_metadata())):
+        assert sandbox.token not in shown and sandbox.token[2:] not in shown
+
+
+def test_urllib3_warnings_pass_through_the_redacting_filter(sandbox, caplog):
+    # A client registers its token; urllib3's module loggers (whose warnings quote URLs and exception
+    # texts) are then filtered as the client's own logger is.
+    CanvasClient(sandbox.base_url, sandbox.token).close()
+    with caplog.at_level(logging.WARNING):
+        for name in ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.response"):
+            logging.getLogger(name).warning("Retrying after %s", f"connection broken by {sandbox.token}")
+    assert len(caplog.records) == 3
+    assert all(sandbox.token not in r.getMessage() and "[REDACTED]" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_sync_whose_errors_echo_the_escaped_token_writes_it_nowhere(sandbox, tmp_path):
+    home, warehouse = tmp_path / "home", tmp_path / "warehouse.db"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = clean_env(
+        DAGSTER_HOME=str(home),
+        CANVAS_BASE_URL=sandbox.base_url,
+        CANVAS_API_TOKEN=sandbox.token,
+        CANVAS_ASSETS_DATABASE_URL=f"sqlite:///{warehouse}",
+    )
+    victim = sandbox.data.course_ids(states=("available",))[0]
+    sandbox.misbehave(
+        f"/courses/{victim}/enrollments", count=0, status=400, body=_echoing_body(sandbox.token)
+    )
+    result = subprocess.run(
+        [str(BIN / "canvas-assets"), "sync", "--profile", "lightweight", "--course", str(victim)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"course {victim}: failed: CanvasBadRequest" in result.stdout
+    engine = sa.create_engine(f"sqlite:///{warehouse}", poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        logged = conn.execute(
+            sa.text("SELECT message FROM canvas_sync_log WHERE course_id = :c AND status = 'failed'"), {"c": victim}
+        ).scalars().all()  # fmt: skip
+    assert logged and all("access_token=[REDACTED] is not valid" in m for m in logged)
+    written = "\n".join([result.stdout, result.stderr, *logged, _files_text(tmp_path)])
+    assert "[REDACTED]" in written
+    assert sandbox.token not in written and sandbox.token[2:] not in written

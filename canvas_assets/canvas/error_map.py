@@ -1,19 +1,22 @@
 """Pure error mapping of the client: a Canvas response or a transport failure -> a typed CanvasAPIError.
 
 Canvas's answers are messy (docs/canvas-api.md §5): 401 means both "bad token" and "not allowed", 403
-is both a permission refusal and the legacy throttle, error bodies come in several shapes. The rules
-live here, free of I/O, with table-driven tests (canvas_assets_tests/test_canvas_error_map.py). Every
-`url` given to these functions must already be token-free.
+is a permission refusal, the legacy throttle or a refused request, error bodies come in several shapes.
+The rules live here, free of I/O, with table-driven tests (canvas_assets_tests/test_canvas_error_map.py).
+Every `url` given to these functions must already be token-free; Canvas's own error text is redacted with
+the `secrets` given, after it is decoded (a JSON body can carry the token as `\\u` escapes).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import requests
 import urllib3
 
+from canvas_assets.canvas.redact import redact
 from canvas_assets.canvas.retry import is_throttle
 from canvas_assets.canvas.urls import BASE_URL_ENV, TOKEN_ENV
 from canvas_assets.errors import (
@@ -23,14 +26,20 @@ from canvas_assets.errors import (
     CanvasConnectionError,
     CanvasNotFound,
     CanvasPermissionError,
+    CanvasRequestRefused,
     CanvasServerError,
     CanvasThrottled,
     CanvasTimeout,
 )
 
 
-def canvas_error_text(body: str, *, limit: int = 300) -> str:
-    """Canvas's own error text, whatever its shape: `errors` as a list or a dict, `error`, `message`."""
+def canvas_error_text(body: str, *, limit: int = 300, secrets: Iterable[str] = ()) -> str:
+    """Canvas's own error text, whatever its shape: `errors` as a list or a dict, `error`, `message`.
+
+    The text is what is shown, so `secrets` are redacted from it once decoded (and before it is cut to
+    `limit`, which could otherwise leave the first characters of a token standing).
+    """
+    secrets = tuple(secrets)
     text = body.strip()
     try:
         payload = json.loads(text) if text else None
@@ -63,7 +72,7 @@ def canvas_error_text(body: str, *, limit: int = 300) -> str:
         collect(payload)
     if not messages:
         messages = [" ".join(text.split())] if text and not text.startswith("<") else []
-    joined = "; ".join(m.strip() for m in messages if m and m.strip())
+    joined = redact("; ".join(m.strip() for m in messages if m and m.strip()), secrets)
     return joined[:limit] + ("…" if len(joined) > limit else "")
 
 
@@ -76,11 +85,47 @@ _AUTH_CAUSES = (
 )
 
 
+# What a 403 says when it *is* about permission (or says nothing): Canvas's `render_unauthorized_action`
+# ("user not authorized to perform that action", status "unauthorized"), a bare "Forbidden", restricted
+# access, a developer key's missing scopes.
+_PERMISSION_WORDS = (
+    "unauthorized",
+    "not authorized",
+    "forbidden",
+    "permission",
+    "not allowed",
+    "access denied",
+    "restricted",
+    "scope",
+)
+
+
+def _is_refused_request(body: str, detail: str) -> bool:
+    """A 403 whose JSON `error`/`errors` text is not about permission: Canvas refused the request itself
+    (`{"error": "invalid assignment ids requested"}` from submissions/for_students). Plain-text and empty
+    403s, and any that mention authorization, stay permission refusals."""
+    try:
+        payload = json.loads(body) if body.strip() else None
+    except ValueError:
+        return False
+    if not isinstance(payload, dict) or not detail or not ({"error", "errors"} & payload.keys()):
+        return False
+    said = f"{detail} {payload.get('status', '')}".lower()
+    return not any(word in said for word in _PERMISSION_WORDS)
+
+
 def error_for_response(
-    status: int, body: str, *, method: str, url: str, www_authenticate: str | None = None
+    status: int,
+    body: str,
+    *,
+    method: str,
+    url: str,
+    www_authenticate: str | None = None,
+    secrets: Iterable[str] = (),
 ) -> CanvasAPIError:
-    """The typed error for a Canvas error response. `url` must already be token-free."""
-    detail = canvas_error_text(body)
+    """The typed error for a Canvas error response. `url` must already be token-free; Canvas's text
+    from `body` is shown with `secrets` redacted after decoding."""
+    detail = canvas_error_text(body, secrets=secrets)
     lowered = body.lower()
     where = f"{method} {url}"
     kwargs: dict[str, Any] = {"status": status, "method": method, "url": url}
@@ -107,6 +152,12 @@ def error_for_response(
         return CanvasAuthError(
             f"Canvas rejected the access token ({detail or 'Invalid access token.'}): check {TOKEN_ENV} "
             f"(it may be invalid, revoked or expired); {where}",
+            **kwargs,
+        )
+    if status == 403 and _is_refused_request(body, detail):
+        return CanvasRequestRefused(
+            f"Canvas refused the request as invalid (403 {detail}): {where}; this is a request canvas-assets "
+            "should not have made (not a missing permission): please report it",
             **kwargs,
         )
     if status == 403:

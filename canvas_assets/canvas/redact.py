@@ -3,17 +3,24 @@
 The client never puts the token in a URL (it travels only in the `Authorization` header), but a
 token pasted into CANVAS_BASE_URL, an `access_token=` query parameter or an echo in an error body
 would otherwise end up in a log line: everything user-visible goes through `redact` first, and the
-`RedactingFilter` scrubs every record of the `canvas_assets.canvas` logger as a last line of defence.
+`RedactingFilter` scrubs every record of the `canvas_assets.canvas` logger (and of urllib3's, whose
+warnings quote URLs and headers) as a last line of defence.
+
+Redaction applies to what is *shown*, so it looks through the encodings a body or a URL can carry the
+token in (issue 21: a 400 whose JSON message held the token as `\\u0037\\u007e...` printed it in clear
+once decoded): JSON/JavaScript `\\uXXXX`, `\\xXX` and `\\/` escapes, %-escapes and HTML character
+references. A text in which a secret appears only once decoded is shown decoded, with the secret replaced.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
@@ -22,11 +29,57 @@ _SECRET_PARAMS = {"access_token", "token", "api_key", "client_secret"}
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9~._+/=-]+")
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every occurrence of each secret, and any `Bearer <token>` credential, replaced."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+_JSON_ESCAPE_RE = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([/\\\"'])")
+
+
+def _unescape_json(text: str) -> str:
+    """`\\uXXXX`, `\\xXX`, `\\/`, `\\\\` and `\\"` decoded; surrogates stay escaped (they cannot be
+    shown on their own, and no token contains one)."""
+
+    def one(m: re.Match[str]) -> str:
+        code = int(m.group(1) or m.group(2), 16) if (m.group(1) or m.group(2)) else None
+        if code is None:
+            return m.group(3)
+        return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+
+    return _JSON_ESCAPE_RE.sub(one, text)
+
+
+# The encodings a secret may hide in, each tried only when the text carries its escape character.
+_DECODERS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("\\", _unescape_json),
+    ("%", unquote),
+    ("&", html.unescape),
+)
+
+
+def _replace(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every occurrence of each secret, and any `Bearer <token>` credential, replaced.
+
+    A secret that appears only once the text is decoded (a JSON `\\u` escape, a %-escape, an HTML
+    character reference, or several of them nested) is found too: the text is then shown decoded, as a
+    reader would read it, with the secret replaced.
+    """
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    text = _replace(text, ordered)
+    if ordered:
+        decoded = text
+        for _ in range(3):  # nested encodings (a %-escaped JSON escape...), a few levels deep
+            before = decoded
+            for marker, decode in _DECODERS:
+                if marker in decoded:
+                    decoded = decode(decoded)
+            if decoded == before:
+                break
+        if decoded != text and any(secret in decoded for secret in ordered):
+            text = _replace(decoded, ordered)
     return _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
@@ -47,6 +100,36 @@ def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
                 [(k, REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="[]:"
             )
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)), secrets)
+
+
+_PLAIN_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
+def redact_base_url(value: str) -> str:
+    """What a configuration error may show of a base URL: `scheme://host[:port]`, nothing else.
+
+    A pasted `https://admin:hun#ter2@host` is cut by `urlsplit` at the `#` (or a `?` or `/`), so the
+    password lands in the "port", the fragment, the query or the path, and `redact_url` cannot tell it
+    from them (issue 21). Here any `@` ends a userinfo, whatever comes before it; a port that is not a
+    number, a path, a query and a fragment are never shown; when no plain host is left, nothing is (the
+    empty string).
+    """
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        # No scheme: a bare host name is shown (the usual mistake), anything else could be a password.
+        host = text.rstrip("/")
+        return host if "." in host and _PLAIN_HOST_RE.fullmatch(host) else ""
+    authority = rest.rsplit("@", 1)[-1]
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    host, colon, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if not colon:
+        host, port = authority, ""
+    if not _PLAIN_HOST_RE.fullmatch(host):
+        return ""
+    shown_port = f":{port}" if port and _PORT_RE.fullmatch(port) else ""
+    return f"{scheme}://{host}{shown_port}"
 
 
 class RedactingFilter(logging.Filter):
@@ -92,13 +175,32 @@ TOKEN_FILTER = RedactingFilter()
 _installed: set[str] = set()
 _install_lock = threading.Lock()
 
+# The HTTP stack's own loggers: their warnings ("Retrying ... after connection broken by ...", "Failed to
+# parse headers", "Connection pool is full, discarding connection") quote URLs, headers and exception
+# texts. A logger's filters do not apply to records of its children, so each module's logger gets the
+# filter (urllib3 2.x names them after its modules); `py.warnings` carries `warnings.warn` once
+# `logging.captureWarnings` is on.
+HTTP_STACK_LOGGERS = (
+    "urllib3",
+    "urllib3.connection",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "urllib3.http2.connection",
+    "urllib3.contrib.pyopenssl",
+    "requests",
+    "py.warnings",
+)
+
 
 def install_redaction(logger_name: str = "canvas_assets.canvas") -> RedactingFilter:
-    """Attach `TOKEN_FILTER` to the named logger (idempotent) and return it."""
+    """Attach `TOKEN_FILTER` to the named logger and to the HTTP stack's loggers (idempotent); return it."""
     with _install_lock:
-        if logger_name not in _installed:
-            logging.getLogger(logger_name).addFilter(TOKEN_FILTER)
-            _installed.add(logger_name)
+        for name in (logger_name, *HTTP_STACK_LOGGERS):
+            if name not in _installed:
+                logging.getLogger(name).addFilter(TOKEN_FILTER)
+                _installed.add(name)
     return TOKEN_FILTER
 
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote, urljoin, urlsplit
 
-from canvas_assets.canvas.redact import redact_url
+from canvas_assets.canvas.redact import redact_base_url, redact_url
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
 
 BASE_URL_ENV = "CANVAS_BASE_URL"
@@ -34,7 +34,11 @@ def normalize_base_url(base_url: str | None) -> str:
     """The instance root without a trailing slash or `/api/v1` (`https://school.instructure.com`).
 
     Accepts both `https://host` and `https://host/api/v1/`. Refuses `http://` except on loopback: the
-    token travels in every request header.
+    token travels in every request header. Refuses credentials however they are pasted: a password with
+    a `#`, `?` or `/` in it (`https://admin:hun#ter2@host`) is cut there by `urlsplit`, which then sees
+    no userinfo at all, so any `@` counts, and so does a "port" that is not a number
+    (`https://host:hunter2`). Errors show the value only as `redact_base_url` allows (scheme and host):
+    they end up in the STEP_FAILURE and RUN_FAILURE events and the CLI's output.
     """
     if base_url is None or not str(base_url).strip():
         raise ConfigurationError(
@@ -42,20 +46,36 @@ def normalize_base_url(base_url: str | None) -> str:
             stage="configuration",
         )
     url = str(base_url).strip().rstrip("/")
+    shown = redact_base_url(url)
+    value = (
+        f"{shown} (the rest not shown)"
+        if shown
+        else f"the value of {BASE_URL_ENV} (not shown: it may contain credentials)"
+    )
+    if "@" in url:
+        raise ConfigurationError(
+            f"{BASE_URL_ENV} must not contain credentials (got {value}): set it to the instance's address "
+            f"only and put the token in {TOKEN_ENV}",
+            stage="configuration",
+        )
     if url.lower().endswith("/api/v1"):
         url = url[: -len("/api/v1")].rstrip("/")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
+    except ValueError:
+        # The ValueError's own text quotes the "port", which may well be a password: never shown.
         raise ConfigurationError(
-            f"{BASE_URL_ENV} is not a valid URL ({redact_url(url)}): {exc}", stage="configuration"
+            f"{BASE_URL_ENV} is not a valid URL (got {value}): its port is not a number from 0 to 65535 or "
+            "its host is malformed. Set it to https://your-instance (with :port only if Canvas listens on "
+            f"one); a password or token belongs nowhere in it ({TOKEN_ENV} holds the token)",
+            stage="configuration",
         ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"{BASE_URL_ENV} must be an https:// URL such as https://school.instructure.com, "
-            f"got {redact_url(url)!r}",
+            f"{BASE_URL_ENV} must be an https:// URL such as https://school.instructure.com, got "
+            f"{repr(shown) if shown and shown == url else value}",
             stage="configuration",
         )
     if parts.username or parts.password:
@@ -65,7 +85,9 @@ def normalize_base_url(base_url: str | None) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(
-            f"{BASE_URL_ENV} must not contain a query or fragment: {redact_url(url)!r}", stage="configuration"
+            f"{BASE_URL_ENV} must not contain a query or fragment (a '?...' or '#...' part): set it to "
+            f"{shown or 'the instance address'} (the rest is not shown)",
+            stage="configuration",
         )
     if scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(

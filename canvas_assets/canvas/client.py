@@ -350,7 +350,7 @@ class CanvasClient(CanvasAPI):
         status = response.status
         if status >= 400:
             body = redact(body_text(content), self._secrets)
-            return None, error_for_response(status, body, method="GET", url=shown())
+            return None, error_for_response(status, body, method="GET", url=shown(), secrets=self._secrets)
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", "?"), self._secrets)
             return None, error_for_redirect(status, location, method="GET", url=shown())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -55,7 +56,7 @@ def sandbox(
     fault_rate: float,
 ) -> None:
     """Serve the simulated Canvas until interrupted; prints its base URL and token."""
-    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig, serve_forever
 
     if not 0 <= fault_rate <= 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--fault-rate")
@@ -67,16 +68,15 @@ def sandbox(
         latency_ms=latency_ms,
         fault_rate=fault_rate,
     )
-    with CanvasSandbox(cfg, host=host, port=port) as sb:
+
+    def announce(sb: CanvasSandbox) -> None:
         click.echo(f"Canvas sandbox: {len(sb.data.courses)} courses, throttle {throttle}, seed {seed}")
         click.echo(f"export CANVAS_BASE_URL={sb.base_url}")
         click.echo(f"export CANVAS_API_TOKEN={sb.token}")
         click.echo("Ctrl-C to stop.")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            click.echo("stopped")
+
+    serve_forever(cfg, host=host, port=port, announce=announce)
+    click.echo("stopped")
 
 
 # --- sync ---------------------------------------------------------------------------------------------------
@@ -96,11 +96,41 @@ def _sync(
     *,
     as_json: bool = False,
 ) -> int:
+    from canvas_assets.sync import SyncInterrupted, stop_on_signals
+
+    started = time.monotonic()
+    with stop_on_signals(
+        "stopping: requests in flight are abandoned, what is staged stays (press Ctrl-C again to quit at once)"
+    ):
+        try:
+            return _sync_until_done(profile, courses, max_courses, catalog_states, as_json=as_json)
+        except SyncInterrupted as stop:
+            _report_interruption(stop, time.monotonic() - started)
+            _exit_now(stop.exit_code)
+    return EXIT_FAILED_COURSES  # not reached: _exit_now ends the process
+
+
+def _sync_until_done(
+    profile: Profile,
+    courses: Sequence[int],
+    max_courses: int | None,
+    catalog_states: Sequence[str],
+    *,
+    as_json: bool = False,
+) -> int:
     import dagster as dg
 
     from canvas_assets.definitions import defs
     from canvas_assets.progress import ProgressDisplay, listen
-    from canvas_assets.sync import discover, ensure_dagster_home, require_canvas_env, run_sync, select_courses
+    from canvas_assets.sync import (
+        SyncInterrupted,
+        discover,
+        ensure_dagster_home,
+        require_canvas_env,
+        resolve_orphaned_runs,
+        run_sync,
+        select_courses,
+    )
     from canvas_assets.warehouse.db import Warehouse
     from canvas_assets.warehouse.resource import default_database_url
 
@@ -117,6 +147,13 @@ def _sync(
     stop = listen(display)
     try:
         with dg.DagsterInstance.get() as instance:
+            for orphan in resolve_orphaned_runs(instance):
+                click.secho(
+                    f"run {orphan.run_id} ({orphan.job}) was left {orphan.status} by canvas-assets {orphan.owner}, "
+                    "which no longer exists: marked failed, its pool slot freed",
+                    fg="yellow",
+                    err=True,
+                )
             catalog_config: dict[str, Any] = {"states": list(catalog_states)}
             if max_courses is not None and not courses:
                 catalog_config["max_courses"] = max_courses
@@ -131,6 +168,9 @@ def _sync(
                 say("no courses to sync (the catalog is empty for these filters)")
                 return 0
             summary = run_sync(defs, instance, warehouse, profile, chosen)
+    except SyncInterrupted as interrupted:
+        interrupted.warehouse = warehouse  # to say what was kept
+        raise
     finally:
         stop()
         display.close()
@@ -139,6 +179,51 @@ def _sync(
     else:
         _print_summary(summary)
     return 0 if summary.ok else EXIT_FAILED_COURSES
+
+
+def _report_interruption(stop: Any, seconds: float) -> None:
+    """Say on stderr what an interrupted sync kept and what it left, in a few lines."""
+    from canvas_assets.sync import what_was_kept
+
+    lines = [f"sync interrupted by {stop.signal_name} after {seconds:.1f} s"]
+    if stop.run_id:
+        lines.append(f"  run {stop.run_id} marked canceled (in-flight requests abandoned)")
+    if stop.phase != "sync":
+        lines.append("  nothing was synced: the sync stopped before it fetched any course")
+    elif stop.warehouse is not None:
+        try:
+            kept = what_was_kept(stop.warehouse, stop)
+            lines.append(
+                f"  kept: {len(kept.loaded) + len(kept.staged)} of {len(stop.courses)} course(s), each whole: "
+                f"{len(kept.loaded)} loaded into the Layer-1 tables, {len(kept.staged)} staged (loaded by "
+                "the next sync)"
+            )
+            if kept.failed:
+                lines.append(f"  failed: {len(kept.failed)} course(s) (see `canvas-assets status`)")
+            lines.append(f"  not synced: {len(kept.not_synced)} course(s)")
+        except Exception as exc:  # the report must not hide the interruption
+            lines.append(f"  could not read what was kept ({type(exc).__name__}); see `canvas-assets status`")
+    lines.append("Run `canvas-assets sync` again to continue.")
+    for line in lines:
+        click.echo(line, err=True)
+
+
+def _exit_now(code: int) -> None:
+    """End the process now, with `code`: threads left in requests that never return must not hold it.
+
+    Python's normal exit waits for every non-daemon thread, and the extraction's pool threads are such
+    threads; so the process ends with os._exit, after flushing the output and letting go of the local
+    store (as the normal exit would: the store stops if this was its last user).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        from canvas_assets.instance.local_store import release_embedded_servers
+
+        release_embedded_servers()
+    finally:
+        os._exit(code)
 
 
 def _print_summary(summary: Any) -> None:

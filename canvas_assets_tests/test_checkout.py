@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from canvas_assets_tests.harness import BIN, ROOT, free_port, stop_process_group
+from canvas_assets_tests.processes import wait_until
 
 EMPTY_ENV = {"PATH": f"{BIN}{os.pathsep}/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
 
@@ -77,3 +78,20 @@ def test_dagster_commands_work_in_a_clean_clone_with_nothing_set(tmp_path):
         stop_process_group(dev)
         log.close()
     assert "Welcome to Dagster" not in (tmp_path / "dev.log").read_text()
+    # The clone's local store stops once its last user is gone, however `dagster dev`'s processes ended: it
+    # was once found running 90 minutes after this test, its users long gone (issue 21).
+    wait_until(
+        "the clone's local store to stop", lambda: not store_running(root / ".canvas_assets"), timeout=90
+    )
+
+
+def store_running(store: Path) -> bool:
+    """Whether the embedded PostgreSQL of a local store (its postmaster.pid's process) is running."""
+    pid_file = store / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (ProcessLookupError, ValueError, IndexError):
+        return False
+    return True

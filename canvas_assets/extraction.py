@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from canvas_assets import incremental
+from canvas_assets.canvas import budget
 from canvas_assets.canvas.redact import install_redaction, redact_known
 from canvas_assets.entities import ENTITIES, ID_CHECKED_ENTITIES, repeated_ids
 from canvas_assets.errors import (
@@ -228,17 +229,25 @@ class Extractor:
                 )
             timeout = min(MAX_READ_TIMEOUT_S, remaining)
             rules = ENTITIES[entity].incremental if entity in ENTITIES else None
-            if since is not None and rules is not None:
-                self._fetch_changes(course, outcome, since, timeout)
-            else:
-                needs = self._fetched_needs(course.course_id, entity, deadline)
-                outcome.records = self.fetch(
-                    self.client, self.profile, entity, course.course_id, timeout, needs
-                )
-                if rules is not None:
-                    outcome.watermark = incremental.watermark_of(outcome.records, rules.change_times)
-                if entity in ID_CHECKED_ENTITIES:
-                    outcome.repeated = repeated_ids(outcome.records)
+            # The course's budget is a hard deadline for every request of this task and of the threads it
+            # fans out to: waits, retries, pages and slow bodies included (canvas_assets.canvas.budget).
+            with budget.within(
+                self.profile.request_timeout_seconds,
+                f"course {course.course_id} ({entity})",
+                setting="processing.request_timeout_seconds",
+                at=deadline,
+            ):
+                if since is not None and rules is not None:
+                    self._fetch_changes(course, outcome, since, timeout)
+                else:
+                    needs = self._fetched_needs(course.course_id, entity, deadline)
+                    outcome.records = self.fetch(
+                        self.client, self.profile, entity, course.course_id, timeout, needs
+                    )
+                    if rules is not None:
+                        outcome.watermark = incremental.watermark_of(outcome.records, rules.change_times)
+                    if entity in ID_CHECKED_ENTITIES:
+                        outcome.repeated = repeated_ids(outcome.records)
         except CanvasNotFound as exc:
             outcome.error = exc
             if ENTITIES[entity].absent_when_not_found:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.records import Records, RecordsBuilder
@@ -25,6 +26,12 @@ ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
     "inactive",
     "rejected",
 )
+
+
+# Discovery's own time budget: listing an account's courses, every page and retry included. A 50,000-course
+# account is 500 pages, a few minutes at worst; a listing that never ends (a next link to a new page on every
+# page) fails here instead of running for ever.
+DISCOVERY_BUDGET_S = 900.0
 
 
 class CanvasAPI:
@@ -54,14 +61,20 @@ class CanvasAPI:
         enrollment_term_id: int | str | None = None,
         include: Sequence[str] = ("term", "total_students"),
         timeout: float | None = None,
+        budget_seconds: float = DISCOVERY_BUDGET_S,
     ) -> list[Record]:
-        """Courses of an account (admin token) or, without `account_id`, the token's own courses."""
+        """Courses of an account (admin token) or, without `account_id`, the token's own courses, listed
+        within `budget_seconds` (retries, waits and every page included: past it, `CanvasTimeout`)."""
         params = array_params("state[]", states) + array_params("include[]", include)
+        path = "/courses"
         if account_id is not None:
             if enrollment_term_id is not None:
                 params.append(("enrollment_term_id", str(enrollment_term_id)))
-            return self._paginate(f"/accounts/{path_segment(account_id)}/courses", params, timeout=timeout)
-        return self._paginate("/courses", params, timeout=timeout)
+            path = f"/accounts/{path_segment(account_id)}/courses"
+        with budget.within(
+            budget_seconds, "discovering courses", setting="canvas_course_catalog timeout_seconds"
+        ):
+            return self._paginate(path, params, timeout=timeout)
 
     def get_course(
         self,

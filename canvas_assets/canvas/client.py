@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 import urllib3
 
+from canvas_assets.canvas import budget
 from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
 from canvas_assets.canvas.error_map import (
     canvas_error_text,
@@ -38,10 +39,18 @@ from canvas_assets.canvas.error_map import (
 )
 from canvas_assets.canvas.fanout import FanOut
 from canvas_assets.canvas.metrics import ClientMetrics
-from canvas_assets.canvas.pacer import Pacer, PacerSlot
+from canvas_assets.canvas.pacer import Pacer, PacerSlot, PacerTimeout
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
-from canvas_assets.canvas.transport import Reply, Transport, body_text, float_header
+from canvas_assets.canvas.transport import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    BodyTooSlow,
+    Reply,
+    Transport,
+    body_text,
+    float_header,
+)
 from canvas_assets.canvas.urls import (
     BASE_URL_ENV,
     TOKEN_ENV,
@@ -75,9 +84,21 @@ log = logging.getLogger(__name__)
 # (larger values are clamped, not rejected). Old or self-hosted instances may cap lower: we follow
 # `next` links, so a smaller page only costs requests.
 PER_PAGE = 100
+# The most pages the client follows in one list: 1,000,000 records at 100 a page, several times the longest
+# list of the largest course we know of (the large benchmark's biggest course is 1,347 pages, and a big
+# course's submissions are fetched in shorter slices anyway). A list still linking a next page past it is
+# a fault or an attack (a next link to a new URL on every page), and fails rather than grow for ever.
+MAX_PAGES = 10_000
+# The most JSON objects and arrays one page may hold before it is decoded. A page of 100 records with their
+# nested objects (grades, users, up to 100 module items each) holds a few tens of thousands; what a hostile
+# body of a few MB of `{}` would cost decoded (64 bytes or more each) is bounded by this.
+MAX_PAGE_OBJECTS = 250_000
+MAX_ERROR_BODY_BYTES = 1024 * 1024  # an error body is shown in part at most: read no more than this
 
 
 T = TypeVar("T")
+
+_ALL_OBJECTS = object()  # `_pages`: no item of the page is anything but an object
 
 # Canvas tokens are printable ASCII without spaces (e.g. "7~AbC..."); anything else is a paste error.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
@@ -234,14 +255,18 @@ class CanvasClient(CanvasAPI):
         read_timeout = self.read_timeout if timeout is None else max(0.001, float(timeout))
         # Built once, before taking a pacer slot: the slot should cover the exchange, not the set-up.
         target = self._target(url, params)
+        deadline = budget.current()  # the work's hard deadline, over every attempt, wait and body
         retries = 0
         while True:
-            attempt = self._attempt(target, shown, read_timeout, chain)
+            attempt = self._attempt(target, shown, read_timeout, chain, deadline)
             if attempt.reply is not None:
                 return attempt.reply
             delay = self._retry_delay(attempt, retries)  # raises the attempt's error if it is final
             retries += 1
             assert attempt.error is not None
+            if deadline is not None and deadline.left() <= delay:
+                # No retry fits in what is left: say so now rather than sleep into the deadline.
+                raise deadline.expired(f"requesting GET {shown()} ({attempt.error.message})", url=shown())
             log.info(
                 "retrying GET %s in %.2fs after %s (retry %d of %d)",
                 shown(), delay, attempt.error.error_type, retries, self.max_retries,
@@ -253,32 +278,55 @@ class CanvasClient(CanvasAPI):
                 self._sleep(delay)
 
     def _attempt(
-        self, target: str, shown: Callable[[], str], read_timeout: float, chain: _Chain | None
+        self,
+        target: str,
+        shown: Callable[[], str],
+        read_timeout: float,
+        chain: _Chain | None,
+        deadline: budget.Deadline | None = None,
     ) -> _Attempt:
         """One paced exchange: take a pacer slot, send, free the slot once the headers are in, read.
 
-        A page of a list whose response links a next page keeps its slot for that page.
+        A page of a list whose response links a next page keeps its slot for that page. Under a
+        `deadline`, the wait for a slot, the read timeout and the reading of the body all end at it.
         """
-        if chain is None:
-            slot = self.pacer.acquire()
-        else:
-            slot = self.pacer.acquire(chain.pages, kept=chain.kept)
-            chain.kept = None
+        wait: float | None = None
+        if deadline is not None:
+            wait = deadline.left()
+            if wait <= 0:
+                raise deadline.expired(f"waiting to send GET {shown()}", url=shown())
+        try:
+            if chain is None:
+                slot = self.pacer.acquire(timeout=wait)
+            else:
+                kept, chain.kept = chain.kept, None
+                slot = self.pacer.acquire(chain.pages, kept=kept, timeout=wait)
+        except PacerTimeout:
+            assert deadline is not None
+            raise deadline.expired(
+                f"waiting for a request slot (the token's rate limit) to send GET {shown()}", url=shown()
+            ) from None
+        connect_timeout = self.connect_timeout
+        give_up: float | None = None
+        if deadline is not None:
+            left = max(0.001, deadline.left())
+            read_timeout, connect_timeout = min(read_timeout, left), min(connect_timeout, left)
+            give_up = deadline.at
         self.metrics.started(in_flight=slot.in_flight, waited=slot.waited)
         self._fan.counter().add()
         started = time.monotonic()
         attempt = _Attempt()
         response: urllib3.BaseHTTPResponse | None = None
+        content: bytes | None = None  # the body, once read
         keep = False
         try:
-            response = self._transport.get(
-                target, connect_timeout=self.connect_timeout, read_timeout=read_timeout
-            )
+            response = self._transport.get(target, connect_timeout=connect_timeout, read_timeout=read_timeout)
             self.pacer.mark_received(slot)
             attempt.status = response.status
             attempt.remaining = float_header(response.headers, "X-Rate-Limit-Remaining")
             if attempt.status in (403, 429):
-                attempt.body = body_text(self._transport.read_body(response))
+                content = self._transport.read_body(response, limit=MAX_ERROR_BODY_BYTES, give_up=give_up)
+                attempt.body = body_text(content)
                 attempt.throttled = is_throttle(attempt.status, attempt.body)
             keep = (
                 chain is not None
@@ -287,7 +335,7 @@ class CanvasClient(CanvasAPI):
             )
         except Exception as exc:
             self.pacer.mark_received(slot)
-            attempt.error = self._transport_error(exc, shown, read_timeout)
+            attempt.error = self._body_error(exc, shown, read_timeout, deadline)
             response = None
         finally:
             # Canvas released this request's hold before answering: free the slot as soon as the
@@ -298,9 +346,11 @@ class CanvasClient(CanvasAPI):
             chain.kept = slot
         if response is not None:
             try:
-                content = self._transport.read_body(response)
-            except Exception as exc:  # cut off or timed out while reading the body
-                attempt.error = self._transport_error(exc, shown, read_timeout)
+                if content is None:  # (a 403 or 429 was read already, for the throttle check)
+                    limit = MAX_ERROR_BODY_BYTES if response.status >= 300 else MAX_BODY_BYTES
+                    content = self._transport.read_body(response, limit=limit, give_up=give_up)
+            except Exception as exc:  # cut off, timed out or too big while reading the body
+                attempt.error = self._body_error(exc, shown, read_timeout, deadline)
             else:
                 attempt.reply, attempt.error = self._interpret(response, content, shown)
                 if not attempt.body and response.status >= 400:
@@ -330,6 +380,24 @@ class CanvasClient(CanvasAPI):
         with self._rng_lock:
             return backoff_delay(retries, base=self.backoff_base, cap=self.backoff_cap, rng=self._rng)
 
+    def _body_error(
+        self, exc: Exception, shown: Callable[[], str], read_timeout: float, deadline: budget.Deadline | None
+    ) -> CanvasAPIError:
+        """The error of an exchange that failed before its body was read: past the deadline (raised: no
+        retry), a body over the size limit (final), or a transport failure (retried when recoverable)."""
+        if isinstance(exc, BodyTooSlow) and deadline is not None:
+            raise deadline.expired(
+                f"reading the answer to GET {shown()} ({exc.received} bytes had arrived)", url=shown()
+            ) from None
+        if isinstance(exc, BodyTooLarge):
+            return CanvasAPIError(
+                f"Canvas's answer to GET {shown()} is over {exc.limit // (1024 * 1024)} MB once decompressed, "
+                "far more than any Canvas page: the request fails (a fault or a hostile server)",
+                url=shown(),
+                recoverable=False,
+            )
+        return self._transport_error(exc, shown, read_timeout)
+
     def _transport_error(
         self, exc: Exception, shown: Callable[[], str], read_timeout: float
     ) -> CanvasAPIError:
@@ -354,6 +422,14 @@ class CanvasClient(CanvasAPI):
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", "?"), self._secrets)
             return None, error_for_redirect(status, location, method="GET", url=shown())
+        if content.count(b"{") + content.count(b"[") > MAX_PAGE_OBJECTS:
+            return None, CanvasAPIError(
+                f"Canvas's answer to GET {shown()} holds more than {MAX_PAGE_OBJECTS:,} JSON objects, far more "
+                "than a page of 100 records: the request fails (a fault or a hostile server)",
+                status=status,
+                url=shown(),
+                recoverable=False,
+            )
         try:
             data, exact = decode_json_exact(content) if content else (None, True)
         except ValueError:
@@ -388,6 +464,14 @@ class CanvasClient(CanvasAPI):
         chain = _Chain()
         try:
             while url is not None:
+                if chain.pages >= MAX_PAGES:
+                    raise CanvasAPIError(
+                        f"Canvas's list {self.safe_url(self.api_url + path)} still links a next page after "
+                        f"{MAX_PAGES:,} pages ({MAX_PAGES * PER_PAGE:,} records), far more than any course has: "
+                        "the list is not taken (a fault or a hostile server)",
+                        url=self.safe_url(url),
+                        recoverable=False,
+                    )
                 reply = self._get(url, query, timeout=timeout, chain=chain)
                 if not isinstance(reply.data, list):
                     raise CanvasAPIError(
@@ -408,7 +492,18 @@ class CanvasClient(CanvasAPI):
                             url=reply.url,
                         )
                     seen.add(url)
-                yield [r for r in reply.data if isinstance(r, dict)], reply.exact
+                malformed = next((r for r in reply.data if not isinstance(r, dict)), _ALL_OBJECTS)
+                if malformed is not _ALL_OBJECTS:
+                    # A list with a null, a number or a nested list in it is not Canvas's: never take it (or
+                    # what is left of it once filtered) as the complete list, which would soft-delete rows.
+                    raise CanvasAPIError(
+                        f"Canvas answered GET {reply.url} with a list holding a {type(malformed).__name__} "
+                        "where records belong: the page is malformed, so the list is not taken",
+                        status=reply.status,
+                        url=reply.url,
+                        recoverable=False,
+                    )
+                yield reply.data, reply.exact
         finally:
             chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
 

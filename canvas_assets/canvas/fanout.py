@@ -1,4 +1,5 @@
-"""Concurrent follow-up fetches of one call (module items), and per-thread request counting."""
+"""Concurrent follow-up fetches of one call (module items, submission slices), and per-thread request
+counting; the helper threads work under the calling thread's deadline (`budget`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
+
+from canvas_assets.canvas import budget
 
 T = TypeVar("T")
 
@@ -47,12 +50,14 @@ class FanOut:
         if len(args) == 1 or self.max_in_flight == 1:
             return [fn(a) for a in args]
         parent = self.counter()
+        deadline = budget.current()  # the helper threads' requests stop at the caller's deadline too
 
         def run(arg: int) -> T:
             previous = getattr(self._local, "counter", None)
             self._local.counter = parent
             try:
-                return fn(arg)
+                with budget.adopted(deadline):
+                    return fn(arg)
             finally:
                 self._local.counter = previous
 

@@ -51,6 +51,17 @@ from dataclasses import dataclass
 
 UPFRONT_COST = 50.0
 LEAK_RATE = 10.0
+# A reading outside what a bucket can report is clamped before it steers anything: the level never exceeds
+# Canvas's hard cap of 800 units, so no honest `X-Rate-Limit-Remaining` is above 800 or below -800. One
+# hostile header (`-1000000`, `-1e300`) must not turn into a wait of days or an overflow.
+MAX_REMAINING = 800.0
+# The longest wait for the leak: a bucket at the 800-unit hard cap over a 600 high-water mark reports -200,
+# which the leak brings back to the low-water mark in 27.5 s. No reading makes the pacer wait longer.
+MAX_LEAK_WAIT_S = 30.0
+
+
+class PacerTimeout(Exception):
+    """`Pacer.acquire` waited `timeout` seconds without a slot (the caller's budget ran out)."""
 
 
 @dataclass
@@ -148,14 +159,18 @@ class Pacer:
         return f"Pacer(limit={self.limit}, in_flight={self.in_flight}, max_in_flight={self.max_in_flight})"
 
     # --- the protocol ------------------------------------------------------------------------------
-    def acquire(self, priority: int = 0, *, kept: PacerSlot | None = None) -> PacerSlot:
+    def acquire(
+        self, priority: int = 0, *, kept: PacerSlot | None = None, timeout: float | None = None
+    ) -> PacerSlot:
         """Block until another request may start; return its slot (with the seconds spent waiting).
 
         Waiting requests get free slots highest `priority` first, then first come first served. A
         request that continues a list passes the slot its previous page kept (`release(keep=True)`):
-        it starts at once, unless the pacer is waiting for the bucket to leak.
+        it starts at once, unless the pacer is waiting for the bucket to leak. `timeout`: give up after
+        that many seconds (`PacerTimeout`), leaving the queue as if the request had never asked.
         """
         started = self._clock()
+        give_up = None if timeout is None else started + max(0.0, timeout)
         with self._lock:
             if kept is not None and kept.kept:
                 kept.kept = False
@@ -169,8 +184,16 @@ class Pacer:
             while waiter.slot is None:
                 if waiter.cond is None:
                     waiter.cond = threading.Condition(self._lock)
-                delay = self._not_before - self._clock()
-                waiter.cond.wait(delay if delay > 0 else None)
+                now = self._clock()
+                if give_up is not None and now >= give_up:
+                    self._waiting.remove(waiter)
+                    heapq.heapify(self._waiting)
+                    raise PacerTimeout(f"no request slot within {timeout:g} s")
+                delay = self._not_before - now
+                wait = delay if delay > 0 else None
+                if give_up is not None:
+                    wait = give_up - now if wait is None else min(wait, give_up - now)
+                waiter.cond.wait(wait)
                 self._grant()  # a timed wait ends when the bucket has leaked enough
             slot = waiter.slot
         slot.waited = self._clock() - started
@@ -202,7 +225,7 @@ class Pacer:
                 self._limit = max(1, self._limit // 2)
                 self._calibrated = True
             elif remaining is not None and math.isfinite(remaining):
-                self._learn(remaining, others, saturated)
+                self._learn(max(-MAX_REMAINING, min(MAX_REMAINING, remaining)), others, saturated)
             if keep and not throttled:
                 slot.kept = True
                 self._kept += 1
@@ -274,7 +297,7 @@ class Pacer:
         if remaining < shrink_below:
             self._limit = max(1, min(self._limit - 1, others))
             if others == 0 and remaining < self.low_water:
-                wait = (self.low_water - remaining) / self.leak_rate
+                wait = min(MAX_LEAK_WAIT_S, (self.low_water - remaining) / self.leak_rate)
                 self._not_before = max(self._not_before, self._clock() + wait)
         elif not self._calibrated:
             # Not straight to the cap: another process may be starting on the same token right now, and

@@ -7,6 +7,7 @@ which with a dozen requests in flight delays the threads reading responses under
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,6 +17,28 @@ import requests
 import urllib3
 
 from canvas_assets.errors import ConfigurationError
+
+# The largest body the client takes, decompressed. Canvas's pages are at most 100 records: a few hundred
+# KB, a few MB with long HTML descriptions. Above this a body is a fault or an attack (a gzip body of 39 KB
+# can expand to 20 MB of JSON), and the request fails with a Canvas error without holding more than this.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+BODY_PIECE_BYTES = 1024 * 1024  # what one read returns at most (decompressed): the body is held this finely
+
+
+class BodyTooLarge(Exception):
+    """A response body over the limit (decompressed)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response body exceeded {limit // (1024 * 1024)} MB")
+        self.limit = limit
+
+
+class BodyTooSlow(Exception):
+    """A response body still arriving at the caller's deadline."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the response body was still arriving after {received} bytes")
+        self.received = received
 
 
 class Reply:
@@ -100,12 +123,34 @@ class Transport:
         )  # fmt: skip
 
     @staticmethod
-    def read_body(response: urllib3.BaseHTTPResponse) -> bytes:
-        """The whole (decompressed) body; the connection goes back to the pool, or is closed on error."""
+    def read_body(
+        response: urllib3.BaseHTTPResponse, *, limit: int = MAX_BODY_BYTES, give_up: float | None = None
+    ) -> bytes:
+        """The whole (decompressed) body, read a piece at a time: at most `limit` bytes once decompressed
+        (`BodyTooLarge` past it: a gzip body can expand a thousandfold, and only what is already read is
+        held), and done by the monotonic instant `give_up` (`BodyTooSlow` past it: the read timeout bounds
+        each socket read, not a body sent a byte at a time). The connection goes back to the pool, or is
+        closed when the body was not read to its end."""
+        pieces: list[bytes] = []
+        size = 0
+        complete = False
         try:
-            return response.data
+            while True:
+                piece = response.read1(BODY_PIECE_BYTES)
+                if not piece:
+                    complete = True
+                    break
+                size += len(piece)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                pieces.append(piece)
+                if give_up is not None and time.monotonic() > give_up:
+                    raise BodyTooSlow(size)
         finally:
+            if not complete:
+                response.close()  # never hand a half-read connection back to the pool
             response.release_conn()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def close(self) -> None:
         self.manager.clear()

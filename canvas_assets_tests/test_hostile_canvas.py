@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from canvas_assets.canvas import CanvasClient, budget, client as client_module
+from canvas_assets.canvas import CanvasClient, budget
+from canvas_assets.canvas import client as client_module
 from canvas_assets.canvas.pacer import MAX_LEAK_WAIT_S, Pacer, PacerTimeout
 from canvas_assets.canvas.transport import MAX_BODY_BYTES
 from canvas_assets.errors import CanvasAPIError, CanvasTimeout

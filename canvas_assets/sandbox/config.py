@@ -61,6 +61,11 @@ class SandboxConfig:
     cost_base: float = 0.005
     cost_per_record: float = 0.0003
     account_id: int = 1
+    # CoursesController#users' roster privacy (docs/canvas-api.md, Endpoint rules): `email` with or without
+    # include[]=email, and neither `email` nor `login_id` for a user whose enrollments in the course are all
+    # invited / creation_pending / rejected. Off by default until the students transformer reads an absent
+    # email as "unknown" rather than "cleared"; the rule's own tests switch it on.
+    roster_privacy: bool = False
     fault_kinds: tuple[str, ...] = field(default=("500", "503", "drop", "slow"))
 
     def __post_init__(self) -> None:

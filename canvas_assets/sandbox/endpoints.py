@@ -7,6 +7,7 @@ latency, faults and statistics around them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 
@@ -28,11 +29,14 @@ from canvas_assets.sandbox.submissions import epoch_of
 
 COURSE_STATE_ALIASES = {"created": "unpublished", "claimed": "unpublished"}
 COURSE_LIST_STATES = ("unpublished", "available", "completed", "deleted", "created", "claimed", "all")
-ENROLLMENT_STATE_ALIASES = {
-    "current_and_invited": ("active", "invited"),
-    "current_and_future": ("active", "invited", "creation_pending"),
-    "current_and_concluded": ("active", "completed"),
-}
+# AccountsController#courses_api filters `workflow_state IN (state[])` on the stored states: created and
+# claimed (served as "unpublished"), available, completed, deleted; `all` is every one. "unpublished" is
+# not a stored state, so it, like any unknown value, matches nothing (no 400).
+ACCOUNT_COURSE_STATES = {"created": "unpublished", "claimed": "unpublished", "available": "available",
+                         "completed": "completed", "deleted": "deleted"}  # fmt: skip
+# Course#current_enrollments (`NOT IN ('rejected', 'completed', 'deleted', 'inactive')`): the users
+# endpoint's states when enrollment_state[] is absent, and the enrollments endpoint's `active_or_pending`.
+CURRENT_STATES = ("active", "invited", "creation_pending")
 USER_ENROLLMENT_TYPES = {
     "student": ("StudentEnrollment", "StudentViewEnrollment"),
     "student_view": ("StudentViewEnrollment",),
@@ -42,18 +46,38 @@ USER_ENROLLMENT_TYPES = {
     "designer": ("DesignerEnrollment",),
 }
 MAX_INLINE_ITEMS = 100
+MAX_STUDENT_IDS = 100  # Api::MAX_PER_PAGE: for_students refuses more explicit student ids
+# for_students: `student_ids[]` go through `map_user_ids` (Api.map_ids): digits, or `sis_user_id:...`;
+# anything else is dropped.
+_SIS_USER = "sis_user_id:"
+# Api::ISO8601_REGEX (lib/api.rb), which for_students checks submitted_since / graded_since against: a full
+# date and time with `T`, optional fraction, optional `Z` or `+HH:MM` / `-HH:MM`. A date alone, a space for
+# `T`, or an offset whose `+` arrived unencoded (a space) is refused.
+ISO8601_REGEX = re.compile(
+    r"^-?\d{4,}-(1[0-2]|0[1-9])-(3[01]|0[1-9]|[12]\d)T(2[0-3]|[01]\d):[0-5]\d:(60|[0-5]\d)(\.\d+)?"
+    r"(Z|[+-](2[0-3]|[01]\d):[0-5]\d)?$"
+)
+# The two states a user's roster entry loses `email` and `login_id` in (CoursesController#users: a user
+# whose enrollments in the course are all invited / creation_pending / rejected is "unconfirmed", and
+# user_json then excludes `pseudonym` and `personal_info`).
+UNCONFIRMED_STATES = frozenset({"invited", "creation_pending", "rejected"})
 LIMITED_HIDDEN = ("sis_user_id", "sis_course_id", "integration_id", "login_id", "total_activity_time")
 _USER_ORDER = itemgetter("sortable_name", "id")  # /courses/:id/users order, also its bookmark key
 
 
 def _parse_time(raw: str | None, name: str) -> float | None:
-    """An ISO 8601 timestamp parameter (`Z`, an offset, or naive meaning UTC) as epoch seconds."""
+    """submitted_since / graded_since as SubmissionsApiController#for_students reads them: the value must
+    match Api::ISO8601_REGEX, else `400 {"errors": {name: "Invalid datetime for <name>"}}` (a dict of field
+    names, not Canvas's usual list). A value without offset is read in `Time.zone`: UTC here (a token
+    user's own zone on real Canvas)."""
     if raw is None:
         return None
+    if not ISO8601_REGEX.match(raw):
+        raise ApiError(400, {"errors": {name: f"Invalid datetime for {name}"}})
     try:
         return epoch_of(raw)
-    except ValueError:
-        raise bad_request(f"Invalid {name}: {raw!r} is not an ISO 8601 timestamp") from None
+    except ValueError:  # matched the pattern but is no real instant (Feb 30th): Time.zone.parse fails too
+        raise ApiError(400, {"errors": {name: f"Invalid datetime for {name}"}}) from None
 
 
 Route = tuple[str, int | None, int | None, Callable[..., Response]]
@@ -143,7 +167,14 @@ class Endpoints:
             out["sections"] = [{"id": s["id"], "name": s["name"], "start_at": None, "end_at": None}]
         return out
 
-    def _user_json(self, u: Record, inc: set[str], principal: Principal) -> Record:
+    def _user_json(
+        self, u: Record, inc: set[str], principal: Principal, *, unconfirmed: bool = False
+    ) -> Record:
+        """A user as CoursesController#users serves it. With `roster_privacy` (lib/api/v1/user.rb
+        `user_json`, as the users action calls it): `email` whatever include[] says (the action pushes
+        "email" into the includes; the caller has `read_email_addresses`), and neither `email` nor
+        `login_id` for an `unconfirmed` user (excludes personal_info and pseudonym). Without it, the
+        sandbox's older simplification: email only with include[]=email, for every user."""
         out = {
             k: u[k]
             for k in (
@@ -156,11 +187,13 @@ class Endpoints:
                 "integration_id",
             )
         }
-        out["login_id"] = u["login_id"]
+        private = self.data.config.roster_privacy
+        if not (private and unconfirmed):
+            out["login_id"] = u["login_id"]
         if principal.limited:
             for k in LIMITED_HIDDEN:
                 out.pop(k, None)
-        if "email" in inc:
+        if (private and not unconfirmed) or (not private and "email" in inc):
             out["email"] = u["email"]
         if "avatar_url" in inc:
             out["avatar_url"] = u["avatar_url"]
@@ -190,8 +223,18 @@ class Endpoints:
             raise ApiError(401, UNAUTHORIZED)
         return c
 
-    def _course_states(self, req: Request) -> set[str]:
+    def _course_states(self, req: Request, *, account: bool) -> set[str]:
+        """The served workflow states `state[]` selects. The account listing (AccountsController#courses_api)
+        filters raw stored states: default created/claimed/available/completed, `all` adds deleted, and
+        anything else (including "unpublished") matches nothing. The token's own listing
+        (CoursesController#index) takes the served names (unpublished, available, completed, deleted)."""
         wanted = req.values("state")
+        if account:
+            if not wanted:
+                return {"unpublished", "available", "completed"}
+            if "all" in wanted:
+                return {"unpublished", "available", "completed", "deleted"}
+            return {ACCOUNT_COURSE_STATES[s] for s in wanted if s in ACCOUNT_COURSE_STATES}
         bad = [s for s in wanted if s not in COURSE_LIST_STATES]
         if bad:
             raise bad_request(f"invalid state: {', '.join(bad)}")
@@ -201,8 +244,10 @@ class Endpoints:
             return {"unpublished", "available", "completed", "deleted"}
         return {COURSE_STATE_ALIASES.get(s, s) for s in wanted}
 
-    def _filter_courses(self, req: Request, courses: Iterable[Record]) -> list[Record]:
-        states = self._course_states(req)
+    def _filter_courses(
+        self, req: Request, courses: Iterable[Record], *, account: bool = False
+    ) -> list[Record]:
+        states = self._course_states(req, account=account)
         term = req.integer("enrollment_term_id")
         published = req.flag("published")
         with_enrollments = req.flag("with_enrollments")
@@ -246,15 +291,22 @@ class Endpoints:
         d = self.data
         if account_id not in d.accounts:
             raise ApiError(404, NOT_FOUND)
-        if req.principal.limited:
+        if req.principal.limited:  # `read_course_list` on the account: a teacher's token has not
             raise ApiError(401, UNAUTHORIZED)
+        # courses_api looks the term up with `api_find`: an unknown term is 404, not an empty list.
+        term = req.integer("enrollment_term_id")
+        if term is not None and term not in d.terms:
+            raise ApiError(404, NOT_FOUND)
         accounts = {
             a for a, acc in d.accounts.items() if a == account_id or acc["parent_account_id"] == account_id
         }
-        courses = self._filter_courses(req, (c for c in d.courses.values() if c["account_id"] in accounts))
+        courses = self._filter_courses(
+            req, (c for c in d.courses.values() if c["account_id"] in accounts), account=True
+        )
         inc = req.includes()
-        return self.pages.bookmarked(
-            req, courses, lambda c: (c["id"],), lambda c: self._course_json(c, inc, req.principal)
+        # Numbered pages without a count (`page_opts = { total_entries: nil }`): no `last` link.
+        return self.pages.numbered(
+            req, courses, lambda c: self._course_json(c, inc, req.principal), last=False
         )
 
     def _course(self, req: Request, course_id: int | None, _b: int | None) -> Response:
@@ -267,28 +319,27 @@ class Endpoints:
         return json_response(200, self.data.settings[course_id], records=1)
 
     def _enrollment_states(self, req: Request, name: str, default: tuple[str, ...]) -> set[str]:
+        """`state[]` / `enrollment_state[]` as the course's enrollments and users actions apply them: raw,
+        `workflow_state IN (...)`. An unknown value, or a synthetic one like `current_and_invited` (expanded
+        only on a user's own enrollments, EnrollmentsApiController `use_course_state`), matches nothing:
+        never a 400."""
         wanted = req.values(name)
         if not wanted:
             return set(default)
-        out: set[str] = set()
-        for s in wanted:
-            if s in ENROLLMENT_STATE_ALIASES:
-                out.update(ENROLLMENT_STATE_ALIASES[s])
-            elif s in ENROLLMENT_STATES:
-                out.add(s)
-            else:
-                raise bad_request(f"invalid {name}: {s}")
-        return out
+        return {s for s in wanted if s in ENROLLMENT_STATES}
 
     def _course_users(self, req: Request, course_id: int | None, _b: int | None) -> Response:
         d = self.data
         c = self._visible_course(course_id, req.principal)
         inc = req.includes()
-        states = self._enrollment_states(req, "enrollment_state", ("active", "invited"))
+        # CoursesController#users: `read_roster` (both tokens). enrollment_state[] absent: current users
+        # (Course#current_users); given, every non-deleted enrollment in those raw states, creation_pending
+        # included (the YARD enum leaves it out; the code does not check it).
+        states = self._enrollment_states(req, "enrollment_state", CURRENT_STATES)
         types: set[str] = set()
         for t in req.values("enrollment_type"):
-            if t not in USER_ENROLLMENT_TYPES:
-                raise bad_request(f"invalid enrollment_type: {t}")
+            if t not in USER_ENROLLMENT_TYPES:  # lib/user_search.rb: RequestError 400
+                raise bad_request(f"Invalid enrollment type: {t}")
             types.update(USER_ENROLLMENT_TYPES[t])
         if not types:
             types = set(ENROLLMENT_TYPES)
@@ -300,25 +351,37 @@ class Endpoints:
             if not wanted_ids or e["user_id"] in wanted_ids:
                 by_user.setdefault(e["user_id"], []).append(e)
         users = sorted(map(d.users.__getitem__, by_user), key=_USER_ORDER)
+        with_enrollments = "enrollments" in inc
+
+        def unconfirmed(uid: int) -> bool:
+            # With include[]=enrollments, the listed ones decide; else every non-deleted enrollment of the
+            # user in the course (`confirmed_user_ids`).
+            rows = (
+                by_user[uid]
+                if with_enrollments
+                else [e for e in d.enrollments_of(c["id"]) if e["user_id"] == uid]
+            )
+            return all(e["enrollment_state"] in UNCONFIRMED_STATES for e in rows)
 
         def render(u: Record) -> Record:
-            out = self._user_json(u, inc, req.principal)
+            hidden = d.config.roster_privacy and unconfirmed(u["id"])
+            out = self._user_json(u, inc, req.principal, unconfirmed=hidden)
             if "enrollments" in inc:
                 out["enrollments"] = [
                     self._enrollment_json(e, req.principal, embed_user=False) for e in by_user[u["id"]]
                 ]
             return out
 
-        return self.pages.bookmarked(req, users, _USER_ORDER, render)
+        # Numbered pages without a count (`{ total_entries: nil }`): no `last` link.
+        return self.pages.numbered(req, users, render, last=False)
 
     def _enrollments(self, req: Request, course_id: int | None, _b: int | None) -> Response:
         c = self._visible_course(course_id, req.principal)
-        # Canvas's default when state[] is absent: active and invited only.
-        states = self._enrollment_states(req, "state", ("active", "invited"))
+        # EnrollmentsApiController#course_index_enrollments: state[] absent is `active_or_pending` (active,
+        # invited, creation_pending), `all_active_or_pending` (also inactive) for a caller with read_as_admin,
+        # which both tokens here have. type[] is raw too: an unknown type matches nothing.
+        states = self._enrollment_states(req, "state", (*CURRENT_STATES, "inactive"))
         types = req.values("type")
-        bad = [t for t in types if t not in ENROLLMENT_TYPES]
-        if bad:
-            raise bad_request(f"invalid type: {', '.join(bad)}")
         user_id = req.integer("user_id")
         rows = [
             e
@@ -408,26 +471,54 @@ class Endpoints:
             raise ApiError(403, INVALID_ASSIGNMENT_IDS)
         return requested
 
+    def _requested_students(self, course_id: int, values: list[str], principal: Principal) -> set[int] | None:
+        """`student_ids[]` as SubmissionsApiController#for_students takes them from a caller with
+        manage_grades / view_all_grades: `all` (anywhere in the list) is every student (None); otherwise
+        the ids through `map_user_ids` (digits or `sis_user_id:`, others dropped), the caller's own id when
+        none is left, and then any id that is not a user of the course's `all_student_enrollments`
+        (non-deleted StudentEnrollment or StudentViewEnrollment, any state) refuses the whole request with
+        401 unauthorized; more than 100 ids (Api::MAX_PER_PAGE) refuse it with
+        `400 {"error": "too many students"}`."""
+        if "all" in values:
+            return None
+        by_sis = {u["sis_user_id"]: uid for uid, u in self.data.users.items() if u.get("sis_user_id")}
+        ids: list[int] = []
+        for v in values:
+            if v.isdigit():
+                ids.append(int(v))
+            elif v.startswith(_SIS_USER) and v[len(_SIS_USER) :] in by_sis:
+                ids.append(by_sis[v[len(_SIS_USER) :]])
+        if not ids:
+            ids = [principal.user_id]
+        students = {
+            e["user_id"]
+            for e in self.data.enrollments_of(course_id, types=("StudentEnrollment", "StudentViewEnrollment"))
+        }
+        if set(ids) - students:
+            raise ApiError(401, UNAUTHORIZED)
+        if len(ids) > MAX_STUDENT_IDS:
+            raise ApiError(400, {"error": "too many students"})
+        return set(ids)
+
     def _submissions(self, req: Request, course_id: int | None, _b: int | None) -> Response:
-        """Canvas's multiple-submissions list: `student_ids[]` (`all` or ids; without it only the
-        caller's own, which an admin has none of), `assignment_ids[]`, `workflow_state`, and
-        `submitted_since` / `graded_since` (strictly after, both apply); bookmarked by id."""
+        """Canvas's multiple-submissions list (SubmissionsApiController#for_students): `student_ids[]`
+        (`all` or ids: `_requested_students`), `assignment_ids[]` (`_requested_assignments`),
+        `workflow_state`, and `submitted_since` / `graded_since` (Api::ISO8601_REGEX; strictly after, both
+        apply); bookmarked by id (`Submission::IdBookmarker`)."""
         c = self._visible_course(course_id, req.principal)
-        ids = req.values("student_ids")
-        users: set[int] | None = None
-        if "all" not in ids:
-            if not all(s.isdigit() for s in ids):
-                raise bad_request("student_ids must be integers or 'all'")
-            users = {int(s) for s in ids}
+        users = self._requested_students(c["id"], req.values("student_ids"), req.principal)
         assignments = self._requested_assignments(c["id"], req.values("assignment_ids"))
         state = req.one("workflow_state")
         since = {name: _parse_time(req.one(name), name) for name in ("submitted_since", "graded_since")}
 
         def seek(mark: tuple[object, ...] | None) -> Iterator[Record]:
-            after: int | None = None
-            if mark is not None:
-                if len(mark) != 1 or not isinstance(mark[0], int):
-                    raise bad_request("invalid bookmark")
+            after: int | None = None  # a mark of another shape is the first page, as a bad bookmark is
+            if (
+                mark is not None
+                and len(mark) == 1
+                and isinstance(mark[0], int)
+                and not isinstance(mark[0], bool)
+            ):
                 after = mark[0]
             return self.data.iter_submissions(
                 c["id"], after_id=after, assignment_ids=assignments, user_ids=users, workflow_state=state,

@@ -1,8 +1,13 @@
 """The sandbox's pagination: numbered pages and bookmark (keyset) pages, with Canvas's `Link` headers.
 
-Numbered lists link current/next/prev/first/last pages; bookmarked lists link current/next/first with
-opaque `bookmark:` pages and no `last`. `per_page` defaults to 10 (Canvas's default) and is clamped to
-the configured maximum.
+Numbered lists link current/next/prev/first and, when they count their items, last (`Api.paginate` in
+lib/api.rb sends `last` only when the collection knows its last page; `total_entries: nil`, as
+CoursesController#users and AccountsController#courses_api pass, means no `last`). Bookmarked lists
+(`BookmarkedCollection`) link current/next/first with opaque `bookmark:` pages and never `last`.
+`per_page` follows `Api.per_page_for`: default 10, Ruby `to_i` then clamped to [1, max], so 0, a
+negative or a non-number is 1, never an error. A bookmark that cannot be decoded, or a plain page such
+as `page=2` on a bookmarked list, is read as the first page (gems/bookmarked_collection
+`page_to_bookmark` rescues the decode and returns nil), never an error.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from urllib.parse import quote_plus
 
 from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.data import Record
-from canvas_assets.sandbox.protocol import Request, Response, bad_request, json_response
+from canvas_assets.sandbox.protocol import Request, Response, bad_request, json_response, ruby_to_i
 
 
 def _encode_bookmark(key: tuple[Any, ...]) -> str:
@@ -27,16 +32,18 @@ def _encode_bookmark(key: tuple[Any, ...]) -> str:
     return "bookmark:" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_bookmark(page: str) -> tuple[Any, ...]:
+def _decode_bookmark(page: str | None) -> tuple[Any, ...] | None:
+    """The bookmark of a `page` value; None (the first page) for `first`, no page, a value that is not a
+    bookmark, or one that does not decode, as BookmarkedCollection reads them."""
+    if page is None or not page.startswith("bookmark:"):
+        return None
     try:
         token = page.split(":", 1)[1]
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value = json.loads(raw)
     except (IndexError, ValueError, binascii.Error):
-        raise bad_request("invalid bookmark") from None
-    if not isinstance(value, list):
-        raise bad_request("invalid bookmark")
-    return tuple(value)
+        return None
+    return tuple(value) if isinstance(value, list) else None
 
 
 class Pages:
@@ -47,10 +54,11 @@ class Pages:
         self.base_url = base_url
 
     def per_page(self, req: Request) -> int:
-        pp = req.integer("per_page")
-        if pp is None or pp <= 0:
+        raw = req.one("per_page")
+        if raw is None:
             return 10  # Canvas's default: clients that forget per_page silently get 10 records
-        return min(pp, self.config.per_page_max)
+        # Api.per_page_for: `per_page.to_i.clamp(1, max)`: "abc", 0 and -5 all mean 1.
+        return min(max(ruby_to_i(raw), 1), self.config.per_page_max)
 
     def _link(self, req: Request, page: str, per_page: int) -> str:
         return f"{req.link_prefix(self.base_url)}page={quote_plus(page, safe=':')}&per_page={per_page}"
@@ -58,7 +66,11 @@ class Pages:
     def _links(self, req: Request, rels: list[tuple[str, str]], per_page: int) -> tuple[str, str]:
         return ("Link", ",".join(f'<{self._link(req, page, per_page)}>; rel="{rel}"' for rel, page in rels))
 
-    def numbered(self, req: Request, items: list[Record], render: Callable[[Record], Record]) -> Response:
+    def numbered(
+        self, req: Request, items: list[Record], render: Callable[[Record], Record], *, last: bool = True
+    ) -> Response:
+        """Numbered pages; `last=False` for a collection paginated with `total_entries: nil` (no count, so
+        no `last` link: CoursesController#users, AccountsController#courses_api)."""
         per_page = self.per_page(req)
         raw = req.one("page")
         if raw is None or raw == "first":
@@ -68,14 +80,16 @@ class Pages:
                 page = max(1, int(raw))
             except ValueError:
                 raise bad_request("page must be an integer") from None
-        last = max(1, math.ceil(len(items) / per_page))
+        last_page = max(1, math.ceil(len(items) / per_page))
         chunk = [render(r) for r in items[(page - 1) * per_page : page * per_page]]
         rels = [("current", str(page))]
-        if page < last:
+        if page < last_page:
             rels.append(("next", str(page + 1)))
         if page > 1:
             rels.append(("prev", str(page - 1)))
-        rels += [("first", "1"), ("last", str(last))]
+        rels.append(("first", "1"))
+        if last:
+            rels.append(("last", str(last_page)))
         return self._list_response(req, chunk, rels, per_page)
 
     def bookmarked(
@@ -85,16 +99,15 @@ class Pages:
         """Bookmark pagination: keyset on `key` (items must be sorted by it); no `last` link."""
         per_page = self.per_page(req)
         raw = req.one("page")
-        if raw is None or raw == "first":
-            start = 0
-        elif raw.startswith("bookmark:"):
-            mark = _decode_bookmark(raw)
+        mark = _decode_bookmark(raw)
+        start = 0
+        if mark is not None:
             try:
                 start = bisect.bisect_right(items, mark, key=key)
-            except TypeError:
-                raise bad_request("invalid bookmark") from None
-        else:
-            raise bad_request("invalid page: this collection is bookmark-paginated; follow the Link header")
+            except (
+                TypeError
+            ):  # a bookmark of another list's shape: the first page, like one that does not decode
+                start = 0
         page_items = items[start : start + per_page]
         rels = [("current", raw or "first")]
         if start + per_page < len(items):
@@ -107,16 +120,11 @@ class Pages:
         key: Callable[[Record], tuple[Any, ...]], render: Callable[[Record], Record] | None = None,
     ) -> Response:  # fmt: skip
         """Bookmark pagination over a lazy, key-ordered stream: `seek(mark)` yields the items whose key
-        is after `mark` (all of them for None) and may raise `ApiError` for a mark it cannot use.
+        is after `mark` (all of them for None); a mark it cannot use should mean the first page.
         Only one page (and one item more, to know whether a `next` exists) is drawn."""
         per_page = self.per_page(req)
         raw = req.one("page")
-        if raw is None or raw == "first":
-            mark = None
-        elif raw.startswith("bookmark:"):
-            mark = _decode_bookmark(raw)
-        else:
-            raise bad_request("invalid page: this collection is bookmark-paginated; follow the Link header")
+        mark = _decode_bookmark(raw)
         page_items = list(itertools.islice(seek(mark), per_page + 1))
         rels = [("current", raw or "first")]
         if len(page_items) > per_page:

@@ -36,6 +36,7 @@ import pandas as pd
 from canvas_assets.errors import ConfigurationError, TransformationError
 from canvas_assets.memory import release_free_heap
 from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformResult
+from canvas_assets.transform.base import incomplete_courses
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.transform.schema import key_of
 from canvas_assets.warehouse.db import Warehouse
@@ -66,6 +67,9 @@ class Chunk:
     repeated: dict[str, list[int]] = dataclasses.field(
         default_factory=dict
     )  # table -> rows an earlier chunk had
+    # table -> courses whose list was incomplete (a record quarantined without its key): the load soft-deletes
+    # none of their rows of that table (`transform.base.incomplete_courses`)
+    incomplete: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -77,6 +81,7 @@ class _Transformed:
     courses: dict[str, np.ndarray]  # table -> course_id of each row, for the tables that carry one
     records_in: int
     rejected: int
+    incomplete: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 def plan_chunks(record_counts: dict[int, int]) -> list[list[int]]:
@@ -183,6 +188,7 @@ def transform_chunk(
         },
         records_in=result.records_in,
         rejected=len(result.rejected),
+        incomplete={name: sorted(c) for name, c in incomplete_courses(result).items()},
     )
     del records, result
     release_free_heap()
@@ -220,6 +226,7 @@ def _mark_repeated_keys(paths: Sequence[str], transformed: Iterator[_Transformed
                 records_in=t.records_in,
                 rejected=t.rejected,
                 repeated=repeated,
+                incomplete=t.incomplete,
             )
         )
     return chunks

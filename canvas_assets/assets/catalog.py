@@ -2,14 +2,16 @@
 
 import os
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 
 from canvas_assets.assets.common import CANVAS_RETRY_POLICY, dagster_failures
 from canvas_assets.canvas.resource import CanvasResource
-from canvas_assets.errors import ConfigurationError
+from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME
+from canvas_assets.transform.convert import to_id
+from canvas_assets.transform.quarantine import short_repr
 from canvas_assets.warehouse.resource import WarehouseResource
 
 COURSE_STATES = ("created", "claimed", "available", "completed", "deleted", "all")
@@ -32,6 +34,25 @@ def catalog_account_id(config: CatalogConfig) -> Optional[str]:
             f"CANVAS_ACCOUNT_ID must be a numeric Canvas account id, got {account!r}", stage="catalog"
         )
     return account
+
+
+def require_course_ids(courses: list[dict[str, Any]]) -> None:
+    """Refuse a listing with a course that has no usable id, before anything is written.
+
+    Which courses exist is what the catalog is for, and a full listing marks the known courses that are not
+    in it gone: a listing of objects without ids (a broken proxy, a changed API) would mark every course gone
+    and the next sync would sync none (issue 21). Such a listing is not Canvas's: the step fails and the
+    catalog stays as it was. (A list item that is not an object never gets here: the client refuses the
+    page.)"""
+    unusable = [c for c in courses if not isinstance(c, dict) or not isinstance(to_id(c.get("id")), int)]
+    if unusable:
+        raise CanvasAPIError(
+            f"Canvas's course listing holds {len(unusable)} course(s) of {len(courses)} without a usable id "
+            f"(first: {short_repr(unusable[0])}): the listing is malformed, so it is not taken. No course was "
+            "added or marked gone; discover again once Canvas lists courses with their ids",
+            stage="catalog",
+            recoverable=False,
+        )
 
 
 @dg.asset(
@@ -75,10 +96,11 @@ def canvas_course_catalog(
             api_calls = client.metrics.snapshot()["requests"]
         finally:
             client.close()
+        require_course_ids(courses)
         if config.enrollment_term_id is not None:
             # /courses (the token's own) has no term filter: apply it here so both listings agree.
             courses = [c for c in courses if c.get("enrollment_term_id") == config.enrollment_term_id]
-        courses = sorted(courses, key=lambda c: int(c["id"]))
+        courses = sorted(courses, key=lambda c: int(to_id(c["id"])))
         if config.max_courses is not None:
             courses = courses[: config.max_courses]
         # Only an unfiltered listing says that a course which is not in it is gone.
@@ -88,8 +110,17 @@ def canvas_course_catalog(
             and ({"all"} <= set(config.states) or set(DEFAULT_STATES) <= set(config.states))
         )
         diff = wh.upsert_catalog(courses, seen_at=datetime.now(timezone.utc), full_listing=full_listing)
+        if full_listing and not courses and diff.vanished:
+            # Trusted: Canvas may have no course left for this token or account, and marking courses gone
+            # deletes no Layer-1 row (the next listing that has them again brings them back). But it is far
+            # more often a wrong CANVAS_ACCOUNT_ID or a token that lost its enrollments: say so.
+            context.log.warning(
+                f"catalog: Canvas listed no course at all; the {len(diff.vanished)} course(s) the catalog knew "
+                "are marked gone and will not be synced (their Layer-1 rows are kept). If that is wrong, check "
+                "CANVAS_ACCOUNT_ID and the token's access, then discover again"
+            )
     existing = set(context.instance.get_dynamic_partitions(COURSE_PARTITIONS_NAME))
-    new_keys = [str(c["id"]) for c in courses if str(c["id"]) not in existing]
+    new_keys = [str(to_id(c["id"])) for c in courses if str(to_id(c["id"])) not in existing]
     if new_keys:
         context.instance.add_dynamic_partitions(COURSE_PARTITIONS_NAME, new_keys)
     context.log.info(

@@ -2,7 +2,8 @@
 
 The transformer op reads the run's courses from staging and turns raw Canvas records into typed rows
 (one registry of transformers, shared with the tests); the load op upserts them, soft-deletes what
-vanished and records score history, for every course of a ranged run in ONE transaction.
+vanished and records score history, for every course of a ranged run in ONE transaction. A course whose list
+held a record without its key soft-deletes nothing (its metadata says so: `canvas/soft_delete_skipped`).
 
 Memory is bounded by a chunk of courses, not by the run. A ranged run of 1,500 courses stages about a
 million submissions; transformed, handed over and loaded in one piece, the Layer-1 step peaked near 900 MB
@@ -155,6 +156,14 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 for chunk in staged.chunks
                 for c in chunk.course_ids
             }
+            kept = kept_for_incomplete_lists(staged.chunks)
+            for c, why in kept.items():
+                per_course[c]["canvas/soft_delete_skipped"] = why
+            if kept:
+                context.log.warning(
+                    f"{entity}: nothing soft-deleted in {len(kept)} course(s) whose list was incomplete "
+                    f"(records quarantined without their key), rows left live: {sorted(kept)[:20]}"
+                )
             per_course.update({c: course_metadata(status="gone", rows=0) for c in staged.gone})
             per_course.update(
                 {
@@ -199,6 +208,24 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
         return load_op(transform_op(staged))
 
     return layer1_asset
+
+
+def kept_for_incomplete_lists(chunks: list[Chunk]) -> dict[int, str]:
+    """Course -> why none of its rows of some table was soft-deleted: a record of its list was quarantined
+    without its key, or a module with its items (the operator sees which in canvas_rejected_records)."""
+    tables: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for name, courses in chunk.incomplete.items():
+            for c in courses:
+                tables.setdefault(c, []).append(name)
+    return {
+        c: (
+            f"{', '.join(sorted(names))}: a record was quarantined without its key (see "
+            "canvas_rejected_records), so the list was not complete: no row was soft-deleted and the "
+            "course was not confirmed"
+        )
+        for c, names in tables.items()
+    }
 
 
 def chunk_directory(context: dg.OpExecutionContext, entity: str) -> Path:

@@ -7,6 +7,11 @@ quarantined as a `Rejected` naming the field and the value (`quarantine`); the r
 A nested object (`grades`, `term`) that is present but not an object quarantines the record, naming it.
 Rows are deduplicated on the table's key (first occurrence wins); a ranged run is transformed in course
 chunks (`CHUNK_RECORDS`) so that only one chunk's decoded records are in memory.
+
+A record quarantined without a usable key (no `id`, or one that is not an id; a list item that is not an
+object) cannot be told apart from a row that Canvas deleted: its course's list of that table is not complete,
+so the load soft-deletes nothing there (`incomplete_courses`). Issue 21: enrollments answered `[{"foo": 1}]`
+quarantined one record and soft-deleted every enrollment of the course.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class TransformResult:
     tables: dict[str, pd.DataFrame]
     rejected: list[Rejected]
     records_in: int
+    # table -> courses whose list of that table is known to be incomplete for a reason the rejections do not
+    # show by themselves (a module quarantined with its items: its items never reached the items table).
+    # `incomplete_courses` adds the courses of records quarantined without a usable key.
+    incomplete: dict[str, set[int]] = field(default_factory=dict)
 
     @property
     def rows_out(self) -> int:
@@ -100,6 +109,19 @@ def surviving(frame: pd.DataFrame, drop_rows: Sequence[int], key: Sequence[str])
     if len(frame):
         frame = frame.drop_duplicates(subset=list(key), keep="first")
     return frame
+
+
+def incomplete_courses(result: TransformResult) -> dict[str, set[int]]:
+    """Table -> the courses whose rows of that table the load must not soft-delete: a record of the course
+    was quarantined without a usable key (the row it stands for cannot be known, so no row of the course can
+    be taken as gone), or the transformer said so (`TransformResult.incomplete`)."""
+    out = {name: set(courses) for name, courses in result.incomplete.items() if courses}
+    single = next(iter(result.tables)) if len(result.tables) == 1 else None
+    for r in result.rejected:
+        name = r.table or single
+        if r.canvas_id is None and r.course_id is not None and name is not None:
+            out.setdefault(name, set()).add(int(r.course_id))
+    return out
 
 
 def canvas_id_of(record: Any, key: str = "id") -> int | None:
@@ -299,9 +321,14 @@ def transform_in_chunks(
         if len(frames) > 1 and all(k in frame.columns for k in key):
             frame = frame.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
         tables[name] = frame
+    incomplete: dict[str, set[int]] = {}
+    for p in parts:
+        for name, courses in p.incomplete.items():
+            incomplete.setdefault(name, set()).update(courses)
     return TransformResult(
         parts[0].entity,
         tables,
         [r for p in parts for r in p.rejected],
         sum(p.records_in for p in parts),
+        incomplete,
     )

@@ -3,6 +3,9 @@
 Items come from each module's `items` list and take their module_id and course_id from the module. A
 module that cannot be transformed is quarantined with its items; a bad item is quarantined alone. A module
 listed twice is one row, the first listing's, with the first listing's items.
+
+The items of a quarantined module are not in the load, and which items it had is not known (its own items
+list may be what is broken): its course's items are not soft-deleted (`TransformResult.incomplete`).
 """
 
 from __future__ import annotations
@@ -104,6 +107,11 @@ def transform_modules(
     item_frame = as_int64(item_frame, ["id"])
     item_frame["course_id"] = item_frame["course_id"].astype("int64")
     item_frame["module_id"] = item_frame["module_id"].astype("int64")
+    lost_items = {int(r.course_id) for r in rejected if r.table == MODULES_TABLE and r.course_id is not None}
     return TransformResult(
-        ENTITY, {MODULES_TABLE: modules, ITEMS_TABLE: item_frame}, rejected, n + n_bad_shape
+        ENTITY,
+        {MODULES_TABLE: modules, ITEMS_TABLE: item_frame},
+        rejected,
+        n + n_bad_shape,
+        {ITEMS_TABLE: lost_items} if lost_items else {},
     )

@@ -21,11 +21,15 @@ Each incoming row gets a 64-bit fingerprint of its values (`bulk.row_hashes`), s
    richer sync stored (new rows get NULL there); `deleted_at` is cleared on restored rows;
 5. with `full_refresh`, soft-delete the rows of the given courses whose key is not among this load's keys
    (`NOT EXISTS` in `_keys_<table>`; `deleted_at` = the load's `synced_at`), except rows whose record was
-   quarantined (a malformed record is not a deletion). Students are global: never soft-deleted;
+   quarantined (a malformed record is not a deletion), and except every row of a course whose list is
+   incomplete (`transform.base.incomplete_courses`: a record quarantined without a usable key stands for a
+   row no one can name, so no row of that course is known to be gone). Students are global: never
+   soft-deleted;
 6. one `canvas_course_sync` row per (entity, course) of the load records that Canvas confirmed the course's
    rows at `synced_at` (`confirmed_at`), when those records were fetched (`fetched_at`, from staging) and,
    when this load wrote any row of the course, `changed_at`. Rows carry no per-row sync time (that would
-   force a write of every row on every sync); this table is where "last synced" lives.
+   force a write of every row on every sync); this table is where "last synced" lives. A course whose list
+   of any table of the entity was incomplete is not confirmed: it keeps the confirmation it had.
 
 A row edited by hand in the warehouse keeps its old fingerprint, so a load does not notice the edit until
 Canvas changes the row; setting its `row_hash` to NULL makes the next load compare and rewrite it.
@@ -37,7 +41,7 @@ have changed are encoded and shipped whole.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,7 +50,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from canvas_assets.transform.base import TransformResult
+from canvas_assets.transform.base import TransformResult, incomplete_courses
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.bulk import (
     BATCH_ROWS,
@@ -90,6 +94,7 @@ def load_result(
     course_ids = sorted({int(c) for c in course_ids})
     stats = LoadStats()
     changed: set[int] = set()
+    incomplete = incomplete_courses(result)
     for name, frame in result.tables.items():
         stats.tables[name] = load_table(
             conn,
@@ -101,10 +106,13 @@ def load_result(
             full_refresh=full_refresh,
             rejected=[r for r in result.rejected if _rejected_table(r, result) == name],
             changed_courses=changed,
+            incomplete=incomplete.get(name, ()),
         )
     changed &= set(course_ids)
-    record_confirmations(conn, result.entity, course_ids, changed, run_id=run_id, at=synced_at)
-    stats.courses_confirmed = len(course_ids)
+    unconfirmed = set().union(*incomplete.values())
+    confirmed = [c for c in course_ids if c not in unconfirmed]
+    record_confirmations(conn, result.entity, confirmed, changed, run_id=run_id, at=synced_at)
+    stats.courses_confirmed = len(confirmed)
     stats.courses_changed = len(changed)
     return stats
 
@@ -126,10 +134,12 @@ def load_table(
     full_refresh: bool,
     rejected: Sequence[Rejected] = (),
     changed_courses: set[int] | None = None,
+    incomplete: Collection[int] = (),
 ) -> TableLoadStats:
     """Load one table's frame (see the module docstring). Runs inside the caller's transaction.
 
     `changed_courses`, when given, receives the courses (of a course-scoped table) in which a row was written.
+    `incomplete`: courses whose list is incomplete; their rows are upserted but none is soft-deleted.
     """
     target = table(name)
     stats = TableLoadStats(name)
@@ -186,9 +196,11 @@ def load_table(
             conn.exec_driver_sql(f"DROP TABLE {q(updates.diff)}")
             conn.exec_driver_sql(f"DROP TABLE {q(updates.temp)}")
 
-    # Courses that had no row before this load have none to soft-delete.
-    if full_refresh and scope is not None and has_deleted_at and course_ids and not fresh:
-        deleted = _soft_delete(conn, target, scope, course_ids, synced_at, rejected, name, keys, key)
+    # Courses that had no row before this load have none to soft-delete; an incomplete list deletes nothing.
+    skipped = set(incomplete)
+    complete = [c for c in course_ids if c not in skipped] if skipped else course_ids
+    if full_refresh and scope is not None and has_deleted_at and complete and not fresh:
+        deleted = _soft_delete(conn, target, scope, complete, synced_at, rejected, name, keys, key)
         stats.soft_deleted = len(deleted)
         changed.update(deleted)
     if keys is not None:

@@ -31,8 +31,10 @@ class FieldGroups(Protocol):
 
 # Every enrollment state but deleted: a dropped enrollment then disappears and is soft-deleted.
 ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
-# The users endpoint knows every one of those but creation_pending.
-STUDENT_STATES = ("active", "invited", "rejected", "completed", "inactive")
+# The same states for /courses/:id/users: CoursesController#users filters enrollment_state[] raw
+# (`workflow_state IN (...)`), creation_pending included although its YARD enum leaves it out; a student of
+# an unpublished course is creation_pending (Course#enroll_user), and was missing without it.
+STUDENT_STATES = ENROLLMENT_STATES_BUT_DELETED
 
 FetchPlan = Callable[[Any, FieldGroups, int, float], list[dict]]
 ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
@@ -209,6 +211,9 @@ def _submissions_of_new_parents(
             mentioned_assignments.add(to_id(s.get("assignment_id")))
             mentioned_students.add(to_id(s.get("user_id")))
     new_assignments = sorted(assignments - mentioned_assignments)
+    # Only users the run listed as students: for_students refuses the whole request (401 unauthorized) if any
+    # `student_ids[]` id is not a student of the course, and more than 100 ids (400 too many students).
+    # Chunks of PARENTS_PER_REQUEST (50) also keep each Link URL well under Canvas's 6 KB Link-header cap.
     new_students = sorted(students - mentioned_students)
     out: list[dict] = []
     for i in range(0, len(new_assignments), PARENTS_PER_REQUEST):

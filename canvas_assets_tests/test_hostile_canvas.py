@@ -186,3 +186,18 @@ def test_a_hung_course_fails_alone_within_its_budget_and_layer1_keeps_its_rows(h
     assert others and all(s == "success" for s in others)
     after = h.rows("SELECT id, deleted_at FROM canvas_enrollments WHERE course_id = :c ORDER BY id", c=BIG)
     assert after == before
+
+
+def test_a_discovery_that_never_ends_fails_at_the_catalogs_budget_and_marks_nothing_gone(harness):
+    h = harness
+    known = set(h.course_keys())
+    h.sandbox.misbehave("/courses", count=0, endless_next=True)
+    started = time.monotonic()
+    result = h.discover(timeout_seconds=2.0)
+    assert time.monotonic() - started < 60
+    assert not result.success
+    assert "discovering courses ran out of its 2 s budget (the catalog's timeout_seconds)" in failure_text(
+        result
+    )
+    gone = h.rows("SELECT COUNT(*) FROM canvas_course_catalog WHERE gone_at IS NOT NULL")[0][0]
+    assert gone == 0 and set(h.course_keys()) == known

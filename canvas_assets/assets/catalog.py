@@ -7,6 +7,7 @@ from typing import Any, Optional
 import dagster as dg
 
 from canvas_assets.assets.common import CANVAS_RETRY_POLICY, dagster_failures
+from canvas_assets.canvas.api import DISCOVERY_BUDGET_S
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.partitions import COURSE_PARTITIONS_NAME
@@ -25,6 +26,8 @@ class CatalogConfig(dg.Config):
     enrollment_term_id: Optional[int] = None
     max_courses: Optional[int] = None
     account_id: Optional[str] = None  # default: CANVAS_ACCOUNT_ID, else the token's own courses
+    # Discovery's time budget: every page and retry of the listing (a listing that never ends fails here).
+    timeout_seconds: float = DISCOVERY_BUDGET_S
 
 
 def catalog_account_id(config: CatalogConfig) -> Optional[str]:
@@ -83,6 +86,11 @@ def canvas_course_catalog(
                 )
         if config.max_courses is not None and config.max_courses < 1:
             raise ConfigurationError("max_courses must be at least 1", stage="catalog")
+        if not 1 <= config.timeout_seconds <= 24 * 3600:
+            raise ConfigurationError(
+                f"timeout_seconds must be between 1 and 86400 (seconds), got {config.timeout_seconds:g}",
+                stage="catalog",
+            )
         account_id = catalog_account_id(config)
         wh = warehouse.get_warehouse()
         wh.ensure_schema()
@@ -92,6 +100,7 @@ def canvas_course_catalog(
                 account_id=account_id,
                 states=tuple(config.states),
                 enrollment_term_id=config.enrollment_term_id,
+                budget_seconds=config.timeout_seconds,
             )
             api_calls = client.metrics.snapshot()["requests"]
         finally:

@@ -86,7 +86,7 @@ def course_keys(context: Any) -> list[int]:
     return [int(k) for k in context.partition_keys]
 
 
-# Recoverable failures (Canvas down for a while, a course past its time budget) get another go;
+# Recoverable failures (Canvas down for a while, connections dropped) get another go;
 # `Failure(allow_retries=False)` opts the rest out.
 CANVAS_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
 

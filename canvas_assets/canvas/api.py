@@ -71,9 +71,7 @@ class CanvasAPI:
             if enrollment_term_id is not None:
                 params.append(("enrollment_term_id", str(enrollment_term_id)))
             path = f"/accounts/{path_segment(account_id)}/courses"
-        with budget.within(
-            budget_seconds, "discovering courses", setting="canvas_course_catalog timeout_seconds"
-        ):
+        with budget.within(budget_seconds, "discovering courses", setting="the catalog's timeout_seconds"):
             return self._paginate(path, params, timeout=timeout)
 
     def get_course(

@@ -38,8 +38,12 @@ class Deadline:
     def expired(self, doing: str, *, url: str | None = None) -> CanvasTimeout:
         """The error once the budget is spent while `doing` (token-free `url` if a request was involved)."""
         where = f" ({self.setting})" if self.setting else ""
+        # Not recoverable: trying again spends the same budget on the same answer (a step retry of a
+        # discovery that never ends would cost three budgets); the next sync tries again.
         return CanvasTimeout(
-            f"{self.what} ran out of its {self.seconds:g} s budget{where} while {doing}", url=url
+            f"{self.what} ran out of its {self.seconds:g} s budget{where} while {doing}",
+            url=url,
+            recoverable=False,
         )
 
 

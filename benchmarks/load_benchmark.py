@@ -252,7 +252,7 @@ def memory_child(url: str, course_ids: list[int], passes: int) -> None:
     the transform op writes the run's chunk files and hands its manifest over pickled (as the run's IO
     manager does), the load op loads the chunks one at a time in one transaction and removes the files."""
     import canvas_assets.definitions  # noqa: F401  (a run process holds Dagster and the definitions)
-    from canvas_assets.transform_chunks import chunk_results, read_rejected, transform_to_chunks
+    from canvas_assets.transform.chunks import chunk_results, read_rejected, transform_to_chunks
 
     wh = Warehouse(url)
     counts: dict[str, int] = {}

@@ -163,9 +163,9 @@ def instance_home(kind: str) -> Iterator[None]:
 def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, Any]:
     import dagster as dg
 
+    from canvas_assets.cli.sync import discover, run_sync, select_courses
     from canvas_assets.definitions import defs
     from canvas_assets.profiles import preset
-    from canvas_assets.sync import discover, run_sync, select_courses
     from canvas_assets.warehouse import Warehouse
     from canvas_assets.warehouse.resource import default_database_url
 
@@ -240,8 +240,8 @@ def incremental_resync(
     stats: dict[str, Any],
 ) -> dict[str, Any]:
     """Changes in a tenth of the courses, then an ANALYTICS_FOCUSED sync: its submissions requests."""
+    from canvas_assets.cli.sync import run_sync
     from canvas_assets.profiles import preset
-    from canvas_assets.sync import run_sync
 
     full_requests = submission_requests(stats)
     changed = sandbox.churn(0.1)

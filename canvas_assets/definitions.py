@@ -8,14 +8,14 @@ import warnings
 
 import dagster as dg
 
-from canvas_assets.assets.catalog import canvas_course_catalog
-from canvas_assets.assets.checks import ASSET_CHECKS
-from canvas_assets.assets.extract import canvas_extract
-from canvas_assets.assets.layer1 import LAYER1_ASSETS
-from canvas_assets.assets.tables import FRESHNESS
-from canvas_assets.automation import SCHEDULES, SENSORS
 from canvas_assets.canvas.resource import CanvasResource
-from canvas_assets.jobs import SYNC_JOBS, discover_courses
+from canvas_assets.defs.assets.catalog import canvas_course_catalog
+from canvas_assets.defs.assets.extract import canvas_extract
+from canvas_assets.defs.assets.layer1 import LAYER1_ASSETS
+from canvas_assets.defs.assets.tables import FRESHNESS
+from canvas_assets.defs.automation import SCHEDULES, SENSORS
+from canvas_assets.defs.checks import ASSET_CHECKS
+from canvas_assets.defs.jobs import SYNC_JOBS, discover_courses
 from canvas_assets.profiles import SyncProfileResource
 from canvas_assets.warehouse.resource import WarehouseResource
 

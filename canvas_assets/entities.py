@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from canvas_assets.incremental import merge
+from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
 
 
@@ -49,7 +49,7 @@ SlicedPlan = Callable[[Any, int, Mapping[str, Sequence[Any]], float], Sequence[A
 
 @dataclass(frozen=True)
 class Incremental:
-    """How an entity is fetched incrementally (canvas_assets.incremental has the rules)."""
+    """How an entity is fetched incrementally (canvas_assets.extract.incremental has the rules)."""
 
     changes: ChangesPlan  # (client, course id, since, timeout) -> the records changed after `since`
     # Records a change filter cannot see because they have no change time: a new student's or a new

@@ -14,8 +14,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from canvas_assets.definitions import defs
-from canvas_assets.jobs import JOB_FOR_PRESET
-from canvas_assets.partitions import COURSES, range_tags
+from canvas_assets.defs.jobs import JOB_FOR_PRESET
+from canvas_assets.defs.partitions import COURSES, range_tags
 from canvas_assets.profiles import Profile, preset
 from canvas_assets.sandbox import CanvasSandbox
 from canvas_assets.warehouse.engine import get_engine

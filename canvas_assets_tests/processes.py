@@ -36,9 +36,9 @@ import sqlalchemy as sa
 import yaml
 
 from canvas_assets import definitions as project
-from canvas_assets.automation import sync_failure_reporter, sync_schedule
+from canvas_assets.defs.automation import sync_failure_reporter, sync_schedule
+from canvas_assets.defs.partitions import COURSES, range_tags
 from canvas_assets.instance import PRODUCTION_CONFIG, instance_config
-from canvas_assets.partitions import COURSES, range_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from canvas_assets.automation import (
+from canvas_assets.defs.automation import (
     failure_report,
     never_synced,
     new_courses_sensor,
@@ -14,7 +14,7 @@ from canvas_assets.automation import (
     stage_of,
     weekly_full_sync,
 )
-from canvas_assets.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG, plan_course_runs
+from canvas_assets.defs.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG, plan_course_runs
 from canvas_assets.profiles import preset
 from canvas_assets.warehouse.resource import WarehouseResource
 

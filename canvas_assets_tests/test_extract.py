@@ -3,10 +3,10 @@
 from datetime import datetime, timezone
 
 from canvas_assets.canvas import CanvasClient
+from canvas_assets.cli.status import course_attempts
 from canvas_assets.errors import CanvasNotFound
-from canvas_assets.extraction import Extractor, fetch_entity
+from canvas_assets.extract.engine import Extractor, fetch_entity
 from canvas_assets.profiles import preset
-from canvas_assets.status import course_attempts
 from canvas_assets.warehouse import Warehouse
 
 BIG = 1000
@@ -88,7 +88,7 @@ def test_every_registered_entity_has_a_transformer_tables_and_a_profile_switch()
 def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbox, sqlite_url, monkeypatch):
     """Courses start a window at a time: a course's merge, queued once its needs are in, is not behind every
     other course's fetches (whose records would all be held until their own merges ran)."""
-    from canvas_assets import extraction
+    from canvas_assets.extract import engine as extraction
 
     wh = Warehouse(sqlite_url)
     wh.ensure_schema()

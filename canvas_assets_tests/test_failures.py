@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from dagster._core.scheduler.instigation import TickStatus
 
-from canvas_assets.cli import main
+from canvas_assets.cli.main import main
+from canvas_assets.defs.partitions import range_tags
 from canvas_assets.entities import STUDENT_STATES
-from canvas_assets.partitions import range_tags
 from canvas_assets.profiles import preset
 from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
 from canvas_assets_tests.harness import failure_text

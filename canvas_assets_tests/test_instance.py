@@ -113,7 +113,7 @@ def test_the_courses_of_a_failed_run_show_as_failed_partitions(h, monkeypatch):
     assert not result.success
     failures = events(h, result.run_id, FAILED)
     assert {e.dagster_event.partition for e in failures} == set(keys)
-    from canvas_assets.partitions import COURSES
+    from canvas_assets.defs.partitions import COURSES
 
     status = h.instance.get_status_by_partition(dg.AssetKey(["staging", "enrollments"]), keys, COURSES)
     assert status is not None

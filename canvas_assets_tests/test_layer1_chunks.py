@@ -1,4 +1,4 @@
-"""Layer-1 in course chunks (canvas_assets/assets/transform_chunks.py): with chunks forced tiny, a run transformed and
+"""Layer-1 in course chunks (canvas_assets/transform/chunks.py): with chunks forced tiny, a run transformed and
 loaded chunk by chunk leaves the warehouse, the figures and the metadata of a one-piece transform and load,
 and stays one transaction."""
 
@@ -12,13 +12,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from canvas_assets import transform_chunks
-from canvas_assets.assets import common
+from canvas_assets.defs.assets import common
 from canvas_assets.errors import TransformationError
 from canvas_assets.profiles import STAGING_ENTITIES, preset
 from canvas_assets.sandbox import SandboxConfig
 from canvas_assets.sandbox.data import SandboxData
 from canvas_assets.transform import TRANSFORMERS, TransformResult
+from canvas_assets.transform import chunks as transform_chunks
 from canvas_assets.warehouse import Warehouse, db
 from canvas_assets.warehouse.engine import dispose_engines
 from canvas_assets.warehouse.models import LAYER1_TABLES

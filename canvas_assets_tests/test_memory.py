@@ -1,10 +1,10 @@
-"""The extract caps glibc's malloc arenas before its pool's threads allocate (canvas_assets.memory)."""
+"""The extract caps glibc's malloc arenas before its pool's threads allocate (canvas_assets.extract.memory)."""
 
 import ctypes
 
 import pytest
 
-from canvas_assets import memory
+from canvas_assets.extract import memory
 
 
 def test_the_cap_is_set_with_mallopt_unless_the_environment_sets_one(monkeypatch):
@@ -29,7 +29,7 @@ def test_glibc_accepts_the_cap():
 
 
 def test_the_extract_caps_the_arenas_before_it_fetches(monkeypatch):
-    from canvas_assets import extraction
+    from canvas_assets.extract import engine as extraction
 
     order = []
     monkeypatch.setattr(extraction, "limit_malloc_arenas", lambda: order.append("cap"))

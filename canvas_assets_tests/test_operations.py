@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 import requests
 
-from canvas_assets.automation import WEBHOOK_ENV_VAR, sync_failure_reporter
 from canvas_assets.definitions import defs
+from canvas_assets.defs.automation import WEBHOOK_ENV_VAR, sync_failure_reporter
 from canvas_assets_tests.harness import BIN, clean_env, failure_text, pipeline_harness
 
 SECRET = "reporter-secret-token-77c1"

@@ -1,4 +1,4 @@
-"""Compact record lists (canvas_assets.records) and the streamed incremental merge behave exactly like the
+"""Compact record lists (canvas_assets.extract.records) and the streamed incremental merge behave exactly like the
 plain lists they stand for: the same records, the same staged text, the same merge."""
 
 import json
@@ -9,9 +9,9 @@ import zlib
 import orjson
 import pytest
 
-from canvas_assets import incremental
+from canvas_assets.extract import incremental
+from canvas_assets.extract.records import RecordsBuilder, array_pieces, inflate
 from canvas_assets.jsontext import decode_json, decode_json_exact, encode_json, encode_json_bytes
-from canvas_assets.records import RecordsBuilder, array_pieces, inflate
 from canvas_assets.warehouse.staging import StagedRecords, json_text
 from canvas_assets_tests.test_canvas_json import _same
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from canvas_assets.assets.tables import column_doc, column_schema
+from canvas_assets.defs.assets.tables import column_doc, column_schema
 from canvas_assets.profiles import PRESET_FILES, parse_profile, preset
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
 from canvas_assets.transform.options import PROFILE_SWITCHES

@@ -20,8 +20,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from canvas_assets.automation import sync_failure_reporter
 from canvas_assets.canvas.client import CanvasClient
+from canvas_assets.defs.automation import sync_failure_reporter
 from canvas_assets.errors import CanvasBadRequest
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
 from canvas_assets.warehouse.resource import WarehouseResource

@@ -7,9 +7,9 @@ import pytest
 
 from canvas_assets import entities
 from canvas_assets.canvas import CanvasClient
-from canvas_assets.extraction import Extractor, fetch_entity
+from canvas_assets.extract.engine import Extractor, fetch_entity
+from canvas_assets.extract.records import Records
 from canvas_assets.profiles import preset
-from canvas_assets.records import Records
 from canvas_assets.warehouse import Warehouse
 from canvas_assets.warehouse.staging import json_text
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from canvas_assets import incremental
+from canvas_assets.extract import incremental
 from canvas_assets.profiles import parse_profile
 from canvas_assets.warehouse.models import table
 from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness, utc
@@ -354,7 +354,7 @@ def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_t
     one at a time (each waiting for the previous course's staging write), and nothing is lost."""
     import threading
 
-    from canvas_assets import extraction
+    from canvas_assets.extract import engine as extraction
 
     h = pg_harness
     keys = h.course_keys()
@@ -396,9 +396,9 @@ def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_make
     """A big course's staged records are merged as they are read, a piece at a time (in id order; in any
     other order, as a text per record): the merged records and the staged text are those of merging the
     whole list, and the rows equal ground truth."""
-    from canvas_assets import extraction
+    from canvas_assets.extract import engine as extraction
+    from canvas_assets.extract.records import Records
     from canvas_assets.jsontext import encode_json
-    from canvas_assets.records import Records
 
     h = harness
     sync(h)

@@ -3,7 +3,7 @@
 import json
 from datetime import datetime, timedelta, timezone
 
-from canvas_assets.status import pipeline_status
+from canvas_assets.cli.status import pipeline_status
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -38,7 +38,7 @@ def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite
     """On PostgreSQL every staged row goes by one binary COPY (then one upsert); elsewhere by upserts of a
     bounded size. Both stage the same rows, replacing what was staged: odd text, compact records, NULLs,
     empty lists."""
-    from canvas_assets.records import RecordsBuilder
+    from canvas_assets.extract.records import RecordsBuilder
     from canvas_assets.warehouse import staging
     from canvas_assets.warehouse.staging import StagingItem
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from canvas_assets.assets.tables import _type_name, field_group, sentence
+from canvas_assets.defs.assets.tables import _type_name, field_group, sentence
 from canvas_assets.warehouse.models import FALLBACKS, LOAD, PARENT_MODULE, STAGING_COURSE, metadata
 
 TABLES_MD = Path(__file__).resolve().parent / "tables.md"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
-from canvas_assets.records import Records, RecordsBuilder
+from canvas_assets.extract.records import Records, RecordsBuilder
 
 Record = dict[str, Any]
 T = TypeVar("T")

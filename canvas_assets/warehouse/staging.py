@@ -18,8 +18,8 @@ import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from canvas_assets.extract.records import Records, array_pieces, decode_whole, inflate
 from canvas_assets.jsontext import encode_json, encode_json_bytes
-from canvas_assets.records import Records, array_pieces, decode_whole, inflate
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from canvas_assets.partitions import COURSES
+from canvas_assets.defs.partitions import COURSES
 from canvas_assets.profiles import PRESET_FILES, Profile, SyncProfileResource, preset
 
 JOB_FOR_PRESET = {

@@ -346,7 +346,7 @@ def failed_courses(instance: Any, run_id: str) -> list[str]:
     that failed inside it), in partition order."""
     from dagster import DagsterEventType
 
-    from canvas_assets.partitions import COURSE_PARTITIONS_NAME
+    from canvas_assets.defs.partitions import COURSE_PARTITIONS_NAME
 
     failed = {
         record.event_log_entry.dagster_event.partition

@@ -8,7 +8,7 @@ held a record without its key soft-deletes nothing (its metadata says so: `canva
 Memory is bounded by a chunk of courses, not by the run. A ranged run of 1,500 courses stages about a
 million submissions; transformed, handed over and loaded in one piece, the Layer-1 step peaked near 900 MB
 (benchmarks/load_benchmark.py). So the transform op works in chunks of whole courses
-(`canvas_assets.transform_chunks`): each chunk's staging is read and transformed, and its `TransformResult`
+(`canvas_assets.transform.chunks`): each chunk's staging is read and transformed, and its `TransformResult`
 pickled to a file in this run's own directory of the instance's storage (where Dagster's filesystem IO
 manager keeps the run's step outputs); a big entity's chunks are transformed by worker processes. The op's
 output is a small manifest, `StagedTransform`. The load op feeds the chunk files one at a time to
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from canvas_assets.assets.common import (
+from canvas_assets.defs.assets.common import (
     add_course_metadata,
     course_keys,
     course_metadata,
@@ -47,13 +47,13 @@ from canvas_assets.assets.common import (
     gone_course_ids,
     record_run_figures,
 )
-from canvas_assets.assets.tables import table_metadata
+from canvas_assets.defs.assets.tables import table_metadata
+from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
 from canvas_assets.entities import ENTITIES
-from canvas_assets.partitions import COURSES, SINGLE_RUN
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
-from canvas_assets.transform_chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
+from canvas_assets.transform.chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
 from canvas_assets.warehouse.resource import WarehouseResource
 
 

@@ -14,7 +14,7 @@ What a profile's processing values mean here:
 - `retry_attempts` is how many times one request is retried after a recoverable error.
 - `batch_size` is how many finished courses are committed to staging in one transaction.
 - `submissions_full_refresh_days` (and any entity's `Incremental.refresh_days_field`): how old a course's
-  last full fetch may be before an incremental entity is fetched in full again (canvas_assets.incremental).
+  last full fetch may be before an incremental entity is fetched in full again (canvas_assets.extract.incremental).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from canvas_assets import incremental
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.redact import install_redaction, redact_known
 from canvas_assets.entities import ENTITIES, ID_CHECKED_ENTITIES, repeated_ids
@@ -41,8 +40,9 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
+from canvas_assets.extract import incremental
+from canvas_assets.extract.memory import limit_malloc_arenas, release_free_heap
 from canvas_assets.jsontext import encode_json
-from canvas_assets.memory import limit_malloc_arenas, release_free_heap
 from canvas_assets.profiles import Profile
 from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
 
@@ -283,7 +283,7 @@ class Extractor:
     ) -> None:
         """An incremental fetch: what changed after `since`, plus the records of parents the staged records
         do not know yet (a new student's or a new assignment's submissions carry no change time), merged
-        into the staged records; those whose parent vanished are dropped (canvas_assets.incremental)."""
+        into the staged records; those whose parent vanished are dropped (canvas_assets.extract.incremental)."""
         spec = ENTITIES[o.entity]
         rules = spec.incremental
         assert rules is not None
@@ -371,7 +371,7 @@ class Extractor:
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:
-        limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.memory)
+        limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.extract.memory)
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
         self._states = {
             e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental

@@ -1,5 +1,5 @@
 """A run's Layer-1 transform in chunks of whole courses, each chunk's result pickled to a file (Dagster-free:
-the `transform_<entity>` ops in `canvas_assets/assets/layer1.py` call it, and say why chunks and files).
+the `transform_<entity>` ops in `canvas_assets/defs/assets/layer1.py` call it, and say why chunks and files).
 
 A chunk is at most `CHUNK_RECORDS` staged records of whole courses (a larger course is a chunk of its
 own), planned from the record counts staging keeps, so no record is read to plan. Each chunk is read from
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from canvas_assets.errors import ConfigurationError, TransformationError
-from canvas_assets.memory import release_free_heap
+from canvas_assets.extract.memory import release_free_heap
 from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformResult
 from canvas_assets.transform.base import incomplete_courses
 from canvas_assets.transform.quarantine import Rejected

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from canvas_assets.assets.common import (
+from canvas_assets.canvas.resource import CanvasResource
+from canvas_assets.defs.assets.common import (
     CANVAS_RETRY_POLICY,
     add_course_metadata,
     course_keys,
@@ -12,11 +13,10 @@ from canvas_assets.assets.common import (
     dagster_failures,
     record_run_figures,
 )
-from canvas_assets.assets.tables import table_metadata
-from canvas_assets.canvas.resource import CanvasResource
+from canvas_assets.defs.assets.tables import table_metadata
+from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
 from canvas_assets.entities import ENTITIES
-from canvas_assets.extraction import Extractor, ExtractReport
-from canvas_assets.partitions import COURSES, SINGLE_RUN
+from canvas_assets.extract.engine import Extractor, ExtractReport
 from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
 from canvas_assets.progress import report as report_progress
 from canvas_assets.warehouse.resource import WarehouseResource

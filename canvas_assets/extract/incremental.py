@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from canvas_assets.records import Records, RecordsBuilder, roundtrips
+from canvas_assets.extract.records import Records, RecordsBuilder, roundtrips
 from canvas_assets.transform.convert import to_id
 
 OVERLAP = timedelta(minutes=15)

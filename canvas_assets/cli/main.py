@@ -96,7 +96,7 @@ def _sync(
     *,
     as_json: bool = False,
 ) -> int:
-    from canvas_assets.sync import SyncInterrupted, stop_on_signals
+    from canvas_assets.cli.sync import SyncInterrupted, stop_on_signals
 
     started = time.monotonic()
     with stop_on_signals(
@@ -120,9 +120,7 @@ def _sync_until_done(
 ) -> int:
     import dagster as dg
 
-    from canvas_assets.definitions import defs
-    from canvas_assets.progress import ProgressDisplay, listen
-    from canvas_assets.sync import (
+    from canvas_assets.cli.sync import (
         SyncInterrupted,
         discover,
         ensure_dagster_home,
@@ -131,6 +129,8 @@ def _sync_until_done(
         run_sync,
         select_courses,
     )
+    from canvas_assets.definitions import defs
+    from canvas_assets.progress import ProgressDisplay, listen
     from canvas_assets.warehouse.db import Warehouse
     from canvas_assets.warehouse.resource import default_database_url
 
@@ -183,7 +183,7 @@ def _sync_until_done(
 
 def _report_interruption(stop: Any, seconds: float) -> None:
     """Say on stderr what an interrupted sync kept and what it left, in a few lines."""
-    from canvas_assets.sync import what_was_kept
+    from canvas_assets.cli.sync import what_was_kept
 
     lines = [f"sync interrupted by {stop.signal_name} after {seconds:.1f} s"]
     if stop.run_id:
@@ -284,8 +284,8 @@ def sync(
 @click.option("--seed", type=int, default=7, show_default=True)
 def demo(profile_name: str, courses: int | None, seed: int) -> None:
     """Start a local Canvas sandbox and sync it into the default database, then show how to browse it."""
+    from canvas_assets.cli.sync import ensure_dagster_home
     from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
-    from canvas_assets.sync import ensure_dagster_home
     from canvas_assets.warehouse.resource import default_database_url
 
     try:
@@ -320,8 +320,8 @@ def status(as_json: bool, show_courses: bool) -> None:
     """Pipeline status: courses known, synced, failed, success rate, mean duration, API calls."""
     import dagster as dg
 
-    from canvas_assets.status import pipeline_status, recent_runs
-    from canvas_assets.sync import ensure_dagster_home
+    from canvas_assets.cli.status import pipeline_status, recent_runs
+    from canvas_assets.cli.sync import ensure_dagster_home
     from canvas_assets.warehouse.db import Warehouse
     from canvas_assets.warehouse.resource import default_database_url
 
@@ -466,7 +466,7 @@ def ui(port: int, host: str) -> None:
     """Open the Dagster UI (webserver and daemon) on the instance `sync` and `demo` use."""
     import subprocess
 
-    from canvas_assets.sync import ensure_dagster_home
+    from canvas_assets.cli.sync import ensure_dagster_home
 
     home = ensure_dagster_home()
     click.echo(f"Dagster instance: {home}")

@@ -24,10 +24,11 @@ from typing import Any, Optional
 import dagster as dg
 import sqlalchemy as sa
 
-from canvas_assets.assets.common import gone_course_ids
 from canvas_assets.canvas.redact import redact_known
-from canvas_assets.jobs import JOB_FOR_PRESET, discover_courses, profile_asset_keys
-from canvas_assets.partitions import (
+from canvas_assets.cli.status import run_failure_reason
+from canvas_assets.defs.assets.common import gone_course_ids
+from canvas_assets.defs.jobs import JOB_FOR_PRESET, discover_courses, profile_asset_keys
+from canvas_assets.defs.partitions import (
     COURSE_PARTITIONS_NAME,
     COURSES,
     RANGE_END_TAG,
@@ -37,7 +38,6 @@ from canvas_assets.partitions import (
     range_tags,
 )
 from canvas_assets.profiles import environment_profile_name, preset
-from canvas_assets.status import run_failure_reason
 from canvas_assets.warehouse.resource import WarehouseResource
 
 WEBHOOK_ENV_VAR = "CANVAS_ASSETS_FAILURE_WEBHOOK"

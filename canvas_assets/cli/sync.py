@@ -36,14 +36,14 @@ from dagster._core.execution.context_creation_job import (
 from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
 
 from canvas_assets.canvas.redact import redact_known
+from canvas_assets.cli.status import course_attempts, live_rows
+from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
+from canvas_assets.defs.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
-from canvas_assets.jobs import JOB_FOR_PRESET, profile_asset_keys
-from canvas_assets.memory import release_free_heap
-from canvas_assets.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
+from canvas_assets.extract.memory import release_free_heap
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
-from canvas_assets.status import course_attempts, live_rows
 from canvas_assets.transform import TRANSFORMERS
 
 # Dagster's console logger at WARNING: the CLI prints its own progress and summary; the full logs are

@@ -1,0 +1,1 @@
+"""The command line: `canvas-assets` (sandbox, sync, demo, status, profiles, database, instance)."""

@@ -6,6 +6,7 @@ exactly as with the local default (embedded PostgreSQL) and the production confi
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -131,3 +132,103 @@ def test_the_instance_configurations_load_and_the_root_one_is_the_packaged_local
     assert all(isinstance(v, dict) and "env" in v for k, v in db.items() if k != "scheme")
     assert local["concurrency"] == prod["concurrency"]
     assert Path(ROOT / "workspace.yaml").exists()
+
+
+# --- the partition status the UI shows (GraphQL, as the webserver answers it) ---------------------------
+PARTITION_STATUS = """
+query PartitionStatus($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      partitionStats { numMaterialized numFailed numMaterializing }
+      assetPartitionStatuses {
+        ... on DefaultPartitionStatuses {
+          materializedPartitions failedPartitions unmaterializedPartitions materializingPartitions
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def ui_partition_status(h: Harness, key: list[str]) -> dict[str, Any]:
+    """What the UI's partitions page of `key` is told: `assetPartitionStatuses` and `partitionStats`,
+    answered by dagster-graphql over a workspace that loads canvas_assets.definitions like the webserver."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="canvas_assets.definitions", attribute="defs"),
+        location_name="canvas_assets",
+    )
+    with WorkspaceProcessContext(h.instance, InProcessWorkspaceLoadTarget(origin)) as workspace:
+        result = execute_dagster_graphql(
+            workspace.create_request_context(), PARTITION_STATUS, {"key": {"path": key}}
+        )
+    node = result.data["assetNodeOrError"]
+    return {**node["assetPartitionStatuses"], **node["partitionStats"]}
+
+
+def shown_as(status: dict[str, Any], course: int | str) -> str:
+    """The one status the UI shows a course's partition in: failed, materializing, materialized, missing."""
+    key = str(course)
+    for name in ("failed", "materializing", "materialized"):
+        if key in status[f"{name}Partitions"]:
+            return name
+    assert key in status["unmaterializedPartitions"]
+    return "missing"
+
+
+def test_a_never_materialized_course_whose_fetch_failed_in_a_successful_run_shows_as_failed(h):
+    assert h.discover().success
+    keys = h.course_keys()
+    h.sandbox.forbid_course(BIG)
+    result = h.sync("LIGHTWEIGHT", keys)
+    assert result.success, failure_text(result)  # the other courses went on
+    for key in (["staging", "enrollments"], ["layer1", "enrollments"]):
+        status = ui_partition_status(h, key)
+        assert shown_as(status, BIG) == "failed", (key, status)
+        assert status["numFailed"] == 1, (key, status)
+        assert status["numMaterialized"] == len(keys) - 1, (key, status)
+
+
+def test_a_materialized_course_whose_fetch_failed_later_shows_as_failed_not_materialized(h):
+    assert h.discover().success
+    keys = h.course_keys()
+    assert h.sync("LIGHTWEIGHT", keys).success
+    assert shown_as(ui_partition_status(h, ["staging", "enrollments"]), BIG) == "materialized"
+    h.sandbox.forbid_course(BIG)
+    result = h.sync("LIGHTWEIGHT", keys)
+    assert result.success, failure_text(result)
+    for key in (["staging", "enrollments"], ["layer1", "enrollments"]):
+        status = ui_partition_status(h, key)
+        assert shown_as(status, BIG) == "failed", (key, status)
+        assert (status["numFailed"], status["numMaterialized"]) == (1, len(keys) - 1), (key, status)
+
+
+def test_the_courses_of_a_failed_run_show_as_failed_in_the_ui(h):
+    assert h.discover().success
+    keys = h.course_keys()
+    assert h.sync("LIGHTWEIGHT", keys).success
+    h.sandbox.forbid_course(BIG)
+    result = h.sync("LIGHTWEIGHT", [str(BIG)])  # its only course failed: the extract step fails the run
+    assert not result.success
+    status = ui_partition_status(h, ["layer1", "enrollments"])
+    assert shown_as(status, BIG) == "failed", status
+    assert status["numFailed"] == 1, status
+
+
+def test_a_failed_course_synced_again_shows_as_materialized(h):
+    assert h.discover().success
+    keys = h.course_keys()
+    h.sandbox.forbid_course(BIG)
+    assert h.sync("LIGHTWEIGHT", keys).success
+    assert shown_as(ui_partition_status(h, ["staging", "enrollments"]), BIG) == "failed"
+    h.sandbox.data.forbidden_courses.discard(BIG)  # Canvas lets the token see the course again
+    assert h.sync("LIGHTWEIGHT", [str(BIG)]).success
+    status = ui_partition_status(h, ["staging", "enrollments"])
+    assert shown_as(status, BIG) == "materialized", status
+    assert status["numFailed"] == 0, status

@@ -13,31 +13,66 @@ workers) gets the same behaviour with no environment variable to remember:
   carries `canvas/course_status: failed` in its partition metadata; its materialization is stored as
   an `ASSET_FAILED_TO_MATERIALIZE` event instead, so the partition keeps its last good
   materialization and the course's event history shows the failure. When a run fails, every course it
-  planned but did not materialize gets a per-partition planned event and a failure event, so
-  Dagster's partition status shows those courses as failed (it derives "failed" from per-partition
-  planned events of failed runs).
+  planned but did not materialize gets a per-partition planned event and a failure event.
+- **A failed course shows as Failed** (red in the UI), never as Missing or Materialized. Dagster 1.13's
+  partition status (`AssetStatusCacheValue`, built in `dagster._core.storage.partition_status_cache`)
+  derives "failed" only from per-partition planned events without a materialization *in runs whose
+  status is FAILURE*; it never reads `ASSET_FAILED_TO_MATERIALIZE` events (Dagster+ does, through its
+  asset-health streams). So a course whose fetch failed in a run that succeeded showed as Missing
+  ("Failed (0)") although the failure was stored. `get_asset_status_cache_values`, the one storage
+  method through which the UI (GraphQL `assetPartitionStatuses`, `partitionStats`) and automation read
+  partition status, adds the partitions whose latest outcome is a failure event (no materialization
+  since) to Dagster's failed subset, unless a run is materializing them now. Dagster's own stored cache
+  is left as Dagster builds it: the addition is computed on each read, two indexed queries per asset.
+
+Dagster release: this module is the adapter to Dagster's instance storage internals (dagster 1.13.27,
+dagster-postgres 0.29.27, pinned in pyproject.toml; README "Dagster release"). What it relies on, each
+checked by canvas_assets_tests/test_dagster_adapters.py:
+
+- base classes and config: `dagster._core.storage.base_storage.DagsterStorage`,
+  `dagster._core.storage.{event_log,runs,schedules}.base.*Storage`, `dagster._serdes.ConfigurableClass`
+  / `ConfigurableClassData`, `dagster._config.Field` / `StringSource`,
+  `dagster._core.storage.config.pg_config`, `dagster._check`;
+- event-log storage hooks: the properties `supports_partition_subset_in_asset_materialization_planned_
+  events` and `can_store_asset_failure_events`, the methods `fetch_failed_materializations`,
+  `store_event`, `store_event_batch`, `get_asset_status_cache_values`, and dagster-postgres's private
+  helpers `_get_event_records_result`, `_event_to_row`, `_store_asset_event_tags`, `_store_asset_event`,
+  `_connect`, `index_transaction`, `prepare_insert_event_batch`, the `_engine` attribute and
+  `dagster._core.storage.event_log.schema.SqlEventLogStorageTable`;
+- event types: `dagster._core.definitions.events.AssetMaterializationFailure` (+ `...Reason`, `...Type`),
+  `dagster._core.events.AssetMaterializationPlannedData`, `DagsterEvent.build_asset_*_event`,
+  `dagster._core.storage.partition_status_cache.AssetStatusCacheValue`.
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import dagster._check as check
 import sqlalchemy as sa
-from dagster import AssetKey
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEvent,
+    DagsterEventType,
+    EventLogEntry,
+    EventRecordsFilter,
+    PartitionsDefinition,
+    partition_loading_context,
+)
 from dagster._config import Field, StringSource
 from dagster._core.definitions.events import (
     AssetMaterializationFailure,
     AssetMaterializationFailureReason,
     AssetMaterializationFailureType,
 )
-from dagster._core.event_api import AssetRecordsFilter, EventRecordsFilter, EventRecordsResult
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
-from dagster._core.events.log import EventLogEntry
+from dagster._core.event_api import EventRecordsResult
+from dagster._core.events import AssetMaterializationPlannedData
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log.base import EventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.partition_status_cache import AssetStatusCacheValue
 from dagster._core.storage.runs.base import RunStorage
 from dagster._core.storage.schedules.base import ScheduleStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
@@ -136,6 +171,55 @@ class CanvasEventLogStorage(_FromStorageConfig, _Pooled, PostgresEventLogStorage
                 after_cursor=after,
             )
         return self._get_event_records_result(event_filter, limit, cursor, ascending)
+
+    def get_asset_status_cache_values(
+        self, partitions_defs_by_key: Iterable[tuple[AssetKey, PartitionsDefinition | None]], context: Any
+    ) -> Sequence[AssetStatusCacheValue | None]:
+        """Dagster's partition status of each asset, with the courses whose last outcome was a failure
+        event added to its failed subset (see the module docstring: Dagster 1.13 ignores those events)."""
+        keys = list(partitions_defs_by_key)
+        values = super().get_asset_status_cache_values(keys, context)
+        return [
+            self._with_failed_courses(asset_key, partitions_def, value)
+            for (asset_key, partitions_def), value in zip(keys, values, strict=True)
+        ]
+
+    def _with_failed_courses(
+        self,
+        asset_key: AssetKey,
+        partitions_def: PartitionsDefinition | None,
+        value: AssetStatusCacheValue | None,
+    ) -> AssetStatusCacheValue | None:
+        if partitions_def is None:
+            return value
+        failed_at = self.get_latest_storage_id_by_partition(
+            asset_key, DagsterEventType.ASSET_FAILED_TO_MATERIALIZE
+        )
+        if not failed_at:
+            return value
+        materialized_at = self.get_latest_storage_id_by_partition(
+            asset_key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(failed_at)
+        )
+        failed = {p for p, event_id in failed_at.items() if event_id > materialized_at.get(p, 0)}
+        with partition_loading_context(dynamic_partitions_store=self._instance):
+            # A course removed from the partitions since is no partition to show.
+            failed = set(partitions_def.filter_valid_partition_keys(failed))
+            if value is None:  # nothing ever materialized or planned: only failures
+                empty = partitions_def.empty_subset().serialize()
+                value = AssetStatusCacheValue(
+                    latest_storage_id=max(failed_at.values()),
+                    partitions_def_id=partitions_def.get_serializable_unique_identifier(),
+                    serialized_materialized_partition_subset=empty,
+                    serialized_failed_partition_subset=empty,
+                    serialized_in_progress_partition_subset=empty,
+                )
+            failed -= set(
+                value.deserialize_in_progress_partition_subsets(partitions_def).get_partition_keys()
+            )
+            if not failed:
+                return value
+            subset = value.deserialize_failed_partition_subsets(partitions_def).with_partition_keys(failed)
+        return value._replace(serialized_failed_partition_subset=subset.serialize())
 
     def store_event(self, event: EventLogEntry) -> None:
         super().store_event(_as_failure_if_failed(event))

@@ -103,10 +103,10 @@ def submission_requests(stats: dict[str, Any]) -> int:
 
 
 def stage_figures(runs: list[Any]) -> tuple[float, int, float]:
-    """(extract fetch seconds, Layer-1 rows, transform+load seconds) from the runs' tags."""
+    """(extract fetch seconds, Layer-1 rows, transform+load seconds) from the runs' sync reports."""
     fetch, rows, seconds = 0.0, 0, 0.0
     for run in runs:
-        for key, value in run.tags.items():
+        for key, value in run.figures.items():
             if key == "canvas/fetch_seconds":
                 fetch += float(value)
             elif key.startswith("canvas/rows."):
@@ -158,6 +158,26 @@ def instance_home(kind: str) -> Iterator[None]:
         admin.dispose()
         stop_embedded_server(root / "pgdata")  # a large sync leaves 1.7 GB there
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_through_execute_in_process() -> None:
+    """`--run-path execute_in_process`: the CLI's runs through Dagster's public `execute_in_process`
+    instead of `canvas_assets.instance.inprocess` (which streams the events instead of keeping them), to
+    compare the two: same runs, same tags, in this process."""
+    from canvas_assets.cli import sync as cli_sync
+
+    def execute_run(job: Any, instance: Any, *, run_config: Any, tags: Any, asset_selection: Any = ()) -> Any:
+        result = job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            tags={**tags, **cli_sync.owner_tags()},
+            asset_selection=list(asset_selection) or None,
+            raise_on_error=False,
+        )
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        return cli_sync.RunResult(result.run_id, result.success, failure)
+
+    cli_sync.execute_run = execute_run  # type: ignore[assignment]
 
 
 def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, Any]:
@@ -275,7 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throttle", default="hosted", choices=("hosted", "legacy"))
     parser.add_argument("--profile", default="FULL_PROCESSING")
     parser.add_argument("--instance", default="local", choices=("local", "postgres", "both"))
+    parser.add_argument(
+        "--run-path",
+        default="inprocess",
+        choices=("inprocess", "execute_in_process"),
+        help="how the CLI's runs execute: the project's streaming adapter (what `canvas-assets sync` does) "
+        "or Dagster's public execute_in_process, which keeps every event of a run until it ends",
+    )
     args = parser.parse_args(argv)
+    if args.run_path == "execute_in_process":
+        run_through_execute_in_process()
 
     config: dict[str, Any] = {"scale": args.scale, "throttle": args.throttle, "latency_ms": args.latency_ms}
     if args.courses is not None:

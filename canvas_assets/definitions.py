@@ -10,6 +10,7 @@ import dagster as dg
 
 from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.defs.assets.catalog import canvas_course_catalog
+from canvas_assets.defs.assets.common import SYNC_REPORT
 from canvas_assets.defs.assets.extract import canvas_extract
 from canvas_assets.defs.assets.layer1 import LAYER1_ASSETS
 from canvas_assets.defs.assets.tables import FRESHNESS
@@ -34,7 +35,8 @@ with warnings.catch_warnings():
     )
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    # The sync report is observed by the sync steps (their run-wide figures), never materialized.
+    assets=[*ASSETS, SYNC_REPORT],
     asset_checks=ASSET_CHECKS,
     jobs=[*SYNC_JOBS, discover_courses],
     schedules=SCHEDULES,

@@ -323,7 +323,7 @@ def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, 
     assert result.success, failure_text(result)
     wh = Warehouse(h.db_url)
     courses = [int(k) for k in h.course_keys()]
-    tags = h.instance.get_run_by_id(result.run_id).tags
+    figures = common.run_figures(h.instance, result.run_id)
     materialized: dict[str, dict[int, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
@@ -331,8 +331,8 @@ def test_the_ops_in_tiny_chunks_report_what_a_one_piece_transform_does(harness, 
             materialized.setdefault(mat.asset_key.path[1], {})[int(mat.partition)] = mat.metadata
     for entity in STAGING_ENTITIES:
         expected = TRANSFORMERS[entity](dict(sorted(wh.read_staging(entity, courses).items())), OPTIONS)
-        assert tags[f"canvas/rows.{entity}"] == str(expected.rows_out), entity
-        assert tags[f"canvas/rejected.{entity}"] == str(len(expected.rejected)), entity
+        assert figures[f"canvas/rows.{entity}"] == expected.rows_out, entity
+        assert figures[f"canvas/rejected.{entity}"] == len(expected.rejected), entity
         by_course = rows_per_course(expected)
         rows = {c: meta["dagster/row_count"].value for c, meta in materialized[entity].items()}
         assert rows == {c: by_course.get(c, 0) for c in rows}, entity

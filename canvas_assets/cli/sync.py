@@ -22,26 +22,17 @@ from types import FrameType
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.job_base import InMemoryJob
-from dagster._core.events import DagsterEvent
-from dagster._core.execution.api import (
-    ExecuteRunWithPlanIterable,
-    create_execution_plan,
-    job_execution_iterator,
-)
-from dagster._core.execution.context_creation_job import (
-    PlanOrchestrationContextManager,
-    orchestration_context_event_generator,
-)
-from dagster._core.execution.execute_in_process import merge_run_tags, type_check_and_normalize_args
+from dagster import DagsterEvent
 
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.cli.status import course_attempts, live_rows
+from canvas_assets.defs.assets.common import run_figures
 from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.defs.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.extract.memory import release_free_heap
+from canvas_assets.instance.inprocess import start_run
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
@@ -99,7 +90,7 @@ class RunOutcome:
     success: bool
     failure: str | None = None
     failure_category: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)  # the run's tags, with the extract's figures
+    figures: dict[str, float] = field(default_factory=dict)  # the run's sync report (common.run_figures)
 
 
 @dataclass
@@ -338,7 +329,9 @@ def execute_run(
     job's default IO manager swapped for the in-memory one). But `execute_in_process` keeps every event
     (one materialization per course per asset, with its metadata, in a ranged run) and captures every op
     output for its result object: hundreds of MB for a run of a thousand courses. Here each event is
-    looked at as it goes by (the instance has stored it), and only the first step failure is kept.
+    looked at as it goes by (the instance has stored it), and only the first step failure is kept. The run
+    is built by `canvas_assets.instance.inprocess.start_run`, the one adapter to Dagster's execution
+    internals this needs.
 
     The run executes on a thread of its own while the calling thread waits for it. On the main thread
     Dagster would take over SIGINT/SIGTERM for the run and act on them only inside op code (a run waiting
@@ -348,45 +341,8 @@ def execute_run(
     and the exception goes on; the caller ends the process (`exit_now`), abandoning the requests in flight.
     What the extract had staged stays: it stages whole courses, each batch in one transaction.
     """
-    run_config, _, selection, resource_defs, _, input_values = type_check_and_normalize_args(
-        run_config=run_config, asset_selection=asset_selection
-    )
-    ephemeral = job.as_ephemeral_job(
-        resource_defs=resource_defs, input_values=input_values, asset_selection=selection
-    )
-    run_tags = merge_run_tags(
-        job_def=job,
-        partition_key=None,
-        tags=tags,
-        asset_selection=selection,
-        instance=instance,
-        run_config=run_config,
-    )
-    in_memory = InMemoryJob(job_def=ephemeral)
-    plan = create_execution_plan(
-        in_memory, run_config=run_config, instance_ref=instance.get_ref() if instance.is_persistent else None
-    )
-    run = instance.create_run_for_job(
-        job_def=ephemeral,
-        run_config=run_config,
-        tags={**ephemeral.run_tags, **run_tags, **owner_tags()},
-        asset_selection=frozenset(selection),
-        execution_plan=plan,
-    )
-    events = ExecuteRunWithPlanIterable(
-        execution_plan=plan,
-        iterator=job_execution_iterator,
-        execution_context_manager=PlanOrchestrationContextManager(
-            context_event_generator=orchestration_context_event_generator,
-            job=in_memory,
-            execution_plan=plan,
-            dagster_run=run,
-            instance=instance,
-            run_config=run_config,
-            executor_defs=None,
-            output_capture=None,
-            raise_on_error=False,
-        ),
+    run, events = start_run(
+        job, instance, run_config=run_config, tags={**tags, **owner_tags()}, asset_selection=asset_selection
     )
     first_failure: list[DagsterEvent] = []
     raised: list[BaseException] = []
@@ -495,12 +451,6 @@ def select_courses(
     return chosen
 
 
-def _run_tags(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """The run's tags: the extract records its run-wide figures there (api calls, retries, ...)."""
-    run = instance.get_run_by_id(run_id)
-    return dict(run.tags) if run is not None else {}
-
-
 def run_sync(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -541,7 +491,7 @@ def run_sync(
                     result.success,
                     run_failure_message(result),
                     run_failure_category(result),
-                    _run_tags(instance, result.run_id),
+                    run_figures(instance, result.run_id),
                 )
             )
     except SyncInterrupted as stop:
@@ -576,7 +526,7 @@ def _summarise(
                 if status.get(int(key)) in ("not run", "success"):
                     status[int(key)] = "failed"
                     errors.setdefault(int(key), run.failure or "run failed")
-    tags = [r.tags for r in runs]
+    figures = [r.figures for r in runs]
     return SyncSummary(
         profile=profile.name,
         courses=courses,
@@ -584,9 +534,9 @@ def _summarise(
         course_status=status,
         course_errors=errors,
         rows=rows,
-        api_calls=sum(int(t.get("canvas/api_calls", 0)) for t in tags),
-        throttled=sum(int(t.get("canvas/throttled", 0)) for t in tags),
-        retries=sum(int(t.get("canvas/retries", 0)) for t in tags),
+        api_calls=sum(int(f.get("canvas/api_calls", 0)) for f in figures),
+        throttled=sum(int(f.get("canvas/throttled", 0)) for f in figures),
+        retries=sum(int(f.get("canvas/retries", 0)) for f in figures),
         seconds=seconds,
     )
 

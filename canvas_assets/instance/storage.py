@@ -26,7 +26,7 @@ workers) gets the same behaviour with no environment variable to remember:
   is left as Dagster builds it: the addition is computed on each read, two indexed queries per asset.
 
 Dagster release: this module is the adapter to Dagster's instance storage internals (dagster 1.13.27,
-dagster-postgres 0.29.27, pinned in pyproject.toml; README "Dagster release"). What it relies on, each
+dagster-postgres 0.29.27, pinned in setup.cfg; README "Dagster release"). What it relies on, each
 checked by canvas_assets_tests/test_dagster_adapters.py:
 
 - base classes and config: `dagster._core.storage.base_storage.DagsterStorage`,

@@ -3,17 +3,14 @@
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, cast
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.execution.context.metadata_logging import (
-    AssetMetadataHandle,
-    OutputMetadataAccumulator,
-)
 
 from canvas_assets.canvas.redact import redact_known
 from canvas_assets.errors import CanvasAssetsError
+from canvas_assets.instance.step_metadata import merge_partition_metadata
 
 # The instance storage stores a materialization whose course status is "failed" as a failure event.
 from canvas_assets.instance.storage import COURSE_STATUS_KEY
@@ -138,21 +135,61 @@ def add_course_metadata(
     The same as calling `context.add_asset_metadata(meta, asset_key=..., partition_key=...)` per course,
     which re-lists every course partition from the instance and copies the accumulated metadata on each
     call: quadratic in the courses of a ranged run (minutes at 1,500 courses x 12 assets). This checks the
-    keys once against the run's partitions and merges everything in one step (Dagster 1.13's step
-    metadata accumulator, pinned with the package).
+    keys once against the run's partitions and merges everything in one step (the adapter
+    `canvas_assets.instance.step_metadata`, pinned with Dagster's release).
     """
     targeted = set(context.partition_keys)
     unknown = sorted(str(c) for c in per_course if str(c) not in targeted)
     if unknown:
         raise dg.DagsterInvariantViolationError(f"courses {unknown[:10]} are not partitions of this run")
-    step = context.get_step_execution_context()
-    merged = dict(step._metadata_accumulator.per_output_metadata)
-    for course_id, meta in per_course.items():
-        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=str(course_id))
-        merged[handle] = {**merged.get(handle, {}), **meta}
-    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)
+    merge_partition_metadata(context, asset_key, {str(c): meta for c, meta in per_course.items()})
 
 
-def record_run_figures(context: Any, tags: dict[str, str]) -> None:
-    """Record run-wide figures once, as tags of the run (not on each course's event)."""
-    context.instance.add_run_tags(context.run_id, tags)
+# --- the run's own figures: the sync report ------------------------------------------------------------
+# Run-wide figures (API calls, retries, throttled responses, rows, rejected records, seconds per stage)
+# are not run tags: tags are for filtering runs (profile, course range, backfill, the CLI's owner), and
+# forty of them made one run fill a screen of the Runs list (issue 22). Nor are they materialization
+# metadata of the course assets: in a ranged run that metadata is per course (a MaterializeResult's would
+# be copied onto every course). Each step that has figures logs one observation of this unpartitioned
+# asset, in its run: the asset's page lists them (and plots each figure over time), the run's event log
+# shows them, and `run_figures` reads them back for the CLI, the benchmark and the tests.
+SYNC_REPORT_KEY = dg.AssetKey("canvas_sync_report")
+SYNC_REPORT = dg.AssetSpec(
+    SYNC_REPORT_KEY,
+    group_name="reports",
+    kinds={"canvas"},
+    description=(
+        "The figures of each sync run, one observation per step that has any: the extract's courses "
+        "(ok, failed, gone), API calls, retries, throttled responses and seconds; each Layer-1 load's rows, "
+        "rejected records and transform/load seconds. The course-by-course record is the warehouse's "
+        "`canvas_sync_log`."
+    ),
+)
+
+
+def report_run_figures(context: Any, figures: Mapping[str, int | float]) -> None:
+    """Log this step's run-wide figures once, as an observation of the sync report (not as run tags)."""
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=SYNC_REPORT_KEY,
+            metadata={
+                k: dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(float(v))
+                for k, v in figures.items()
+            },
+        )
+    )
+
+
+def run_figures(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """The figures the steps of run `run_id` reported (`report_run_figures`), merged; {} if none."""
+    figures: dict[str, float] = {}
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION, limit=10_000
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.asset_key != SYNC_REPORT_KEY:
+            continue
+        observation = event.asset_observation_data.asset_observation
+        figures.update({k: float(cast(Any, v.value)) for k, v in observation.metadata.items()})
+    return figures

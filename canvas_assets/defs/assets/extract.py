@@ -11,7 +11,7 @@ from canvas_assets.defs.assets.common import (
     course_keys,
     course_metadata,
     dagster_failures,
-    record_run_figures,
+    report_run_figures,
 )
 from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
@@ -101,26 +101,26 @@ def canvas_extract(
         finally:
             client.close()
         report.raise_if_every_course_failed()
-    record_run_figures(context, extract_run_tags(report))
+    report_run_figures(context, extract_figures(report))
     yield from _results(context, entities, report)
 
 
-def extract_run_tags(report: ExtractReport) -> dict[str, str]:
-    """The extract's run-wide figures, recorded once as run tags (the run page shows them)."""
+def extract_figures(report: ExtractReport) -> dict[str, int | float]:
+    """The extract's run-wide figures, reported once per run (the sync report, not run tags)."""
     m = report.metrics
     return {
-        "canvas/courses": str(len(report.courses)),
-        "canvas/courses_ok": str(len(report.course_ids("success"))),
-        "canvas/courses_failed": str(len(report.course_ids("failed"))),
-        "canvas/courses_gone": str(len(report.course_ids("gone"))),
-        "canvas/api_calls": str(int(m.get("requests", 0))),
-        "canvas/retries": str(int(m.get("retries", 0))),
-        "canvas/throttled": str(int(m.get("throttled", 0))),
-        "canvas/wait_seconds": f"{float(m.get('wait_seconds', 0.0)):.3f}",
-        "canvas/fetch_seconds": f"{report.fetch_seconds:.3f}",
-        "canvas/staging_write_seconds": f"{report.staging_write_seconds:.3f}",
-        "canvas/incremental_fetches": str(
-            sum(o.mode == "incremental" for c in report.courses.values() for o in c.entities.values())
+        "canvas/courses": len(report.courses),
+        "canvas/courses_ok": len(report.course_ids("success")),
+        "canvas/courses_failed": len(report.course_ids("failed")),
+        "canvas/courses_gone": len(report.course_ids("gone")),
+        "canvas/api_calls": int(m.get("requests", 0)),
+        "canvas/retries": int(m.get("retries", 0)),
+        "canvas/throttled": int(m.get("throttled", 0)),
+        "canvas/wait_seconds": round(float(m.get("wait_seconds", 0.0)), 3),
+        "canvas/fetch_seconds": round(report.fetch_seconds, 3),
+        "canvas/staging_write_seconds": round(report.staging_write_seconds, 3),
+        "canvas/incremental_fetches": sum(
+            o.mode == "incremental" for c in report.courses.values() for o in c.entities.values()
         ),
     }
 

@@ -45,7 +45,8 @@ from canvas_assets.defs.assets.common import (
     database_retries,
     extract_outcomes,
     gone_course_ids,
-    record_run_figures,
+    report_run_figures,
+    run_figures,
 )
 from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
@@ -172,17 +173,17 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 }
             )
             add_course_metadata(context, dg.AssetKey(["layer1", entity]), per_course)
-            record_run_figures(
+            report_run_figures(
                 context,
                 {
-                    f"canvas/rows.{entity}": str(rows),
-                    f"canvas/rejected.{entity}": str(len(rejected)),
-                    f"canvas/transform_seconds.{entity}": f"{staged.seconds:.3f}",
-                    f"canvas/load_seconds.{entity}": f"{load_seconds:.3f}",
+                    f"canvas/rows.{entity}": rows,
+                    f"canvas/rejected.{entity}": len(rejected),
+                    f"canvas/transform_seconds.{entity}": round(staged.seconds, 3),
+                    f"canvas/load_seconds.{entity}": round(load_seconds, 3),
                 },
             )
-            run = context.instance.get_run_by_id(context.run_id)
-            loaded = sum(1 for k in (run.tags if run else {}) if k.startswith("canvas/rows."))
+            figures = run_figures(context.instance, context.run_id)
+            loaded = sum(1 for k in figures if k.startswith("canvas/rows."))
             report_progress("layer1", loaded, staged.entities_in_run, f"{entity}: {rows} rows")
             context.log.info(
                 f"layer1/{entity}: {rows} rows of {len(staged.course_ids)} course(s) "

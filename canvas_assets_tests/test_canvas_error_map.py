@@ -288,3 +288,19 @@ def test_a_token_written_with_escapes_of_several_kinds_is_still_found():
     mixed = "%5Cu0037" + "\\u007e" + "\\x53" + TOKEN[3:]
     err = error_for_response(400, '{"error":"t ' + mixed + '"}', method="GET", url=URL, secrets=[TOKEN])
     assert "[REDACTED]" in err.message and TOKEN[3:] not in err.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[{"id": 1, "user_id": 7, "grade": "A-", "body": "my essay"}]',
+        '{"id": 1, "user_id": 7, "grade": "A-", "body": "my essay"}',
+        '[{"user": {"name": "Ada Lovelace"}}]',
+    ],
+)
+def test_an_error_body_of_records_shows_no_record_data(body):
+    """A broken proxy may answer 500 with a page of records: the message says nothing of what they hold."""
+    for status in (400, 403, 404, 500, 503):
+        message = str(error_for_response(status, body, method="GET", url="https://c/api/v1/x"))
+        for data in ("my essay", "A-", "Ada Lovelace", "user_id"):
+            assert data not in message, (status, message)

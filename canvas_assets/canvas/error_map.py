@@ -68,9 +68,23 @@ def canvas_error_text(body: str, *, limit: int = 300, secrets: Iterable[str] = (
                 collect(payload[key])
                 if messages:
                     break
-    elif isinstance(payload, list | str):
+    elif isinstance(payload, str):
         collect(payload)
-    if not messages:
+    elif isinstance(payload, list):
+        # Only what reads as an error: a list body may be records (a proxy answering 500 with a page of
+        # submissions), and student data has no place in an error message, a log or the sync log.
+        for item in payload:
+            if isinstance(item, str):
+                messages.append(item)
+            elif isinstance(item, dict):
+                for key in ("message", "error"):
+                    if isinstance(item.get(key), str):
+                        messages.append(item[key])
+                        break
+    is_error_object = isinstance(payload, dict) and any(k in payload for k in ("errors", "error", "message"))
+    if not messages and (payload is None or is_error_object):
+        # Plain text (the legacy throttle's "403 Forbidden (Rate Limit Exceeded)") or an error object whose
+        # text is in no field we know, as it is; never an HTML page, never a body of records.
         messages = [" ".join(text.split())] if text and not text.startswith("<") else []
     joined = redact("; ".join(m.strip() for m in messages if m and m.strip()), secrets)
     return joined[:limit] + ("…" if len(joined) > limit else "")

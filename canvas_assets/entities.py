@@ -140,7 +140,7 @@ def _submissions_in_slices(
     The records come back compact (`records.Records`), as `CanvasAPI.list_submissions_by_assignments` says."""
     if "assignments" not in records_of or "enrollments" not in records_of:
         return None
-    # Canvas lists a submission per published assignment and active student: that many records, give or
+    # Canvas lists a submission per published assignment and listed student: that many records, give or
     # take what changes meanwhile, decide.
     published, students = _live_parents(records_of)
     if len(published) * len(students) <= SLICE_PAGES * SUBMISSIONS_PER_PAGE:
@@ -169,23 +169,32 @@ def _ids(
     return {to_id(r.get(key)) for r in records_of[entity] if isinstance(r, Mapping) and where(r)}
 
 
-def _is_student(e: Mapping[str, Any]) -> bool:
-    return e.get("type") == "StudentEnrollment"
+# Whose submissions Canvas lists for `student_ids[]=all` (SubmissionsApiController#for_students): users of
+# `all_student_enrollments`, StudentEnrollment and the test student's StudentViewEnrollment in any state but
+# deleted, whose submissions are not soft-deleted; SubmissionLifecycleManager keeps a submission for every
+# student with an enrollment that is neither rejected nor deleted (docs/canvas-api.md §7). One such
+# enrollment suffices, whatever the user's others (sections) are.
+SUBMISSION_ENROLLMENT_TYPES = frozenset({"StudentEnrollment", "StudentViewEnrollment"})
+SUBMISSION_ENROLLMENT_STATES = frozenset(ENROLLMENT_STATES_BUT_DELETED) - {"rejected"}
+
+
+def _lists_submissions(e: Mapping[str, Any]) -> bool:
+    """Whether Canvas lists the submissions of this enrollment's user (see SUBMISSION_ENROLLMENT_STATES)."""
+    return (
+        e.get("type") in SUBMISSION_ENROLLMENT_TYPES
+        and e.get("enrollment_state") in SUBMISSION_ENROLLMENT_STATES
+    )
 
 
 def _live_parents(records_of: Mapping[str, Sequence[Any]]) -> tuple[set[Any], set[Any]]:
-    """(published assignment ids, active students' user ids): the parents whose submissions Canvas lists,
-    and the only assignment ids a submissions request may name. An assignment is published when Canvas says
+    """(published assignment ids, listed students' user ids): the parents whose submissions Canvas lists
+    (students: `_lists_submissions`, the test student and invited, pending, concluded and inactive students
+    included), and the only assignment ids a submissions request may name. An assignment is published when Canvas says
     so (`published: true`, which the assignment JSON always carries); one without the flag is not named in
     a request (its submissions still come with the next full fetch). A list the run does not know gives no
     parent."""
     assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is True)
-    students = _ids(
-        records_of,
-        "enrollments",
-        "user_id",
-        lambda e: _is_student(e) and e.get("enrollment_state") == "active",
-    )
+    students = _ids(records_of, "enrollments", "user_id", _lists_submissions)
     return assignments or set(), students or set()
 
 
@@ -227,10 +236,12 @@ def _submissions_of_new_parents(
 
 def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
     """A submission is listed while its assignment exists and is not unpublished (Canvas lists the
-    submissions of published assignments only), and its student is still enrolled as a student. A list the
-    run does not know (absent from `records_of`: never fetched for the course) drops nothing."""
+    submissions of published assignments only), and its user is still one whose submissions Canvas lists
+    (`_lists_submissions`, the rule `_live_parents` uses: a test student's or a concluded student's rows
+    must not be dropped by a merge and come back with the next full fetch). A list the run does not know
+    (absent from `records_of`: never fetched for the course) drops nothing."""
     assignments = _ids(records_of, "assignments", "id", lambda a: a.get("published") is not False)
-    students = _ids(records_of, "enrollments", "user_id", _is_student)
+    students = _ids(records_of, "enrollments", "user_id", _lists_submissions)
 
     def keep(s: Mapping[str, Any]) -> bool:
         if assignments is not None and to_id(s.get("assignment_id")) not in assignments:

@@ -2,19 +2,23 @@
 
 Each rule is read from Canvas's source (docs/canvas-api.md, "Endpoint rules (from Canvas's source)" names
 the controller and this file's test for every one): what refuses a request, what silently filters it, how
-parameters are read. The product's side (the states it asks for, the ids it may name) is tested where the
-product is; these pin the sandbox to Canvas so those tests mean something.
+parameters are read. The product's side (the states it asks for, the ids it may name) is mostly tested where
+the product is; these pin the sandbox to Canvas so those tests mean something. Whose submissions Canvas lists
+is tested on both sides here: the sandbox serves them, and a sync then an incremental sync keeps them.
 """
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import requests
 
 from canvas_assets import entities
 from canvas_assets.sandbox import CanvasSandbox
+from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness
 
 STUDENT_TYPES = ("StudentEnrollment", "StudentViewEnrollment")
 CURRENT = ("active", "invited", "creation_pending")  # Course#current_enrollments
@@ -111,6 +115,130 @@ def test_student_ids_may_be_sis_user_ids(sandbox):
     r = submissions(sandbox, cid, f"student_ids[]=sis_user_id:{sandbox.data.users[uid]['sis_user_id']}")
     assert r.status_code == 200 and r.json()
     assert {s["user_id"] for s in r.json()} == {uid}
+
+
+# `student_ids[]=all` is `all_student_enrollments` (StudentEnrollment and StudentViewEnrollment, any state but
+# deleted) over `Course#submissions` (active ones); SubmissionLifecycleManager keeps a submission for every
+# student with an enrollment neither rejected nor deleted and soft-deletes the others'.
+LISTED = ("active", "invited", "creation_pending", "completed", "inactive")
+
+
+def listed_students(sb: CanvasSandbox, cid: int) -> set[int]:
+    return {e["user_id"] for e in sb.data.enrollments_of(cid, LISTED, STUDENT_TYPES)}
+
+
+def only_in_state(sb: CanvasSandbox, cid: int, state: str, etype: str = "StudentEnrollment") -> int:
+    """A user whose every student enrollment in the course is in `state` (and of type `etype`)."""
+    by_user: dict[int, set[tuple[str, str]]] = {}
+    for e in sb.data.enrollments_of(cid, types=STUDENT_TYPES):
+        by_user.setdefault(e["user_id"], set()).add((e["type"], e["enrollment_state"]))
+    return min(u for u, kinds in by_user.items() if kinds == {(etype, state)})
+
+
+def test_student_ids_all_lists_the_test_students_and_concluded_inactive_and_invited_students_submissions(
+    sandbox,
+):
+    cid = big_course(sandbox)
+    records, _ = fetch_all(sandbox, f"/courses/{cid}/students/submissions?student_ids[]=all&per_page=100")
+    users = {s["user_id"] for s in records}
+    assert users == listed_students(sandbox, cid)
+    for state, etype in (
+        ("active", "StudentViewEnrollment"),  # the test student
+        ("completed", "StudentEnrollment"),
+        ("inactive", "StudentEnrollment"),
+        ("invited", "StudentEnrollment"),
+        ("creation_pending", "StudentEnrollment"),
+    ):
+        assert only_in_state(sandbox, cid, state, etype) in users, (state, etype)
+    assert records == sandbox.data.submissions_of(cid)  # the ground truth tests compare with agrees
+
+
+def test_student_ids_all_leaves_out_a_rejected_students_submissions_which_canvas_soft_deleted(sandbox):
+    cid = big_course(sandbox)
+    rejected = only_in_state(sandbox, cid, "rejected")
+    records, _ = fetch_all(sandbox, f"/courses/{cid}/students/submissions?student_ids[]=all&per_page=100")
+    assert rejected not in {s["user_id"] for s in records}
+    # Named explicitly, a rejected student is still a student of the course (no 401), with nothing listed.
+    r = submissions(sandbox, cid, f"student_ids[]={rejected}")
+    assert (r.status_code, r.json()) == (200, [])
+
+
+def test_student_ids_naming_the_test_student_list_their_submissions(sandbox):
+    cid = big_course(sandbox)
+    test_student = only_in_state(sandbox, cid, "active", "StudentViewEnrollment")
+    r = submissions(sandbox, cid, f"student_ids[]={test_student}&per_page=100")
+    assert r.status_code == 200 and r.json()
+    assert r.json() == [s for s in sandbox.data.submissions_of(cid) if s["user_id"] == test_student]
+
+
+# The product obeys the same rule: an incremental merge keeps what Canvas lists (`entities._submission_parents`)
+# and fetches the submissions of students it has not seen (`entities._submissions_of_new_parents`).
+@pytest.fixture
+def harness(make_sandbox, db_url, monkeypatch) -> Iterator[Harness]:
+    """The pipeline over a small sandbox, on SQLite and on PostgreSQL."""
+    with pipeline_harness(make_sandbox(scale="small", throttle="hosted"), db_url, monkeypatch) as h:
+        assert h.discover().success
+        yield h
+
+
+def sync_submissions(h: Harness, cid: int) -> None:
+    result = h.sync("ANALYTICS_FOCUSED", [str(cid)])  # submissions incremental after the first sync
+    assert result.success, failure_text(result)
+
+
+def stored_submissions(h: Harness, cid: int) -> tuple[dict[int, Any], int]:
+    """(the course's live canvas_submissions rows by id, how many rows are soft-deleted)."""
+    rows = h.rows(
+        "SELECT id, user_id, assignment_id, deleted_at FROM canvas_submissions WHERE course_id = :c", c=cid
+    )
+    live = {r[0]: r for r in rows if r[3] is None}
+    return live, len(rows) - len(live)
+
+
+def fetch_mode(h: Harness, cid: int) -> str:
+    (row,) = h.rows(
+        "SELECT fetch_mode FROM canvas_staging WHERE entity = 'submissions' AND course_id = :c", c=cid
+    )
+    return str(row[0])
+
+
+def test_an_incremental_sync_keeps_the_test_students_and_concluded_students_submissions(harness):
+    h, cid = harness, big_course(harness.sandbox)
+    sync_submissions(h, cid)
+    regular = min(
+        e["user_id"] for e in h.sandbox.data.enrollments_of(cid, ("active",), ["StudentEnrollment"])
+    )
+    h.sandbox.data.submit_work(cid, user_id=regular)  # something to merge
+    sync_submissions(h, cid)
+
+    assert fetch_mode(h, cid) == "incremental"
+    truth = {s["id"]: s for s in h.sandbox.data.submissions_of(cid)}
+    live, soft_deleted = stored_submissions(h, cid)
+    assert set(live) == set(truth) and soft_deleted == 0
+    users = {r[1] for r in live.values()}
+    for state, etype in (
+        ("active", "StudentViewEnrollment"),
+        ("completed", "StudentEnrollment"),
+        ("inactive", "StudentEnrollment"),
+    ):
+        assert only_in_state(h.sandbox, cid, state, etype) in users, (state, etype)
+
+
+def test_a_student_invited_between_syncs_has_their_submissions_after_the_next_incremental_sync(harness):
+    h, cid = harness, big_course(harness.sandbox)
+    sync_submissions(h, cid)
+    newcomer = h.sandbox.data.enrollments[h.sandbox.data.enroll_student(cid, state="invited")]["user_id"]
+    theirs = {s["id"] for s in h.sandbox.data.submissions_of(cid) if s["user_id"] == newcomer}
+    assert theirs  # Canvas creates an invited student's (unsubmitted) submissions at once
+    h.sandbox.reset_stats()
+    sync_submissions(h, cid)
+
+    assert fetch_mode(h, cid) == "incremental"
+    live, soft_deleted = stored_submissions(h, cid)
+    assert {sid for sid, r in live.items() if r[1] == newcomer} == theirs
+    assert set(live) == {s["id"] for s in h.sandbox.data.submissions_of(cid)} and soft_deleted == 0
+    # Two change lists (submitted since, graded since) and the newcomer's own list, not every page.
+    assert h.requests_to("/students/submissions") == 2 + -(-len(theirs) // 100)
 
 
 def test_submitted_since_must_match_the_iso8601_pattern_or_get_canvases_400_body(sandbox):

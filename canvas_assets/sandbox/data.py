@@ -173,7 +173,8 @@ class SandboxData:
 
     def submissions_of(self, course_id: int) -> list[Record]:
         """The course's submissions exactly as `/students/submissions?student_ids[]=all` serves them
-        without filters (one per published assignment and active student), by id."""
+        without filters, by id: one per published assignment and user with a StudentEnrollment or
+        StudentViewEnrollment (the test student) in any state but deleted or rejected."""
         with self.lock:
             return list(self.iter_submissions(course_id))
 
@@ -263,8 +264,8 @@ class SandboxData:
     def excuse_submission(self, course_id: int, submission_id: int | None = None) -> int:
         return mutations.excuse_submission(self, course_id, submission_id)
 
-    def enroll_student(self, course_id: int, user_id: int | None = None) -> int:
-        return mutations.enroll_student(self, course_id, user_id)
+    def enroll_student(self, course_id: int, user_id: int | None = None, state: str = "active") -> int:
+        return mutations.enroll_student(self, course_id, user_id, state)
 
     def add_assignment(self, course_id: int, *, published: bool = True) -> int:
         return mutations.add_assignment(self, course_id, published=published)

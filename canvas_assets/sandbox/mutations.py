@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from canvas_assets.sandbox.generate import _enroll, _make_assignment, make_course
 from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
 from canvas_assets.sandbox.submissions import epoch_of as epoch
-from canvas_assets.sandbox.vocab import Record, letter
+from canvas_assets.sandbox.vocab import ALL_BUT_DELETED, ENROLLMENT_STATES, Record, letter
 
 if TYPE_CHECKING:
     from canvas_assets.sandbox.data import SandboxData
@@ -125,10 +125,14 @@ def add_course(d: SandboxData, name: str | None = None, students: int = 5, state
         return cid
 
 
-def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None) -> int:
-    """A new active student enrollment (by default of the first user with none in the course). The
-    student's submissions appear with it: unsubmitted, or older work, none of it later than the last
-    fetch, so no `submitted_since` filter shows them. Returns the enrollment id."""
+def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None, state: str = "active") -> int:
+    """A new student enrollment in `state` (default active; invited is a student who has not accepted
+    yet), by default of the first user with none in the course. Unless the state is rejected, the
+    student's submissions appear with it (Canvas creates them for every student not rejected or deleted):
+    unsubmitted, or older work, none of it later than the last fetch, so no `submitted_since` filter shows
+    them. Returns the enrollment id."""
+    if state not in ENROLLMENT_STATES or state == "deleted":
+        raise ValueError(f"enrollment state {state!r}: expected one of {', '.join(ALL_BUT_DELETED)}")
     with d.lock:
         _require_course(d, course_id)
         now = _now(d)
@@ -137,13 +141,13 @@ def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None) -
             user_id = next(u for u in sorted(d.users) if u not in enrolled and d.users[u].get("login_id"))
         elif user_id in enrolled:
             raise ValueError(f"user {user_id} already has a student enrollment in course {course_id}")
-        eid = _enroll(d, course_id, user_id, "StudentEnrollment", "active")
+        eid = _enroll(d, course_id, user_id, "StudentEnrollment", state)
         d.enrollments[eid].update(created_at=now, updated_at=now)
         return eid
 
 
 def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) -> int:
-    """A new assignment, due in a week: once published, every active student has an unsubmitted submission
+    """A new assignment, due in a week: once published, every listed student has an unsubmitted submission
     for it (no change time). Unpublished (a draft), Canvas serves none of its submissions on the course's
     submissions list and refuses its id in `assignment_ids[]`. Returns the assignment id."""
     with d.lock:
@@ -162,7 +166,7 @@ def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) ->
             workflow_state="published" if published else "unpublished",
             submission_types=["online_upload"],
         )
-        d._submissions.register(aid, d.now_ts, due)
+        d._submissions.register(aid, d.now_ts, due, fresh=True)
         return aid
 
 

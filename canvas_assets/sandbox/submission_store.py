@@ -21,7 +21,15 @@ from canvas_assets.sandbox.submissions import (
     submission_id,
     user_ordinal,
 )
-from canvas_assets.sandbox.vocab import DAY, NOW_TS, USER_ID_BASE, Record, stable_int
+from canvas_assets.sandbox.vocab import (
+    DAY,
+    NOW_TS,
+    SUBMISSION_STATES,
+    SUBMISSION_TYPES,
+    USER_ID_BASE,
+    Record,
+    stable_int,
+)
 
 if TYPE_CHECKING:
     from canvas_assets.sandbox.data import SandboxData
@@ -35,11 +43,11 @@ class SubmissionStore:
         self.params: dict[int, AssignmentGen] = {}
         self.overlay: dict[tuple[int, int], Record] = {}
         self._index: dict[int, tuple[tuple[tuple[int, ...], tuple[int, ...]], array, array]] = {}
-        # course id -> (its active students' ids as the enrollments list them, sorted by ordinal, ordinals)
+        # course id -> (its listed students' ids as the enrollments list them, sorted by ordinal, ordinals)
         self._order: dict[int, tuple[tuple[int, ...], tuple[int, ...], array]] = {}
 
-    def register(self, aid: int, created: int, due: int | None) -> None:
-        self.params[aid] = AssignmentGen(created, due)
+    def register(self, aid: int, created: int, due: int | None, *, fresh: bool = False) -> None:
+        self.params[aid] = AssignmentGen(created, due, fresh=fresh)
 
     def stored(self, a: Record, uid: int) -> Record:
         """The stored fields (overlay or generated); a fresh dict for generated ones, the live one otherwise."""
@@ -68,22 +76,27 @@ class SubmissionStore:
         return sorted(rows, key=lambda a: a["id"])
 
     def students(self, course_id: int, only: Iterable[int] | None = None) -> Sequence[int]:
-        """Active students' user ids by user ordinal (the second half of the submission order)."""
-        ids = self._active_students(course_id)[0]
+        """Listed students' user ids (`listed_students`) by user ordinal (the second half of the
+        submission order)."""
+        ids = self._listed_students(course_id)[0]
         if only is None:
             return ids
         wanted = set(only)
         return [u for u in ids if u in wanted]
 
-    def _active_students(self, course_id: int) -> tuple[tuple[int, ...], array]:
-        """(active students' user ids by user ordinal, their ordinals).
+    def _listed_students(self, course_id: int) -> tuple[tuple[int, ...], array]:
+        """(the user ids whose submissions the course lists, by user ordinal, their ordinals): every user
+        with a StudentEnrollment or StudentViewEnrollment (the test student) in a state but deleted or
+        rejected (`vocab.SUBMISSION_STATES`: active, invited, creation_pending, completed, inactive), once
+        however many such enrollments (sections) they have, as Canvas keeps one submission per
+        (assignment, user).
 
         Every call reads the enrollments (a mutation, or a test editing a record, shows at once); only
-        their order is kept, while the course's active students stay the same: sorting a big course's
+        their order is kept, while the course's listed students stay the same: sorting a big course's
         students again on each of its hundreds of pages was half the CPU of serving them.
         """
         present = tuple(
-            [e["user_id"] for e in self.d.enrollments_of(course_id, ("active",), ["StudentEnrollment"])]
+            [e["user_id"] for e in self.d.enrollments_of(course_id, SUBMISSION_STATES, SUBMISSION_TYPES)]
         )
         order = self._order.get(course_id)
         if order is None or order[0] != present:
@@ -101,7 +114,7 @@ class SubmissionStore:
         With `since` = (submitted_since, graded_since), generated records that cannot pass those
         bounds are skipped without being generated (see `_times`); the caller still applies them.
         """
-        students, ordinals = self._active_students(course_id)
+        students, ordinals = self._listed_students(course_id)
         assignments = self.assignments(course_id)
         only_a = None if assignment_ids is None else set(assignment_ids)
         only_u = None if user_ids is None else set(user_ids)
@@ -165,7 +178,7 @@ class SubmissionStore:
 
 
 def ensure_future_work(d: SandboxData, course_id: int) -> None:
-    """Generation: a course with published assignments and active students gets one digital assignment
+    """Generation: a course with published assignments and listed students gets one digital assignment
     due in the future with an unsubmitted (not excused, no late policy status) submission, so that
     `pass_due_date` always has something to turn missing. No random draws: the stream is unchanged."""
     store = d._submissions

@@ -1,7 +1,8 @@
 """The sandbox's submissions: generated on demand from the seed, changed through an overlay, served live.
 
-A course has one submission per (published assignment, active student). Nothing is materialised up
-front: a submission's stored fields are a pure function of the seed, the assignment's generation
+A course has one submission per (published assignment, listed student): a user with a StudentEnrollment
+or the test student's StudentViewEnrollment in any state but deleted or rejected (`vocab.SUBMISSION_STATES`,
+docs/canvas-api.md §7). Nothing is materialised up front: a submission's stored fields are a pure function of the seed, the assignment's generation
 parameters (`AssignmentGen`, fixed when the assignment was generated) and the user, unless a mutation
 changed it, in which case the changed record lives in `SubmissionStore.overlay` (`submission_store`)
 keyed by (assignment id, user id). The fields that depend on time or on the assignment's current due date
@@ -52,6 +53,11 @@ class AssignmentGen:
     created: int
     due: int | None
     forced_unsubmitted: int | None = None  # a user whose generated submission is left unsubmitted
+    # An assignment created by a mutation (`add_assignment`): nobody has handed anything in yet, so every
+    # generated submission is unsubmitted. Drawn like older ones, its work would be stamped between the
+    # generated data's now and its creation, after a sync's watermark: a "new" assignment whose submissions
+    # the submitted_since list returned (113 of them in the small sandbox's big course).
+    fresh: bool = False
 
 
 def user_ordinal(uid: int) -> int:
@@ -139,7 +145,7 @@ def generate(seed: int, a: Record, gen: AssignmentGen, uid: int, now: int = NOW_
     created, due = gen.created, gen.due
     digital = digital_types(a)
     can_grade = gradable(a)
-    forced = gen.forced_unsubmitted == uid
+    forced = gen.fresh or gen.forced_unsubmitted == uid
     sub: int | None = None
     grd: int | None = None
     state, attempt, stype, resubmitted = "unsubmitted", None, None, False

@@ -28,6 +28,14 @@ ENROLLMENT_TYPES = (
     "StudentViewEnrollment",
 )
 ALL_BUT_DELETED = tuple(s for s in ENROLLMENT_STATES if s != "deleted")
+# Whose submissions Canvas lists (SubmissionsApiController#for_students, `student_ids[]=all`): the users of
+# `all_student_enrollments` (StudentEnrollment and the test student's StudentViewEnrollment, any state but
+# deleted) whose submissions are not soft-deleted. SubmissionLifecycleManager creates a submission for every
+# student with an enrollment in a state other than rejected or deleted (EffectiveDueDates) and soft-deletes
+# those of a student whose every enrollment is rejected or deleted; Course#submissions is `active`. So: a
+# user with at least one such enrollment in one of these states.
+SUBMISSION_TYPES = ("StudentEnrollment", "StudentViewEnrollment")
+SUBMISSION_STATES = tuple(s for s in ENROLLMENT_STATES if s not in ("deleted", "rejected"))
 
 
 def letter(score: float | None) -> str | None:

@@ -165,12 +165,13 @@ def run_through_execute_in_process() -> None:
     instead of `canvas_assets.instance.inprocess` (which streams the events instead of keeping them), to
     compare the two: same runs, same tags, in this process."""
     from canvas_assets.cli import sync as cli_sync
+    from canvas_assets.cli.stopping import owner_tags
 
     def execute_run(job: Any, instance: Any, *, run_config: Any, tags: Any, asset_selection: Any = ()) -> Any:
         result = job.execute_in_process(
             run_config=run_config,
             instance=instance,
-            tags={**tags, **cli_sync.owner_tags()},
+            tags={**tags, **owner_tags()},
             asset_selection=list(asset_selection) or None,
             raise_on_error=False,
         )

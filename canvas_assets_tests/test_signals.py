@@ -226,7 +226,7 @@ def test_a_second_signal_ends_a_stopping_sync_at_once(tmp_path):
     # The first signal raises SyncInterrupted; the process then takes its time to clean up (here: forever).
     script = (
         "import sys, time\n"
-        "from canvas_assets.cli.sync import SyncInterrupted, stop_on_signals\n"
+        "from canvas_assets.cli.stopping import SyncInterrupted, stop_on_signals\n"
         "with stop_on_signals('stopping'):\n"
         "    try:\n"
         "        print('ready', flush=True)\n"

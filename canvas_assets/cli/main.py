@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -96,7 +95,7 @@ def _sync(
     *,
     as_json: bool = False,
 ) -> int:
-    from canvas_assets.cli.sync import SyncInterrupted, stop_on_signals
+    from canvas_assets.cli.stopping import SyncInterrupted, exit_now, report_interruption, stop_on_signals
 
     started = time.monotonic()
     with stop_on_signals(
@@ -105,9 +104,9 @@ def _sync(
         try:
             return _sync_until_done(profile, courses, max_courses, catalog_states, as_json=as_json)
         except SyncInterrupted as stop:
-            _report_interruption(stop, time.monotonic() - started)
-            _exit_now(stop.exit_code)
-    return EXIT_FAILED_COURSES  # not reached: _exit_now ends the process
+            report_interruption(stop, time.monotonic() - started)
+            exit_now(stop.exit_code)
+    return EXIT_FAILED_COURSES  # not reached: exit_now ends the process
 
 
 def _sync_until_done(
@@ -120,12 +119,11 @@ def _sync_until_done(
 ) -> int:
     import dagster as dg
 
+    from canvas_assets.cli.stopping import SyncInterrupted, resolve_orphaned_runs
     from canvas_assets.cli.sync import (
-        SyncInterrupted,
         discover,
         ensure_dagster_home,
         require_canvas_env,
-        resolve_orphaned_runs,
         run_sync,
         select_courses,
     )
@@ -179,51 +177,6 @@ def _sync_until_done(
     else:
         _print_summary(summary)
     return 0 if summary.ok else EXIT_FAILED_COURSES
-
-
-def _report_interruption(stop: Any, seconds: float) -> None:
-    """Say on stderr what an interrupted sync kept and what it left, in a few lines."""
-    from canvas_assets.cli.sync import what_was_kept
-
-    lines = [f"sync interrupted by {stop.signal_name} after {seconds:.1f} s"]
-    if stop.run_id:
-        lines.append(f"  run {stop.run_id} marked canceled (in-flight requests abandoned)")
-    if stop.phase != "sync":
-        lines.append("  nothing was synced: the sync stopped before it fetched any course")
-    elif stop.warehouse is not None:
-        try:
-            kept = what_was_kept(stop.warehouse, stop)
-            lines.append(
-                f"  kept: {len(kept.loaded) + len(kept.staged)} of {len(stop.courses)} course(s), each whole: "
-                f"{len(kept.loaded)} loaded into the Layer-1 tables, {len(kept.staged)} staged (loaded by "
-                "the next sync)"
-            )
-            if kept.failed:
-                lines.append(f"  failed: {len(kept.failed)} course(s) (see `canvas-assets status`)")
-            lines.append(f"  not synced: {len(kept.not_synced)} course(s)")
-        except Exception as exc:  # the report must not hide the interruption
-            lines.append(f"  could not read what was kept ({type(exc).__name__}); see `canvas-assets status`")
-    lines.append("Run `canvas-assets sync` again to continue.")
-    for line in lines:
-        click.echo(line, err=True)
-
-
-def _exit_now(code: int) -> None:
-    """End the process now, with `code`: threads left in requests that never return must not hold it.
-
-    Python's normal exit waits for every non-daemon thread, and the extraction's pool threads are such
-    threads; so the process ends with os._exit, after flushing the output and letting go of the local
-    store (as the normal exit would: the store stops if this was its last user).
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    try:
-        from canvas_assets.instance.local_store import release_embedded_servers
-
-        release_embedded_servers()
-    finally:
-        os._exit(code)
 
 
 def _print_summary(summary: Any) -> None:

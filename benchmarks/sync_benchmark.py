@@ -188,7 +188,7 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
     from canvas_assets.definitions import defs
     from canvas_assets.profiles import preset
     from canvas_assets.warehouse import Warehouse
-    from canvas_assets.warehouse.resource import default_database_url
+    from canvas_assets.warehouse.engine import default_database_url
 
     os.environ.update(CANVAS_BASE_URL=sandbox.base_url, CANVAS_API_TOKEN=sandbox.token)
     profile = preset(profile_name)

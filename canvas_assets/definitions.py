@@ -8,7 +8,6 @@ import warnings
 
 import dagster as dg
 
-from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.defs.assets.catalog import canvas_course_catalog
 from canvas_assets.defs.assets.common import SYNC_REPORT
 from canvas_assets.defs.assets.extract import canvas_extract
@@ -17,8 +16,7 @@ from canvas_assets.defs.assets.tables import FRESHNESS
 from canvas_assets.defs.automation import SCHEDULES, SENSORS
 from canvas_assets.defs.checks import ASSET_CHECKS
 from canvas_assets.defs.jobs import SYNC_JOBS, discover_courses
-from canvas_assets.profiles import SyncProfileResource
-from canvas_assets.warehouse.resource import WarehouseResource
+from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 
 # Layer-1 tables carry a freshness policy (a missed nightly sync shows as stale in the UI); every asset
 # links to the code that builds it.

@@ -222,7 +222,7 @@ class Profile(_Section):
 
     def to_config(self) -> dict[str, Any]:
         """The `resources.sync_profile.config` block (complete, so it never depends on a preset)."""
-        return {key: _dump(getattr(self, key)) for key in type(self).model_fields}
+        return {key: plain(getattr(self, key)) for key in type(self).model_fields}
 
     def to_run_config(self) -> dict[str, Any]:
         return {"resources": {"sync_profile": {"config": self.to_config()}}}
@@ -250,7 +250,7 @@ def _leaves(
             yield f"{prefix}{key}", info, sub
 
 
-def _dump(value: Any) -> Any:
+def plain(value: Any) -> Any:
     return value.model_dump() if isinstance(value, BaseModel) else value
 
 
@@ -276,7 +276,7 @@ def _field_at(cls: type[BaseModel], loc: list[str]) -> tuple[Optional[type[BaseM
     return owner, info
 
 
-def _profile_error(cls: type[BaseModel], exc: ValidationError) -> ProfileError:
+def profile_error(cls: type[BaseModel], exc: ValidationError) -> ProfileError:
     """The first problem of a failed validation as a ProfileError naming the field; unknown keys first."""
     errors = exc.errors()
     err: ErrorDetails = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
@@ -414,7 +414,7 @@ def _validated(config: Mapping[str, Any]) -> Profile:
     try:
         return Profile.model_validate(config)
     except ValidationError as exc:
-        raise _profile_error(Profile, exc) from None
+        raise profile_error(Profile, exc) from None
 
 
 def load_preset_config(preset_name: str) -> dict[str, Any]:
@@ -459,49 +459,3 @@ def load_profile_file(path: str | os.PathLike[str]) -> Profile:
         return parse_profile(data)
     except ProfileError as exc:
         raise ProfileError(f"{p}: {exc.message}", field=exc.field) from exc
-
-
-# --- the Dagster resource -------------------------------------------------------------------------------
-class SyncProfileResource(dg.ConfigurableResource):
-    """The run's sync profile (resource key `sync_profile`), typed by the same models as `Profile`.
-
-    Every field is optional here: unset fields come from the preset named by `name`; with no `name` the
-    preset comes from the environment variable CANVAS_SYNC_PROFILE (runs launched by automation carry
-    no run config), and LIGHTWEIGHT when that is unset too. Dagster refuses unknown keys and wrong
-    types; an out-of-range number fails the resource with a ProfileError naming the field; `resolve()`
-    completes the profile and refuses contradictions.
-    """
-
-    name: Optional[str] = Field(
-        default=None,
-        description="A preset (LIGHTWEIGHT, ANALYTICS_FOCUSED, FULL_PROCESSING) or your own name.",
-    )
-    entities: Optional[EntitiesConfig] = None
-    fields: Optional[FieldsConfig] = None
-    processing: Optional[ProcessingConfig] = None
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _name_the_field(cls, data: Any, handler: Any) -> Any:
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise _profile_error(cls, exc) from None
-
-    def as_mapping(self) -> dict[str, Any]:
-        """The fields that are set, as a (partial) profile mapping."""
-        out = {key: _dump(getattr(self, key)) for key in ("name", "entities", "fields", "processing")}
-        return {key: value for key, value in out.items() if value is not None}
-
-    def resolve(self) -> Profile:
-        """The complete, validated profile (raises ProfileError naming the field)."""
-        return parse_profile(self.as_mapping())
-
-    @classmethod
-    def from_profile(cls, profile: Profile) -> "SyncProfileResource":
-        return cls(
-            name=profile.name,
-            entities=profile.entities,
-            fields=profile.fields,
-            processing=profile.processing,
-        )

@@ -15,8 +15,8 @@ from canvas_assets.defs.automation import (
     weekly_full_sync,
 )
 from canvas_assets.defs.partitions import COURSES, RANGE_END_TAG, RANGE_START_TAG, plan_course_runs
+from canvas_assets.defs.resources import WarehouseResource
 from canvas_assets.profiles import preset
-from canvas_assets.warehouse.resource import WarehouseResource
 
 KEYS = [str(k) for k in range(101, 111)]
 

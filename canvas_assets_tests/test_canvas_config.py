@@ -5,9 +5,10 @@ import logging
 import dagster as dg
 import pytest
 
-from canvas_assets.canvas import CanvasClient, CanvasResource
+from canvas_assets.canvas import CanvasClient
 from canvas_assets.canvas.client import canvas_error_text, error_for_response, parse_link_header
 from canvas_assets.canvas.redact import RedactingFilter, redact, redact_url
+from canvas_assets.defs.resources import CanvasResource
 from canvas_assets.errors import (
     CanvasAuthError,
     CanvasBadRequest,

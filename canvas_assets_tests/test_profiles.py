@@ -4,12 +4,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from canvas_assets.defs.resources import SyncProfileResource
 from canvas_assets.errors import ProfileError
 from canvas_assets.profiles import (
     PRESET_FILES,
     PROFILES_DIR,
     Profile,
-    SyncProfileResource,
     load_profile_file,
     parse_profile,
     preset,

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 
 from canvas_assets.canvas.client import CanvasClient
 from canvas_assets.defs.automation import sync_failure_reporter
+from canvas_assets.defs.resources import WarehouseResource
 from canvas_assets.errors import CanvasBadRequest
 from canvas_assets.instance import PRODUCTION_CONFIG, write_instance_config
-from canvas_assets.warehouse.resource import WarehouseResource
 from canvas_assets_tests.conftest import PG_ADMIN_URL
 from canvas_assets_tests.harness import BIN, clean_env, create_database, drop_database
 

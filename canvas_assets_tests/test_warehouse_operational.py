@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from canvas_assets.defs.resources import WarehouseResource, default_database_url
 from canvas_assets.transform import Rejected
 from canvas_assets.warehouse import Warehouse
 from canvas_assets.warehouse.engine import dispose_engines, normalize_url
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.resource import WarehouseResource, default_database_url
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 T1 = T0 + timedelta(hours=1)

@@ -130,7 +130,7 @@ def _sync_until_done(
     from canvas_assets.definitions import defs
     from canvas_assets.progress import ProgressDisplay, listen
     from canvas_assets.warehouse.db import Warehouse
-    from canvas_assets.warehouse.resource import default_database_url
+    from canvas_assets.warehouse.engine import default_database_url
 
     require_canvas_env()
     home = ensure_dagster_home()
@@ -239,7 +239,7 @@ def demo(profile_name: str, courses: int | None, seed: int) -> None:
     """Start a local Canvas sandbox and sync it into the default database, then show how to browse it."""
     from canvas_assets.cli.sync import ensure_dagster_home
     from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
-    from canvas_assets.warehouse.resource import default_database_url
+    from canvas_assets.warehouse.engine import default_database_url
 
     try:
         profile = preset(profile_name)
@@ -276,7 +276,7 @@ def status(as_json: bool, show_courses: bool) -> None:
     from canvas_assets.cli.status import pipeline_status, recent_runs
     from canvas_assets.cli.sync import ensure_dagster_home
     from canvas_assets.warehouse.db import Warehouse
-    from canvas_assets.warehouse.resource import default_database_url
+    from canvas_assets.warehouse.engine import default_database_url
 
     try:
         home = ensure_dagster_home()
@@ -392,8 +392,8 @@ def db() -> None:
 )
 def db_upgrade(url: str | None) -> None:
     """Bring the warehouse schema up to date (Alembic)."""
+    from canvas_assets.warehouse.engine import default_database_url
     from canvas_assets.warehouse.migrate import current_revision, head_revision, upgrade
-    from canvas_assets.warehouse.resource import default_database_url
 
     target = url or default_database_url()
     try:

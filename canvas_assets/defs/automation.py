@@ -37,8 +37,8 @@ from canvas_assets.defs.partitions import (
     plan_course_runs,
     range_tags,
 )
+from canvas_assets.defs.resources import WarehouseResource
 from canvas_assets.profiles import environment_profile_name, preset
-from canvas_assets.warehouse.resource import WarehouseResource
 
 WEBHOOK_ENV_VAR = "CANVAS_ASSETS_FAILURE_WEBHOOK"
 

@@ -5,7 +5,8 @@ from typing import Any
 import dagster as dg
 
 from canvas_assets.defs.partitions import COURSES
-from canvas_assets.profiles import PRESET_FILES, Profile, SyncProfileResource, preset
+from canvas_assets.defs.resources import SyncProfileResource
+from canvas_assets.profiles import PRESET_FILES, Profile, preset
 
 JOB_FOR_PRESET = {
     "LIGHTWEIGHT": "sync_lightweight",

@@ -4,7 +4,7 @@
     wh.replace_staging("enrollments", course_id, records, run_id=..., fetched_at=...)
     stats = wh.load(TRANSFORMERS["enrollments"](wh.read_staging("enrollments", ids)), course_ids=ids, ...)
 
-`WarehouseResource` (the Dagster resource) lives in `canvas_assets.warehouse.resource`.
+`WarehouseResource` (the Dagster resource) lives in `canvas_assets.defs.resources`.
 """
 
 from canvas_assets.warehouse.db import Warehouse

@@ -151,3 +151,18 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             yield conn
+
+
+DATABASE_URL_ENV = "CANVAS_ASSETS_DATABASE_URL"
+
+
+def default_database_url() -> str:
+    """The warehouse URL when none is configured: $CANVAS_ASSETS_DATABASE_URL, else the database
+    `canvas_assets` of the local embedded PostgreSQL (started on demand; see
+    `canvas_assets.instance.local_store`)."""
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        return url
+    from canvas_assets.instance.local_store import local_warehouse_url
+
+    return local_warehouse_url()

@@ -7,13 +7,12 @@ from typing import Any, Optional
 import dagster as dg
 
 from canvas_assets.canvas.api import DISCOVERY_BUDGET_S
-from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.defs.assets.common import CANVAS_RETRY_POLICY, dagster_failures
 from canvas_assets.defs.partitions import COURSE_PARTITIONS_NAME
+from canvas_assets.defs.resources import CanvasResource, WarehouseResource
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.quarantine import short_repr
-from canvas_assets.warehouse.resource import WarehouseResource
 
 COURSE_STATES = ("created", "claimed", "available", "completed", "deleted", "all")
 DEFAULT_STATES = ("available", "completed")

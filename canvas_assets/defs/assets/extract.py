@@ -4,7 +4,6 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from canvas_assets.canvas.resource import CanvasResource
 from canvas_assets.defs.assets.common import (
     CANVAS_RETRY_POLICY,
     add_course_metadata,
@@ -15,11 +14,11 @@ from canvas_assets.defs.assets.common import (
 )
 from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
+from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
 from canvas_assets.extract.engine import Extractor, ExtractReport
-from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
+from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.progress import report as report_progress
-from canvas_assets.warehouse.resource import WarehouseResource
 
 
 def staging_key(entity: str) -> dg.AssetKey:

@@ -50,12 +50,12 @@ from canvas_assets.defs.assets.common import (
 )
 from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
+from canvas_assets.defs.resources import SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
-from canvas_assets.profiles import STAGING_ENTITIES, SyncProfileResource
+from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
 from canvas_assets.transform.chunks import Chunk, chunk_results, read_rejected, transform_to_chunks
-from canvas_assets.warehouse.resource import WarehouseResource
 
 
 @dataclasses.dataclass

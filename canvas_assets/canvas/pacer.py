@@ -7,9 +7,12 @@ process may share the token, so the pacer learns from what every response report
 (`X-Rate-Limit-Remaining: R`, the room left once that request's own hold is released):
 
 - Capacity. A response reporting R while k *other* requests of ours were in flight (their 50 units
-  are inside the level it reports) says the bucket has about `room = R + 50k` units for holds, so
-  `ceil(room / 50)` requests fit at once (from an empty bucket: 14 hosted, 12 legacy). The pacer
-  allows that minus a safety margin of 1 (13 hosted, 11 legacy), at least 1, at most `max_in_flight`.
+  are inside the level it reports) says the bucket has about `room = R + 50k` units for holds. The
+  pacer allows `ceil(room / 50) - 1` at once (from an empty bucket: 13 hosted, 11 legacy), at least 1, at
+  most `max_in_flight`: exactly what Canvas admits, since it counts a new request's own hold before it
+  compares the level with the mark (request_throttle.rb, docs/canvas-api.md §7). The readings of those
+  13 report R = 100, above the low-water mark, and real costs or another process sharing the token lower R
+  below it and shrink the limit (below).
   Only readings taken with few others in flight (k <= 3) set this cap: with many in flight, responses
   that Canvas has already finished but this process has not yet read are counted in k although their
   hold is gone, and a busy client would overestimate the room by several requests.

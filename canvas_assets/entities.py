@@ -1,16 +1,17 @@
 """Every Canvas entity the project mirrors, stated once.
 
 An entity is one staging asset (`staging/<name>`: raw records per course) and one Layer-1 asset
-(`layer1/<name>`: typed rows). This registry says, per entity, how it is fetched (which endpoints,
-shaped by the profile's field groups), how the catalog describes it, and which tables it fills beyond
-its transformer's own (score history). Everything else derives from it: the profile's `entities.*`
-switches (`profiles.STAGING_ENTITIES`), the staging specs, the Layer-1 graph assets, the extraction
-engine's fetch plan and the CLI summary's tables. The transformer of each entity is in
-`canvas_assets.transform.registry` under the same name (a test checks the two registries agree).
+(`layer1/<name>`: typed rows). Its declaration here is the only place that names it: how it is fetched
+(a Canvas list's path and parameters, `listed(...)`, or a fetch plan shaped by the profile's field
+groups), the tables its transformer fills (derived from the models, `transform.registry`, unless it
+names a transformer of its own), how the catalog describes it, which tables it fills beyond those
+(score history), and its profile switch (`entities.<name>`, on in the shipped presets it names).
+Everything else derives from it: the profile's switches (`profiles.EntitiesConfig`, `STAGING_ENTITIES`),
+the staging specs, the Layer-1 graph assets and their checks, the jobs, the extraction engine's fetch
+plan and the CLI summary's tables.
 
-Adding an entity: add it here (fetch plan and descriptions), its model and a migration, its transformer
-in the transformer registry (one line for a one-table entity), and its profile switch; the assets, jobs,
-catalog and summaries pick it up (docs/maintaining.md).
+Adding an entity: declare it here, add its model and a migration, and serve it from the sandbox
+(docs/maintaining.md, "Add an entity").
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from canvas_assets.canvas.urls import Params, path_segment
 from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
+from canvas_assets.transform.modules import transform_modules
 
 
 class FieldGroups(Protocol):
@@ -45,6 +48,28 @@ KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]],
 # (client, course id, the course's records of `needs` fetched in this run, timeout) -> the course's raw
 # records fetched as several shorter lists, or None when one list is the better plan
 SlicedPlan = Callable[[Any, int, Mapping[str, Sequence[Any]], float], Sequence[Any] | None]
+# (raw records per course, transform options) -> a `transform.base.TransformResult`
+TransformBuild = Callable[[Mapping[int, list[dict[str, Any]]], Any], Any]
+
+
+@dataclass(frozen=True)
+class listed:
+    """The fetch plan of an entity that is one Canvas list and nothing more: `path` under /api/v1 with
+    `{course_id}` where the course goes, and the query `params` always sent (`CanvasAPI.list_records`:
+    the same pagination, bounds and errors as every list)."""
+
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    def __call__(self, client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
+        path = self.path.format(course_id=path_segment(course_id))
+        params: Params = list(self.params)
+        return list(client.list_records(path, params, timeout=timeout))
+
+    @property
+    def request(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in self.params)
+        return "GET " + self.path.replace("{course_id}", ":id") + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,37 @@ class Entity:
     # at once: pages of one list come one after another, so a course's long list is otherwise the
     # critical path of a whole sync.
     sliced: SlicedPlan | None = None
+    # The Canvas request, as the profile switch describes it ("GET /courses/:id/users"); a `listed` fetch
+    # says it itself.
+    request: str = ""
+    # The Layer-1 tables its transformer fills; `canvas_<name>` when not given.
+    tables: tuple[str, ...] = ()
+    # A transformer of its own, for records that are not one row each of one table (modules' items); without
+    # one the transformer maps each record onto a row of the one table, column by column as the model says
+    # (`transform.registry.one_table`).
+    transform: TransformBuild | None = None
+    # The shipped presets (`profiles.PRESET_FILES`) that switch it on; it is off in the others, and in every
+    # profile that is not a preset it must be given.
+    presets: tuple[str, ...] = ()
+    # A field group (`fields.<entity>.<group>`) that fetches it, instead of an `entities.<name>` switch of
+    # its own (student summaries are what `fields.students.analytics` fetches).
+    fetched_with: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tables:
+            object.__setattr__(self, "tables", (f"canvas_{self.name}",))
+        if not self.request:
+            if not isinstance(self.fetch, listed):
+                raise ValueError(f"entity {self.name!r}: say its Canvas request (request=...)")
+            object.__setattr__(self, "request", self.fetch.request)
+        if self.transform is None and len(self.tables) != 1:
+            raise ValueError(f"entity {self.name!r}: {len(self.tables)} tables need a transformer of its own")
+
+    @property
+    def switch_description(self) -> str:
+        """What its profile switch (or field group) says in the launchpad and `profile show`."""
+        needs = f" (needs {' and '.join(self.needs)})" if self.needs else ""
+        return f"{self.request} → {', '.join(self.tables)}{needs}"
 
 
 def _courses(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
@@ -102,16 +158,8 @@ def _enrollments(client: Any, profile: FieldGroups, course_id: int, timeout: flo
     return list(client.list_enrollments(course_id, states=ENROLLMENT_STATES_BUT_DELETED, timeout=timeout))
 
 
-def _assignments(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
-    return list(client.list_assignments(course_id, timeout=timeout))
-
-
 def _modules(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
     return list(client.list_modules(course_id, timeout=timeout))
-
-
-def _student_summaries(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
-    return list(client.list_student_summaries(course_id, timeout=timeout))
 
 
 def _submissions(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
@@ -251,6 +299,8 @@ def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Ma
     return keep
 
 
+ALL_PRESETS = ("LIGHTWEIGHT", "ANALYTICS_FOCUSED", "FULL_PROCESSING")
+
 ENTITIES: dict[str, Entity] = {
     e.name: e
     for e in (
@@ -261,12 +311,16 @@ ENTITIES: dict[str, Entity] = {
             "fields).",
             "`canvas_courses`: one row per course, with term, visibility and (by profile) syllabus and "
             "settings.",
+            request="GET /courses/:id",
+            presets=ALL_PRESETS,
         ),
         Entity(
             "students",
             _students,
             "Raw users with a student enrollment in the course (GET /courses/:id/users).",
             "`canvas_students`: the people enrolled as students, with SIS and login ids and email.",
+            request="GET /courses/:id/users",
+            presets=ALL_PRESETS,
         ),
         Entity(
             "enrollments",
@@ -276,12 +330,15 @@ ENTITIES: dict[str, Entity] = {
             "`canvas_enrollments` with current/final scores and grades; changes go to "
             "`canvas_score_history` (grades over time).",
             extra_tables=("canvas_score_history",),
+            request="GET /courses/:id/enrollments",
+            presets=ALL_PRESETS,
         ),
         Entity(
             "assignments",
-            _assignments,
+            listed("/courses/{course_id}/assignments"),
             "Raw assignments of the course (GET /courses/:id/assignments).",
             "`canvas_assignments`: due dates, points, grading type, submission types.",
+            presets=("ANALYTICS_FOCUSED", "FULL_PROCESSING"),
         ),
         Entity(
             "submissions",
@@ -301,20 +358,27 @@ ENTITIES: dict[str, Entity] = {
                 keep=_submission_parents,
                 refresh_days_field="submissions_full_refresh_days",
             ),
+            request="GET /courses/:id/students/submissions",
+            presets=("ANALYTICS_FOCUSED", "FULL_PROCESSING"),
         ),
         Entity(
             "modules",
             _modules,
             "Raw modules of the course with all of their items (GET /courses/:id/modules?include[]=items).",
             "`canvas_modules` and `canvas_module_items`: course structure and content.",
+            request="GET /courses/:id/modules with items",
+            tables=("canvas_modules", "canvas_module_items"),
+            transform=transform_modules,
+            presets=("FULL_PROCESSING",),
         ),
         Entity(
             "student_summaries",
-            _student_summaries,
+            listed("/courses/{course_id}/analytics/student_summaries"),
             "Raw analytics student summaries: page views, participations, tardiness "
             "(GET /courses/:id/analytics/student_summaries).",
             "`canvas_student_summaries`: page views, participations and tardiness per student.",
             absent_when_not_found=True,
+            fetched_with=("students", "analytics"),
         ),
     )
 }

@@ -11,7 +11,9 @@ A field left out (None) comes from the preset named by `name`: `{name: ANALYTICS
 preset, and `{name: LIGHTWEIGHT, entities: {assignments: true}}` is LIGHTWEIGHT plus assignments. A
 profile whose name is not a preset must give every field. The three presets are `Profile` instances
 read from the YAML files beside this module, which are also the run config of the jobs
-`sync_lightweight`, `sync_analytics` and `sync_full`.
+`sync_lightweight`, `sync_analytics` and `sync_full`. The entity switches are not in those files: each
+entity's declaration (`entities.Entity.presets`) says which presets switch it on, so a new entity needs no
+edit here; a preset file may still set a switch, which then wins.
 """
 
 import functools
@@ -19,7 +21,7 @@ import os
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 import yaml
@@ -31,6 +33,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -43,9 +46,10 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 PROFILE_ENV_VAR = "CANVAS_SYNC_PROFILE"
 DEFAULT_PROFILE = "LIGHTWEIGHT"
 
-# Staging entities in fetch order. student_summaries is not an entity switch of its own: it is what
-# `fields.students.analytics` fetches.
+# Staging entities in fetch order. Not every one is an entity switch of its own: student_summaries is what
+# `fields.students.analytics` fetches (its declaration's `fetched_with`).
 STAGING_ENTITIES = tuple(REGISTERED_ENTITIES)  # every staging entity, in registry order
+SWITCHED_ENTITIES = tuple(e.name for e in REGISTERED_ENTITIES.values() if e.fetched_with is None)
 
 # Aliases accepted wherever a preset is named: the canonical names and the preset file stems.
 PRESET_FILES = {
@@ -84,18 +88,25 @@ def _group(description: str, *, needs: str) -> Any:
     return Field(default=None, description=description, json_schema_extra={"needs": needs})
 
 
-class EntitiesConfig(_Section):
-    """Entity switches. Off means: not fetched, and its staging and Layer-1 steps skip."""
+_ENTITIES_DOC = "Entity switches. Off means: not fetched, and its staging and Layer-1 steps skip."
 
-    courses: Optional[StrictBool] = _switch("GET /courses/:id → canvas_courses")
-    students: Optional[StrictBool] = _switch("GET /courses/:id/users → canvas_students")
-    enrollments: Optional[StrictBool] = _switch("GET /courses/:id/enrollments → canvas_enrollments")
-    assignments: Optional[StrictBool] = _switch("GET /courses/:id/assignments → canvas_assignments")
-    submissions: Optional[StrictBool] = _switch(
-        "GET /courses/:id/students/submissions → canvas_submissions (needs assignments and enrollments)"
-    )
-    modules: Optional[StrictBool] = _switch(
-        "GET /courses/:id/modules with items → canvas_modules, canvas_module_items"
+if TYPE_CHECKING:  # the switches are read by name (`getattr`); mypy sees an open model
+
+    class EntitiesConfig(_Section):
+        def __getattr__(self, name: str) -> Optional[bool]: ...
+
+else:
+    # One switch per declared entity that is not a field group's (canvas_assets/entities.py), in
+    # declaration order: the launchpad and `profile show` list them as the registry does.
+    EntitiesConfig = create_model(
+        "EntitiesConfig",
+        __base__=_Section,
+        __doc__=_ENTITIES_DOC,
+        __module__=__name__,
+        **{
+            name: (Optional[StrictBool], _switch(REGISTERED_ENTITIES[name].switch_description))
+            for name in SWITCHED_ENTITIES
+        },
     )
 
 
@@ -172,7 +183,7 @@ class Profile(_Section):
                     field=where,
                 )
         for name, spec in REGISTERED_ENTITIES.items():
-            if name not in EntitiesConfig.model_fields or not getattr(self.entities, name):
+            if name not in SWITCHED_ENTITIES or not getattr(self.entities, name):
                 continue
             for needed in spec.needs:
                 if not getattr(self.entities, needed):
@@ -205,9 +216,11 @@ class Profile(_Section):
         return bool(getattr(getattr(self.fields, entity), group))
 
     def wants(self, staging_entity: str) -> bool:
-        """Whether this profile fetches (and loads) the given staging entity."""
-        if staging_entity == "student_summaries":
-            return self.field_on("students", "analytics")
+        """Whether this profile fetches (and loads) the given staging entity: its switch, or the field group
+        that fetches it (`Entity.fetched_with`)."""
+        group = REGISTERED_ENTITIES[staging_entity].fetched_with
+        if group is not None:
+            return self.field_on(*group)
         return bool(getattr(self.entities, staging_entity))
 
     @property
@@ -418,10 +431,13 @@ def _validated(config: Mapping[str, Any]) -> Profile:
 
 
 def load_preset_config(preset_name: str) -> dict[str, Any]:
-    """The config block of a shipped preset (the YAML files are the single source of the values)."""
+    """The config block of a shipped preset: its YAML file (the single source of the fields and processing
+    values) with every entity switch it leaves out taken from the entity's declaration (`Entity.presets`)."""
     path = PROFILES_DIR / PRESET_FILES[preset_name]
     with path.open(encoding="utf-8") as fh:
-        return dict(yaml.safe_load(fh)["resources"]["sync_profile"]["config"])
+        config = dict(yaml.safe_load(fh)["resources"]["sync_profile"]["config"])
+    declared = {name: preset_name in REGISTERED_ENTITIES[name].presets for name in SWITCHED_ENTITIES}
+    return {**config, "entities": {**declared, **(config.get("entities") or {})}}
 
 
 @functools.cache

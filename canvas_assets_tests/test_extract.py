@@ -2,8 +2,11 @@
 
 from datetime import datetime, timezone
 
+import pytest
+
 from canvas_assets.canvas import CanvasClient
 from canvas_assets.cli.status import course_attempts
+from canvas_assets.defs.resources import SyncProfileResource
 from canvas_assets.errors import CanvasNotFound
 from canvas_assets.extract.engine import Extractor, fetch_entity
 from canvas_assets.profiles import preset
@@ -68,21 +71,53 @@ def test_the_latest_attempt_of_a_retried_step_decides_a_courses_outcome(sqlite_u
     assert (attempt.course_id, attempt.status, attempt.api_calls) == (7, "success", 2)
 
 
-def test_every_registered_entity_has_a_transformer_tables_and_a_profile_switch():
+def _declared_entities() -> list[str]:
+    from canvas_assets.entities import ENTITIES
+
+    return list(ENTITIES)
+
+
+@pytest.mark.parametrize("name", _declared_entities())
+def test_an_entitys_declaration_yields_its_transformer_its_profile_switch_and_its_layer1_asset(name):
+    """A declaration in entities.py is the whole entity (docs/maintaining.md, "Add an entity"): nothing else
+    has to name it, so none of these can be forgotten."""
     from canvas_assets.definitions import defs
     from canvas_assets.entities import ENTITIES
-    from canvas_assets.profiles import STAGING_ENTITIES, preset
+    from canvas_assets.profiles import PRESET_FILES, SWITCHED_ENTITIES, preset
     from canvas_assets.transform import TRANSFORMERS
-    from canvas_assets.warehouse.models import table
+    from canvas_assets.warehouse.models import LAYER1_TABLES, table
 
-    assert set(ENTITIES) == set(TRANSFORMERS) == set(STAGING_ENTITIES)
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    entity = ENTITIES[name]
+    # its transformer, onto the Layer-1 tables it declares
+    assert TRANSFORMERS[name].entity == name
+    assert TRANSFORMERS[name].tables == entity.tables
+    assert set(entity.tables) <= set(LAYER1_TABLES)
+    assert all(table(t) is not None for t in entity.extra_tables)
+    # its profile switch, or the field group that fetches it, in the profile and in Dagster's config schema
     full = preset("FULL_PROCESSING")
-    for name, entity in ENTITIES.items():
-        assert {f"staging/{name}", f"layer1/{name}"} <= keys
-        for t in (*TRANSFORMERS[name].tables, *entity.extra_tables):
-            assert table(t) is not None
-        assert full.wants(name), name  # the full profile switches every entity on
+    assert full.wants(name)  # the full mirror fetches every entity
+    assert set(entity.presets) <= set(PRESET_FILES)
+    schema = SyncProfileResource.to_config_schema().as_field().config_type
+    if entity.fetched_with is None:
+        assert name in SWITCHED_ENTITIES
+        assert name in schema.fields["entities"].config_type.inner_type.fields
+        off = full.model_copy(update={"entities": full.entities.model_copy(update={name: False})})
+    else:
+        group_of, group = entity.fetched_with
+        assert name not in SWITCHED_ENTITIES
+        section = getattr(full.fields, group_of)
+        off = full.model_copy(
+            update={
+                "fields": full.fields.model_copy(update={group_of: section.model_copy(update={group: False})})
+            }
+        )
+    assert not off.wants(name)
+    # its staging and Layer-1 assets, with the checks every entity has
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {f"staging/{name}", f"layer1/{name}"} <= keys
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {f"all_courses_fetched_{name}", f"no_rejected_{name}"} <= checks
 
 
 def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbox, sqlite_url, monkeypatch):

@@ -5,10 +5,12 @@ import pytest
 import yaml
 
 from canvas_assets.defs.resources import SyncProfileResource
+from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ProfileError
 from canvas_assets.profiles import (
     PRESET_FILES,
     PROFILES_DIR,
+    SWITCHED_ENTITIES,
     Profile,
     load_profile_file,
     parse_profile,
@@ -34,7 +36,7 @@ def test_the_three_presets_have_the_original_designs_values():
         180.0,
         2,
     )
-    assert full.staging_entities[-2:] == ["modules", "student_summaries"]
+    assert full.staging_entities == list(ENTITIES)  # every entity, modules and student summaries included
     assert (full.batch_size, full.request_timeout_seconds, full.retry_attempts) == (1, 300.0, 2)
     # Submissions: off in LIGHTWEIGHT; incremental with a weekly full refresh in ANALYTICS_FOCUSED; every
     # FULL_PROCESSING sync (the weekly schedule) fetches them in full.
@@ -72,12 +74,36 @@ def test_a_preset_is_found_by_any_spelling_of_its_name(alias):
     assert preset(alias).name == "LIGHTWEIGHT"
 
 
-def test_every_preset_file_is_a_complete_valid_run_config():
+def test_every_preset_file_is_a_valid_run_config_of_its_preset():
     for name, filename in PRESET_FILES.items():
         data = yaml.safe_load((PROFILES_DIR / filename).read_text())
         block = data["resources"]["sync_profile"]["config"]
-        assert set(block) == {"name", "entities", "fields", "processing"}
+        # the entity switches come from the entities' declarations (Entity.presets)
+        assert set(block) <= {"name", "entities", "fields", "processing"}
         assert load_profile_file(PROFILES_DIR / filename) == preset(name)
+
+
+def test_a_preset_takes_each_entity_switch_it_leaves_out_from_the_entitys_declaration():
+    for name in PRESET_FILES:
+        switches = preset(name).to_config()["entities"]
+        assert switches == {e: name in ENTITIES[e].presets for e in SWITCHED_ENTITIES}
+        # and the completed preset is complete on its own: a non-preset name with its values is valid
+        assert (
+            Profile.model_validate({**preset(name).to_config(), "name": "copy"}).entities
+            == preset(name).entities
+        )
+
+
+def test_a_preset_file_that_sets_an_entity_switch_wins_over_the_declaration(tmp_path, monkeypatch):
+    import canvas_assets.profiles as profiles
+
+    data = yaml.safe_load((PROFILES_DIR / "lightweight.yaml").read_text())
+    data["resources"]["sync_profile"]["config"]["entities"] = {"assignments": True}
+    (tmp_path / "lightweight.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(profiles, "PROFILES_DIR", tmp_path)
+    config = profiles.load_preset_config("LIGHTWEIGHT")
+    assert config["entities"]["assignments"] is True
+    assert config["entities"]["modules"] is False  # the declaration's default for what the file leaves out
 
 
 def test_a_partial_profile_is_completed_from_its_preset():
@@ -211,7 +237,9 @@ def test_the_presets_are_profile_instances_equal_to_their_files():
         p = preset(name)
         assert isinstance(p, Profile)
         data = yaml.safe_load((PROFILES_DIR / filename).read_text())
-        assert p.to_run_config() == data
+        block = data["resources"]["sync_profile"]["config"]
+        completed = {**block, "entities": {**p.to_config()["entities"], **block.get("entities", {})}}
+        assert p.to_run_config() == {"resources": {"sync_profile": {"config": completed}}}
 
 
 @pytest.mark.parametrize(
@@ -271,6 +299,12 @@ def test_the_launchpad_schema_is_typed_and_every_field_optional():
     assert all(not f.is_required for f in shape.fields.values())
     processing = shape.fields["processing"].config_type.inner_type
     assert "1-1000" in (processing.fields["batch_size"].description or "")
+    entities = shape.fields["entities"].config_type.inner_type
+    assert list(entities.fields) == list(SWITCHED_ENTITIES)  # built from the entities' declarations
+    assert all(f.config_type.inner_type.key == "BoolSourceType" for f in entities.fields.values())
+    assert entities.fields["submissions"].description == (
+        "GET /courses/:id/students/submissions → canvas_submissions (needs assignments and enrollments)"
+    )
     kinds = {key: f.config_type.inner_type.key for key, f in processing.fields.items()}
     assert kinds == {
         "batch_size": "IntSourceType",

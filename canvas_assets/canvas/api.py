@@ -53,6 +53,21 @@ class CanvasAPI:
     def _fan_out_map(self, fn: Callable[[int], T], args: Sequence[int]) -> list[T]:
         raise NotImplementedError
 
+    def list_records(
+        self, path: str, params: Params | None = None, *, timeout: float | None = None
+    ) -> list[Record]:
+        """Every record of the Canvas list at `path` (under /api/v1, `/courses/7/sections`) with `params`:
+        the list of an entity that needs nothing but its path and parameters (`entities.listed`), paginated,
+        bounded and failing as every other list does (`_pages`). A list with logic of its own (defaults to
+        send, follow-up requests) keeps a method of its own below."""
+        if not path.startswith("/") or "?" in path or "#" in path:
+            raise ConfigurationError(
+                f"a Canvas list path starts with / and carries no query ({path!r}): give the path under "
+                "/api/v1, such as /courses/7/sections, and the query as params",
+                stage="extract",
+            )
+        return self._paginate(path, params, timeout=timeout)
+
     def list_courses(
         self,
         *,

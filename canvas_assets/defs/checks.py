@@ -212,8 +212,5 @@ ASSET_CHECKS = [
     students_match_total_students,
     scores_non_negative,
     *[_duplicate_check(e) for e in ID_CHECKED_ENTITIES],
-    *[
-        _rejected_check(e)
-        for e in ("courses", "students", "enrollments", "assignments", "modules", "student_summaries")
-    ],
+    *[_rejected_check(e) for e in STAGING_ENTITIES],
 ]

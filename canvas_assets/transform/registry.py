@@ -1,21 +1,22 @@
-"""The one registry of transformers, shared by the Dagster ops and the tests.
+"""The one registry of transformers, shared by the Dagster ops and the tests, derived from the entities.
 
 Most entities map one Canvas record to one row of one table, every column declared in the model
-(`warehouse/models.py`): `one_table` builds their transformer from the table alone. Entities that need more
-(courses' settings, modules' items) have a module of their own.
+(`warehouse/models.py`): `one_table` builds their transformer from the table alone. An entity whose records
+need more (modules' items) names a transformer of its own in its declaration (`entities.Entity.transform`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from canvas_assets.transform.base import Transformer, TransformResult, transform_records
-from canvas_assets.transform.courses import transform_courses
-from canvas_assets.transform.modules import transform_modules
 from canvas_assets.transform.options import TransformOptions
 from canvas_assets.transform.schema import fields_of
-from canvas_assets.transform.student_summaries import transform_student_summaries
+
+if TYPE_CHECKING:
+    from canvas_assets.entities import Entity
 
 
 def one_table(entity: str, table: str, description: str) -> Transformer:
@@ -31,28 +32,47 @@ def one_table(entity: str, table: str, description: str) -> Transformer:
     return Transformer(entity, (table,), build, description)
 
 
-TRANSFORMERS: dict[str, Transformer] = {
-    t.entity: t
-    for t in (
-        Transformer("courses", ("canvas_courses",), transform_courses, "Course objects -> canvas_courses"),
-        one_table("students", "canvas_students", "Users -> canvas_students"),
-        one_table("enrollments", "canvas_enrollments", "Enrollments -> canvas_enrollments"),
-        one_table("assignments", "canvas_assignments", "Assignments -> canvas_assignments"),
-        one_table("submissions", "canvas_submissions", "Submissions -> canvas_submissions"),
-        Transformer(
-            "modules",
-            ("canvas_modules", "canvas_module_items"),
-            transform_modules,
-            "Modules with their items -> canvas_modules, canvas_module_items",
-        ),
-        Transformer(
-            "student_summaries",
-            ("canvas_student_summaries",),
-            transform_student_summaries,
-            "Analytics student summaries -> canvas_student_summaries",
-        ),
-    )
-}
+def transformer_of(entity: Entity) -> Transformer:
+    """An entity's transformer, as its declaration says: its own, else `one_table` onto its one table."""
+    description = f"{entity.name} records -> {', '.join(entity.tables)}"
+    if entity.transform is None:
+        return one_table(entity.name, entity.tables[0], description)
+    return Transformer(entity.name, entity.tables, entity.transform, description)
+
+
+class _Transformers(Mapping[str, Transformer]):
+    """Every entity's transformer, by entity name, in the entities' order.
+
+    Built on first use, not on import: `canvas_assets.entities` imports this package (its converters, the
+    modules transformer), so the entities are not declared yet while this module is first imported."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Transformer] | None = None
+        self._lock = threading.Lock()
+
+    def _all(self) -> dict[str, Transformer]:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    from canvas_assets.entities import ENTITIES
+
+                    self._built = {name: transformer_of(e) for name, e in ENTITIES.items()}
+        return self._built
+
+    def __getitem__(self, entity: str) -> Transformer:
+        return self._all()[entity]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"TRANSFORMERS({', '.join(self)})"
+
+
+TRANSFORMERS: Mapping[str, Transformer] = _Transformers()
 
 
 def get_transformer(entity: str) -> Transformer:

@@ -77,8 +77,8 @@ def prod(tmp_path_factory) -> Iterator[Deployment]:
 def staging(d: Deployment) -> dict[tuple[str, int], tuple[str, str]]:
     """(entity, course) -> (run that fetched it, its records as stored)."""
     return {
-        (r.entity, int(r.course_id)): (r.run_id, str(r.records))
-        for r in d.rows("SELECT entity, course_id, run_id, records FROM canvas_staging")
+        (r.entity, int(r.course_id)): (r.run_id, str(d.staging(r.entity, int(r.course_id))))
+        for r in d.rows("SELECT entity, course_id, run_id FROM canvas_staging")
     }
 
 

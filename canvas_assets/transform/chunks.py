@@ -175,10 +175,10 @@ def transform_chunk(
     parts = []
     staged: list[int] = []
     for batch in Warehouse(url).staged_batches(entity, course_ids, BATCH_RECORDS):
-        parts.append(_transform(transformer, batch, options))
+        parts.append(_transform(entity, transformer, batch, options))
         staged += batch
         del batch
-    result = combine_results(parts) if parts else _transform(transformer, {}, options)
+    result = combine_results(parts) if parts else _transform(entity, transformer, {}, options)
     with open(path, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     transformed = _Transformed(
@@ -197,13 +197,15 @@ def transform_chunk(
     return transformed
 
 
-def _transform(transformer: Any, batch: dict[int, list[Any]], options: TransformOptions) -> TransformResult:
+def _transform(
+    entity: str, transformer: Any, batch: dict[int, list[Any]], options: TransformOptions
+) -> TransformResult:
     try:
         result: TransformResult = transformer(batch, options)
     except Exception as exc:
         # Raised as a plain message: the error crosses a process boundary, and the step reports it.
         raise TransformationError(
-            f"transformer for {transformer.entity} failed: {type(exc).__name__}: {exc}", stage="transform"
+            f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
         ) from None
     return result
 

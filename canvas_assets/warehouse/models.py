@@ -633,8 +633,8 @@ class CanvasStagingRecords(Base):
     )
     course_id: Mapped[int] = _id("Canvas course id whose record this is")
     record_key: Mapped[str] = column(
-        "The record's Canvas `id` as text; `<id>#<n>` for the n-th repeat of an id in the fetched list and "
-        "`#<n>` for a record without a usable id (n: its position in the list, zero-padded)",
+        "Canvas `id` as text; `<id>#<n>` for a repeat of an id, `#<n>` for a record without a usable id "
+        "(n: its position in the fetched list)",
         type_=sa.String(64),
         primary_key=True,
     )

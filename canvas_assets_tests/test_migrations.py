@@ -237,3 +237,68 @@ def test_upgrading_0002_marks_existing_staging_as_full_fetches_and_adds_submissi
         staged = _dump(conn, "canvas_staging", "entity, course_id")
     assert "canvas_submissions" not in tables and "canvas_submission_score_history" not in tables
     assert staged == [("enrollments", 101)]
+
+
+# --- 0005 -> 0006: staging one row per Canvas object ---------------------------------------------------------
+def test_upgrading_0005_explodes_staged_lists_into_rows_and_transforms_the_same(db_url):
+    """A warehouse at 0005 with staged lists upgrades without a refetch: every record becomes a row (repeats
+    and records without an id included), the state rows keep how they were fetched, and the transformer
+    makes the same frames of them; the downgrade joins them back into lists."""
+    import json
+
+    from alembic import command
+
+    from canvas_assets.transform import TRANSFORMERS
+
+    enrollments = [
+        {"id": 12, "user_id": 5, "course_id": 101, "type": "StudentEnrollment", "enrollment_state": "active"},
+        {
+            "id": 3,
+            "user_id": 6,
+            "course_id": 101,
+            "type": "StudentEnrollment",
+            "grades": {"current_score": 9.5},
+        },
+        {"id": 3, "user_id": 6, "course_id": 101, "type": "StudentEnrollment"},  # a repeat
+        {"user_id": 7, "name": "Zoë 数学"},  # no id: quarantined
+    ]
+    migrate.upgrade(db_url, "0005_sync_log_repeated_ids")
+    with get_engine(db_url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO canvas_staging (entity, course_id, records, record_count, fetched_at, run_id, "
+                "fetch_mode, full_fetched_at) VALUES ('enrollments', 101, :r, 4, :t0, 'r0', 'full', :t0), "
+                "('students', 102, '[]', 0, :t0, 'r0', 'full', :t0)"
+            ),
+            {"t0": T0, "r": json.dumps(enrollments)},
+        )
+    before = TRANSFORMERS["enrollments"]({101: enrollments})
+    migrate.upgrade(db_url)
+    dispose_engines()
+    wh = Warehouse(db_url)
+    wh.ensure_schema()
+    staged = wh.read_staging("enrollments", [101])
+    assert sorted(map(json.dumps, staged[101])) == sorted(map(json.dumps, enrollments))
+    assert wh.read_staging("students", [102]) == {102: []}
+    (state,) = wh.fetch_states("enrollments", [101]).values()
+    assert (state.mode, state.record_count, _utc(state.fetched_at)) == ("full", 4, T0)
+    after = TRANSFORMERS["enrollments"](staged)
+    for name, frame in before.tables.items():
+        assert (
+            after.tables[name]
+            .sort_values("id")
+            .reset_index(drop=True)
+            .equals(frame.sort_values("id").reset_index(drop=True))
+        )
+    assert [(r.canvas_id, r.reason) for r in after.rejected] == [
+        (r.canvas_id, r.reason) for r in before.rejected
+    ]
+    with wh.engine.connect() as conn:
+        assert migrate.schema_differences(conn) == []
+    dispose_engines()
+    command.downgrade(migrate.alembic_config(db_url), "0005_sync_log_repeated_ids")
+    dispose_engines()
+    with get_engine(db_url).connect() as conn:
+        assert "canvas_staging_records" not in sa.inspect(conn).get_table_names()
+        text = conn.execute(sa.text("SELECT records FROM canvas_staging WHERE course_id = 101")).scalar_one()
+    assert sorted(map(json.dumps, json.loads(text))) == sorted(map(json.dumps, enrollments))

@@ -1,0 +1,111 @@
+"""The extract's schedule: which (course, entity) tasks run when, and which courses are ready to stage.
+
+Every (course, entity) pair is one task in the extractor's thread pool. Courses are started a window at a
+time (COURSES_IN_FLIGHT_PER_WORKER per worker): the pool takes tasks in order, so an incremental fetch
+queued once its needs are in would otherwise wait behind every other course's tasks, while their records
+are held until their courses are staged. An incremental fetch starts once the course's entities it needs
+are in (submissions: assignments and enrollments); a full fetch starts at once, beside them, and an
+entity's needs are queued before it (a sliced fetch waits for them, `Extractor._fetched_needs`).
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from canvas_assets.entities import ENTITIES
+from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome
+
+if TYPE_CHECKING:
+    from canvas_assets.extract.engine import Extractor
+
+# Courses started and not finished, per worker.
+COURSES_IN_FLIGHT_PER_WORKER = 2
+
+
+@dataclass
+class StagingTotals:
+    """What the run's staging writes took: seconds, and record rows written."""
+
+    seconds: float = 0.0
+    rows_written: int = 0
+
+
+class RunSchedule:
+    """One run's tasks in `pool`: started a window of courses at a time, collected as they finish."""
+
+    def __init__(
+        self, extractor: Extractor, pool: ThreadPoolExecutor, courses: Mapping[int, CourseOutcome]
+    ) -> None:
+        self.extractor = extractor
+        self.pool = pool
+        entities = extractor.entities
+        self.needs = {e: [n for n in ENTITIES[e].needs if n in entities] for e in entities}
+        self.order = sorted(entities, key=lambda e: bool(self.needs[e]))  # needs first
+        self.pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
+        self.remaining = {cid: len(entities) for cid in courses}
+        self.waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since
+        self.unstarted = deque(courses.values())
+        self.in_flight = 0  # courses started and not finished
+        self.ready: list[CourseOutcome] = []  # finished, not yet staged
+        self.fatal: BaseException | None = None
+        self.totals = StagingTotals()
+        # Finished tasks arrive here: `concurrent.futures.wait` would walk every pending future (thousands
+        # in a big run, each behind its own lock) for each one that finishes, under the GIL the fetch
+        # threads need to read their responses.
+        self.finished: queue.SimpleQueue[Future[EntityOutcome]] = queue.SimpleQueue()
+
+    def start_courses(self) -> None:
+        """Start courses until the window is full; an incremental fetch with needs waits for them."""
+        limit = COURSES_IN_FLIGHT_PER_WORKER * self.extractor.workers
+        while self.unstarted and self.in_flight < limit:
+            course = self.unstarted.popleft()
+            self.in_flight += 1
+            for entity in self.order:
+                since = self.extractor._since(entity, course.course_id)
+                if since is not None and self.needs[entity]:
+                    self.waiting.setdefault(course.course_id, {})[entity] = since
+                else:
+                    self.submit(course, entity, since)
+
+    def submit(self, course: CourseOutcome, entity: str, since: datetime | None) -> None:
+        future = self.pool.submit(self.extractor._task, course, entity, since)
+        self.pending[future] = (course, entity)
+        self.extractor._futures[(course.course_id, entity)] = future
+        future.add_done_callback(self.finished.put)
+
+    def collect_finished(self) -> None:
+        """Wait for a task to finish, then take every finished one: record its outcome, start the merges
+        that waited for it, and move courses whose every entity is in to `ready`."""
+        done = [self.finished.get()]
+        while not self.finished.empty():
+            done.append(self.finished.get())
+        for future in done:
+            course, entity = self.pending.pop(future)
+            try:
+                course.entities[entity] = future.result()
+            except BaseException as exc:
+                if self.fatal is None:
+                    self.fatal = exc
+                continue
+            for later, since in list(self.waiting.get(course.course_id, {}).items()):
+                if all(n in course.entities for n in self.needs[later]):
+                    del self.waiting[course.course_id][later]
+                    self.submit(course, later, since)
+            self.remaining[course.course_id] -= 1
+            if self.remaining[course.course_id] == 0:
+                self.ready.append(course)
+                self.in_flight -= 1
+
+    def take_ready(self) -> list[CourseOutcome]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def cancel_pending(self) -> None:
+        for future in self.pending:
+            future.cancel()

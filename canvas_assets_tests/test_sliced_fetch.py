@@ -6,6 +6,7 @@ import pytest
 from canvas_assets import entities
 from canvas_assets.canvas import CanvasClient
 from canvas_assets.extract.engine import Extractor, fetch_entity
+from canvas_assets.jsontext import EncodedLists
 from canvas_assets.profiles import preset
 from canvas_assets.warehouse import Warehouse
 
@@ -126,3 +127,22 @@ def test_without_its_assignments_a_course_is_fetched_as_one_list(sandbox, sqlite
     big = report.courses[BIG].entities["submissions"]
     assert big.status == "success"
     assert big.api_calls == -(-big.record_count // 100)  # the one list's pages, nothing more
+
+
+def test_a_sliced_fetch_holds_its_slices_as_json_text_until_read(sandbox, monkeypatch):
+    """A big course's slices wait for staging as text, not decoded records: the one list's records come back
+    in order when read, by iteration or by index."""
+    monkeypatch.setattr(entities, "SLICE_PAGES", 2)
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        whole = client.list_submissions(BIG)
+        sliced = entities._submissions_in_slices(client, BIG, _needs(client, BIG), 30.0)
+    assert isinstance(sliced, EncodedLists)
+    assert all(isinstance(text, str) for text in sliced._texts) and len(sliced._texts) > 1
+    assert len(sliced) == len(whole)
+    records = list(sliced)
+    assert sorted(records, key=_key) == sorted(whole, key=_key)
+    assert (
+        sliced[0] == records[0]
+        and sliced[-1] == records[-1]
+        and sliced[len(records) // 2] == records[len(records) // 2]
+    )

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
+from canvas_assets.jsontext import EncodedLists
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -178,16 +179,17 @@ class CanvasAPI:
 
     def list_submissions_by_assignments(
         self, course_id: int | str, slices: Sequence[Sequence[int]], *, timeout: float | None = None
-    ) -> list[Record]:
+    ) -> EncodedLists:
         """Every student's submissions to the assignments of `slices`, one list per slice, fetched concurrently
         (through the same pacer) and returned one after another: a course's one long list of pages cut into
-        several shorter ones (see `entities._submissions_in_slices`)."""
+        several shorter ones (see `entities._submissions_in_slices`). Only a big course is sliced, so each
+        slice is kept as its JSON text once fetched (`EncodedLists`), not as decoded records."""
 
-        def fetch(index: int) -> list[Record]:
+        def fetch(index: int) -> tuple[str, int]:
             params = _submissions_params((), slices[index])
-            return self._paginate(_submissions_path(course_id), params, timeout=timeout)
+            return EncodedLists.encode(self._paginate(_submissions_path(course_id), params, timeout=timeout))
 
-        return [record for part in self._fan_out_map(fetch, list(range(len(slices)))) for record in part]
+        return EncodedLists(self._fan_out_map(fetch, list(range(len(slices)))))
 
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""

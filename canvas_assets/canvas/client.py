@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
-import requests
 import urllib3
 
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
 from canvas_assets.canvas.error_map import (
     canvas_error_text,
+    error_for_exchange,
     error_for_redirect,
     error_for_response,
     error_for_transport,
@@ -44,8 +44,6 @@ from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
 from canvas_assets.canvas.transport import (
     MAX_BODY_BYTES,
-    BodyTooLarge,
-    BodyTooSlow,
     Reply,
     Transport,
     body_text,
@@ -60,7 +58,7 @@ from canvas_assets.canvas.urls import (
     parse_link_header,
     same_origin_link,
 )
-from canvas_assets.errors import CanvasAPIError, CanvasConnectionError, ConfigurationError
+from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.jsontext import decode_json
 
 # Re-exported: these were defined here before the split and are imported from here.
@@ -335,7 +333,9 @@ class CanvasClient(CanvasAPI):
             )
         except Exception as exc:
             self.pacer.mark_received(slot)
-            attempt.error = self._body_error(exc, shown, read_timeout, deadline)
+            attempt.error = error_for_exchange(
+                exc, url=shown(), read_timeout=read_timeout, deadline=deadline, secrets=self._secrets
+            )
             response = None
         finally:
             # Canvas released this request's hold before answering: free the slot as soon as the
@@ -350,7 +350,9 @@ class CanvasClient(CanvasAPI):
                     limit = MAX_ERROR_BODY_BYTES if response.status >= 300 else MAX_BODY_BYTES
                     content = self._transport.read_body(response, limit=limit, give_up=give_up)
             except Exception as exc:  # cut off, timed out or too big while reading the body
-                attempt.error = self._body_error(exc, shown, read_timeout, deadline)
+                attempt.error = error_for_exchange(
+                    exc, url=shown(), read_timeout=read_timeout, deadline=deadline, secrets=self._secrets
+                )
             else:
                 attempt.reply, attempt.error = self._interpret(response, content, shown)
                 if not attempt.body and response.status >= 400:
@@ -379,37 +381,6 @@ class CanvasClient(CanvasAPI):
             raise error
         with self._rng_lock:
             return backoff_delay(retries, base=self.backoff_base, cap=self.backoff_cap, rng=self._rng)
-
-    def _body_error(
-        self, exc: Exception, shown: Callable[[], str], read_timeout: float, deadline: budget.Deadline | None
-    ) -> CanvasAPIError:
-        """The error of an exchange that failed before its body was read: past the deadline (raised: no
-        retry), a body over the size limit (final), or a transport failure (retried when recoverable)."""
-        if isinstance(exc, BodyTooSlow) and deadline is not None:
-            raise deadline.expired(
-                f"reading the answer to GET {shown()} ({exc.received} bytes had arrived)", url=shown()
-            ) from None
-        if isinstance(exc, BodyTooLarge):
-            return CanvasAPIError(
-                f"Canvas's answer to GET {shown()} is over {exc.limit // (1024 * 1024)} MB once decompressed, "
-                "far more than any Canvas page: the request fails (a fault or a hostile server)",
-                url=shown(),
-                recoverable=False,
-            )
-        return self._transport_error(exc, shown, read_timeout)
-
-    def _transport_error(
-        self, exc: Exception, shown: Callable[[], str], read_timeout: float
-    ) -> CanvasAPIError:
-        if isinstance(exc, urllib3.exceptions.HTTPError | requests.RequestException):
-            return error_for_transport(exc, method="GET", url=shown(), read_timeout=read_timeout)
-        # Anything else from the HTTP stack may quote headers: redact it.
-        return CanvasConnectionError(
-            f"{type(exc).__name__} while calling Canvas: {redact(str(exc), self._secrets)}",
-            method="GET",
-            url=shown(),
-            recoverable=False,
-        )
 
     def _interpret(
         self, response: urllib3.BaseHTTPResponse, content: bytes, shown: Callable[[], str]

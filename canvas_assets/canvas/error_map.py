@@ -16,8 +16,10 @@ from typing import Any
 import requests
 import urllib3
 
+from canvas_assets.canvas.budget import Deadline
 from canvas_assets.canvas.redact import redact
 from canvas_assets.canvas.retry import is_throttle
+from canvas_assets.canvas.transport import BodyTooLarge, BodyTooSlow
 from canvas_assets.canvas.urls import BASE_URL_ENV, TOKEN_ENV
 from canvas_assets.errors import (
     CanvasAPIError,
@@ -248,4 +250,30 @@ def error_for_unparsable(status: int, content_type: str, *, url: str) -> CanvasA
         )
     return CanvasConnectionError(
         f"Canvas's response to GET {url} was cut off or is not valid JSON", status=status, url=url
+    )
+
+
+def error_for_exchange(
+    exc: Exception, *, url: str, read_timeout: float, deadline: Deadline | None, secrets: Iterable[str] = ()
+) -> CanvasAPIError:
+    """The error of an exchange that failed before its body was read (`url` token-free): past the deadline
+    (raised: no retry), a body over the size limit (final), or a transport failure (retried when
+    recoverable)."""
+    if isinstance(exc, BodyTooSlow) and deadline is not None:
+        raise deadline.expired(f"reading the answer to GET {url} ({exc.received} bytes had arrived)", url=url)
+    if isinstance(exc, BodyTooLarge):
+        return CanvasAPIError(
+            f"Canvas's answer to GET {url} is over {exc.limit // (1024 * 1024)} MB once decompressed, "
+            "far more than any Canvas page: the request fails (a fault or a hostile server)",
+            url=url,
+            recoverable=False,
+        )
+    if isinstance(exc, urllib3.exceptions.HTTPError | requests.RequestException):
+        return error_for_transport(exc, method="GET", url=url, read_timeout=read_timeout)
+    # Anything else from the HTTP stack may quote headers: redact it.
+    return CanvasConnectionError(
+        f"{type(exc).__name__} while calling Canvas: {redact(str(exc), secrets)}",
+        method="GET",
+        url=url,
+        recoverable=False,
     )

@@ -15,16 +15,9 @@ from canvas_assets.profiles import PRESET_FILES, parse_profile, preset
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
 from canvas_assets.transform.options import PROFILE_SWITCHES
 from canvas_assets.transform.schema import Field, fields_of, kind_of
-from canvas_assets.warehouse.models import (
-    ALL_TABLES,
-    FALLBACKS,
-    HISTORY,
-    LAYER1_TABLES,
-    LOAD,
-    SOURCES,
-    STAGING_COURSE,
-    metadata,
-)
+from canvas_assets.warehouse.columns import FALLBACKS, LOAD, SOURCES, STAGING_COURSE
+from canvas_assets.warehouse.history import HISTORY
+from canvas_assets.warehouse.models import ALL_TABLES, LAYER1_TABLES, metadata
 
 # Tables whose every column must say where it comes from: Layer 1 and the score history the load writes.
 SOURCED_TABLES = (*LAYER1_TABLES, *(h.table for h in HISTORY.values()))

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
 from canvas_assets.transform.schema import Field, fields_of, key_of, staging_course_column
-from canvas_assets.warehouse.models import PARENT_MODULE, table
+from canvas_assets.warehouse.columns import PARENT_MODULE
+from canvas_assets.warehouse.models import table
 
 _HEALTH = [
     HealthCheck.too_slow,

@@ -19,7 +19,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from canvas_assets.defs.assets.tables import _type_name, field_group, sentence
-from canvas_assets.warehouse.models import FALLBACKS, LOAD, PARENT_MODULE, STAGING_COURSE, metadata
+from canvas_assets.warehouse.columns import FALLBACKS, LOAD, PARENT_MODULE, STAGING_COURSE
+from canvas_assets.warehouse.models import metadata
 
 TABLES_MD = Path(__file__).resolve().parent / "tables.md"
 BLOCK = re.compile(r"(<!-- columns: (\w+) -->\n)(.*?)(<!-- /columns -->)", re.S)

@@ -135,7 +135,7 @@ def columns_of(table_name: str) -> tuple[str, ...]:
 def staging_course_column(table_name: str) -> str | None:
     """The column the staging course fills: always (`info["source"]`) or where the record has none
     (`info["fallback"]`). None when the table has no such column."""
-    from canvas_assets.warehouse.models import STAGING_COURSE
+    from canvas_assets.warehouse.columns import STAGING_COURSE
 
     for column in _table(table_name).columns:
         if STAGING_COURSE in (column.info.get("source"), column.info.get("fallback")):

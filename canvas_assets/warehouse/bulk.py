@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from canvas_assets.transform.convert import TS_DTYPE
-from canvas_assets.warehouse.models import UTCDateTime
+from canvas_assets.warehouse.columns import UTCDateTime
 from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH_US, uses_copy
 from canvas_assets.warehouse.staging import chunks
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from canvas_assets.warehouse.models import UTCDateTime, table
+from canvas_assets.warehouse.columns import UTCDateTime
+from canvas_assets.warehouse.models import table
 from canvas_assets.warehouse.staging import chunks
 
 

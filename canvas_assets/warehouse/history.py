@@ -1,6 +1,6 @@
 """History tables: a row each time a tracked value of a Layer-1 row is first seen or changes.
 
-Which tables keep history, and of which columns, is stated once in `models.HISTORY` (enrollment scores in
+Which tables keep history, and of which columns, is stated once in `HISTORY` below (enrollment scores in
 `canvas_score_history`, submission scores, grades and states in `canvas_submission_score_history`). The
 load computes which rows need a history row in its diff, before any write, so the comparison is with
 exactly the values the load replaces; this module appends them.
@@ -9,6 +9,7 @@ exactly the values the load replaces; this module appends them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -16,8 +17,45 @@ import pandas as pd
 import sqlalchemy as sa
 
 from canvas_assets.warehouse.bulk import insert_frame
-from canvas_assets.warehouse.models import History, UTCDateTime, table
+from canvas_assets.warehouse.columns import UTCDateTime
+from canvas_assets.warehouse.models import table
 from canvas_assets.warehouse.staging import distinct_sql, utc
+
+
+@dataclass(frozen=True)
+class History:
+    """A Layer-1 table whose changes are also appended to a history table (grades over time).
+
+    A history row is written for a row that is new with a value in `first_when`, or whose `columns` differ
+    from the stored ones; it holds `columns` as they stand after the load, the row's identity (`ids`:
+    history column -> Layer-1 column), `recorded_at` and `run_id`.
+    """
+
+    table: str
+    ids: tuple[tuple[str, str], ...]
+    columns: tuple[str, ...]
+    first_when: tuple[str, ...]
+
+
+HISTORY: dict[str, History] = {
+    "canvas_enrollments": History(
+        "canvas_score_history",
+        ids=(("enrollment_id", "id"), ("course_id", "course_id"), ("user_id", "user_id")),
+        columns=("current_score", "final_score", "current_grade", "final_grade"),
+        first_when=("current_score", "final_score", "current_grade", "final_grade"),
+    ),
+    "canvas_submissions": History(
+        "canvas_submission_score_history",
+        ids=(
+            ("submission_id", "id"),
+            ("course_id", "course_id"),
+            ("assignment_id", "assignment_id"),
+            ("user_id", "user_id"),
+        ),
+        columns=("score", "grade", "workflow_state"),
+        first_when=("score", "grade"),
+    ),
+}
 
 
 def tracked_columns(history: History | None, columns: Sequence[str]) -> list[str]:

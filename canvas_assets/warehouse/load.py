@@ -13,7 +13,7 @@ Each incoming row gets a 64-bit fingerprint of its values (`bulk.row_hashes`), s
    `IS DISTINCT FROM`, NULL-safe) in the columns PRESENT in the frame: a fingerprint made with another set
    of columns (a profile that leaves a field group out) differs without the values differing, and such a
    row is not written. A row whose stored fingerprint is NULL (stored before migration 0004) is written
-   once, to store it. For a table with a history (`models.HISTORY`: enrollment scores, submission grades),
+   once, to store it. For a table with a history (`history.HISTORY`: enrollment scores, submission grades),
    a history row for each row whose tracked values differ from the stored ones, computed before any write
    (`history`). Then `UPDATE ... FROM` the rows that differ;
 4. the writes of 2 and 3 go in batches of ranges of the frame's rows (a hook runs after each). Only the
@@ -60,15 +60,16 @@ from canvas_assets.warehouse.bulk import (
     row_hashes,
     stage_frame,
 )
+from canvas_assets.warehouse.columns import UTCDateTime
 from canvas_assets.warehouse.confirmations import record_confirmations
-from canvas_assets.warehouse.history import append_history, marks_sql, new_row_history, tracked_columns
-from canvas_assets.warehouse.models import (
-    CANVAS_ID_COLUMN,
-    COURSE_SCOPE_COLUMN,
+from canvas_assets.warehouse.history import (
     HISTORY,
-    UTCDateTime,
-    table,
+    append_history,
+    marks_sql,
+    new_row_history,
+    tracked_columns,
 )
+from canvas_assets.warehouse.models import CANVAS_ID_COLUMN, COURSE_SCOPE_COLUMN, table
 from canvas_assets.warehouse.staging import IN_CHUNK, chunks, distinct_sql, utc
 from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 

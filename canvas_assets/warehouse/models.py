@@ -13,170 +13,31 @@ zones, hand back aware datetimes), scores are floats, lists and objects are stor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """A timestamp stored as UTC and always read back as an aware UTC datetime.
-
-    PostgreSQL stores `timestamptz` as an instant already; SQLite has no time zone support, so the value
-    is converted to UTC and stored naive. Naive inputs are taken to be UTC.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        elif value.utcoffset():
-            value = value.astimezone(timezone.utc)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def bind_processor(self, dialect: Dialect) -> Any:
-        inner = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
-        if dialect.name == "postgresql":
-            # The warehouse engine pins the session time zone to UTC (see warehouse.db), so naive values
-            # are read as UTC and aware ones carry their offset: nothing to do per value, which keeps bulk
-            # loads fast. Values go to the driver unchanged.
-            return inner
-        return super().bind_processor(dialect)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
-        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
-
-
-# Surrogate keys: BIGINT on PostgreSQL, but SQLite only auto-increments an `INTEGER PRIMARY KEY`.
-SurrogateKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
-        int: sa.BigInteger(),
-        float: sa.Float(),
-        str: sa.Text(),
-        bool: sa.Boolean(),
-        datetime: UTCDateTime(),
-    }
-
-
-# --- column documentation ---------------------------------------------------------------------------------
-# Every column carries, in `info` (kept by SQLAlchemy beside the column, never seen by the database, so it
-# needs no migration), what it holds and where it comes from. The Dagster catalog (`assets.tables`), the
-# transformers (`transform.schema.fields_of`) and docs/tables.md all read it:
-#   doc       one line: what the value is
-#   path      for a column read from a Canvas record: the key path in the record (`grades.current_score`)
-#   kind      the converter (`transform.convert`), only where the column type does not say it: `json` for JSON
-#             text, `int` for a count in a BIGINT (a BIGINT is otherwise a Canvas `id`)
-#   group     the profile field group (a `TransformOptions` switch) without which the column is not produced
-#   required  a record without this value is quarantined (ids)
-#   fallback  what fills the column when the record has no value (`STAGING_COURSE`)
-#   source    for a Layer-1 column that is not read from a record: what fills it (one of `SOURCES`)
-# A Layer-1 table's own `info["record"]` names the Canvas object its rows mirror ("enrollment").
-STAGING_COURSE = "staging_course"
-PARENT_MODULE = "module"
-LOAD = "load"
-SOURCES: dict[str, str] = {  # what the catalog says of each
-    STAGING_COURSE: "Set from the staging course (the course whose records these are)",
-    PARENT_MODULE: "Set from the module whose `items` list holds the item",
-    LOAD: "Written by the load, not read from a Canvas record",
-}
-FALLBACKS: dict[str, str] = {STAGING_COURSE: "the staging course"}
-
-# Profile field groups: the `TransformOptions` switch of each optional column.
-COURSE_PUBLIC = "course_public_info"
-COURSE_EXTENDED = "course_extended_info"
-COURSE_SETTINGS = "course_settings"
-STUDENT_BASIC = "student_basic_info"
-SCORES = "student_scores"
-DETAILS = "student_enrollment_details"
-
-
-def canvas(
-    doc: str,
-    path: str,
-    *,
-    kind: str | None = None,
-    group: str | None = None,
-    required: bool = False,
-    fallback: str | None = None,
-    type_: sa.types.TypeEngine[Any] | None = None,
-    **kw: Any,
-) -> Any:
-    """A column read from the Canvas record at `path` (dotted for nested objects: `term.name`)."""
-    info: dict[str, Any] = {"doc": doc, "path": path}
-    if kind:
-        info["kind"] = kind
-    if group:
-        info["group"] = group
-    if required:
-        info["required"] = True
-    if fallback:
-        info["fallback"] = fallback
-    return mapped_column(*(() if type_ is None else (type_,)), info=info, **kw)
-
-
-def column(
-    doc: str, *, source: str | None = None, type_: sa.types.TypeEngine[Any] | None = None, **kw: Any
-) -> Any:
-    """A column that is not read from a Canvas record. Layer-1 columns say what fills it (`source`)."""
-    info: dict[str, Any] = {"doc": doc}
-    if source:
-        info["source"] = source
-    return mapped_column(*(() if type_ is None else (type_,)), info=info, **kw)
-
-
-def _id(doc: str, path: str | None = None, *, source: str | None = None) -> Any:
-    """A BIGINT primary key column: a Canvas id read from `path`, or (no path) one filled from `source`."""
-    kw: dict[str, Any] = {"type_": sa.BigInteger(), "primary_key": True, "autoincrement": False}
-    if path:
-        return canvas(doc, path, required=True, **kw)
-    return column(doc, source=source, **kw)
-
-
-def _int(doc: str, path: str, **kw: Any) -> Any:
-    """A 32-bit INTEGER read from the record (positions, counts, levels)."""
-    return canvas(doc, path, type_=sa.Integer(), **kw)
-
-
-def _deleted_at(
-    doc: str = "When a load found the row missing from Canvas (soft delete); NULL while present, cleared when "
-    "it comes back",
-) -> Any:
-    return column(doc, source=LOAD)
-
-
-def _row_hash() -> Any:
-    return column(
-        "Fingerprint of the row's values: a load skips rows whose fingerprint matches; NULL makes the next "
-        "load compare and rewrite the row",
-        source=LOAD,
-        type_=sa.BigInteger(),
-    )
-
+from canvas_assets.warehouse import operational  # noqa: F401  (registers the operational tables)
+from canvas_assets.warehouse.columns import (
+    COURSE_EXTENDED,
+    COURSE_PUBLIC,
+    COURSE_SETTINGS,
+    DETAILS,
+    LOAD,
+    PARENT_MODULE,
+    SCORES,
+    STAGING_COURSE,
+    STUDENT_BASIC,
+    Base,
+    SurrogateKey,
+    canvas,
+    canvas_id,
+    canvas_int,
+    column,
+    row_hash_column,
+    soft_delete_column,
+)
 
 _CREATED = "When the object was created in Canvas"
 _UPDATED = "When Canvas last changed the object"
@@ -189,7 +50,7 @@ _HTML_URL = "Link to the object in the Canvas web UI"
 class CanvasCourse(Base):
     __tablename__ = "canvas_courses"
 
-    id: Mapped[int] = _id("Canvas course id", "id")
+    id: Mapped[int] = canvas_id("Canvas course id", "id")
     name: Mapped[str | None] = canvas("Course name", "name")
     course_code: Mapped[str | None] = canvas("Short code, e.g. `BIO-101`", "course_code")
     workflow_state: Mapped[str | None] = canvas(
@@ -208,7 +69,7 @@ class CanvasCourse(Base):
     end_at: Mapped[datetime | None] = canvas("Course end (may be unset)", "end_at")
     created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
     time_zone: Mapped[str | None] = canvas("Course time zone (IANA name)", "time_zone")
-    total_students: Mapped[int | None] = _int(
+    total_students: Mapped[int | None] = canvas_int(
         "Students enrolled according to Canvas (checked against the synced students)", "total_students"
     )
     is_public: Mapped[bool | None] = canvas("Whether the course is public", "is_public", group=COURSE_PUBLIC)
@@ -230,8 +91,8 @@ class CanvasCourse(Base):
         kind="json",
         group=COURSE_SETTINGS,
     )
-    deleted_at: Mapped[datetime | None] = _deleted_at()
-    row_hash: Mapped[int | None] = _row_hash()
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (sa.Index(None, "account_id"), {"info": {"record": "course", "course": "id"}})
 
@@ -241,7 +102,9 @@ class CanvasStudent(Base):
 
     __tablename__ = "canvas_students"
 
-    id: Mapped[int] = _id("Canvas user id; users are global: one row however many courses list them", "id")
+    id: Mapped[int] = canvas_id(
+        "Canvas user id; users are global: one row however many courses list them", "id"
+    )
     name: Mapped[str | None] = canvas("Display name", "name")
     sortable_name: Mapped[str | None] = canvas('"Last, First"', "sortable_name")
     short_name: Mapped[str | None] = canvas("Short display name", "short_name")
@@ -257,7 +120,7 @@ class CanvasStudent(Base):
     pronouns: Mapped[str | None] = canvas("Pronouns, when set and enabled", "pronouns")
     avatar_url: Mapped[str | None] = canvas("Avatar image URL, when Canvas sends it", "avatar_url")
     created_at: Mapped[datetime | None] = canvas("When the user was created in Canvas", "created_at")
-    row_hash: Mapped[int | None] = _row_hash()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = {"info": {"record": "user"}}
 
@@ -265,7 +128,7 @@ class CanvasStudent(Base):
 class CanvasEnrollment(Base):
     __tablename__ = "canvas_enrollments"
 
-    id: Mapped[int] = _id("Canvas enrollment id", "id")
+    id: Mapped[int] = canvas_id("Canvas enrollment id", "id")
     course_id: Mapped[int] = canvas("Course of the enrollment", "course_id", fallback=STAGING_COURSE)
     user_id: Mapped[int] = canvas(
         "The enrolled user (`canvas_students.id` for student enrollments)", "user_id", required=True
@@ -334,8 +197,8 @@ class CanvasEnrollment(Base):
     override_grade: Mapped[str | None] = canvas(
         "Final grade override (only when set)", "grades.override_grade", group=SCORES
     )
-    deleted_at: Mapped[datetime | None] = _deleted_at()
-    row_hash: Mapped[int | None] = _row_hash()
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -347,7 +210,7 @@ class CanvasEnrollment(Base):
 class CanvasAssignment(Base):
     __tablename__ = "canvas_assignments"
 
-    id: Mapped[int] = _id("Canvas assignment id", "id")
+    id: Mapped[int] = canvas_id("Canvas assignment id", "id")
     course_id: Mapped[int] = canvas("Course of the assignment", "course_id", fallback=STAGING_COURSE)
     name: Mapped[str | None] = canvas("Assignment name", "name")
     description: Mapped[str | None] = canvas("Description (HTML)", "description")
@@ -363,7 +226,7 @@ class CanvasAssignment(Base):
     )
     published: Mapped[bool | None] = canvas(_PUBLISHED, "published")
     workflow_state: Mapped[str | None] = canvas("`published`, `unpublished`, ...", "workflow_state")
-    position: Mapped[int | None] = _int(_POSITION, "position")
+    position: Mapped[int | None] = canvas_int(_POSITION, "position")
     assignment_group_id: Mapped[int | None] = canvas(
         "Assignment group (weighting category)", "assignment_group_id"
     )
@@ -373,8 +236,8 @@ class CanvasAssignment(Base):
     html_url: Mapped[str | None] = canvas(_HTML_URL, "html_url")
     created_at: Mapped[datetime | None] = canvas(_CREATED, "created_at")
     updated_at: Mapped[datetime | None] = canvas(_UPDATED, "updated_at")
-    deleted_at: Mapped[datetime | None] = _deleted_at()
-    row_hash: Mapped[int | None] = _row_hash()
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "assignment"}})
 
@@ -384,7 +247,7 @@ class CanvasSubmission(Base):
 
     __tablename__ = "canvas_submissions"
 
-    id: Mapped[int] = _id("Canvas submission id", "id")
+    id: Mapped[int] = canvas_id("Canvas submission id", "id")
     course_id: Mapped[int] = canvas("Course of the assignment", "course_id", fallback=STAGING_COURSE)
     assignment_id: Mapped[int] = canvas(
         "The assignment (`canvas_assignments.id`)", "assignment_id", required=True
@@ -420,16 +283,16 @@ class CanvasSubmission(Base):
         "Seconds between the due date and the submission", "seconds_late", kind="int"
     )
     points_deducted: Mapped[float | None] = canvas("Points taken off by the late policy", "points_deducted")
-    attempt: Mapped[int | None] = _int("Attempt number of the latest submission", "attempt")
+    attempt: Mapped[int | None] = canvas_int("Attempt number of the latest submission", "attempt")
     submission_type: Mapped[str | None] = canvas(
         "`online_text_entry`, `online_upload`, `online_url`, `online_quiz`, ...; NULL when unsubmitted",
         "submission_type",
     )
-    deleted_at: Mapped[datetime | None] = _deleted_at(
+    deleted_at: Mapped[datetime | None] = soft_delete_column(
         "When the submission disappeared from Canvas (its assignment deleted, its student dropped); NULL "
         "while present"
     )
-    row_hash: Mapped[int | None] = _row_hash()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -442,21 +305,21 @@ class CanvasSubmission(Base):
 class CanvasModule(Base):
     __tablename__ = "canvas_modules"
 
-    id: Mapped[int] = _id("Canvas module id", "id")
+    id: Mapped[int] = canvas_id("Canvas module id", "id")
     course_id: Mapped[int] = column("Course of the module", source=STAGING_COURSE)
     name: Mapped[str | None] = canvas("Module name", "name")
-    position: Mapped[int | None] = _int(_POSITION, "position")
+    position: Mapped[int | None] = canvas_int(_POSITION, "position")
     unlock_at: Mapped[datetime | None] = canvas("Unlock date, when set", "unlock_at")
     published: Mapped[bool | None] = canvas("Published (sent to editors only; NULL otherwise)", "published")
-    items_count: Mapped[int | None] = _int("Number of items Canvas reports", "items_count")
+    items_count: Mapped[int | None] = canvas_int("Number of items Canvas reports", "items_count")
     require_sequential_progress: Mapped[bool | None] = canvas(
         "Items must be completed in order", "require_sequential_progress"
     )
     prerequisite_module_ids: Mapped[str | None] = canvas(
         "JSON list of the module ids that must be completed first", "prerequisite_module_ids", kind="json"
     )
-    deleted_at: Mapped[datetime | None] = _deleted_at()
-    row_hash: Mapped[int | None] = _row_hash()
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (sa.Index(None, "course_id"), {"info": {"record": "module"}})
 
@@ -464,7 +327,7 @@ class CanvasModule(Base):
 class CanvasModuleItem(Base):
     __tablename__ = "canvas_module_items"
 
-    id: Mapped[int] = _id("Canvas module item id", "id")
+    id: Mapped[int] = canvas_id("Canvas module item id", "id")
     course_id: Mapped[int] = column("Course of the item's module", source=STAGING_COURSE)
     module_id: Mapped[int] = column("Module the item belongs to", source=PARENT_MODULE)
     title: Mapped[str | None] = canvas("Item title", "title")
@@ -475,8 +338,8 @@ class CanvasModuleItem(Base):
     content_id: Mapped[int | None] = canvas(
         "Id of the linked object (the assignment id for `Assignment`, ...)", "content_id"
     )
-    position: Mapped[int | None] = _int(_POSITION, "position")
-    indent: Mapped[int | None] = _int("Indent level in the module", "indent")
+    position: Mapped[int | None] = canvas_int(_POSITION, "position")
+    indent: Mapped[int | None] = canvas_int("Indent level in the module", "indent")
     published: Mapped[bool | None] = canvas(_PUBLISHED, "published")
     url: Mapped[str | None] = canvas("API URL of the linked object", "url")
     html_url: Mapped[str | None] = canvas(_HTML_URL, "html_url")
@@ -487,8 +350,8 @@ class CanvasModuleItem(Base):
     completion_requirement: Mapped[str | None] = canvas(
         "JSON object `{type, min_score, ...}`, when set", "completion_requirement", kind="json"
     )
-    deleted_at: Mapped[datetime | None] = _deleted_at()
-    row_hash: Mapped[int | None] = _row_hash()
+    deleted_at: Mapped[datetime | None] = soft_delete_column()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = (
         sa.Index(None, "course_id"),
@@ -502,29 +365,33 @@ class CanvasStudentSummary(Base):
 
     __tablename__ = "canvas_student_summaries"
 
-    course_id: Mapped[int] = _id("Course of the summary (primary key with `user_id`)", source=STAGING_COURSE)
-    user_id: Mapped[int] = _id("The student (the summary's `id` is the user id)", "id")
-    page_views: Mapped[int | None] = _int("Page views in the course", "page_views")
-    page_views_level: Mapped[int | None] = _int(
+    course_id: Mapped[int] = canvas_id(
+        "Course of the summary (primary key with `user_id`)", source=STAGING_COURSE
+    )
+    user_id: Mapped[int] = canvas_id("The student (the summary's `id` is the user id)", "id")
+    page_views: Mapped[int | None] = canvas_int("Page views in the course", "page_views")
+    page_views_level: Mapped[int | None] = canvas_int(
         "Canvas's 0-3 level of page views relative to the class", "page_views_level"
     )
-    participations: Mapped[int | None] = _int("Participations (submissions, posts, ...)", "participations")
-    participations_level: Mapped[int | None] = _int(
+    participations: Mapped[int | None] = canvas_int(
+        "Participations (submissions, posts, ...)", "participations"
+    )
+    participations_level: Mapped[int | None] = canvas_int(
         "Canvas's 0-3 participation level", "participations_level"
     )
-    tardiness_on_time: Mapped[int | None] = _int(
+    tardiness_on_time: Mapped[int | None] = canvas_int(
         "Assignments submitted on time", "tardiness_breakdown.on_time"
     )
-    tardiness_late: Mapped[int | None] = _int("Assignments submitted late", "tardiness_breakdown.late")
-    tardiness_missing: Mapped[int | None] = _int("Assignments missing", "tardiness_breakdown.missing")
-    tardiness_floating: Mapped[int | None] = _int(
+    tardiness_late: Mapped[int | None] = canvas_int("Assignments submitted late", "tardiness_breakdown.late")
+    tardiness_missing: Mapped[int | None] = canvas_int("Assignments missing", "tardiness_breakdown.missing")
+    tardiness_floating: Mapped[int | None] = canvas_int(
         "Assignments not yet due or without a due date", "tardiness_breakdown.floating"
     )
-    tardiness_total: Mapped[int | None] = _int("Assignments counted", "tardiness_breakdown.total")
-    deleted_at: Mapped[datetime | None] = _deleted_at(
+    tardiness_total: Mapped[int | None] = canvas_int("Assignments counted", "tardiness_breakdown.total")
+    deleted_at: Mapped[datetime | None] = soft_delete_column(
         "When the student no longer appeared in the course's summaries (soft delete); NULL while present"
     )
-    row_hash: Mapped[int | None] = _row_hash()
+    row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = {"info": {"record": "student summary"}}
 
@@ -573,194 +440,8 @@ class CanvasSubmissionScoreHistory(Base):
     __table_args__ = (sa.Index(None, "submission_id", "recorded_at"), sa.Index(None, "course_id"))
 
 
-# --- operational -----------------------------------------------------------------------------------------
-class CanvasCourseCatalog(Base):
-    """Every course the listing ever returned, with when it was first and last seen and when it went."""
-
-    __tablename__ = "canvas_course_catalog"
-
-    course_id: Mapped[int] = _id("Canvas course id; also the partition key of `canvas_course`")
-    name: Mapped[str | None] = column("Course name at the last listing")
-    course_code: Mapped[str | None] = column("Course code at the last listing")
-    workflow_state: Mapped[str | None] = column("Course state at the last listing")
-    account_id: Mapped[int | None] = column("Account of the course")
-    enrollment_term_id: Mapped[int | None] = column("Term of the course")
-    first_seen_at: Mapped[datetime] = column("First listing that returned the course")
-    last_seen_at: Mapped[datetime | None] = column("Latest listing that returned the course")
-    gone_at: Mapped[datetime | None] = column(
-        "When the course was found gone (missing from a full listing, or 404); NULL while it exists"
-    )
-    gone_reason: Mapped[str | None] = column("Why the course was marked gone")
-
-
-class CanvasStaging(Base):
-    """How each (entity, course)'s staged records were fetched: one row per (entity, course), written in the
-    same transaction as its records (`canvas_staging_records`)."""
-
-    __tablename__ = "canvas_staging"
-
-    entity: Mapped[str] = column(
-        "Staging entity: the name of a `staging/<entity>` asset (`courses`, `enrollments`, `submissions`, ...)",
-        type_=sa.String(64),
-        primary_key=True,
-    )
-    course_id: Mapped[int] = _id("Canvas course id whose records these are")
-    record_count: Mapped[int] = column("Number of staged records", type_=sa.Integer())
-    fetched_at: Mapped[datetime] = column("When the extract finished fetching them from Canvas")
-    run_id: Mapped[str | None] = column("The Dagster run that fetched them", type_=sa.String(64))
-    fetch_mode: Mapped[str | None] = column(
-        "`full` (every record fetched) or `incremental` (changes fetched and merged into the previous records)",
-        type_=sa.String(16),
-    )
-    full_fetched_at: Mapped[datetime | None] = column(
-        "When the records were last fetched in full (an incremental fetch keeps the previous value)"
-    )
-    watermark: Mapped[datetime | None] = column(
-        "Incremental entities: the latest Canvas change time among the records; the next fetch asks for "
-        "what changed after it"
-    )
-
-
-class CanvasStagingRecords(Base):
-    """Raw Canvas records, one row per object: Layer 1 rebuilds from here. A full fetch replaces a course's
-    rows of an entity in one transaction, writing only those that changed; an incremental one upserts the
-    changed objects and deletes those whose parent vanished."""
-
-    __tablename__ = "canvas_staging_records"
-
-    entity: Mapped[str] = column(
-        "Staging entity (as in `canvas_staging`)", type_=sa.String(64), primary_key=True
-    )
-    course_id: Mapped[int] = _id("Canvas course id whose record this is")
-    record_key: Mapped[str] = column(
-        "Canvas `id` as text; `<id>#<n>` for a repeat of an id, `#<n>` for a record without a usable id "
-        "(n: its position in the fetched list)",
-        type_=sa.String(64),
-        primary_key=True,
-    )
-    record: Mapped[str] = column("The raw record, as JSON text, as Canvas sent it")
-
-
-class CanvasSyncLog(Base):
-    """One row per course, entity and stage of a run: the per-course figures Dagster metadata cannot hold."""
-
-    __tablename__ = "canvas_sync_log"
-
-    id: Mapped[int] = column("Surrogate key", type_=SurrogateKey, primary_key=True, autoincrement=True)
-    run_id: Mapped[str | None] = column("Dagster run", type_=sa.String(64))
-    course_id: Mapped[int | None] = column("Canvas course id")
-    entity: Mapped[str | None] = column(
-        "Entity (`*` for a row written by the failure reporter for a whole failed run)", type_=sa.String(64)
-    )
-    stage: Mapped[str | None] = column("`extract`, `transform`, `load` (or `run`)", type_=sa.String(16))
-    records: Mapped[int | None] = column("Records fetched")
-    api_calls: Mapped[int | None] = column("HTTP requests made for it (retries included)")
-    started_at: Mapped[datetime | None] = column("Start")
-    finished_at: Mapped[datetime | None] = column("End")
-    duration_s: Mapped[float | None] = column("Seconds")
-    status: Mapped[str | None] = column(
-        "`success`, `failed`, `gone` or `skipped` (analytics not available)", type_=sa.String(16)
-    )
-    error_type: Mapped[str | None] = column("Error class, e.g. `CanvasServerError`", type_=sa.String(128))
-    error_category: Mapped[str | None] = column(
-        "`canvas_api`, `timeout`, `configuration`, `transformation` or `validation`", type_=sa.String(64)
-    )
-    message: Mapped[str | None] = column("Token-free error message")
-    repeated_ids: Mapped[str | None] = column(
-        "JSON list of the ids Canvas returned more than once in the course's list (students, enrollments, "
-        "assignments, modules); NULL when none"
-    )
-
-    __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "course_id", "entity"))
-
-
-class CanvasCourseSync(Base):
-    """When a load last confirmed one course's rows of one entity against Canvas: one row per (entity, course).
-
-    Layer-1 rows are written only when Canvas changed them, so this is where "last synced" lives:
-    `confirmed_at` is the `synced_at` of the latest load that covered the course (every row of the course
-    present in that load was checked, and, on a full refresh, every row missing from it soft-deleted),
-    `fetched_at` when that load's records were fetched from Canvas (staging), `changed_at` the latest load
-    that wrote any row of the course (insert, update, soft delete or restore); students are global rows
-    that name no course, so their `changed_at` stays NULL.
-    """
-
-    __tablename__ = "canvas_course_sync"
-
-    entity: Mapped[str] = column(
-        "Entity (primary key with `course_id`)", type_=sa.String(64), primary_key=True
-    )
-    course_id: Mapped[int] = _id("Canvas course id")
-    confirmed_at: Mapped[datetime] = column(
-        "The latest load that covered the course: every row present was compared with Canvas, missing ones "
-        "soft-deleted"
-    )
-    fetched_at: Mapped[datetime | None] = column(
-        "When that load's records were fetched from Canvas (staging)"
-    )
-    changed_at: Mapped[datetime | None] = column(
-        "The latest load that wrote any row of the course (insert, update, soft delete, restore); NULL for "
-        "students"
-    )
-    run_id: Mapped[str | None] = column("The Dagster run of the confirming load", type_=sa.String(64))
-
-    __table_args__ = (sa.Index(None, "course_id"),)
-
-
-class CanvasRejectedRecord(Base):
-    """Quarantine: records a transformer could not turn into rows, with the reason and the raw payload."""
-
-    __tablename__ = "canvas_rejected_records"
-
-    id: Mapped[int] = column("Surrogate key", type_=SurrogateKey, primary_key=True, autoincrement=True)
-    run_id: Mapped[str | None] = column("The Dagster run that rejected the record", type_=sa.String(64))
-    entity: Mapped[str] = column("Staging entity of the record", type_=sa.String(64))
-    course_id: Mapped[int | None] = column("Canvas course id")
-    canvas_id: Mapped[int | None] = column("Canvas id of the rejected object, when it has a usable one")
-    reason: Mapped[str] = column("Why it could not be turned into a row (field and problem)")
-    payload: Mapped[str | None] = column("The raw record (JSON)")
-    rejected_at: Mapped[datetime] = column("When the record was rejected")
-
-    __table_args__ = (sa.Index(None, "run_id"), sa.Index(None, "entity", "course_id"))
-
-
 metadata = Base.metadata
 
-
-@dataclass(frozen=True)
-class History:
-    """A Layer-1 table whose changes are also appended to a history table (grades over time).
-
-    A history row is written for a row that is new with a value in `first_when`, or whose `columns` differ
-    from the stored ones; it holds `columns` as they stand after the load, the row's identity (`ids`:
-    history column -> Layer-1 column), `recorded_at` and `run_id`.
-    """
-
-    table: str
-    ids: tuple[tuple[str, str], ...]
-    columns: tuple[str, ...]
-    first_when: tuple[str, ...]
-
-
-HISTORY: dict[str, History] = {
-    "canvas_enrollments": History(
-        "canvas_score_history",
-        ids=(("enrollment_id", "id"), ("course_id", "course_id"), ("user_id", "user_id")),
-        columns=("current_score", "final_score", "current_grade", "final_grade"),
-        first_when=("current_score", "final_score", "current_grade", "final_grade"),
-    ),
-    "canvas_submissions": History(
-        "canvas_submission_score_history",
-        ids=(
-            ("submission_id", "id"),
-            ("course_id", "course_id"),
-            ("assignment_id", "assignment_id"),
-            ("user_id", "user_id"),
-        ),
-        columns=("score", "grade", "workflow_state"),
-        first_when=("score", "grade"),
-    ),
-}
 
 # Layer-1 tables are the ones mirroring a Canvas object (`info["record"]`), in the order defined above.
 LAYER1_TABLES: tuple[str, ...] = tuple(n for n, t in metadata.tables.items() if "record" in t.info)

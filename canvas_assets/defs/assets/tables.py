@@ -13,7 +13,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from canvas_assets.transform.options import PROFILE_SWITCHES
-from canvas_assets.warehouse.models import FALLBACKS, SOURCES, table
+from canvas_assets.warehouse.columns import FALLBACKS, SOURCES
+from canvas_assets.warehouse.models import table
 
 # A Layer-1 table not refreshed for this long missed its nightly sync (the nightly schedule runs every
 # 24 hours; two hours of slack for a long sync).

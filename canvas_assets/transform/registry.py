@@ -8,7 +8,7 @@ need more (modules' items) names a transformer of its own in its declaration (`e
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from canvas_assets.transform.base import Transformer, TransformResult, transform_records
@@ -40,11 +40,12 @@ def transformer_of(entity: Entity) -> Transformer:
     return Transformer(entity.name, entity.tables, entity.transform, description)
 
 
-class _Transformers(Mapping[str, Transformer]):
+class _Transformers(MutableMapping[str, Transformer]):
     """Every entity's transformer, by entity name, in the entities' order.
 
     Built on first use, not on import: `canvas_assets.entities` imports this package (its converters, the
-    modules transformer), so the entities are not declared yet while this module is first imported."""
+    modules transformer), so the entities are not declared yet while this module is first imported. Items
+    can be replaced (tests put a failing transformer in an entity's place with `monkeypatch.setitem`)."""
 
     def __init__(self) -> None:
         self._built: dict[str, Transformer] | None = None
@@ -62,6 +63,12 @@ class _Transformers(Mapping[str, Transformer]):
     def __getitem__(self, entity: str) -> Transformer:
         return self._all()[entity]
 
+    def __setitem__(self, entity: str, transformer: Transformer) -> None:
+        self._all()[entity] = transformer
+
+    def __delitem__(self, entity: str) -> None:
+        del self._all()[entity]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
 
@@ -72,7 +79,7 @@ class _Transformers(Mapping[str, Transformer]):
         return f"TRANSFORMERS({', '.join(self)})"
 
 
-TRANSFORMERS: Mapping[str, Transformer] = _Transformers()
+TRANSFORMERS: MutableMapping[str, Transformer] = _Transformers()
 
 
 def get_transformer(entity: str) -> Transformer:

@@ -19,6 +19,7 @@ import requests
 from canvas_assets import entities
 from canvas_assets.sandbox import CanvasSandbox
 from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness
+from canvas_assets_tests.test_sandbox import big_course, fetch_all
 
 STUDENT_TYPES = ("StudentEnrollment", "StudentViewEnrollment")
 CURRENT = ("active", "invited", "creation_pending")  # Course#current_enrollments
@@ -28,25 +29,6 @@ def get(sb: CanvasSandbox, path: str, token: str | None = None) -> requests.Resp
     return requests.get(
         sb.api_url + path, headers={"Authorization": f"Bearer {token or sb.token}"}, timeout=30
     )
-
-
-def fetch_all(sb: CanvasSandbox, path: str) -> tuple[list[dict], list[requests.Response]]:
-    url: str | None = sb.api_url + path
-    records: list[dict] = []
-    pages: list[requests.Response] = []
-    with requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {sb.token}"
-        while url:
-            r = s.get(url, timeout=30)
-            assert r.status_code == 200, r.text
-            pages.append(r)
-            records.extend(r.json())
-            url = r.links.get("next", {}).get("url")
-    return records, pages
-
-
-def big_course(sb: CanvasSandbox) -> int:
-    return max(sb.data.course_ids(), key=sb.data.total_students)
 
 
 def submissions(sb: CanvasSandbox, cid: int, query: str) -> requests.Response:

@@ -16,18 +16,23 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import click
 import dagster as dg
 
 from canvas_assets.cli.status import course_attempts
 
-if TYPE_CHECKING:
-    from canvas_assets.cli.sync import RunOutcome
+
+class FinishedRun(Protocol):
+    """What the report needs of a run that had ended before the signal (`cli.sync.RunOutcome` is one)."""
+
+    run_id: str
+    success: bool
+
 
 # Every run the CLI launches says which process drives it (it runs in that process, not in a worker of the
 # daemon's): host name, pid and the process's start time (a pid alone may be reused after a reboot).
@@ -61,7 +66,7 @@ class SyncInterrupted(BaseException):
         self.signal_name = signal.Signals(signum).name
         self.run_id: str | None = None  # the run it interrupted, if one was going
         self.run_courses: list[str] = []  # that run's courses
-        self.finished: list[RunOutcome] = []  # the sync's runs that had ended before
+        self.finished: Sequence[FinishedRun] = ()  # the sync's runs that had ended before
         self.courses: list[int] = []  # every course the sync was asked to sync (empty: still discovering)
         self.phase = "starting"
         self.warehouse: Any = None  # the sync's warehouse, to read what it kept

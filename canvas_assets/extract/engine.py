@@ -289,7 +289,15 @@ class Extractor:
         self._states = self._read_fetch_states(list(courses))
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
-            run = RunSchedule(self, pool, courses)
+            run = RunSchedule(
+                pool,
+                courses,
+                entities=self.entities,
+                workers=self.workers,
+                task=self._task,
+                since=self._since,
+                futures=self._futures,
+            )
             run.start_courses()
             while run.pending:
                 run.collect_finished()

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import queue
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from canvas_assets.entities import ENTITIES
 from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome
 
-if TYPE_CHECKING:
-    from canvas_assets.extract.engine import Extractor
+# (course, entity, since) -> the task's outcome; (entity, course id) -> since, or None for a full fetch
+Task = Callable[[CourseOutcome, str, datetime | None], EntityOutcome]
+Since = Callable[[str, int], datetime | None]
 
 # Courses started and not finished, per worker.
 COURSES_IN_FLIGHT_PER_WORKER = 2
@@ -40,11 +40,21 @@ class RunSchedule:
     """One run's tasks in `pool`: started a window of courses at a time, collected as they finish."""
 
     def __init__(
-        self, extractor: Extractor, pool: ThreadPoolExecutor, courses: Mapping[int, CourseOutcome]
+        self,
+        pool: ThreadPoolExecutor,
+        courses: Mapping[int, CourseOutcome],
+        *,
+        entities: Sequence[str],
+        workers: int,
+        task: Task,
+        since: Since,
+        futures: MutableMapping[tuple[int, str], Future[EntityOutcome]],
     ) -> None:
-        self.extractor = extractor
         self.pool = pool
-        entities = extractor.entities
+        self.workers = workers
+        self.task = task
+        self.since = since
+        self.futures = futures  # (course, entity) -> its task, for the tasks that wait on another's records
         self.needs = {e: [n for n in ENTITIES[e].needs if n in entities] for e in entities}
         self.order = sorted(entities, key=lambda e: bool(self.needs[e]))  # needs first
         self.pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
@@ -62,21 +72,21 @@ class RunSchedule:
 
     def start_courses(self) -> None:
         """Start courses until the window is full; an incremental fetch with needs waits for them."""
-        limit = COURSES_IN_FLIGHT_PER_WORKER * self.extractor.workers
+        limit = COURSES_IN_FLIGHT_PER_WORKER * self.workers
         while self.unstarted and self.in_flight < limit:
             course = self.unstarted.popleft()
             self.in_flight += 1
             for entity in self.order:
-                since = self.extractor._since(entity, course.course_id)
+                since = self.since(entity, course.course_id)
                 if since is not None and self.needs[entity]:
                     self.waiting.setdefault(course.course_id, {})[entity] = since
                 else:
                     self.submit(course, entity, since)
 
     def submit(self, course: CourseOutcome, entity: str, since: datetime | None) -> None:
-        future = self.pool.submit(self.extractor._task, course, entity, since)
+        future = self.pool.submit(self.task, course, entity, since)
         self.pending[future] = (course, entity)
-        self.extractor._futures[(course.course_id, entity)] = future
+        self.futures[(course.course_id, entity)] = future
         future.add_done_callback(self.finished.put)
 
     def collect_finished(self) -> None:

@@ -41,8 +41,8 @@ STUDENT_STATES = ENROLLMENT_STATES_BUT_DELETED
 
 FetchPlan = Callable[[Any, FieldGroups, int, float], list[dict]]
 ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
-# (client, course id, the staged records' `parent_fields`, the course's records of `needs`, timeout) -> the
-# records of parents the staged records do not know yet
+# (client, course id, staged records, the course's records of `needs`, timeout) -> the records of parents
+# the staged records do not know yet
 NewParentsPlan = Callable[[Any, int, Sequence[Any], Mapping[str, Sequence[Any]], float], list[dict]]
 KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]], bool]]
 # (client, course id, the course's records of `needs` fetched in this run, timeout) -> the course's raw
@@ -85,8 +85,6 @@ class Incremental:
     # merged records still exist (a deleted assignment's submissions do not).
     keep: KeepRule
     refresh_days_field: str  # the processing field: days between full refreshes
-    # The record fields `new_parents` and `keep` read: of the staged records, only these are read (in SQL).
-    parent_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,8 @@ def _submissions_in_slices(
     requested`, for any other id (SubmissionsApiController#for_students scopes `assignment_ids[]` to
     `@context.assignments.published`; docs/canvas-api.md). An assignment created or published after the
     course's assignments were listed is left for the next sync, which lists it (the incremental fetch asks
-    for the submissions of published assignments the staged ones do not mention)."""
+    for the submissions of published assignments the staged ones do not mention).
+    The records come back compact (`records.Records`), as `CanvasAPI.list_submissions_by_assignments` says."""
     if "assignments" not in records_of or "enrollments" not in records_of:
         return None
     # Canvas lists a submission per published assignment and listed student: that many records, give or
@@ -257,9 +256,11 @@ def _submissions_of_new_parents(
     records_of: Mapping[str, Sequence[Any]],
     timeout: float,
 ) -> list[dict]:
-    """The submissions of assignments and students the staged submissions (their `assignment_id` and
-    `user_id`) do not mention: usually none, so usually no request."""
+    """The submissions of assignments and students the staged submissions do not mention: usually none,
+    so usually no request."""
     assignments, students = _live_parents(records_of)
+    # One pass that keeps only the ids: a big course's staged records come a piece at a time
+    # (`StagedRecords`), and a list of them would hold every one decoded (160 MB for 134k submissions).
     mentioned_assignments: set[Any] = set()
     mentioned_students: set[Any] = set()
     for s in staged:
@@ -356,7 +357,6 @@ ENTITIES: dict[str, Entity] = {
                 change_times=("submitted_at", "graded_at"),
                 keep=_submission_parents,
                 refresh_days_field="submissions_full_refresh_days",
-                parent_fields=("assignment_id", "user_id"),
             ),
             request="GET /courses/:id/students/submissions",
             presets=("ANALYTICS_FOCUSED", "FULL_PROCESSING"),

@@ -1,5 +1,6 @@
 """Drive the real Dagster definitions against a sandbox and a warehouse, the way the CLI and the UI do."""
 
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,6 @@ from canvas_assets.defs.partitions import COURSES, range_tags
 from canvas_assets.profiles import Profile, preset
 from canvas_assets.sandbox import CanvasSandbox
 from canvas_assets.warehouse.engine import get_engine
-from canvas_assets.warehouse.staging import read_staging
 
 
 @dataclass
@@ -75,13 +75,13 @@ class Harness:
         return {r._mapping[key]: r._mapping for r in self.rows(f"SELECT * FROM {name}")}
 
     def staging(self, entity: str, course_id: int) -> list[dict] | None:
-        """The course's staged records of `entity` (None: never staged)."""
-        if not self.rows(
-            "SELECT 1 FROM canvas_staging WHERE entity = :e AND course_id = :c", e=entity, c=course_id
-        ):
+        rows = self.rows(
+            "SELECT records FROM canvas_staging WHERE entity = :e AND course_id = :c", e=entity, c=course_id
+        )
+        if not rows:
             return None
-        with self.engine.connect() as conn:
-            return read_staging(conn, entity, [course_id]).get(course_id, [])
+        value = rows[0][0]
+        return json.loads(value) if isinstance(value, str) else value
 
     def requests_to(self, template_fragment: str) -> int:
         by_endpoint = self.sandbox.stats()["by_endpoint"]

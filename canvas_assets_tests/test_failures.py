@@ -76,12 +76,9 @@ def prod(tmp_path_factory) -> Iterator[Deployment]:
 # --- what the warehouse holds ----------------------------------------------------------------------------------
 def staging(d: Deployment) -> dict[tuple[str, int], tuple[str, str]]:
     """(entity, course) -> (run that fetched it, its records as stored)."""
-    records: dict[tuple[str, int], list[tuple[str, str]]] = {}
-    for r in d.rows("SELECT entity, course_id, record_key, record FROM canvas_staging_records"):
-        records.setdefault((r.entity, int(r.course_id)), []).append((r.record_key, r.record))
     return {
-        (r.entity, int(r.course_id)): (r.run_id, str(sorted(records.get((r.entity, int(r.course_id)), []))))
-        for r in d.rows("SELECT entity, course_id, run_id FROM canvas_staging")
+        (r.entity, int(r.course_id)): (r.run_id, str(r.records))
+        for r in d.rows("SELECT entity, course_id, run_id, records FROM canvas_staging")
     }
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from canvas_assets.defs.assets.common import run_figures
 from canvas_assets.extract import incremental
 from canvas_assets.profiles import parse_profile
 from canvas_assets.warehouse.models import table
@@ -350,17 +349,79 @@ def test_a_parent_list_the_run_does_not_know_drops_nothing_but_an_empty_one_drop
     assert not rules.keep({"assignments": [], "enrollments": [student]})({"assignment_id": 1, "user_id": 7})
 
 
-def test_an_incremental_re_sync_writes_only_the_changed_submissions_to_staging(harness):
-    """The changes are upserted in SQL: a re-sync after one grade and one hand-in writes those two record
-    rows (the 15-minute overlap re-reads them unchanged: not rewritten), and the rows equal ground truth."""
+def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_truth(pg_harness, monkeypatch):
+    """A merge holds its course's whole list until the course is staged: with room for one merge, they run
+    one at a time (each waiting for the previous course's staging write), and nothing is lost."""
+    import threading
+
+    from canvas_assets.extract import engine as extraction
+
+    h = pg_harness
+    keys = h.course_keys()
+    assert h.sync(ANALYTICS, keys).success
+    data = h.sandbox.data
+    courses = [int(k) for k in keys if data.submissions_of(int(k))]
+    for course in courses[:3]:
+        data.grade_submission(course)
+    monkeypatch.setattr(extraction, "MERGE_BUDGET_RECORDS", 1)
+    lock, unstaged, most = threading.Lock(), set(), [0]
+    fetch_changes, stage = extraction.Extractor._fetch_changes, extraction.Extractor._stage
+
+    def counting_fetch_changes(self, course, outcome, since, timeout):
+        fetch_changes(self, course, outcome, since, timeout)
+        with lock:
+            unstaged.add(course.course_id)
+            most[0] = max(most[0], len(unstaged))
+
+    def counting_stage(self, finished):
+        seconds = stage(self, finished)
+        with lock:
+            unstaged.difference_update(c.course_id for c in finished)
+        return seconds
+
+    monkeypatch.setattr(extraction.Extractor, "_fetch_changes", counting_fetch_changes)
+    monkeypatch.setattr(extraction.Extractor, "_stage", counting_stage)
+    result = h.sync(ANALYTICS, keys)
+    assert result.success, failure_text(result)
+    assert most[0] == 1 and not unstaged
+    for course in courses:
+        assert staging_state(h, course)[0] == "incremental"
+        assert_equals_ground_truth(h, course)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_makes(
+    harness, monkeypatch, in_order
+):
+    """A big course's staged records are merged as they are read, a piece at a time (in id order; in any
+    other order, as a text per record): the merged records and the staged text are those of merging the
+    whole list, and the rows equal ground truth."""
+    from canvas_assets.extract import engine as extraction
+    from canvas_assets.extract.records import Records
+    from canvas_assets.jsontext import encode_json
+
     h = harness
     sync(h)
     h.sandbox.data.grade_submission(BIG)
     h.sandbox.data.submit_work(BIG)
-    result = h.sync(ANALYTICS, [str(BIG)])
-    assert result.success, failure_text(result)
-    assert staging_state(h)[0] == "incremental"
-    assert run_figures(h.instance, result.run_id)["canvas/staging_rows_written"] == 2
-    again = h.sync(ANALYTICS, [str(BIG)])
-    assert run_figures(h.instance, again.run_id)["canvas/staging_rows_written"] == 0
+    merges: list[tuple[Any, list[Any]]] = []
+    streamed = incremental.merge_in_order if in_order else incremental.merge_unordered
+
+    def both_merges(previous, changes, keep=None):
+        pieces = list(previous)
+        merged = streamed(iter(pieces), changes, keep)
+        merges.append((merged, incremental.merge([r for p, _ in pieces for r in p], changes, keep)))
+        return merged
+
+    monkeypatch.setattr(extraction, "STREAM_MERGE_RECORDS", 1)
+    if not in_order:  # as for staged records in Canvas's order
+        monkeypatch.setattr(incremental, "merge_in_order", lambda previous, changes, keep=None: None)
+    monkeypatch.setattr(incremental, "merge_in_order" if in_order else "merge_unordered", both_merges)
+    sync(h)
+    ((merged, whole),) = merges
+    assert isinstance(merged, Records) and list(merged) == whole
+    (text,) = h.rows(
+        "SELECT records FROM canvas_staging WHERE entity = 'submissions' AND course_id = :c", c=BIG
+    )
+    assert text[0] == encode_json(whole)
     assert_equals_ground_truth(h)

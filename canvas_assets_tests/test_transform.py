@@ -358,13 +358,15 @@ def test_clean_columns_keep_their_types_and_nulls():
 
 def test_a_range_is_transformed_in_course_chunks_with_the_same_result(monkeypatch):
     import canvas_assets.transform.base as base
+    from canvas_assets.warehouse.staging import StagedRecords
 
     records = {c: [enrollment_record(id=c * 10 + i, user_id=i) for i in range(4)] for c in range(1, 8)}
     records[3].append(enrollment_record(id=10, user_id=99))  # id of course 1 again: first wins
     records[5][1]["created_at"] = "not a date"  # quarantined in its chunk
     whole = transform("enrollments", records)
     monkeypatch.setattr(base, "CHUNK_RECORDS", 5)
-    chunked = transform("enrollments", records)
+    lazy = {c: StagedRecords(json.dumps(r), len(r)) for c, r in records.items()}
+    chunked = transform("enrollments", lazy)
     pd.testing.assert_frame_equal(
         chunked.tables["canvas_enrollments"], whole.tables["canvas_enrollments"], check_dtype=False
     )
@@ -373,6 +375,17 @@ def test_a_range_is_transformed_in_course_chunks_with_the_same_result(monkeypatc
     summaries = {c: [{"id": 5, "page_views": c}] for c in range(1, 8)}
     frame = transform("student_summaries", summaries).tables["canvas_student_summaries"]
     assert frame[["course_id", "user_id", "page_views"]].values.tolist() == [[c, 5, c] for c in range(1, 8)]
+
+
+def test_staged_records_read_like_a_list():
+    from canvas_assets.warehouse.staging import StagedRecords
+
+    staged = StagedRecords('[{"id": 1}, {"id": 2}]', 2)
+    assert len(staged) == 2 and staged[1] == {"id": 2} and list(staged) == [{"id": 1}, {"id": 2}]
+    assert staged == [{"id": 1}, {"id": 2}]
+    expected = [{"id": 1}, {"id": 2}]
+    assert expected == staged
+    assert bool(StagedRecords("[]", 0)) is False
 
 
 # --- regressions found by the property tests (test_transform_properties.py) --------------------------------

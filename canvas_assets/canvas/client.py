@@ -59,7 +59,7 @@ from canvas_assets.canvas.urls import (
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
-from canvas_assets.jsontext import decode_json
+from canvas_assets.jsontext import decode_json_exact
 
 # Re-exported: these were defined here before the split and are imported from here.
 __all__ = [
@@ -402,10 +402,10 @@ class CanvasClient(CanvasAPI):
                 recoverable=False,
             )
         try:
-            data = decode_json(content) if content else None
+            data, exact = decode_json_exact(content) if content else (None, True)
         except ValueError:
             return None, error_for_unparsable(status, response.headers.get("Content-Type", ""), url=shown())
-        return Reply(data, response.headers, shown, status), None
+        return Reply(data, response.headers, shown, status, exact), None
 
     # --- pagination -------------------------------------------------------------------------------------
     def _paginate(
@@ -413,15 +413,15 @@ class CanvasClient(CanvasAPI):
     ) -> list[Record]:
         """Every record of a list endpoint (see `_pages`)."""
         records: list[Record] = []
-        for page in self._pages(path, params, timeout=timeout):
+        for page, _ in self._pages(path, params, timeout=timeout):
             records.extend(page)
         return records
 
     def _pages(
         self, path: str, params: Params | None = None, *, timeout: float | None = None
-    ) -> Iterator[list[Record]]:
-        """The records of a list endpoint a page at a time: per_page=100 on the first page, then
-        `rel="next"` links only.
+    ) -> Iterator[tuple[list[Record], bool]]:
+        """The records of a list endpoint a page at a time, with whether orjson read the page (`Reply.exact`):
+        per_page=100 on the first page, then `rel="next"` links only.
 
         Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
         Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
@@ -474,7 +474,7 @@ class CanvasClient(CanvasAPI):
                         url=reply.url,
                         recoverable=False,
                     )
-                yield reply.data
+                yield reply.data, reply.exact
         finally:
             chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
 

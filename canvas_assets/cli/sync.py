@@ -28,6 +28,7 @@ from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
 from canvas_assets.defs.partitions import COURSE_PARTITIONS_NAME, plan_course_runs, range_tags
 from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
+from canvas_assets.extract.memory import release_free_heap
 from canvas_assets.instance.inprocess import start_run
 from canvas_assets.profiles import Profile
 from canvas_assets.progress import report as report_progress
@@ -178,6 +179,8 @@ def execute_run(
                     threading.Event().wait()
                 if not first_failure and event.is_step_failure:
                     first_failure.append(event)
+                if event.is_step_success or event.is_step_failure:
+                    release_free_heap()
         except BaseException as exc:
             raised.append(exc)
 

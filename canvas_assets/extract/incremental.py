@@ -10,16 +10,15 @@ rules, per (entity, course):
   between our clock and Canvas's. A fetch asks for what changed after `watermark - OVERLAP`; the overlap
   re-reads a few minutes of changes, for rows Canvas committed late (a slow request on Canvas's side
   writes a time it commits later), and the merge makes re-reading harmless.
-- **Committed with the data it describes**: the watermark is a column of the course's `canvas_staging` row,
-  written in the same transaction as the changed records. A course whose fetch fails, or whose other entities fail
+- **Committed with the data it describes**: the watermark is a column of the course's staging row, written
+  in the same transaction as the merged records. A course whose fetch fails, or whose other entities fail
   in that run, is not staged: it keeps its records and its old watermark, and the next sync asks again.
 - **Newcomers**: records of parents the staged records do not mention (a new student's or a new
   assignment's submissions: unsubmitted, or older than the watermark) have no change time to filter on;
   the entity's `new_parents` plan asks for them by parent id.
-- **Merged in SQL**: changed records are upserted by id (`canvas_staging_records`); staged records whose
-  parent vanished (a deleted assignment, a dropped student: the entity's `keep` rule over the same run's
-  other entities, applied to the staged records' `parent_fields` read in SQL) are deleted, so the staged
-  list is what a full fetch would return, and the Layer-1 load treats it like one.
+- **Merged**: changed records replace the stored ones by id; records whose parent vanished (a deleted
+  assignment, a dropped student: the entity's `keep` rule over the same run's other entities) are dropped,
+  so the staged list is what a full fetch would return, and the Layer-1 load treats it like one.
 - **Full refreshes**: what Canvas changes without a change time is invisible to an incremental fetch
   (`missing` flips when a due date passes; a late policy changes `late` and `points_deducted`; a grade is
   posted later). A course is fetched in full when it has no watermark (first sync, or no record has a
@@ -31,9 +30,13 @@ rules, per (entity, course):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
+from canvas_assets.extract.records import Records, RecordsBuilder, roundtrips
 from canvas_assets.transform.convert import to_id
 
 OVERLAP = timedelta(minutes=15)
@@ -111,17 +114,95 @@ def merge(
     return merged + unidentified
 
 
-def to_stage(
-    staged: Sequence[tuple[str, Mapping[str, Any]]],
+def merge_in_order(
+    previous: Iterable[tuple[list[Any], bool]],
     changes: Iterable[Any],
-    keep: Callable[[Mapping[str, Any]], bool],
-) -> tuple[list[Any], list[str]]:
-    """What an incremental fetch writes to staging, given the staged records' keys and `parent_fields`:
-    (the changed records to upsert, by id, less those `keep` refuses; those without a usable id as they
-    came, for the transformer to quarantine), and the staged keys to delete: records whose parent `keep`
-    refuses, and records without a usable id or repeating one (quarantined before: not carried forward)."""
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Records | None:
+    """`merge` of previous records given a piece at a time (`(records, exact)`, as `records.array_pieces`
+    gives them), into a compact `Records`, for previous records in strictly ascending id order (what a merge
+    stages, and what Canvas lists by id): then the merged list is theirs and the changes' in one ascending
+    pass, and only a piece of them is decoded at a time. None when they are not in that order (the caller
+    then merges them with `merge_unordered`)."""
     by_id, unidentified = _by_id(changes)
-    upserts = [by_id[k] for k in sorted(by_id) if keep(by_id[k])]
-    refused = {str(k) for k, record in by_id.items() if not keep(record)}
-    removed = [key for key, fields in staged if "#" in key or key in refused or not keep(fields)]
-    return upserts + unidentified, removed
+    changed = sorted(by_id)
+    exact_change = {k: roundtrips(by_id[k]) for k in changed}
+    out = RecordsBuilder()
+    last, i = -1, 0
+    for records, exact in previous:
+        piece: list[Any] = []
+        for record in records:
+            canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+            if not isinstance(canvas_id, int):
+                continue  # quarantined before: not carried forward (as in `merge`)
+            if canvas_id <= last:
+                return None
+            last = canvas_id
+            while i < len(changed) and changed[i] <= canvas_id:
+                if changed[i] == canvas_id:
+                    record = None  # replaced by the change
+                change = by_id[changed[i]]
+                if keep is None or keep(change):
+                    piece.append(change)
+                    exact = exact and exact_change[changed[i]]
+                i += 1
+            if record is not None and (keep is None or keep(record)):
+                piece.append(record)
+        out.add(piece, exact)
+    rest = [by_id[k] for k in changed[i:]]
+    out.add([r for r in rest if keep is None or keep(r)], all(exact_change[k] for k in changed[i:]))
+    out.add(unidentified, all(roundtrips(r) for r in unidentified))
+    return out.build()
+
+
+_DROPPED = object()
+
+
+def merge_unordered(
+    previous: Iterable[tuple[list[Any], bool]],
+    changes: Iterable[Any],
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Records:
+    """`merge` of previous records given a piece at a time in any order, into a compact `Records`: each
+    previous record is kept as its `orjson` text (about a third of it decoded) until the merged list is
+    laid out by id. Slower than `merge_in_order` (a text per record), for a big course's first merge after
+    a full fetch in Canvas's order."""
+    # id -> a previous record's text (or, when orjson cannot write it exactly, the record), a change, or
+    # _DROPPED when the record `keep` refuses is the last with its id
+    by_id: dict[int, Any] = {}
+    for records, exact in previous:
+        for record in records:
+            canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+            if not isinstance(canvas_id, int):
+                continue
+            if keep is not None and not keep(record):
+                by_id[canvas_id] = _DROPPED
+                continue
+            text = None
+            if exact:
+                with suppress(orjson.JSONEncodeError, TypeError):  # nesting beyond what orjson writes
+                    text = orjson.dumps(record)
+            by_id[canvas_id] = _Kept(record) if text is None else text
+    changed, unidentified = _by_id(changes)
+    for canvas_id, record in changed.items():
+        by_id[canvas_id] = record if keep is None or keep(record) else _DROPPED
+    out = RecordsBuilder()
+    for canvas_id in sorted(by_id):
+        value = by_id.pop(canvas_id)
+        if isinstance(value, bytes):
+            out.add_text(value)
+        elif isinstance(value, _Kept):
+            out.add([value.record], False)
+        elif value is not _DROPPED:  # a change
+            out.add([value], roundtrips(value))
+    out.add(unidentified, all(roundtrips(r) for r in unidentified))
+    return out.build()
+
+
+class _Kept:
+    """A previous record carried forward as it is (orjson cannot write it exactly)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: Any) -> None:
+        self.record = record

@@ -6,8 +6,7 @@ converted column-wise (`convert.convert_column`), and a record with a value that
 quarantined as a `Rejected` naming the field and the value (`quarantine`); the rest of its course loads.
 A nested object (`grades`, `term`) that is present but not an object quarantines the record, naming it.
 Rows are deduplicated on the table's key (first occurrence wins); a ranged run is transformed in course
-chunks (`CHUNK_RECORDS`), each read from staging as it is reached, so that only one chunk's decoded records
-are in memory (`combine_results` joins their results).
+chunks (`CHUNK_RECORDS`) so that only one chunk's decoded records are in memory.
 
 A record quarantined without a usable key (no `id`, or one that is not an id; a list item that is not an
 object) cannot be told apart from a row that Canvas deleted: its course's list of that table is not complete,
@@ -181,7 +180,8 @@ class Transformer:
     def __call__(
         self, records_by_course: Mapping[int, Sequence[Any]], options: TransformOptions | None = None
     ) -> TransformResult:
-        """Transform raw records per course, in course chunks of at most CHUNK_RECORDS records."""
+        """Transform raw records per course (lists, or staging's lazily decoded `StagedRecords`), in course
+        chunks of at most CHUNK_RECORDS records so that only one chunk's decoded records are alive."""
         try:
             return transform_in_chunks(self._build, records_by_course, options or TransformOptions())
         except TransformationError:
@@ -281,8 +281,9 @@ def as_int64(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-# Records per transformation chunk: staging is read a batch of whole courses of about this many records at a
-# time (`Warehouse.staged_batches`), so a ranged run holds one batch's decoded records, not the range's.
+# Records per transformation chunk. Staging hands records over lazily (JSON text per course, decoded when
+# iterated), so transforming a ranged run course chunk by course chunk keeps only one chunk's decoded
+# records in memory at a time, not the whole range's.
 CHUNK_RECORDS = 10_000
 
 
@@ -311,13 +312,7 @@ def transform_in_chunks(
     chunks = _course_chunks(records_by_course, CHUNK_RECORDS)
     if len(chunks) == 1:
         return build(chunks[0], options)
-    return combine_results([build(chunk, options) for chunk in chunks])
-
-
-def combine_results(parts: Sequence[TransformResult]) -> TransformResult:
-    """One result of the results of consecutive course chunks: first occurrence of a key wins, as within one."""
-    if len(parts) == 1:
-        return parts[0]
+    parts = [build(chunk, options) for chunk in chunks]
     tables: dict[str, pd.DataFrame] = {}
     for name in parts[0].tables:
         frames = [p.tables[name] for p in parts if len(p.tables[name])] or [parts[0].tables[name]]

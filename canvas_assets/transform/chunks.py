@@ -29,15 +29,14 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from canvas_assets.errors import ConfigurationError, TransformationError
+from canvas_assets.extract.memory import release_free_heap
 from canvas_assets.transform import TRANSFORMERS, TransformOptions, TransformResult
-from canvas_assets.transform.base import CHUNK_RECORDS as BATCH_RECORDS
-from canvas_assets.transform.base import combine_results, incomplete_courses
+from canvas_assets.transform.base import incomplete_courses
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.transform.schema import key_of
 from canvas_assets.warehouse.db import Warehouse
@@ -168,21 +167,19 @@ def _result(future: Future[_Transformed]) -> _Transformed:
 def transform_chunk(
     url: str, entity: str, course_ids: list[int], options: TransformOptions, path: str
 ) -> _Transformed:
-    """Read one chunk's staging, transform it and pickle the result to `path` (in a worker or in-process).
-    Staging is read through one server-side cursor, a batch of whole courses at a time (BATCH_RECORDS),
-    each batch transformed before the next is read."""
-    transformer = TRANSFORMERS[entity]
-    parts = []
-    staged: list[int] = []
-    for batch in Warehouse(url).staged_batches(entity, course_ids, BATCH_RECORDS):
-        parts.append(_transform(entity, transformer, batch, options))
-        staged += batch
-        del batch
-    result = combine_results(parts) if parts else _transform(entity, transformer, {}, options)
+    """Read one chunk's staging, transform it and pickle the result to `path` (in a worker or in-process)."""
+    records = Warehouse(url).read_staging(entity, course_ids)
+    try:
+        result = TRANSFORMERS[entity](records, options)
+    except Exception as exc:
+        # Raised as a plain message: the error crosses a process boundary, and the step reports it.
+        raise TransformationError(
+            f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
+        ) from None
     with open(path, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     transformed = _Transformed(
-        course_ids=sorted(staged),
+        course_ids=sorted(records),
         keys={name: _keys(frame, key_of(name)) for name, frame in result.tables.items()},
         courses={
             name: frame["course_id"].to_numpy(dtype=np.int64)
@@ -193,21 +190,9 @@ def transform_chunk(
         rejected=len(result.rejected),
         incomplete={name: sorted(c) for name, c in incomplete_courses(result).items()},
     )
-    del parts, result
+    del records, result
+    release_free_heap()
     return transformed
-
-
-def _transform(
-    entity: str, transformer: Any, batch: dict[int, list[Any]], options: TransformOptions
-) -> TransformResult:
-    try:
-        result: TransformResult = transformer(batch, options)
-    except Exception as exc:
-        # Raised as a plain message: the error crosses a process boundary, and the step reports it.
-        raise TransformationError(
-            f"transformer for {entity} failed: {type(exc).__name__}: {exc}", stage="transform"
-        ) from None
-    return result
 
 
 def _mark_repeated_keys(paths: Sequence[str], transformed: Iterator[_Transformed]) -> list[Chunk]:
@@ -250,6 +235,7 @@ def _mark_repeated_keys(paths: Sequence[str], transformed: Iterator[_Transformed
 def chunk_results(chunks: Sequence[Chunk]) -> Iterator[tuple[TransformResult, list[int]]]:
     """The chunks' results with their courses, read one at a time (for `Warehouse.load_chunks`)."""
     for chunk in chunks:
+        release_free_heap()  # the previous chunk is loaded and released by now
         yield _read_chunk(chunk), chunk.course_ids
 
 

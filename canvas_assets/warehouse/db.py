@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +10,11 @@ import sqlalchemy as sa
 
 from canvas_assets.transform.base import TransformResult
 from canvas_assets.transform.quarantine import Rejected
-from canvas_assets.warehouse import catalog, migrate, staging
-from canvas_assets.warehouse.catalog import CatalogDiff
+from canvas_assets.warehouse import migrate, staging
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result, refresh_statistics
+from canvas_assets.warehouse.staging import CatalogDiff
 from canvas_assets.warehouse.stats import LoadStats
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
@@ -56,32 +56,17 @@ class Warehouse:
 
     def replace_staging_many(
         self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
-    ) -> staging.StagingWrite:
-        """Stage several (entity, course) record lists in one transaction: `(entity, course_id, records)`
-        tuples (a full fetch) or `staging.StagingItem`s (which also say how the records were fetched).
-        Only records that changed are written (see `staging.write_staging`)."""
+    ) -> None:
+        """Replace several (entity, course) record lists in one transaction: `(entity, course_id, records)`
+        tuples (a full fetch) or `staging.StagingItem`s (which also say how the records were fetched)."""
         with write_transaction(self.engine) as conn:
-            return staging.write_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
+            staging.replace_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
 
-    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, list[Any]]:
-        """Raw records per course, all at once (for a few courses); courses with nothing staged are absent."""
+    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.StagedRecords]:
+        """Raw records per course (read-only sequences decoded on each read, so that a ranged run does not
+        hold every course's decoded records at once); courses with nothing staged are absent."""
         with self.engine.connect() as conn:
             return staging.read_staging(conn, entity, course_ids)
-
-    def staged_batches(
-        self, entity: str, course_ids: Iterable[int], batch_records: int
-    ) -> Iterator[dict[int, list[Any]]]:
-        """Raw records per course, a batch of whole courses at a time, through a server-side cursor (see
-        `staging.staged_batches`): a range's transform holds one batch's records."""
-        with self.engine.connect() as conn:
-            yield from staging.staged_batches(conn, entity, course_ids, batch_records)
-
-    def staged_fields(
-        self, entity: str, course_id: int, fields: Sequence[str]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """(key, {field: value}) of each staged record of one course, the fields read in SQL."""
-        with self.engine.connect() as conn:
-            return staging.staged_fields(conn, entity, course_id, fields)
 
     def fetch_states(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.FetchState]:
         """How each course's staged records of `entity` were last fetched (mode, full fetch, watermark)."""
@@ -99,18 +84,18 @@ class Warehouse:
     ) -> CatalogDiff:
         """Record the courses a listing returned; with a full listing, the missing ones are marked gone."""
         with write_transaction(self.engine) as conn:
-            return catalog.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
+            return staging.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
 
     def mark_course_gone(
         self, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool = True
     ) -> None:
         """A course that 404s: mark it gone in the catalog and (by default) soft-delete its Layer-1 rows."""
         with write_transaction(self.engine) as conn:
-            catalog.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
+            staging.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
 
     def catalog_course_ids(self, *, include_gone: bool = False) -> list[int]:
         with self.engine.connect() as conn:
-            return catalog.catalog_course_ids(conn, include_gone=include_gone)
+            return staging.catalog_course_ids(conn, include_gone=include_gone)
 
     # --- logs ---------------------------------------------------------------------------------------
     def write_sync_log(self, rows: list[dict[str, Any]]) -> None:
@@ -118,14 +103,14 @@ class Warehouse:
         if not rows:
             return
         with write_transaction(self.engine) as conn:
-            catalog.write_sync_log(conn, rows)
+            staging.write_sync_log(conn, rows)
 
     def write_rejected(self, rejected: list[Rejected], *, run_id: str) -> None:
         """Quarantine records a transformer could not turn into rows."""
         if not rejected:
             return
         with write_transaction(self.engine) as conn:
-            catalog.write_rejected(conn, rejected, run_id=run_id)
+            staging.write_rejected(conn, rejected, run_id=run_id)
 
     # --- Layer 1 ------------------------------------------------------------------------------------
     def load(

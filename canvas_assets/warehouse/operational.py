@@ -1,5 +1,5 @@
-"""The operational tables: the course catalog, raw staging (records and per-course fetch state), the
-per-course sync log, the confirmations of `canvas_course_sync` and the quarantine of rejected records."""
+"""The operational tables: the course catalog, raw staging, the per-course sync log, the confirmations of
+`canvas_course_sync` and the quarantine of rejected records."""
 
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ class CanvasCourseCatalog(Base):
 
 
 class CanvasStaging(Base):
-    """How each (entity, course)'s staged records were fetched: one row per (entity, course), written in the
-    same transaction as its records (`canvas_staging_records`)."""
+    """Raw Canvas records per (entity, course), replaced atomically: Layer 1 rebuilds from here."""
 
     __tablename__ = "canvas_staging"
 
@@ -42,7 +41,8 @@ class CanvasStaging(Base):
         primary_key=True,
     )
     course_id: Mapped[int] = canvas_id("Canvas course id whose records these are")
-    record_count: Mapped[int] = column("Number of staged records", type_=sa.Integer())
+    records: Mapped[str] = column("JSON list of the raw records exactly as Canvas sent them")
+    record_count: Mapped[int] = column("Number of records", type_=sa.Integer())
     fetched_at: Mapped[datetime] = column("When the extract finished fetching them from Canvas")
     run_id: Mapped[str | None] = column("The Dagster run that fetched them", type_=sa.String(64))
     fetch_mode: Mapped[str | None] = column(
@@ -56,26 +56,6 @@ class CanvasStaging(Base):
         "Incremental entities: the latest Canvas change time among the records; the next fetch asks for "
         "what changed after it"
     )
-
-
-class CanvasStagingRecords(Base):
-    """Raw Canvas records, one row per object: Layer 1 rebuilds from here. A full fetch replaces a course's
-    rows of an entity in one transaction, writing only those that changed; an incremental one upserts the
-    changed objects and deletes those whose parent vanished."""
-
-    __tablename__ = "canvas_staging_records"
-
-    entity: Mapped[str] = column(
-        "Staging entity (as in `canvas_staging`)", type_=sa.String(64), primary_key=True
-    )
-    course_id: Mapped[int] = canvas_id("Canvas course id whose record this is")
-    record_key: Mapped[str] = column(
-        "Canvas `id` as text; `<id>#<n>` for a repeat of an id, `#<n>` for a record without a usable id "
-        "(n: its position in the fetched list)",
-        type_=sa.String(64),
-        primary_key=True,
-    )
-    record: Mapped[str] = column("The raw record, as JSON text, as Canvas sent it")
 
 
 class CanvasSyncLog(Base):

@@ -1,5 +1,4 @@
-"""Raw staging: one row per Canvas object (`canvas_staging_records`) and one per (entity, course) saying how
-it was fetched (`canvas_staging`); and the SQL helpers the warehouse's other writers share.
+"""Operational tables: raw staging, the course catalog, the sync log and the quarantine.
 
 Each function takes a `Connection` inside the caller's transaction; `Warehouse` opens the transactions.
 """
@@ -8,21 +7,26 @@ from __future__ import annotations
 
 import struct
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from typing import Any, NamedTuple
 
+import psycopg2.extensions
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from canvas_assets.jsontext import decode_json, encode_json
+from canvas_assets.extract.records import Records, array_pieces, decode_whole, inflate
+from canvas_assets.jsontext import encode_json, encode_json_bytes
 from canvas_assets.transform.convert import to_id
-from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, uses_copy
+from canvas_assets.transform.quarantine import Rejected
+from canvas_assets.warehouse.models import COURSE_SCOPE_COLUMN, table
+from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH, uses_copy
 
 IN_CHUNK = 1000  # ids per IN (...) list: far below SQLite's 32766 host-parameter limit
+READ_CHUNK = 50  # courses per staging read
 
 
 def upsert_statement(conn: sa.Connection, target: sa.Table) -> Any:
@@ -59,10 +63,8 @@ FULL, INCREMENTAL = "full", "incremental"
 class StagingItem(NamedTuple):
     """One (entity, course)'s records to stage, with how they were fetched (a plain 3-tuple is a full fetch).
 
-    A full fetch's `records` are the course's whole list: they replace what staging holds. An incremental
-    fetch's are the changed records only, upserted, and `removed` the keys of staged records to delete
-    (their parent vanished). `full_fetched_at` is kept from the previous fetch by an incremental one (None:
-    this fetch's time); `watermark` is an incremental entity's latest Canvas change time among the records."""
+    `full_fetched_at` is kept from the previous fetch by an incremental one (None: this fetch's time);
+    `watermark` is an incremental entity's latest Canvas change time among the records."""
 
     entity: str
     course_id: int
@@ -70,7 +72,6 @@ class StagingItem(NamedTuple):
     mode: str = FULL
     watermark: datetime | None = None
     full_fetched_at: datetime | None = None
-    removed: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -84,186 +85,156 @@ class FetchState:
     record_count: int
 
 
-@dataclass
-class StagingWrite:
-    """What a staging write did: record rows inserted, updated or deleted, and the record count it staged
-    per (entity, course)."""
-
-    rows_written: int = 0
-    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+# Staged texts per upsert statement where staging is not written by COPY (SQLite): a bound on what one
+# statement holds at once, whatever the number of courses staged together.
+STATEMENT_TEXT_BYTES = 8 << 20
+_REPLACED = ("records", "record_count", "fetched_at", "run_id", "fetch_mode", "full_fetched_at", "watermark")
 
 
-# Record keys (`canvas_staging_records.record_key`): the Canvas id; `<id>#<n>` for the n-th record of a list
-# that repeats an id (Canvas serves them: pages that shift while being read), `#<n>` for one without a usable
-# id (the transformer quarantines it). n is zero-padded so that keys of one id sort by position.
-_POSITION_DIGITS = 9
-
-
-def record_keys(records: Sequence[Any]) -> list[str]:
-    """Each record's key in the list (see above), in order."""
-    seen: set[int] = set()
-    keys: list[str] = []
-    for position, record in enumerate(records):
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if not isinstance(canvas_id, int):
-            keys.append(f"#{position:0{_POSITION_DIGITS}d}")
-        elif canvas_id in seen:
-            keys.append(f"{canvas_id}#{position:0{_POSITION_DIGITS}d}")
-        else:
-            seen.add(canvas_id)
-            keys.append(str(canvas_id))
-    return keys
-
-
-def key_order(key: str) -> tuple[int, int, str]:
-    """Staged records are read back in id order, repeats after the first of their id, those without a
-    usable id last, each in the position it was fetched at."""
-    head, _, tail = key.partition("#")
-    return (0, int(head), tail) if head else (1, 0, tail)
-
-
-def record_text(record: Any) -> str:
-    """A record as staged: compact JSON (`jsontext.encode_json`)."""
-    return encode_json(record)
-
-
-_STATE_COLUMNS = ("record_count", "fetched_at", "run_id", "fetch_mode", "full_fetched_at", "watermark")
-
-
-def write_staging(
-    conn: sa.Connection, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
-) -> StagingWrite:
-    """Stage each item's records, and its course's fetch state, in the caller's transaction.
-
-    Only what changed is written: the records go to a temporary table (binary COPY on PostgreSQL), and from
-    there a full fetch's course loses the keys it no longer has, gains the new ones and has the others
-    updated where the text differs; an incremental fetch's changes are upserted the same way and its
-    `removed` keys deleted. A no-change re-sync writes no record row (the state rows are always written)."""
+def replace_staging(
+    conn: sa.Connection,
+    items: Sequence[tuple[Any, ...]],
+    *,
+    run_id: str,
+    fetched_at: datetime,
+) -> None:
+    """Stage each item's records (replacing what the course had of the entity). Each text is made from its
+    records only when it is written, so one text at a time is held: on PostgreSQL (psycopg2) every row goes
+    by one binary COPY (see `_copy_staging`), elsewhere by upserts of at most STATEMENT_TEXT_BYTES of text."""
     fetched_at = utc(fetched_at)
-    staged = [StagingItem(*raw) for raw in items]
+    staged = [_StagedRow(StagingItem(*raw), run_id, fetched_at) for raw in items]
     if not staged:
-        return StagingWrite()
-    incoming = _fill_incoming(conn, staged)
-    records = table("canvas_staging_records")
-    written = 0
-    full = [(item.entity, int(item.course_id)) for item in staged if item.mode == FULL]
-    courses = _temp_table(conn, "canvas_staging_courses", "entity varchar(64), course_id bigint")
-    if full:
-        conn.execute(sa.text(f"INSERT INTO {courses} VALUES (:e, :c)"), [{"e": e, "c": c} for e, c in full])
-        written += conn.exec_driver_sql(
-            f"DELETE FROM canvas_staging_records WHERE EXISTS (SELECT 1 FROM {courses} c "
-            "WHERE c.entity = canvas_staging_records.entity AND c.course_id = canvas_staging_records.course_id) "
-            f"AND NOT EXISTS (SELECT 1 FROM {incoming} i WHERE i.entity = canvas_staging_records.entity "
-            "AND i.course_id = canvas_staging_records.course_id "
-            "AND i.record_key = canvas_staging_records.record_key)"
-        ).rowcount
-    removed = [
-        {"e": item.entity, "c": int(item.course_id), "k": key} for item in staged for key in item.removed
-    ]
-    if removed:
-        delete = sa.delete(records).where(
-            records.c.entity == sa.bindparam("e"),
-            records.c.course_id == sa.bindparam("c"),
-            records.c.record_key == sa.bindparam("k"),
-        )
-        written += conn.execute(delete, removed).rowcount
-    differs = distinct_sql(conn, ["canvas_staging_records.record"], ["excluded.record"])
-    written += conn.exec_driver_sql(
-        "INSERT INTO canvas_staging_records (entity, course_id, record_key, record) "
-        f"SELECT entity, course_id, record_key, record FROM {incoming} WHERE true "
-        "ON CONFLICT (entity, course_id, record_key) DO UPDATE SET record = excluded.record "
-        f"WHERE {differs}"
-    ).rowcount
-    counts = _write_states(conn, staged, run_id, fetched_at)
-    if conn.dialect.name != "postgresql":  # PostgreSQL drops them at commit
-        conn.exec_driver_sql(f"DROP TABLE {incoming}")
-        conn.exec_driver_sql(f"DROP TABLE {courses}")
-    return StagingWrite(max(0, written), counts)
-
-
-def _temp_table(conn: sa.Connection, prefix: str, columns: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    on_commit = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}){on_commit}")
-    return name
-
-
-def _incoming_rows(staged: Sequence[StagingItem]) -> Iterator[tuple[str, int, str, str]]:
-    """(entity, course id, key, text) of every record to write, a record's text made when it is reached."""
-    for item in staged:
-        course_id = int(item.course_id)
-        records = item.records
-        for key, record in zip(record_keys(records), records, strict=True):
-            yield item.entity, course_id, key, record_text(record)
-
-
-# Records per insert statement into the temporary table where it is not filled by COPY (SQLite).
-INSERT_BATCH = 5000
-
-
-def _fill_incoming(conn: sa.Connection, staged: Sequence[StagingItem]) -> str:
-    """A temporary table holding the records of `staged` with their keys; its name."""
+        return
     if uses_copy(conn):
-        name = _temp_table(
-            conn,
-            "canvas_staging_in",
-            "entity varchar(64), course_id bigint, record_key varchar(64), record text",
-        )
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            stream = _CopyStream(_copy_tuples(_incoming_rows(staged)))
-            try:
-                cursor.copy_expert(
-                    f"COPY {name} (entity, course_id, record_key, record) FROM STDIN (FORMAT binary)",
-                    stream,
-                    size=1 << 20,
-                )
-            except Exception:
-                if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
-                    raise stream.error from None
-                raise
-        finally:
-            cursor.close()
-        return name
-    # SQLite: a key, so that the delete's NOT EXISTS is a lookup
-    name = _temp_table(
-        conn,
-        "canvas_staging_in",
-        "entity varchar(64), course_id bigint, record_key varchar(64), record text, "
-        "PRIMARY KEY (entity, course_id, record_key)",
+        _copy_staging(conn, staged)
+        return
+    t = table("canvas_staging")
+    stmt = upsert_statement(conn, t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in _REPLACED}
     )
-    insert = sa.text(f"INSERT INTO {name} VALUES (:e, :c, :k, :r)")
     batch: list[dict[str, Any]] = []
-    for entity, course_id, key, text in _incoming_rows(staged):
-        batch.append({"e": entity, "c": course_id, "k": key, "r": text})
-        if len(batch) >= INSERT_BATCH:
-            conn.execute(insert, batch)
-            batch = []
+    size = 0
+    for row in staged:
+        length, parts = json_text(row.item.records)
+        batch.append({**row.values(), "records": b"".join(parts).decode("utf-8")})
+        size += length
+        if size >= STATEMENT_TEXT_BYTES:
+            conn.execute(stmt, batch)
+            batch, size = [], 0
     if batch:
-        conn.execute(insert, batch)
-    return name
+        conn.execute(stmt, batch)
 
 
-def _copy_tuples(rows: Iterator[tuple[str, int, str, str]]) -> Iterator[bytes]:
-    """Binary COPY tuples of (entity, course id, key, text), a few hundred records to a part."""
-    count = struct.pack("!h", 4)
-    part: list[bytes] = []
-    for entity, course_id, key, text in rows:
-        part.append(count)
-        part.append(_binary_text(entity))
-        part.append(struct.pack("!iq", 8, course_id))
-        part.append(_binary_text(key))
-        part.append(_binary_text(text))
-        if len(part) >= 2000:
-            yield b"".join(part)
-            part = []
-    if part:
-        yield b"".join(part)
+class _StagedRow:
+    """One staging row to write: its item, and the values of every column but `records`."""
+
+    __slots__ = ("fetched_at", "item", "run_id")
+
+    def __init__(self, item: StagingItem, run_id: str, fetched_at: datetime) -> None:
+        self.item, self.run_id, self.fetched_at = item, run_id, fetched_at
+
+    def values(self) -> dict[str, Any]:
+        item = self.item
+        return {
+            "entity": item.entity,
+            "course_id": int(item.course_id),
+            "record_count": len(item.records),
+            "fetched_at": self.fetched_at,
+            "run_id": self.run_id,
+            "fetch_mode": item.mode,
+            "full_fetched_at": self.fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
+            "watermark": None if item.watermark is None else utc(item.watermark),
+        }
 
 
-def _binary_text(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return struct.pack("!i", len(data)) + data
+# The staging columns in the order the COPY stream writes them, with their binary encodings.
+_COPY_COLUMNS = (
+    ("entity", "text"),
+    ("course_id", "bigint"),
+    ("record_count", "integer"),
+    ("fetched_at", "timestamptz"),
+    ("run_id", "text"),
+    ("fetch_mode", "text"),
+    ("full_fetched_at", "timestamptz"),
+    ("watermark", "timestamptz"),
+    ("records", "text"),
+)
+
+
+def _copy_staging(conn: sa.Connection, staged: Sequence[_StagedRow]) -> None:
+    """Every row by binary COPY into a temporary table (dropped at commit), then one upsert from it.
+
+    As statement parameters, texts are copied whole several times over: a str, its UTF-8 bytes, psycopg2's
+    escaped literal and the statement holding them all (a big course's 58 MB text cost 250 MB at the large
+    benchmark's peak, and a re-sync that staged many merged courses at once 100 MB). The COPY stream makes
+    each text from its records when it reaches it and hands it over a part at a time."""
+    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
+    columns = ", ".join(f"{c} {kind}" for c, kind in _COPY_COLUMNS)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP")
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        names = ", ".join(c for c, _ in _COPY_COLUMNS)
+        stream = _CopyStream(_copy_rows(staged))
+        try:
+            cursor.copy_expert(f"COPY {name} ({names}) FROM STDIN (FORMAT binary)", stream, size=1 << 20)
+        except Exception:
+            if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
+                raise stream.error from None
+            raise
+    finally:
+        cursor.close()
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED)
+    conn.exec_driver_sql(
+        f"INSERT INTO canvas_staging ({names}) SELECT {names} FROM {name} "
+        f"ON CONFLICT (entity, course_id) DO UPDATE SET {updates}"
+    )
+
+
+def _copy_rows(staged: Sequence[_StagedRow]) -> Iterator[bytes]:
+    """The binary COPY tuples of `staged` (see `_COPY_COLUMNS`), a text's parts as they come."""
+    for row in staged:
+        values = row.values()
+        header = [struct.pack("!h", len(_COPY_COLUMNS))]
+        for column, kind in _COPY_COLUMNS[:-1]:
+            header.append(_binary_field(values[column], kind))
+        length, parts = json_text(row.item.records)
+        header.append(struct.pack("!i", length))
+        yield b"".join(header)
+        written = 0
+        for part in parts:
+            if part:  # an empty read ends the COPY
+                written += len(part)
+                yield part
+        if written != length:
+            raise ValueError(f"staged text of {written} bytes, {length} announced")
+
+
+def _binary_field(value: Any, kind: str) -> bytes:
+    """One field of a binary COPY tuple: its length and PostgreSQL's binary form (-1 for NULL)."""
+    if value is None:
+        return struct.pack("!i", -1)
+    if kind == "text":
+        data = str(value).encode("utf-8")
+        return struct.pack("!i", len(data)) + data
+    if kind == "bigint":
+        return struct.pack("!iq", 8, value)
+    if kind == "integer":
+        return struct.pack("!ii", 4, value)
+    if kind == "timestamptz":  # microseconds since 2000-01-01 UTC
+        return struct.pack("!iq", 8, (value - PG_EPOCH) // timedelta(microseconds=1))
+    raise ValueError(f"no binary COPY encoding for {kind}")
+
+
+def json_text(records: Sequence[Any]) -> tuple[int, Iterable[bytes]]:
+    """The staged text of `records` (`encode_json` of the list, as UTF-8): its length and its parts. A
+    `Records` gives its text from its compressed pieces, without decoding them."""
+    if isinstance(records, Records):
+        text = records.json_text()
+        if text is not None:
+            return text
+    encoded = encode_json_bytes(list(records))
+    return len(encoded), (encoded,)
 
 
 class _CopyStream:
@@ -279,42 +250,6 @@ class _CopyStream:
         except Exception as exc:
             self.error = exc
             raise
-
-
-def _write_states(
-    conn: sa.Connection, staged: Sequence[StagingItem], run_id: str, fetched_at: datetime
-) -> dict[tuple[str, int], int]:
-    """Upsert each item's `canvas_staging` row (an incremental item's record count counted in SQL); the
-    record counts."""
-    records = table("canvas_staging_records")
-    rows: list[dict[str, Any]] = []
-    for item in staged:
-        count = len(item.records)
-        if item.mode != FULL:
-            count = conn.execute(
-                sa.select(sa.func.count()).where(
-                    records.c.entity == item.entity, records.c.course_id == int(item.course_id)
-                )
-            ).scalar_one()
-        rows.append(
-            {
-                "entity": item.entity,
-                "course_id": int(item.course_id),
-                "record_count": int(count),
-                "fetched_at": fetched_at,
-                "run_id": run_id,
-                "fetch_mode": item.mode,
-                "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
-                "watermark": None if item.watermark is None else utc(item.watermark),
-            }
-        )
-    t = table("canvas_staging")
-    stmt = upsert_statement(conn, t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in _STATE_COLUMNS}
-    )
-    conn.execute(stmt, rows)
-    return {(row["entity"], row["course_id"]): row["record_count"] for row in rows}
 
 
 def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:
@@ -336,78 +271,305 @@ def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int
     return out
 
 
-# Record rows per fetch from the server-side cursor of `staged_batches`.
-FETCH_ROWS = 2000
+class StagedRecords(Sequence[Any]):
+    """One course's staged records, kept as compressed JSON and decoded each time they are read.
+
+    A ranged run reads the staging of hundreds of courses at once; decoded, their records take many times
+    the memory of the text (and the text, as a Python str with one CJK character, twice its UTF-8 size).
+    Kept as zlib-compressed UTF-8 (a few times smaller than the text), they cost little until read; the
+    transformers read course chunk by course chunk, so only one chunk's decoded records are alive at a time.
+    Iterating decodes a piece of the text at a time (`records.array_pieces`), so a pass over a big course
+    (an incremental merge, the duplicate checks) holds one piece's records, not the course's.
+    Behaves as a read-only list (len, index, iterate, ==).
+    """
+
+    __slots__ = ("_count", "_data")
+
+    def __init__(self, text: str | bytes, count: int | None = None) -> None:
+        raw = text.encode("utf-8") if isinstance(text, str) else text
+        self._data = zlib.compress(raw, 1)
+        self._count = count
+
+    @classmethod
+    def compressed(cls, data: bytes, count: int | None = None) -> StagedRecords:
+        """From the zlib-compressed UTF-8 text."""
+        staged = cls.__new__(cls)
+        staged._data, staged._count = data, count
+        return staged
+
+    def _decode(self) -> list[Any]:
+        return decode_whole(inflate(self._data))
+
+    def pieces(self) -> Iterator[tuple[list[Any], bool]]:
+        """(records, exact) a piece of the text at a time (see `records.array_pieces`)."""
+        return array_pieces(inflate(self._data))
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = len(self._decode())
+        return self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        return chain.from_iterable(records for records, _ in self.pieces())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decode()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StagedRecords):
+            return self._decode() == other._decode()
+        return self._decode() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StagedRecords({len(self)} records)"
 
 
-def staged_batches(
-    conn: sa.Connection, entity: str, course_ids: Iterable[int], batch_records: int
-) -> Iterator[dict[int, list[Any]]]:
-    """The staged records of `course_ids` (decoded, in `key_order`), whole courses at a time: each batch has
-    at least one course and, past its first, at most `batch_records` records. Read through a server-side
-    cursor (PostgreSQL) in course order, so only a batch's records are in memory, whatever the range.
-    Courses with nothing staged are absent."""
-    records = table("canvas_staging_records")
+# A staged text this long is read from PostgreSQL a record at a time (see `_long_text`).
+LONG_TEXT_BYTES = 16 << 20
+LONG_TEXT_BATCH = 5000  # records per fetch of such a text
+
+
+def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, StagedRecords]:
+    """Staged records per course (lazily decoded: see `StagedRecords`). From psycopg2 the texts come as
+    UTF-8 bytes (its BYTES typecaster): no str of a big course's text (twice its size with one CJK
+    character) and no re-encoding of it; a text of LONG_TEXT_BYTES or more comes a record at a time."""
+    t = table("canvas_staging")
     ids = sorted({int(c) for c in course_ids})
-    batch: dict[int, list[Any]] = {}
-    size = 0
-    for chunk in chunks(ids):
-        # A course staged with no records has a state row and no record row: it is in a batch, empty.
-        empty = set(read_fetch_states(conn, entity, chunk))
-        query = (
-            sa.select(records.c.course_id, records.c.record_key, records.c.record)
-            .where(records.c.entity == entity, records.c.course_id.in_(chunk))
-            .order_by(records.c.course_id)
-        )
-        result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query)
-        course: int | None = None
-        rows: list[tuple[str, str]] = []
-        for course_id, key, text in chain(result, [(None, "", "")]):
-            if course_id != course and course is not None:
-                batch[course], size = _decoded(rows), size + len(rows)
-                empty.discard(course)
-                if size >= batch_records:
-                    yield batch
-                    batch, size = {}, 0
-                rows = []
-            course = None if course_id is None else int(course_id)
-            rows.append((key, text))
-        for course in sorted(empty):
-            batch[course] = []
-    if batch:
-        yield batch
-
-
-def _decoded(rows: list[tuple[str, str]]) -> list[Any]:
-    rows.sort(key=lambda row: key_order(row[0]))
-    return [decode_json(text) for _, text in rows]
-
-
-def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, list[Any]]:
-    """The staged records of each course (in `key_order`); courses with nothing staged are absent. All of
-    them at once: for a few courses (a merge's needs, the checks); a range goes by `staged_batches`."""
-    out: dict[int, list[Any]] = {}
-    for batch in staged_batches(conn, entity, course_ids, 1 << 62):
-        out.update(batch)
+    out: dict[int, StagedRecords] = {}
+    if not uses_copy(conn):
+        for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's text in memory at once
+            query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
+                t.c.entity == entity, t.c.course_id.in_(chunk)
+            )
+            for course_id, records, count in conn.execute(query):
+                out[int(course_id)] = StagedRecords(records, count)
+        return out
+    size = sa.func.octet_length(t.c.records)  # the stored length: nothing is decompressed for it
+    for chunk in chunks(ids, READ_CHUNK):
+        query = sa.select(
+            t.c.course_id, sa.case((size < LONG_TEXT_BYTES, t.c.records)), t.c.record_count
+        ).where(t.c.entity == entity, t.c.course_id.in_(chunk))
+        for course_id, records, count in _bytes_rows(conn, query):
+            out[int(course_id)] = (
+                StagedRecords(records, count) if records is not None else _long_text(conn, entity, course_id)
+            )
     return out
 
 
-def staged_fields(
-    conn: sa.Connection, entity: str, course_id: int, fields: Sequence[str]
-) -> list[tuple[str, dict[str, Any]]]:
-    """(key, {field: value}) of each staged record of one course, `fields` read from the JSON in SQL (an
-    incremental fetch's parents' check and its `keep` rule need those, not the records)."""
-    t = table("canvas_staging_records")
-    if conn.dialect.name == "postgresql":
-        parsed = sa.cast(t.c.record, postgresql.JSON)
-        values = [parsed[f].astext for f in fields]
-    else:
-        values = [sa.func.json_extract(t.c.record, f"$.{f}") for f in fields]
-    query = sa.select(t.c.record_key, *values).where(t.c.entity == entity, t.c.course_id == int(course_id))
-    return [(row[0], dict(zip(fields, row[1:], strict=True))) for row in conn.execute(query)]
+def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecords:
+    """A long staged text, read through a server-side cursor cut at each `},{` and joined again here.
+
+    Read whole, a big course's text (58 MB for the large benchmark's 134k submissions) is held three times at
+    once: in libpq's input buffer, in its result and as Python bytes. Cut by `string_to_array` on the server
+    (one decompression of the value), it comes a few thousand records at a time, each batch compressed as it
+    arrives. Joining the parts with the separator they were cut at gives the text back byte for byte, in
+    whatever way the separator falls (inside strings too); the parts' ordinals and the total length are
+    checked, so a text is never returned out of order or short."""
+    cursor = conn.connection.dbapi_connection.cursor(name=f"canvas_long_text_{uuid.uuid4().hex[:12]}")  # type: ignore[union-attr]
+    psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
+    compressor = zlib.compressobj(1)
+    data: list[bytes] = []
+    written, expected_part, length, count = 0, 1, -1, 0
+    try:
+        cursor.execute(
+            "SELECT s.record_count, octet_length(s.records), p.part, p.n FROM canvas_staging s, "
+            "unnest(string_to_array(s.records, '},{')) WITH ORDINALITY AS p(part, n) "
+            "WHERE s.entity = %(entity)s AND s.course_id = %(course_id)s",
+            {"entity": entity, "course_id": int(course_id)},
+        )
+        while rows := cursor.fetchmany(LONG_TEXT_BATCH):  # a server-side cursor: FETCH FORWARD n
+            count, length = rows[0][0], rows[0][1]
+            if rows[0][3] != expected_part or rows[-1][3] != expected_part + len(rows) - 1:
+                raise RuntimeError(f"staged {entity} of course {course_id} came back out of order")
+            text = b"},{".join(row[2] for row in rows)
+            if expected_part > 1:
+                text = b"},{" + text
+            expected_part += len(rows)
+            written += len(text)
+            data.append(compressor.compress(text))
+    finally:
+        cursor.close()
+    if length < 0:
+        raise RuntimeError(f"staged {entity} of course {course_id} was removed while it was read")
+    if written != length:
+        raise RuntimeError(
+            f"staged {entity} of course {course_id}: read {written} bytes of a {length}-byte text"
+        )
+    data.append(compressor.flush())
+    return StagedRecords.compressed(b"".join(data), count)
+
+
+def _bytes_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` with text columns as UTF-8 bytes (psycopg2), one row at a time."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
+        cursor.execute(str(compiled), compiled.params)
+        while (row := cursor.fetchone()) is not None:
+            yield row
+    finally:
+        cursor.close()
 
 
 def staged_courses(conn: sa.Connection, entity: str) -> dict[int, datetime]:
     t = table("canvas_staging")
     query = sa.select(t.c.course_id, t.c.fetched_at).where(t.c.entity == entity)
     return {int(c): at for c, at in conn.execute(query)}
+
+
+# --- catalog ----------------------------------------------------------------------------------------------
+@dataclass
+class CatalogDiff:
+    """What a course listing changed in the catalog."""
+
+    new: list[int] = field(default_factory=list)  # never seen before
+    returned: list[int] = field(default_factory=list)  # had gone, listed again
+    vanished: list[int] = field(default_factory=list)  # known, absent from a full listing: now gone
+    listed: list[int] = field(default_factory=list)  # every course id of this listing
+    active: list[int] = field(default_factory=list)  # every course in the catalog that is not gone
+    invalid: int = 0  # listing entries without a usable id (ignored)
+
+    @property
+    def total(self) -> int:
+        return len(self.active)
+
+    def to_metadata(self) -> dict[str, int]:
+        return {
+            "listed": len(self.listed),
+            "new": len(self.new),
+            "returned": len(self.returned),
+            "vanished": len(self.vanished),
+            "active": len(self.active),
+        }
+
+
+def upsert_catalog(
+    conn: sa.Connection, courses: Sequence[Mapping[str, Any]], *, seen_at: datetime, full_listing: bool
+) -> CatalogDiff:
+    t = table("canvas_course_catalog")
+    seen_at = utc(seen_at)
+    diff = CatalogDiff()
+    rows: dict[int, dict[str, Any]] = {}
+    for course in courses:
+        course_id = to_id(course.get("id")) if isinstance(course, Mapping) else None
+        if not isinstance(course_id, int):
+            diff.invalid += 1
+            continue
+        account_id = to_id(course.get("account_id"))
+        term_id = to_id(course.get("enrollment_term_id"))
+        rows[course_id] = {
+            "course_id": course_id,
+            "name": course.get("name"),
+            "course_code": course.get("course_code"),
+            "workflow_state": course.get("workflow_state"),
+            "account_id": account_id if isinstance(account_id, int) else None,
+            "enrollment_term_id": term_id if isinstance(term_id, int) else None,
+            "first_seen_at": seen_at,
+            "last_seen_at": seen_at,
+            "gone_at": None,
+            "gone_reason": None,
+        }
+    before = {int(c): gone for c, gone in conn.execute(sa.select(t.c.course_id, t.c.gone_at))}
+    diff.listed = sorted(rows)
+    diff.new = [c for c in diff.listed if c not in before]
+    diff.returned = [c for c in diff.listed if c in before and before[c] is not None]
+    if rows:
+        stmt = upsert_statement(conn, t)
+        update = ("name", "course_code", "workflow_state", "account_id", "enrollment_term_id")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["course_id"],
+            set_={
+                **{c: stmt.excluded[c] for c in update},
+                "last_seen_at": stmt.excluded.last_seen_at,
+                "gone_at": None,
+                "gone_reason": None,
+            },
+        )
+        conn.execute(stmt, list(rows.values()))
+    if full_listing:
+        diff.vanished = sorted(c for c, gone in before.items() if gone is None and c not in rows)
+        for chunk in chunks(diff.vanished):
+            conn.execute(
+                sa.update(t)
+                .where(t.c.course_id.in_(chunk))
+                .values(gone_at=seen_at, gone_reason="not in the course listing")
+            )
+    diff.active = catalog_course_ids(conn, include_gone=False)
+    return diff
+
+
+def mark_course_gone(
+    conn: sa.Connection, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool
+) -> None:
+    t = table("canvas_course_catalog")
+    at = utc(at)
+    stmt = upsert_statement(conn, t).values(
+        course_id=int(course_id), first_seen_at=at, last_seen_at=None, gone_at=at, gone_reason=reason
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["course_id"], set_={"gone_at": at, "gone_reason": reason}
+    )
+    conn.execute(stmt)
+    if not soft_delete_rows:
+        return
+    for name, scope in COURSE_SCOPE_COLUMN.items():
+        if scope is None:
+            continue
+        target = table(name)
+        conn.execute(
+            sa.update(target)
+            .where(target.c[scope] == int(course_id), target.c.deleted_at.is_(None))
+            .values(deleted_at=at)
+        )
+
+
+def catalog_course_ids(conn: sa.Connection, *, include_gone: bool) -> list[int]:
+    t = table("canvas_course_catalog")
+    query = sa.select(t.c.course_id).order_by(t.c.course_id)
+    if not include_gone:
+        query = query.where(t.c.gone_at.is_(None))
+    return [int(c) for c in conn.scalars(query)]
+
+
+# --- sync log and quarantine ------------------------------------------------------------------------------
+def write_sync_log(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    t = table("canvas_sync_log")
+    allowed = set(t.c.keys()) - {"id"}
+    out = []
+    for row in rows:
+        unknown = set(row) - allowed
+        if unknown:
+            raise ValueError(f"unknown canvas_sync_log columns: {sorted(unknown)}; known: {sorted(allowed)}")
+        values: dict[str, Any] = dict.fromkeys(allowed)
+        values.update(row)
+        started, finished = values["started_at"], values["finished_at"]
+        if values["duration_s"] is None and started is not None and finished is not None:
+            values["duration_s"] = (utc(finished) - utc(started)).total_seconds()
+        if values["course_id"] is not None:
+            values["course_id"] = int(values["course_id"])
+        if values["message"] is not None:
+            values["message"] = str(values["message"])[:4000]
+        out.append(values)
+    conn.execute(sa.insert(t), out)
+
+
+def write_rejected(conn: sa.Connection, rejected: Sequence[Rejected], *, run_id: str) -> None:
+    t = table("canvas_rejected_records")
+    now = datetime.now(timezone.utc)
+    rows = [
+        {
+            "run_id": run_id,
+            "entity": r.entity,
+            "course_id": r.course_id,
+            "canvas_id": r.canvas_id,
+            "reason": r.reason,
+            "payload": encode_json(r.payload),
+            "rejected_at": now,
+        }
+        for r in rejected
+    ]
+    for chunk in chunks(rows, 5000):
+        conn.execute(sa.insert(t), list(chunk))

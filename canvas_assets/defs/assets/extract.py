@@ -33,8 +33,7 @@ def staging_key(entity: str) -> dg.AssetKey:
             skippable=True,
             group_name="staging",
             description=ENTITIES[e].staging_description
-            + f" One row per record in `canvas_staging_records` (entity = '{e}'): the raw JSON records as Canvas "
-            "served them; how each course's were fetched in `canvas_staging`.",
+            + f" One row per course in `canvas_staging` (entity = '{e}'): the raw JSON records as Canvas served them.",
             kinds={"canvas", "sql"},
             metadata=table_metadata("canvas_staging"),
         )
@@ -52,12 +51,11 @@ def canvas_extract(
     warehouse: WarehouseResource,
     sync_profile: SyncProfileResource,
 ) -> Iterator[dg.MaterializeResult]:
-    """Fetch the run's courses from Canvas into staging: raw JSON per record, course and entity.
+    """Fetch the run's courses from Canvas into staging: raw JSON per course and entity.
 
     All selected entities of all courses in the run are fetched concurrently; the Canvas resource's
     pacer keeps the token's rate-limit bucket below its high-water mark. Each course is written to
-    staging as soon as it is complete, replacing its previous staging atomically (writing only the records
-    that changed), so Layer-1 can be
+    staging as soon as it is complete, replacing its previous staging atomically, so Layer-1 can be
     rebuilt later with zero Canvas calls. Entities the sync profile switches off are not produced and
     their Layer-1 steps skip. A course Canvas no longer has is recorded as gone, not a failure.
     """
@@ -120,7 +118,6 @@ def extract_figures(report: ExtractReport) -> dict[str, int | float]:
         "canvas/wait_seconds": round(float(m.get("wait_seconds", 0.0)), 3),
         "canvas/fetch_seconds": round(report.fetch_seconds, 3),
         "canvas/staging_write_seconds": round(report.staging_write_seconds, 3),
-        "canvas/staging_rows_written": report.staging_rows_written,
         "canvas/incremental_fetches": sum(
             o.mode == "incremental" for c in report.courses.values() for o in c.entities.values()
         ),

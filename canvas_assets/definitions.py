@@ -15,6 +15,7 @@ from canvas_assets.defs.assets.layer1 import LAYER1_ASSETS
 from canvas_assets.defs.assets.tables import FRESHNESS
 from canvas_assets.defs.automation import SCHEDULES, SENSORS
 from canvas_assets.defs.checks import ASSET_CHECKS
+from canvas_assets.defs.handover import Layer1HandOver
 from canvas_assets.defs.jobs import SYNC_JOBS, discover_courses
 from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 
@@ -50,5 +51,7 @@ defs = dg.Definitions(
         # No name: the preset comes from CANVAS_SYNC_PROFILE (LIGHTWEIGHT when unset) for runs without run config.
         "sync_profile": SyncProfileResource(),
         "warehouse": WarehouseResource(),
+        # The transformer ops' chunk files and manifests, handed to the load ops (defs/handover.py).
+        "layer1_handover": Layer1HandOver(),
     },
 )

@@ -308,8 +308,8 @@ def harness(make_sandbox, sqlite_url, monkeypatch, tiny_chunks):
 def chunk_files(h: Any, run_id: str) -> list[Path]:
     return [
         p
-        for p in (Path(h.instance.storage_directory()) / run_id).rglob("*")
-        if p.is_file() and "layer1_chunks" in p.parts
+        for p in (Path(h.instance.storage_directory()) / "layer1_handover" / run_id).rglob("*")
+        if p.is_file()
     ]
 
 
@@ -369,3 +369,56 @@ def test_a_load_that_loses_the_database_in_a_later_chunk_is_run_again_from_its_c
     staged_rows = sum(len(h.staging("enrollments", c) or []) for c in staged)
     assert h.rows("SELECT COUNT(*) FROM canvas_enrollments")[0][0] == staged_rows
     assert chunk_files(h, result.run_id) == []
+
+
+def lightweight_job() -> dg.JobDefinition:
+    """The LIGHTWEIGHT sync job, for `dg.reconstructable` (a re-execution rebuilds the job from here)."""
+    from canvas_assets.definitions import defs
+
+    return defs.resolve_job_def("sync_lightweight")
+
+
+def test_a_failed_load_keeps_its_hand_over_and_a_re_execution_from_failure_loads_it_without_transforming(
+    harness, monkeypatch
+):
+    """The `layer1_handover` IO manager keeps a failed load's chunks and manifest, and a re-execution of the
+    failed run (which does not run the transform step again) finds them under the parent run's identity."""
+    h = harness
+    real_load_result = db.load_result
+
+    def a_bug_in_the_load(conn: sa.Connection, result: TransformResult, **kwargs: Any) -> LoadStats:
+        raise ValueError("a load bug (injected)")
+
+    monkeypatch.setattr(db, "load_result", a_bug_in_the_load)
+    enrollments = [dg.AssetKey(["staging", "enrollments"]), dg.AssetKey(["layer1", "enrollments"])]
+    failed = h.sync("LIGHTWEIGHT", selection=enrollments)
+    assert not failed.success
+    kept = chunk_files(h, failed.run_id)
+    assert any(p.name.endswith(".manifest") for p in kept)
+    assert sum(p.name.startswith("chunk-") for p in kept) > 1  # tiny chunks: several
+    assert h.rows("SELECT COUNT(*) FROM canvas_enrollments")[0][0] == 0
+
+    monkeypatch.setattr(db, "load_result", real_load_result)
+    transformed: list[str] = []
+    real_transform = transform_chunks.transform_to_chunks
+    monkeypatch.setattr(
+        transform_chunks,
+        "transform_to_chunks",
+        lambda *a, **k: transformed.append("again") or real_transform(*a, **k),
+    )
+    parent = h.instance.get_run_by_id(failed.run_id)
+    assert parent is not None
+    with dg.execute_job(
+        dg.reconstructable(lightweight_job),
+        h.instance,
+        tags={k: v for k, v in parent.tags.items() if k.startswith("dagster/asset_partition_range")},
+        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, h.instance),
+    ) as again:
+        assert again.success
+        steps = {e.step_key for e in again.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert any(s.endswith("load_enrollments") for s in steps)
+    assert not any(s.endswith("transform_enrollments") for s in steps) and transformed == []
+    staged = [int(c) for c in h.course_keys() if h.staging("enrollments", int(c)) is not None]
+    staged_rows = sum(len(h.staging("enrollments", c) or []) for c in staged)
+    assert h.rows("SELECT COUNT(*) FROM canvas_enrollments")[0][0] == staged_rows > 0
+    assert chunk_files(h, failed.run_id) == []  # the re-execution's load released the parent's hand-over

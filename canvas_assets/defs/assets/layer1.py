@@ -8,32 +8,27 @@ held a record without its key soft-deletes nothing (its metadata says so: `canva
 Memory is bounded by a chunk of courses, not by the run. A ranged run of 1,500 courses stages about a
 million submissions; transformed, handed over and loaded in one piece, the Layer-1 step peaked near 900 MB
 (benchmarks/load_benchmark.py). So the transform op works in chunks of whole courses
-(`canvas_assets.transform.chunks`): each chunk's staging is read and transformed, and its `TransformResult`
-pickled to a file in this run's own directory of the instance's storage (where Dagster's filesystem IO
-manager keeps the run's step outputs); a big entity's chunks are transformed by worker processes. The op's
-output is a small manifest, `StagedTransform`. The load op feeds the chunk files one at a time to
+(`canvas_assets.transform.chunks`; a big entity's chunks are transformed by worker processes), each
+chunk's result written to a file in a directory the `layer1_handover` IO manager gives it
+(`canvas_assets.defs.handover`). The op's output is a small manifest, `StagedTransform`, which that IO
+manager stores and hands to the load op. The load op feeds the chunk files one at a time to
 `Warehouse.load_chunks`, which loads them all in one transaction: a failure in any chunk leaves the
 warehouse exactly as it was before the load.
 
-Why files: Dagster hands an op's output over in one piece (kept in memory, or pickled whole by the IO
-manager), so the chunks cannot be the output without the whole run's rows being in memory at once; and an
-op per chunk would split the load into one transaction per chunk. The files are written and read by the
-same run (the definitions run every step of a run in one process, `in_process_executor`): nothing depends
-on a file shared between runs. The load op deletes them when it has finished; a load op that fails keeps
-them, so that Dagster's retry of a load that lost its database reads them again (so does a re-execution of
-the failed run, which reads its parent's manifest from the IO manager too). A failed transform op removes
-what it wrote.
+Why files: Dagster hands an op's output over in one piece, so the chunks cannot be the output without the
+whole run's rows being in memory at once; and an op per chunk would split the load into one transaction
+per chunk. The IO manager owns the files: a retried transform step starts from an empty directory, a
+retried load step (or a re-execution of the failed run, which reads its parent's output) finds the same
+chunks again, and the load op releases them once its transaction committed.
 
 A chunk holds whole courses, so its soft delete covers exactly its own courses, and the peak is at least
 what the run's biggest course needs. The rows, figures and loads are those of a one-piece transform.
 """
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 
@@ -49,6 +44,7 @@ from canvas_assets.defs.assets.common import (
     run_figures,
 )
 from canvas_assets.defs.assets.tables import table_metadata
+from canvas_assets.defs.handover import HandOverStore
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
 from canvas_assets.defs.resources import SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
@@ -68,6 +64,7 @@ class StagedTransform:
     not_loaded: dict[int, str]  # course -> why its rows were left as they were (failed fetch, no staging)
     gone: list[int]
     entities_in_run: int  # how many Layer-1 entities this run loads (for progress)
+    manifest: str = ""  # where the hand-over stored this (set when the load op's input is read back)
 
     @property
     def course_ids(self) -> list[int]:
@@ -81,11 +78,14 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
     @dg.op(
         name=f"transform_{entity}",
         ins={"staged": dg.In(dg.Nothing)},
-        out=dg.Out(StagedTransform, is_required=False),
+        out=dg.Out(StagedTransform, is_required=False, io_manager_key="layer1_handover"),
         tags={"canvas/stage": "transform"},
     )
     def transform_op(
-        context: dg.OpExecutionContext, warehouse: WarehouseResource, sync_profile: SyncProfileResource
+        context: dg.OpExecutionContext,
+        warehouse: WarehouseResource,
+        sync_profile: SyncProfileResource,
+        layer1_handover: dg.ResourceParam[HandOverStore],
     ) -> Iterator[dg.Output]:
         with database_retries(), dagster_failures("transform"):
             profile = sync_profile.resolve()
@@ -111,7 +111,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                     context.log.warning(
                         f"{entity} of {len(failed)} course(s) not fetched, left as they were: {failed[:20]}"
                     )
-            directory = chunk_directory(context, entity)
+            directory = layer1_handover.scratch(context.run_id, entity)
             chunks = transform_to_chunks(wh, entity, wanted, profile.transform_options(), directory)
             staged = {c for chunk in chunks for c in chunk.course_ids}
             missing = [c for c in courses if c not in staged and c not in gone and c not in fetched]
@@ -135,7 +135,10 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
 
     @dg.op(name=f"load_{entity}", tags={"canvas/stage": "load"})
     def load_op(
-        context: dg.OpExecutionContext, staged: StagedTransform, warehouse: WarehouseResource
+        context: dg.OpExecutionContext,
+        staged: StagedTransform,
+        warehouse: WarehouseResource,
+        layer1_handover: dg.ResourceParam[HandOverStore],
     ) -> None:
         with database_retries(), dagster_failures("load"):
             wh = warehouse.get_warehouse()
@@ -192,7 +195,7 @@ def build_layer1_asset(entity: str) -> dg.AssetsDefinition:
                 + (f"; planner statistics refreshed: {', '.join(stats.analyzed)}" if stats.analyzed else "")
             )
             # Last, so that a step retried after anything above failed still finds its chunks.
-            shutil.rmtree(staged.directory, ignore_errors=True)
+            layer1_handover.release(staged)
 
     @dg.graph_asset(
         name=entity,
@@ -227,11 +230,6 @@ def kept_for_incomplete_lists(chunks: list[Chunk]) -> dict[int, str]:
         )
         for c, names in tables.items()
     }
-
-
-def chunk_directory(context: dg.OpExecutionContext, entity: str) -> Path:
-    """This run's directory for the chunk files of `entity`, beside the run's IO-manager outputs."""
-    return Path(context.instance.storage_directory()) / context.run_id / "layer1_chunks" / entity
 
 
 LAYER1_ASSETS = [build_layer1_asset(entity) for entity in STAGING_ENTITIES]

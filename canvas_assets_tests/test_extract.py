@@ -123,7 +123,7 @@ def test_an_entitys_declaration_yields_its_transformer_its_profile_switch_and_it
 def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbox, sqlite_url, monkeypatch):
     """Courses start a window at a time: a course's merge, queued once its needs are in, is not behind every
     other course's fetches (whose records would all be held until their own merges ran)."""
-    from canvas_assets.extract import engine as extraction
+    from canvas_assets.extract import schedule
 
     wh = Warehouse(sqlite_url)
     wh.ensure_schema()
@@ -143,7 +143,7 @@ def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbo
             calls.append(("merge", course.course_id))
             fetch_changes(self, course, outcome, since, timeout)
 
-        monkeypatch.setattr(extraction, "COURSES_IN_FLIGHT_PER_WORKER", 1)
+        monkeypatch.setattr(schedule, "COURSES_IN_FLIGHT_PER_WORKER", 1)
         monkeypatch.setattr(Extractor, "_fetch_changes", recording_changes)
         report = Extractor(
             client, wh, profile, entities=entities, run_id="r2", workers=2, fetch=recording_fetch

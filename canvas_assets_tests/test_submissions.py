@@ -355,6 +355,7 @@ def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_t
     import threading
 
     from canvas_assets.extract import engine as extraction
+    from canvas_assets.extract import schedule
 
     h = pg_harness
     keys = h.course_keys()
@@ -363,7 +364,7 @@ def test_incremental_merges_wait_for_room_and_every_course_still_equals_ground_t
     courses = [int(k) for k in keys if data.submissions_of(int(k))]
     for course in courses[:3]:
         data.grade_submission(course)
-    monkeypatch.setattr(extraction, "MERGE_BUDGET_RECORDS", 1)
+    monkeypatch.setattr(schedule, "MERGE_BUDGET_RECORDS", 1)
     lock, unstaged, most = threading.Lock(), set(), [0]
     fetch_changes, stage = extraction.Extractor._fetch_changes, extraction.Extractor._stage
 
@@ -396,7 +397,7 @@ def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_make
     """A big course's staged records are merged as they are read, a piece at a time (in id order; in any
     other order, as a text per record): the merged records and the staged text are those of merging the
     whole list, and the rows equal ground truth."""
-    from canvas_assets.extract import engine as extraction
+    from canvas_assets.extract import schedule
     from canvas_assets.extract.records import Records
     from canvas_assets.jsontext import encode_json
 
@@ -413,7 +414,7 @@ def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_make
         merges.append((merged, incremental.merge([r for p, _ in pieces for r in p], changes, keep)))
         return merged
 
-    monkeypatch.setattr(extraction, "STREAM_MERGE_RECORDS", 1)
+    monkeypatch.setattr(schedule, "STREAM_MERGE_RECORDS", 1)
     if not in_order:  # as for staged records in Canvas's order
         monkeypatch.setattr(incremental, "merge_in_order", lambda previous, changes, keep=None: None)
     monkeypatch.setattr(incremental, "merge_in_order" if in_order else "merge_unordered", both_merges)

@@ -20,14 +20,11 @@ What a profile's processing values mean here:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 from canvas_assets.canvas import budget
@@ -40,8 +37,10 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
-from canvas_assets.extract import incremental
+from canvas_assets.extract import incremental, schedule
 from canvas_assets.extract.memory import limit_malloc_arenas, release_free_heap
+from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome, ExtractReport, utcnow
+from canvas_assets.extract.schedule import RunSchedule
 from canvas_assets.jsontext import encode_json
 from canvas_assets.profiles import Profile
 from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
@@ -51,12 +50,6 @@ install_redaction(__name__)
 
 # The longest a single request may wait for an answer: Canvas Cloud drops requests after 60 s.
 MAX_READ_TIMEOUT_S = 60.0
-# Staged records that incremental merges may hold before their courses are staged (see `Extractor.run`).
-MERGE_BUDGET_RECORDS = 50_000
-# Courses started and not finished, per worker (see `Extractor.run`).
-COURSES_IN_FLIGHT_PER_WORKER = 2
-# Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`).
-STREAM_MERGE_RECORDS = 5_000
 # Between staging writes, the C heap's free pages go back to the OS at most this often (`memory`): the pool's
 # threads decode and free records all through the extract, and glibc keeps what they free.
 TRIM_EVERY_S = 2.0
@@ -86,78 +79,6 @@ class StagingSink(Protocol):
     def mark_course_gone(self, course_id: int, *, reason: str, at: datetime) -> None: ...
 
     def write_sync_log(self, rows: list[dict[str, Any]]) -> None: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class EntityOutcome:
-    entity: str
-    records: Sequence[Any] | None = None  # a list, or compact `records.Records` (a big merge or sliced fetch)
-    api_calls: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    status: str = "success"  # success | failed | gone | unavailable
-    error: CanvasAssetsError | None = None
-    record_count: int = 0  # records staged (kept when the records are released after the staging write)
-    mode: str = FULL  # incremental entities: `incremental` when only changes were fetched
-    since: datetime | None = None  # ... and the instant they were asked for changes after
-    changed: int | None = None  # ... and how many changed records came back
-    watermark: datetime | None = None  # incremental entities: the latest change time among the records
-    repeated: list[Any] | None = None  # ID_CHECKED_ENTITIES: ids the fetched list had more than once
-
-
-@dataclass
-class CourseOutcome:
-    course_id: int
-    entities: dict[str, EntityOutcome] = field(default_factory=dict)
-    started_monotonic: float | None = None
-
-    @property
-    def status(self) -> str:
-        statuses = {o.status for o in self.entities.values()}
-        if "gone" in statuses:
-            return "gone"
-        if "failed" in statuses:
-            return "failed"
-        return "success"
-
-    @property
-    def error(self) -> CanvasAssetsError | None:
-        for o in self.entities.values():
-            if o.error is not None and o.status in ("failed", "gone"):
-                return o.error
-        return None
-
-
-@dataclass
-class ExtractReport:
-    courses: dict[int, CourseOutcome]
-    fetch_seconds: float  # wall time of the whole extraction, staging writes (which overlap it) included
-    staging_write_seconds: float
-    metrics: dict[str, Any]
-
-    def course_ids(self, status: str) -> list[int]:
-        return [cid for cid, c in self.courses.items() if c.status == status]
-
-    def records_by_entity(self) -> dict[str, int]:
-        totals: dict[str, int] = defaultdict(int)
-        for c in self.courses.values():
-            for e, o in c.entities.items():
-                totals[e] += o.record_count
-        return dict(totals)
-
-    def raise_if_every_course_failed(self) -> None:
-        """A run in which no course could be fetched is a failed run (a Canvas outage, say), with the
-        first course's error; a run in which some failed is a successful run with failed courses."""
-        failed = self.course_ids("failed")
-        if failed and len(failed) == len(self.courses):
-            first = self.courses[failed[0]].error
-            assert first is not None
-            first.message = f"every course of the run failed; first: course {failed[0]}: {first.message}"
-            raise first
 
 
 def fetch_entity(
@@ -309,7 +230,7 @@ class Extractor:
         # A big course's staged records are read a piece at a time, by the parents' check and again by the
         # merge, which makes compact records (134k submissions decoded are 160 MB). A smaller course's are
         # decoded once: the staged records are compressed text that each pass would decode anew.
-        streamed = isinstance(staged, StagedRecords) and len(staged) >= STREAM_MERGE_RECORDS
+        streamed = isinstance(staged, StagedRecords) and len(staged) >= schedule.STREAM_MERGE_RECORDS
         previous: Sequence[Any] = staged if streamed else list(staged)
         state = self._states[o.entity][course.course_id]
         added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
@@ -371,128 +292,51 @@ class Extractor:
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self, course_ids: Iterable[int]) -> ExtractReport:
+        """Fetch every selected entity of `course_ids`, staging each course once all of its entities are in
+        (`processing.batch_size` courses per transaction) while the pool goes on fetching (`RunSchedule`
+        decides what starts when)."""
         limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.extract.memory)
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
         self._states = {
             e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental
         }
-        pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
-        remaining: dict[int, int] = {cid: len(self.entities) for cid in courses}
-        ready: list[CourseOutcome] = []
         write_seconds = 0.0
         started = trimmed = time.monotonic()
-        fatal: BaseException | None = None
-        # An incremental fetch merges with the course's entities it needs (submissions: assignments and
-        # enrollments), so it starts once they are in; a full fetch starts at once, beside them.
-        needs = {e: [n for n in ENTITIES[e].needs if n in self.entities] for e in self.entities}
-        waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since
-        # An incremental fetch is quick (a request or two) but holds the course's whole merged list until
-        # the course is staged (decoded, below STREAM_MERGE_RECORDS); with no limit, merges outrun the
-        # staging writes and pile up in memory.
-        # They start while the merges not yet staged hold fewer than MERGE_BUDGET_RECORDS staged records
-        # (one at least), the others wait here for a staging write to free room.
-        held: dict[int, int] = {}  # course -> staged records its incremental merges hold until staged
-        deferred: deque[tuple[CourseOutcome, str, datetime]] = deque()
-
-        def admit(course: CourseOutcome, entity: str, force: bool = False) -> bool:
-            """Count the merge against the budget if it fits (or the course already holds some, or `force`)."""
-            size = self._states[entity][course.course_id].record_count
-            if size >= STREAM_MERGE_RECORDS:  # streamed into compact records: no decoded list held
-                size = 0
-            full = held and course.course_id not in held and sum(held.values()) + size > MERGE_BUDGET_RECORDS
-            if full and not force:
-                return False
-            held[course.course_id] = held.get(course.course_id, 0) + size
-            return True
-
-        # Finished tasks arrive here: `concurrent.futures.wait` would walk every pending future (thousands
-        # in a big run, each behind its own lock) for each one that finishes, under the GIL the fetch
-        # threads need to read their responses.
-        finished: queue.SimpleQueue[Future[EntityOutcome]] = queue.SimpleQueue()
-
-        def submit(course: CourseOutcome, entity: str, since: datetime | None) -> None:
-            future = pool.submit(self._task, course, entity, since)
-            pending[future] = (course, entity)
-            self._futures[(course.course_id, entity)] = future
-            future.add_done_callback(finished.put)
-
-        def start(course: CourseOutcome, entity: str, since: datetime | None) -> None:
-            if since is not None and ENTITIES[entity].incremental is not None and not admit(course, entity):
-                deferred.append((course, entity, since))
-            else:
-                submit(course, entity, since)
-
-        # Courses are started a window at a time: the pool takes tasks in order, so an incremental fetch
-        # queued when its needs are in would otherwise wait behind every other course's tasks, whose records
-        # are all held until their own merges ran (the large benchmark's re-sync grew by 300 MB so).
-        unstarted = deque(courses.values())
-        in_flight = 0  # courses started and not finished
-
-        def start_courses() -> None:
-            nonlocal in_flight
-            while unstarted and in_flight < COURSES_IN_FLIGHT_PER_WORKER * self.workers:
-                course = unstarted.popleft()
-                in_flight += 1
-                for entity in order:
-                    since = self._since(entity, course.course_id)
-                    if since is not None and needs[entity]:
-                        waiting.setdefault(course.course_id, {})[entity] = since
-                    else:
-                        start(course, entity, since)
-
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="canvas-extract") as pool:
-            # An entity's needs are queued before it: a sliced fetch waits for them (`_fetched_needs`).
-            order = sorted(self.entities, key=lambda e: bool(needs[e]))
-            start_courses()
-            while pending:
-                done = [finished.get()]
-                while not finished.empty():
-                    done.append(finished.get())
-                for fut in done:
-                    course, entity = pending.pop(fut)
-                    try:
-                        course.entities[entity] = fut.result()
-                    except BaseException as exc:
-                        if fatal is None:
-                            fatal = exc
-                        continue
-                    for later, since in list(waiting.get(course.course_id, {}).items()):
-                        if all(n in course.entities for n in needs[later]):
-                            del waiting[course.course_id][later]
-                            start(course, later, since)
-                    remaining[course.course_id] -= 1
-                    if remaining[course.course_id] == 0:
-                        ready.append(course)
-                        in_flight -= 1
-                if fatal is not None:
-                    for fut in pending:
-                        fut.cancel()
+            run = RunSchedule(
+                pool,
+                courses,
+                self.entities,
+                workers=self.workers,
+                task=self._task,
+                since=self._since,
+                states=self._states,
+                futures=self._futures,
+            )
+            run.start_courses()
+            while run.pending:
+                run.collect_finished()
+                if run.fatal is not None:
+                    run.cancel_pending()
                     break
-                if len(ready) >= self.profile.batch_size or (not pending and ready):
-                    write_seconds += self._stage(ready)
-                    for course in ready:
-                        held.pop(course.course_id, None)
-                    ready = []
+                if len(run.ready) >= self.profile.batch_size or (not run.pending and run.ready):
+                    write_seconds += self._stage(run.take_ready())
                     if time.monotonic() - trimmed > TRIM_EVERY_S:
                         release_free_heap()
                         trimmed = time.monotonic()
-                start_courses()
-                # With nothing else running, the next waiting merge starts whatever it holds.
-                while deferred and admit(deferred[0][0], deferred[0][1], force=not pending):
-                    course, entity, since = deferred.popleft()
-                    submit(course, entity, since)
+                run.start_courses()
+                run.start_deferred()
         self._futures.clear()
         release_free_heap()  # before Dagster stores the run's events
-        if fatal is not None:
+        if run.fatal is not None:
             # Courses that finished before the fatal error are kept: they are complete and valid.
-            if ready:
-                write_seconds += self._stage(ready)
-            raise fatal
-        # Staging writes happen on this thread while the pool keeps fetching: they overlap the fetch.
-        fetch_seconds = time.monotonic() - started
+            if run.ready:
+                write_seconds += self._stage(run.take_ready())
+            raise run.fatal
         return ExtractReport(
             courses=courses,
-            fetch_seconds=fetch_seconds,
+            # Staging writes happen on this thread while the pool keeps fetching: they overlap the fetch.
+            fetch_seconds=time.monotonic() - started,
             staging_write_seconds=write_seconds,
             metrics=self.client.metrics.snapshot(),
         )

@@ -16,7 +16,8 @@ from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
 from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
-from canvas_assets.extract.engine import Extractor, ExtractReport
+from canvas_assets.extract.engine import Extractor
+from canvas_assets.extract.outcomes import ExtractReport
 from canvas_assets.profiles import STAGING_ENTITIES
 from canvas_assets.progress import report as report_progress
 

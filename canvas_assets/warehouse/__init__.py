@@ -7,10 +7,10 @@
 `WarehouseResource` (the Dagster resource) lives in `canvas_assets.defs.resources`.
 """
 
+from canvas_assets.warehouse.catalog import CatalogDiff
 from canvas_assets.warehouse.db import Warehouse
 from canvas_assets.warehouse.engine import display_url, get_engine
 from canvas_assets.warehouse.migrate import current_revision, head_revision, upgrade
-from canvas_assets.warehouse.staging import CatalogDiff
 from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 
 __all__ = [

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from canvas_assets.transform.convert import TS_DTYPE
 from canvas_assets.warehouse.columns import UTCDateTime
 from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH_US, uses_copy
-from canvas_assets.warehouse.staging import chunks
+from canvas_assets.warehouse.sql import chunks
 
 BATCH_ROWS = 5000  # rows per executemany batch into the temporary table, and per write batch (SQLite)
 ROW_HASH = "row_hash"  # the fingerprint column of every Layer-1 table (see `row_hashes`)

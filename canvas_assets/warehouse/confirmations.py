@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from canvas_assets.warehouse.columns import UTCDateTime
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.staging import chunks
+from canvas_assets.warehouse.sql import chunks
 
 
 def record_confirmations(

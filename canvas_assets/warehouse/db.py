@@ -10,11 +10,11 @@ import sqlalchemy as sa
 
 from canvas_assets.transform.base import TransformResult
 from canvas_assets.transform.quarantine import Rejected
-from canvas_assets.warehouse import migrate, staging
+from canvas_assets.warehouse import catalog, migrate, staging
+from canvas_assets.warehouse.catalog import CatalogDiff
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result, refresh_statistics
-from canvas_assets.warehouse.staging import CatalogDiff
 from canvas_assets.warehouse.stats import LoadStats
 
 # pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
@@ -84,18 +84,18 @@ class Warehouse:
     ) -> CatalogDiff:
         """Record the courses a listing returned; with a full listing, the missing ones are marked gone."""
         with write_transaction(self.engine) as conn:
-            return staging.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
+            return catalog.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
 
     def mark_course_gone(
         self, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool = True
     ) -> None:
         """A course that 404s: mark it gone in the catalog and (by default) soft-delete its Layer-1 rows."""
         with write_transaction(self.engine) as conn:
-            staging.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
+            catalog.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
 
     def catalog_course_ids(self, *, include_gone: bool = False) -> list[int]:
         with self.engine.connect() as conn:
-            return staging.catalog_course_ids(conn, include_gone=include_gone)
+            return catalog.catalog_course_ids(conn, include_gone=include_gone)
 
     # --- logs ---------------------------------------------------------------------------------------
     def write_sync_log(self, rows: list[dict[str, Any]]) -> None:
@@ -103,14 +103,14 @@ class Warehouse:
         if not rows:
             return
         with write_transaction(self.engine) as conn:
-            staging.write_sync_log(conn, rows)
+            catalog.write_sync_log(conn, rows)
 
     def write_rejected(self, rejected: list[Rejected], *, run_id: str) -> None:
         """Quarantine records a transformer could not turn into rows."""
         if not rejected:
             return
         with write_transaction(self.engine) as conn:
-            staging.write_rejected(conn, rejected, run_id=run_id)
+            catalog.write_rejected(conn, rejected, run_id=run_id)
 
     # --- Layer 1 ------------------------------------------------------------------------------------
     def load(

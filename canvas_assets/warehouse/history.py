@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from canvas_assets.warehouse.bulk import insert_frame
 from canvas_assets.warehouse.columns import UTCDateTime
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.staging import distinct_sql, utc
+from canvas_assets.warehouse.sql import distinct_sql, utc
 
 
 @dataclass(frozen=True)

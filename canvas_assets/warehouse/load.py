@@ -70,7 +70,7 @@ from canvas_assets.warehouse.history import (
     tracked_columns,
 )
 from canvas_assets.warehouse.models import CANVAS_ID_COLUMN, COURSE_SCOPE_COLUMN, table
-from canvas_assets.warehouse.staging import IN_CHUNK, chunks, distinct_sql, utc
+from canvas_assets.warehouse.sql import IN_CHUNK, chunks, distinct_sql, utc
 from canvas_assets.warehouse.stats import LoadStats, TableLoadStats
 
 COPY_BATCH_ROWS = 1_000_000  # rows per write batch (PostgreSQL): one statement for a whole ranged run

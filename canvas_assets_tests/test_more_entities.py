@@ -257,3 +257,24 @@ def test_an_unknown_grading_period_is_refused_as_canvas_refuses_it(sandbox):
         client.list_records(f"/courses/{course}/enrollments", [("grading_period_id", "999999")])
     assert info.value.status == 400
     assert "invalid grading_period_id" in str(info.value)
+
+
+def test_deleted_sections_and_groups_are_not_listed_and_total_students_counts_active_and_invited(sandbox):
+    d = sandbox.data
+    course = next(c for c in d.course_ids() if d.enrollments_of(c, ("active",), ["StudentEnrollment"]))
+    section = d.add_section(course, students=3)
+    d.course_sections[d.sections[course]["id"]]["workflow_state"] = "deleted"  # as CourseSection#destroy
+    group = d.assignment_groups_of(course)[0]
+    group["workflow_state"] = "deleted"
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        sections = client.list_records(f"/courses/{course}/sections", [("include[]", "total_students")])
+        groups = client.list_records(f"/courses/{course}/assignment_groups")
+        bare = client.list_records(f"/courses/{course}/sections")
+    assert d.sections[course]["id"] not in {s["id"] for s in sections}
+    assert group["id"] not in {g["id"] for g in groups}
+    counted = {s["id"]: s["total_students"] for s in sections}
+    assert counted[section] == 3
+    assert all("total_students" not in s for s in bare)
+    # Sections come by name, then id; groups by position.
+    assert [s["id"] for s in sections] == [s["id"] for s in d.sections_of(course)]
+    assert [g["position"] for g in groups] == sorted(g["position"] for g in groups)

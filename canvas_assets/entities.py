@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canvas_assets.canvas.urls import Params, path_segment
+from canvas_assets.extract import period_scores
 from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.modules import transform_modules
@@ -306,42 +307,6 @@ def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Ma
 # GET /courses/:id/grading_periods (GradingPeriodsController#index) answers {"grading_periods": [...], "meta"}.
 GRADING_PERIODS = listed("/courses/{course_id}/grading_periods", wrapped_in="grading_periods")
 
-
-def _scores_of_periods(client: Any, course_id: int, periods: Sequence[Any], timeout: float) -> list[dict]:
-    """The course's student enrollments once per grading period, each record staged with the period's id
-    under `grading_period_id`: EnrollmentsApiController#index with `grading_period_id` fills `grades` with
-    that period's scores (lib/api/v1/user.rb `grades_hash`), and Canvas's record does not say which period.
-    A period id Canvas does not know for the course is refused with 400 (`invalid grading_period_id`)."""
-    path = f"/courses/{path_segment(course_id)}/enrollments"
-    states = [("state[]", s) for s in ENROLLMENT_STATES_BUT_DELETED]
-    out: list[dict] = []
-    for period in periods:
-        period_id = to_id(period.get("id")) if isinstance(period, Mapping) else None
-        if period_id is None:  # the grading periods' transformer quarantines the malformed record
-            continue
-        params: Params = [("type[]", "StudentEnrollment"), *states, ("grading_period_id", str(period_id))]
-        out += [
-            {**r, "grading_period_id": period_id} for r in client.list_records(path, params, timeout=timeout)
-        ]
-    return out
-
-
-def _period_scores(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
-    """Scores per period when the run's grading periods are not at hand: the periods are listed first."""
-    return _scores_of_periods(
-        client, course_id, GRADING_PERIODS(client, profile, course_id, timeout), timeout
-    )
-
-
-def _period_scores_of_fetched_periods(
-    client: Any, course_id: int, records_of: Mapping[str, Sequence[Any]], timeout: float
-) -> Sequence[Any] | None:
-    """Scores per period of the grading periods this run fetched for the course (no second periods request)."""
-    if "grading_periods" not in records_of:
-        return None
-    return _scores_of_periods(client, course_id, records_of["grading_periods"], timeout)
-
-
 ALL_PRESETS = ("LIGHTWEIGHT", "ANALYTICS_FOCUSED", "FULL_PROCESSING")
 # Analysts need the structure behind a grade (sections, weights, periods); LIGHTWEIGHT stays at the three
 # requests a course costs at least (docs/tables.md says why each preset carries what it does).
@@ -440,15 +405,16 @@ ENTITIES: dict[str, Entity] = {
         ),
         Entity(
             "period_scores",
-            _period_scores,
-            "Raw student enrollments once per grading period, with that period's grades and the period's id "
+            period_scores.fetch,
+            "Raw student enrollments (without the embedded user) once per grading period, with that period's "
+            "grades and the period's id "
             "(GET /courses/:id/enrollments?type[]=StudentEnrollment&grading_period_id=N).",
             "`canvas_enrollment_period_scores`: each student enrollment's scores per grading period; changes "
             "go to `canvas_enrollment_period_score_history`.",
             tables=("canvas_enrollment_period_scores",),
             extra_tables=("canvas_enrollment_period_score_history",),
             needs=("grading_periods",),
-            sliced=_period_scores_of_fetched_periods,
+            sliced=period_scores.fetch_for_fetched_periods,
             request="GET /courses/:id/enrollments?grading_period_id=N per grading period",
             presets=ANALYSIS_PRESETS,
         ),

@@ -170,6 +170,12 @@ def test_a_first_sync_mirrors_sections_groups_periods_and_period_scores(harness)
         "WHERE e.deleted_at IS NULL AND s.id IS NULL"
     )
     assert orphans == []
+    ungrouped = h.rows(
+        "SELECT a.id FROM canvas_assignments a LEFT JOIN canvas_assignment_groups g "
+        "ON g.id = a.assignment_group_id AND g.course_id = a.course_id "
+        "WHERE a.deleted_at IS NULL AND g.id IS NULL"
+    )
+    assert ungrouped == []
     # Each period score was first seen once: one history row per (enrollment, period) with a score.
     (history,) = h.rows("SELECT COUNT(*) FROM canvas_enrollment_period_score_history")[0]
     scored = [

@@ -167,6 +167,9 @@ def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) ->
             workflow_state="published" if published else "unpublished",
             submission_types=["online_upload"],
         )
+        groups = d.assignment_groups_of(course_id)  # Canvas puts it in the course's first group
+        if groups:
+            d.assignments[aid]["assignment_group_id"] = groups[0]["id"]
         d._submissions.register(aid, d.now_ts, due, fresh=True)
         return aid
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canvas_assets.canvas.urls import Params, path_segment
+from canvas_assets.extract import period_scores
 from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.modules import transform_modules
@@ -60,11 +61,15 @@ class listed:
 
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    # The key under which each page holds the records, for a list Canvas wraps in an object (grading periods)
+    wrapped_in: str | None = None
 
     def __call__(self, client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
         path = self.path.format(course_id=path_segment(course_id))
         params: Params = list(self.params)
-        return list(client.list_records(path, params, timeout=timeout))
+        if self.wrapped_in is None:
+            return list(client.list_records(path, params, timeout=timeout))
+        return list(client.list_records(path, params, timeout=timeout, wrapped_in=self.wrapped_in))
 
     @property
     def request(self) -> str:
@@ -299,7 +304,13 @@ def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Ma
     return keep
 
 
+# GET /courses/:id/grading_periods (GradingPeriodsController#index) answers {"grading_periods": [...], "meta"}.
+GRADING_PERIODS = listed("/courses/{course_id}/grading_periods", wrapped_in="grading_periods")
+
 ALL_PRESETS = ("LIGHTWEIGHT", "ANALYTICS_FOCUSED", "FULL_PROCESSING")
+# Analysts need the structure behind a grade (sections, weights, periods); LIGHTWEIGHT stays at the three
+# requests a course costs at least (docs/tables.md says why each preset carries what it does).
+ANALYSIS_PRESETS = ("ANALYTICS_FOCUSED", "FULL_PROCESSING")
 
 ENTITIES: dict[str, Entity] = {
     e.name: e
@@ -370,6 +381,42 @@ ENTITIES: dict[str, Entity] = {
             tables=("canvas_modules", "canvas_module_items"),
             transform=transform_modules,
             presets=("FULL_PROCESSING",),
+        ),
+        Entity(
+            "sections",
+            listed("/courses/{course_id}/sections", (("include[]", "total_students"),)),
+            "Raw sections of the course, cross-listed ones included (GET /courses/:id/sections).",
+            "`canvas_sections`: sections with SIS ids, dates, cross-listing and student counts.",
+            presets=ANALYSIS_PRESETS,
+        ),
+        Entity(
+            "assignment_groups",
+            listed("/courses/{course_id}/assignment_groups"),
+            "Raw assignment groups of the course (GET /courses/:id/assignment_groups).",
+            "`canvas_assignment_groups`: grading categories with weights and drop rules.",
+            presets=ANALYSIS_PRESETS,
+        ),
+        Entity(
+            "grading_periods",
+            GRADING_PERIODS,
+            "Raw grading periods that apply to the course (GET /courses/:id/grading_periods).",
+            "`canvas_grading_periods`: the course's grading periods with dates, weights and close dates.",
+            presets=ANALYSIS_PRESETS,
+        ),
+        Entity(
+            "period_scores",
+            period_scores.fetch,
+            "Raw student enrollments (without the embedded user) once per grading period, with that period's "
+            "grades and the period's id "
+            "(GET /courses/:id/enrollments?type[]=StudentEnrollment&grading_period_id=N).",
+            "`canvas_enrollment_period_scores`: each student enrollment's scores per grading period; changes "
+            "go to `canvas_enrollment_period_score_history`.",
+            tables=("canvas_enrollment_period_scores",),
+            extra_tables=("canvas_enrollment_period_score_history",),
+            needs=("grading_periods",),
+            sliced=period_scores.fetch_for_fetched_periods,
+            request="GET /courses/:id/enrollments?grading_period_id=N per grading period",
+            presets=ANALYSIS_PRESETS,
         ),
         Entity(
             "student_summaries",

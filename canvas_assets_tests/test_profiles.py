@@ -28,6 +28,11 @@ def test_the_three_presets_have_the_original_designs_values():
         "enrollments",
         "assignments",
         "submissions",
+        # issue 24: the structure behind a grade (docs/tables.md, "Which presets carry them")
+        "sections",
+        "assignment_groups",
+        "grading_periods",
+        "period_scores",
         "student_summaries",
     ]
     assert all(all(groups.values()) for groups in analytics.to_config()["fields"].values())

@@ -38,7 +38,12 @@ class CanvasAPI:
     """The domain methods of `CanvasClient`."""
 
     def _paginate(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        wrapped_in: str | None = None,
     ) -> list[Record]:
         raise NotImplementedError
 
@@ -54,19 +59,30 @@ class CanvasAPI:
         raise NotImplementedError
 
     def list_records(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        wrapped_in: str | None = None,
     ) -> list[Record]:
         """Every record of the Canvas list at `path` (under /api/v1, `/courses/7/sections`) with `params`:
         the list of an entity that needs nothing but its path and parameters (`entities.listed`), paginated,
-        bounded and failing as every other list does (`_pages`). A list with logic of its own (defaults to
-        send, follow-up requests) keeps a method of its own below."""
+        bounded and failing as every other list does (`_pages`). `wrapped_in` names the key under which each
+        page holds its records, for the few lists Canvas wraps in an object (`/courses/7/grading_periods`
+        answers `{"grading_periods": [...], "meta": ...}`); a page without it is an error. A list with logic
+        of its own (defaults to send, follow-up requests) keeps a method of its own below."""
         if not path.startswith("/") or "?" in path or "#" in path:
             raise ConfigurationError(
                 f"a Canvas list path starts with / and carries no query ({path!r}): give the path under "
                 "/api/v1, such as /courses/7/sections, and the query as params",
                 stage="extract",
             )
-        return self._paginate(path, params, timeout=timeout)
+        if wrapped_in is not None and not wrapped_in:
+            raise ConfigurationError(
+                "wrapped_in names the key that holds the list; it is empty", stage="extract"
+            )
+        return self._paginate(path, params, timeout=timeout, wrapped_in=wrapped_in)
 
     def list_courses(
         self,

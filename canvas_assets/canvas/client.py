@@ -40,6 +40,7 @@ from canvas_assets.canvas.error_map import (
 from canvas_assets.canvas.fanout import FanOut
 from canvas_assets.canvas.metrics import ClientMetrics
 from canvas_assets.canvas.pacer import Pacer, PacerSlot, PacerTimeout
+from canvas_assets.canvas.pages import records_of_page
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
 from canvas_assets.canvas.transport import (
@@ -95,8 +96,6 @@ MAX_ERROR_BODY_BYTES = 1024 * 1024  # an error body is shown in part at most: re
 
 
 T = TypeVar("T")
-
-_ALL_OBJECTS = object()  # `_pages`: no item of the page is anything but an object
 
 # Canvas tokens are printable ASCII without spaces (e.g. "7~AbC..."); anything else is a paste error.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
@@ -409,19 +408,30 @@ class CanvasClient(CanvasAPI):
 
     # --- pagination -------------------------------------------------------------------------------------
     def _paginate(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        wrapped_in: str | None = None,
     ) -> list[Record]:
         """Every record of a list endpoint (see `_pages`)."""
         records: list[Record] = []
-        for page, _ in self._pages(path, params, timeout=timeout):
+        for page, _ in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
             records.extend(page)
         return records
 
     def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        wrapped_in: str | None = None,
     ) -> Iterator[tuple[list[Record], bool]]:
         """The records of a list endpoint a page at a time, with whether orjson read the page (`Reply.exact`):
-        per_page=100 on the first page, then `rel="next"` links only.
+        per_page=100 on the first page, then `rel="next"` links only. Each page is a JSON array of objects,
+        or, with `wrapped_in`, an object holding that array under that key (`pages.records_of_page`).
 
         Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
         Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
@@ -444,12 +454,7 @@ class CanvasClient(CanvasAPI):
                         recoverable=False,
                     )
                 reply = self._get(url, query, timeout=timeout, chain=chain)
-                if not isinstance(reply.data, list):
-                    raise CanvasAPIError(
-                        f"Canvas answered GET {reply.url} with a {type(reply.data).__name__}, expected a list",
-                        status=reply.status,
-                        url=reply.url,
-                    )
+                page = records_of_page(reply.data, wrapped_in, url=reply.url, status=reply.status)
                 chain.pages += 1
                 current = url
                 next_link = parse_link_header(reply.headers.get("Link")).get("next")
@@ -463,18 +468,7 @@ class CanvasClient(CanvasAPI):
                             url=reply.url,
                         )
                     seen.add(url)
-                malformed = next((r for r in reply.data if not isinstance(r, dict)), _ALL_OBJECTS)
-                if malformed is not _ALL_OBJECTS:
-                    # A list with a null, a number or a nested list in it is not Canvas's: never take it (or
-                    # what is left of it once filtered) as the complete list, which would soft-delete rows.
-                    raise CanvasAPIError(
-                        f"Canvas answered GET {reply.url} with a list holding a {type(malformed).__name__} "
-                        "where records belong: the page is malformed, so the list is not taken",
-                        status=reply.status,
-                        url=reply.url,
-                        recoverable=False,
-                    )
-                yield reply.data, reply.exact
+                yield page, reply.exact
         finally:
             chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from canvas_assets.sandbox import mutations
+from canvas_assets.sandbox import mutations, structure
 from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.generate import generate
 from canvas_assets.sandbox.submission_store import SubmissionStore
@@ -80,6 +80,16 @@ class SandboxData:
         self.limited_user_id = 0
         self.limited_course_ids: list[int] = []
         self.sections: dict[int, Record] = {}  # course id -> its default section
+        # sections (by id, each with its course_id and internal workflow_state), assignment groups (by id),
+        # grading periods (by id), period groups (group id -> period ids), the group of a term or a course
+        # (a course's own overrides its term's), and per-period grades set by mutations: see `structure`
+        self.course_sections: dict[int, Record] = {}
+        self.assignment_groups: dict[int, Record] = {}
+        self.grading_periods: dict[int, Record] = {}
+        self.period_groups: dict[int, list[int]] = {}
+        self.term_period_groups: dict[int, int] = {}
+        self.course_period_groups: dict[int, int] = {}
+        self.period_grade_edits: dict[tuple[int, int], Record] = {}
         self._enrollments_by_course: dict[int, list[int]] = {}
         self._assignments_by_course: dict[int, list[int]] = {}
         self._modules_by_course: dict[int, list[int]] = {}
@@ -170,6 +180,27 @@ class SandboxData:
             }
             table = self.summaries.get(course_id, {})
             return [table[u] for u in sorted(table) if u in current]
+
+    def sections_of(self, course_id: int) -> list[Record]:
+        """The course's active sections (cross-listed ones in it included), as /sections orders them."""
+        with self.lock:
+            return structure.sections_of(self, course_id)
+
+    def section_students(self, section_id: int) -> int:
+        with self.lock:
+            return structure.section_students(self, section_id)
+
+    def assignment_groups_of(self, course_id: int) -> list[Record]:
+        with self.lock:
+            return structure.assignment_groups_of(self, course_id)
+
+    def grading_periods_of(self, course_id: int) -> list[Record]:
+        with self.lock:
+            return structure.grading_periods_of(self, course_id)
+
+    def period_grades(self, enrollment: Record, period_id: int) -> Record:
+        with self.lock:
+            return structure.period_grades(self, enrollment, period_id)
 
     def submissions_of(self, course_id: int) -> list[Record]:
         """The course's submissions exactly as `/students/submissions?student_ids[]=all` serves them
@@ -275,6 +306,18 @@ class SandboxData:
 
     def pass_due_date(self, course_id: int, assignment_id: int | None = None) -> int:
         return mutations.pass_due_date(self, course_id, assignment_id)
+
+    def add_section(self, course_id: int, name: str | None = None, students: int = 2) -> int:
+        return mutations.add_section(self, course_id, name, students)
+
+    def crosslist_section(self, section_id: int, to_course_id: int) -> int:
+        return mutations.crosslist_section(self, section_id, to_course_id)
+
+    def set_group_weight(self, group_id: int, weight: float) -> int:
+        return mutations.set_group_weight(self, group_id, weight)
+
+    def change_period_score(self, enrollment_id: int, period_id: int, score: float) -> int:
+        return mutations.change_period_score(self, enrollment_id, period_id, score)
 
     # ------------------------------------------------------------------ id allocation
     def next_id(self, kind: str, base: int) -> int:

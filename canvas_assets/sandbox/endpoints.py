@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 
+from canvas_assets.sandbox import structure
 from canvas_assets.sandbox.data import ENROLLMENT_STATES, ENROLLMENT_TYPES, Record, SandboxData
 from canvas_assets.sandbox.pagination import Pages
 from canvas_assets.sandbox.protocol import (
@@ -99,6 +100,13 @@ class Endpoints:
             ("/courses/:id/users", ["courses", "#", "users"], self._course_users),
             ("/courses/:id/enrollments", ["courses", "#", "enrollments"], self._enrollments),
             ("/courses/:id/assignments", ["courses", "#", "assignments"], self._assignments),
+            ("/courses/:id/sections", ["courses", "#", "sections"], self._sections),
+            (
+                "/courses/:id/assignment_groups",
+                ["courses", "#", "assignment_groups"],
+                self._assignment_groups,
+            ),
+            ("/courses/:id/grading_periods", ["courses", "#", "grading_periods"], self._grading_periods),
             ("/courses/:id/modules", ["courses", "#", "modules"], self._modules),
             ("/courses/:id/modules/:id/items", ["courses", "#", "modules", "#", "items"], self._module_items),
             (
@@ -383,13 +391,59 @@ class Endpoints:
         states = self._enrollment_states(req, "state", (*CURRENT_STATES, "inactive"))
         types = req.values("type")
         user_id = req.integer("user_id")
+        period = self._grading_period(c["id"], req.one("grading_period_id"))
         rows = [
             e
             for e in self.data.enrollments_of(c["id"], states, types or None)
             if user_id is None or e["user_id"] == user_id
         ]
-        return self.pages.bookmarked(
-            req, rows, lambda e: (e["id"],), lambda e: self._enrollment_json(e, req.principal)
+
+        def render(e: Record) -> Record:
+            out = self._enrollment_json(e, req.principal)
+            if period is not None and "grades" in e:  # grades_hash with the period's score_opts
+                out["grades"] = self.data.period_grades(e, period)
+            return out
+
+        return self.pages.bookmarked(req, rows, lambda e: (e["id"],), render)
+
+    def _grading_period(self, course_id: int, raw: str | None) -> int | None:
+        """`grading_period_id` as EnrollmentsApiController#index takes it: `GradingPeriod.for(course)
+        .find_by(id:)`, else `400 {"error": "invalid grading_period_id"}`; absent or empty is no period."""
+        if not raw:
+            return None
+        wanted = ruby_to_i(raw)
+        if wanted not in {p["id"] for p in self.data.grading_periods_of(course_id)}:
+            raise ApiError(400, {"error": "invalid grading_period_id"})
+        return wanted
+
+    def _sections(self, req: Request, course_id: int | None, _b: int | None) -> Response:
+        """SectionsController#index: `active_course_sections` (deleted ones are not listed; a section
+        cross-listed into the course is, with `nonxlist_course_id`), by name then id, numbered pages;
+        `include[]=total_students` adds the section's active and invited students."""
+        c = self._visible_course(course_id, req.principal)
+        counted = "total_students" in req.includes()
+        limited = req.principal.limited
+        return self.pages.numbered(
+            req,
+            self.data.sections_of(c["id"]),
+            lambda s: structure.section_json(self.data, s, total_students=counted, limited=limited),
+        )
+
+    def _assignment_groups(self, req: Request, course_id: int | None, _b: int | None) -> Response:
+        """AssignmentGroupsController#index: the course's active groups (assignment_group_json: id, name,
+        position, group_weight, sis_source_id, integration_data, rules), numbered pages."""
+        c = self._visible_course(course_id, req.principal)
+        return self.pages.numbered(req, self.data.assignment_groups_of(c["id"]), structure.group_json)
+
+    def _grading_periods(self, req: Request, course_id: int | None, _b: int | None) -> Response:
+        """GradingPeriodsController#index: GradingPeriod.for(course), by start date, as
+        `{"grading_periods": [...], "meta": {"pagination": ...}}` with a Link header."""
+        c = self._visible_course(course_id, req.principal)
+        return self.pages.numbered(
+            req,
+            self.data.grading_periods_of(c["id"]),
+            lambda p: structure.period_json(self.data, p),
+            wrapped_in="grading_periods",
         )
 
     def _assignments(self, req: Request, course_id: int | None, _b: int | None) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from canvas_assets.sandbox.structure import add_structure, term_grading_periods
 from canvas_assets.sandbox.submission_store import ensure_future_work
 from canvas_assets.sandbox.vocab import (
     ASSIGNMENT_ID_BASE,
@@ -230,6 +231,7 @@ def make_course(
     if analytics and state in ("available", "completed"):
         d.summaries[cid] = {uid: _summary(d._rng, uid, n_asg) for uid in students}
     ensure_future_work(d, cid)
+    add_structure(d, cid)  # a random stream of its own: the main stream draws the same with or without it
     return cid
 
 
@@ -519,6 +521,7 @@ def generate(d: SandboxData) -> None:
     }
     for t in d.terms.values():
         t.setdefault("workflow_state", "active")
+    term_grading_periods(d)
 
     d.admin_user_id = _make_user(d, name="Sandbox Admin")
     d.limited_user_id = _make_user(d, name="Limited Teacher")

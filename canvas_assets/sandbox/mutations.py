@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from canvas_assets.sandbox.generate import _enroll, _make_assignment, make_course
+from canvas_assets.sandbox.structure import grading_periods_of, section_record
 from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
 from canvas_assets.sandbox.submissions import epoch_of as epoch
 from canvas_assets.sandbox.vocab import ALL_BUT_DELETED, ENROLLMENT_STATES, Record, letter
@@ -166,6 +167,9 @@ def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) ->
             workflow_state="published" if published else "unpublished",
             submission_types=["online_upload"],
         )
+        groups = d.assignment_groups_of(course_id)  # Canvas puts it in the course's first group
+        if groups:
+            d.assignments[aid]["assignment_group_id"] = groups[0]["id"]
         d._submissions.register(aid, d.now_ts, due, fresh=True)
         return aid
 
@@ -413,3 +417,74 @@ def pass_due_date(d: SandboxData, course_id: int, assignment_id: int | None = No
         if a["lock_at"] is not None and (epoch(a["lock_at"]) or 0) < stamp:
             a["lock_at"] = None
         return int(a["id"])
+
+
+def add_section(d: SandboxData, course_id: int, name: str | None = None, students: int = 2) -> int:
+    """A new section of the course holding `students` of its active students (moved from their section)."""
+    with d.lock:
+        c = _require_course(d, course_id)
+        _now(d)
+        s = section_record(d, course_id, name or f"{c['course_code']} — New section")
+        for e in d.enrollments_of(course_id, ("active",), ["StudentEnrollment"])[:students]:
+            e["course_section_id"] = s["id"]
+        return int(s["id"])
+
+
+def crosslist_section(d: SandboxData, section_id: int, to_course_id: int) -> int:
+    """Cross-list a section into another course, as CourseSection#crosslist_to_course does: the section and
+    its enrollments move to that course, and `nonxlist_course_id` keeps the course it came from (the first
+    one, if it was cross-listed before). Returns the section id."""
+    with d.lock:
+        s = d.course_sections.get(section_id)
+        if s is None or s["workflow_state"] != "active":
+            raise KeyError(f"no active section {section_id}")
+        _require_course(d, to_course_id)
+        now = _now(d)
+        origin = s["course_id"]
+        if origin == to_course_id:
+            raise ValueError(f"section {section_id} is already in course {to_course_id}")
+        s["nonxlist_course_id"] = s["nonxlist_course_id"] or origin
+        s["course_id"] = to_course_id
+        s["sis_course_id"] = d.courses[to_course_id].get("sis_course_id")
+        moved = [
+            eid
+            for eid in d._enrollments_by_course.get(origin, [])
+            if d.enrollments[eid]["course_section_id"] == section_id
+        ]
+        for eid in moved:
+            d._enrollments_by_course[origin].remove(eid)
+            d._enrollments_by_course.setdefault(to_course_id, []).append(eid)
+            sis = d.courses[to_course_id].get("sis_course_id")
+            d.enrollments[eid].update(course_id=to_course_id, sis_course_id=sis, updated_at=now)
+            d.enrollments[eid]["html_url"] = (
+                f"{d.base_url}/courses/{to_course_id}/users/{d.enrollments[eid]['user_id']}"
+            )
+        return section_id
+
+
+def set_group_weight(d: SandboxData, group_id: int, weight: float) -> int:
+    """Change an assignment group's `group_weight`."""
+    with d.lock:
+        g = d.assignment_groups.get(group_id)
+        if g is None or g["workflow_state"] != "active":
+            raise KeyError(f"no active assignment group {group_id}")
+        _now(d)
+        g["group_weight"] = float(weight)
+        return group_id
+
+
+def change_period_score(d: SandboxData, enrollment_id: int, period_id: int, score: float) -> int:
+    """Set a student enrollment's current, final and unposted scores within one grading period."""
+    with d.lock:
+        e = d.enrollments.get(enrollment_id)
+        if e is None or e["type"] != "StudentEnrollment":
+            raise KeyError(f"no student enrollment {enrollment_id}")
+        if period_id not in {p["id"] for p in grading_periods_of(d, e["course_id"])}:
+            raise KeyError(f"grading period {period_id} does not apply to course {e['course_id']}")
+        _now(d)
+        grades: Record = {}
+        for kind in ("current", "final", "unposted_current", "unposted_final"):
+            grades[f"{kind}_score"] = score
+            grades[f"{kind}_grade"] = letter(score)
+        d.period_grade_edits[(enrollment_id, period_id)] = grades
+        return enrollment_id

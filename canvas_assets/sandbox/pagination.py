@@ -67,10 +67,13 @@ class Pages:
         return ("Link", ",".join(f'<{self._link(req, page, per_page)}>; rel="{rel}"' for rel, page in rels))
 
     def numbered(
-        self, req: Request, items: list[Record], render: Callable[[Record], Record], *, last: bool = True
-    ) -> Response:
+        self, req: Request, items: list[Record], render: Callable[[Record], Record], *, last: bool = True,
+        wrapped_in: str | None = None,
+    ) -> Response:  # fmt: skip
         """Numbered pages; `last=False` for a collection paginated with `total_entries: nil` (no count, so
-        no `last` link: CoursesController#users, AccountsController#courses_api)."""
+        no `last` link: CoursesController#users, AccountsController#courses_api). `wrapped_in`: each page is
+        an object holding the page's records under that key and `meta.pagination` beside it, with the same
+        `Link` header (Api.jsonapi_paginate: GradingPeriodsController#index)."""
         per_page = self.per_page(req)
         raw = req.one("page")
         if raw is None or raw == "first":
@@ -90,6 +93,13 @@ class Pages:
         rels.append(("first", "1"))
         if last:
             rels.append(("last", str(last_page)))
+        if wrapped_in is not None:
+            meta: dict[str, object] = {"per_page": per_page, "page": page, "count": len(items)}
+            meta["page_count"] = last_page
+            meta.update({rel: self._link(req, value, per_page) for rel, value in rels})
+            body = {wrapped_in: chunk, "meta": {"pagination": meta}}
+            link = self._links(req, rels, per_page)
+            return json_response(200, body, headers=[link], records=len(chunk), list_key=req.list_key())
         return self._list_response(req, chunk, rels, per_page)
 
     def bookmarked(

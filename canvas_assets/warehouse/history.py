@@ -1,7 +1,8 @@
 """History tables: a row each time a tracked value of a Layer-1 row is first seen or changes.
 
 Which tables keep history, and of which columns, is stated once in `HISTORY` below (enrollment scores in
-`canvas_score_history`, submission scores, grades and states in `canvas_submission_score_history`). The
+`canvas_score_history`, submission scores, grades and states in `canvas_submission_score_history`, scores
+per grading period in `canvas_enrollment_period_score_history`). The
 load computes which rows need a history row in its diff, before any write, so the comparison is with
 exactly the values the load replaces; this module appends them.
 """
@@ -54,6 +55,17 @@ HISTORY: dict[str, History] = {
         ),
         columns=("score", "grade", "workflow_state"),
         first_when=("score", "grade"),
+    ),
+    "canvas_enrollment_period_scores": History(
+        "canvas_enrollment_period_score_history",
+        ids=(
+            ("enrollment_id", "enrollment_id"),
+            ("grading_period_id", "grading_period_id"),
+            ("course_id", "course_id"),
+            ("user_id", "user_id"),
+        ),
+        columns=("current_score", "final_score", "current_grade", "final_grade"),
+        first_when=("current_score", "final_score", "current_grade", "final_grade"),
     ),
 }
 

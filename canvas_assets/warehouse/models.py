@@ -80,6 +80,10 @@ class CanvasCourse(Base):
     default_view: Mapped[str | None] = canvas(
         "Home page kind (`modules`, `wiki`, `feed`, ...)", "default_view"
     )
+    apply_assignment_group_weights: Mapped[bool | None] = canvas(
+        "Whether the course grade weights the assignment groups (`canvas_assignment_groups.group_weight`)",
+        "apply_assignment_group_weights",
+    )
     sis_course_id: Mapped[str | None] = canvas("SIS id, when the token may see it", "sis_course_id")
     course_format: Mapped[str | None] = canvas(
         "`on_campus`, `online` or `blended`, when set", "course_format"
@@ -394,6 +398,11 @@ class CanvasStudentSummary(Base):
     row_hash: Mapped[int | None] = row_hash_column()
 
     __table_args__ = {"info": {"record": "student summary"}}
+
+
+# Sections, assignment groups, grading periods and period scores: Layer-1 tables declared in a module of their
+# own (this one would pass the size every module keeps), registered here before the tables are listed.
+from canvas_assets.warehouse import course_models  # noqa: E402, F401
 
 
 class CanvasScoreHistory(Base):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
-from canvas_assets.errors import ConfigurationError
+from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.extract.records import Records, RecordsBuilder
 
 Record = dict[str, Any]
@@ -38,12 +38,12 @@ class CanvasAPI:
     """The domain methods of `CanvasClient`."""
 
     def _paginate(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
     ) -> list[Record]:
         raise NotImplementedError
 
     def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
     ) -> Iterator[tuple[list[Record], bool]]:
         raise NotImplementedError
 
@@ -202,6 +202,26 @@ class CanvasAPI:
 
         return Records.concat(self._fan_out_map(fetch, list(range(len(slices)))))
 
+    def list_terms(self, account_id: int | str, *, timeout: float | None = None) -> list[Record]:
+        """The enrollment terms of a root account (`self`: the token's own root account), every state:
+        TermsApiController#index lists only `active` ones unless `workflow_state[]=all` is sent, and a
+        deleted term must come back as `deleted`, not vanish. Its pages are objects holding the list under
+        `enrollment_terms` (numbered pagination, ordered by start_at, end_at, id)."""
+        path = f"/accounts/{path_segment(account_id)}/terms"
+        return self._paginate(
+            path, [("workflow_state[]", "all")], timeout=timeout, wrapped_in="enrollment_terms"
+        )
+
+    def list_grade_changes(
+        self, course_id: int | str, *, start_time: datetime | None = None, timeout: float | None = None
+    ) -> list[Record]:
+        """A course's grade change audit events (GradeChangeAuditApiController#for_course), newest first,
+        those created at or after `start_time` when given (Canvas's window is inclusive). Its pages are
+        compound documents holding the events under `events` (bookmarked, no `last` link)."""
+        params: Params = [] if start_time is None else [("start_time", canvas_time(start_time))]
+        path = f"/audit/grade_change/courses/{path_segment(course_id)}"
+        return self._paginate(path, params, timeout=timeout, wrapped_in="events")
+
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""
         return self._paginate(
@@ -232,3 +252,30 @@ def _items_missing(module: Record) -> bool:
         return True
     count = module.get("items_count")
     return isinstance(count, int) and len(items) < count
+
+
+def page_list(data: Any, wrapped_in: str, *, url: str, status: int) -> list[Record]:
+    """The records of one page: the page itself, or for an endpoint that wraps its list in an object
+    (`{"enrollment_terms": [...]}`, the audit log's `{"events": [...], "links": ..., "linked": ...}`) the
+    list under `wrapped_in`. Anything else is an error, never an empty list: an empty list taken for a
+    complete one would soft-delete every row."""
+    if wrapped_in:
+        if not isinstance(data, dict) or not isinstance(data.get(wrapped_in), list):
+            got = (
+                type(data).__name__
+                if not isinstance(data, dict)
+                else f"an object without a list {wrapped_in!r}"
+            )
+            raise CanvasAPIError(
+                f"Canvas answered GET {url} with {got}, expected an object holding the list under "
+                f"{wrapped_in!r}: the page is malformed, so the list is not taken",
+                status=status,
+                url=url,
+                recoverable=False,
+            )
+        return data[wrapped_in]
+    if not isinstance(data, list):
+        raise CanvasAPIError(
+            f"Canvas answered GET {url} with a {type(data).__name__}, expected a list", status=status, url=url
+        )
+    return data

@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from canvas_assets.canvas import budget
-from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
+from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record, page_list
 from canvas_assets.canvas.error_map import (
     canvas_error_text,
     error_for_exchange,
@@ -409,16 +409,16 @@ class CanvasClient(CanvasAPI):
 
     # --- pagination -------------------------------------------------------------------------------------
     def _paginate(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
     ) -> list[Record]:
         """Every record of a list endpoint (see `_pages`)."""
         records: list[Record] = []
-        for page, _ in self._pages(path, params, timeout=timeout):
+        for page, _ in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
             records.extend(page)
         return records
 
     def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
     ) -> Iterator[tuple[list[Record], bool]]:
         """The records of a list endpoint a page at a time, with whether orjson read the page (`Reply.exact`):
         per_page=100 on the first page, then `rel="next"` links only.
@@ -444,12 +444,7 @@ class CanvasClient(CanvasAPI):
                         recoverable=False,
                     )
                 reply = self._get(url, query, timeout=timeout, chain=chain)
-                if not isinstance(reply.data, list):
-                    raise CanvasAPIError(
-                        f"Canvas answered GET {reply.url} with a {type(reply.data).__name__}, expected a list",
-                        status=reply.status,
-                        url=reply.url,
-                    )
+                reply.data = page_list(reply.data, wrapped_in, url=reply.url, status=reply.status)
                 chain.pages += 1
                 current = url
                 next_link = parse_link_header(reply.headers.get("Link")).get("next")

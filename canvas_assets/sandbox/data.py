@@ -80,6 +80,8 @@ class SandboxData:
         self.limited_user_id = 0
         self.limited_course_ids: list[int] = []
         self.sections: dict[int, Record] = {}  # course id -> its default section
+        # course id -> its grade change audit events, oldest first (`audit.events_of` fills it on first use)
+        self.grade_change_log: dict[int, list[Record]] = {}
         self._enrollments_by_course: dict[int, list[int]] = {}
         self._assignments_by_course: dict[int, list[int]] = {}
         self._modules_by_course: dict[int, list[int]] = {}

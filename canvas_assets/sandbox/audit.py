@@ -57,7 +57,7 @@ def listed_terms(d: SandboxData, states: Iterable[str]) -> list[Record]:
     """The root account's terms as the index lists them for `workflow_state[]` = `states` (ground truth)."""
     wanted = [s for s in states if s in TERM_STATES] or ["active"]
     rows = [t for t in d.terms.values() if "all" in wanted or t["workflow_state"] in wanted]
-    rows.sort(key=lambda t: t["id"])
+    rows.sort(key=lambda t: t["id"] if isinstance(t["id"], int) else -1)
     rows.sort(key=lambda t: _desc_nulls_first(t.get("end_at")))
     rows.sort(key=lambda t: _desc_nulls_first(t.get("start_at")))
     return rows

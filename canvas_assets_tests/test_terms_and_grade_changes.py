@@ -227,6 +227,19 @@ def test_a_vanished_term_is_not_soft_deleted_when_the_list_held_a_record_without
     assert h.table("canvas_terms")[5]["deleted_at"] is not None  # complete again: now it is
 
 
+def test_a_malformed_terms_page_fails_the_terms_asset_and_deletes_nothing(harness):
+    h = harness
+    keys = h.course_keys()[:1]
+    sync_full(h, keys)
+    before = h.table("canvas_terms")
+    # A page with the wrapper but no list in it: taken as an empty list, it would soft-delete every term.
+    h.sandbox.misbehave("/terms", count=0, body=b'{"enrollment_terms": null}')
+    result = h.sync("FULL_PROCESSING", keys)
+    assert not result.success
+    assert "expected an object holding the list under 'enrollment_terms'" in failure_text(result)
+    assert h.table("canvas_terms") == before
+
+
 def test_without_the_audit_permission_the_run_succeeds_with_one_warning(make_sandbox, db_url, monkeypatch):
     sandbox = make_sandbox(scale="small", throttle="hosted", grade_audit=False)
     with pipeline_harness(sandbox, db_url, monkeypatch) as h:

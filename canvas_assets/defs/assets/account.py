@@ -14,7 +14,7 @@ from typing import Optional
 
 import dagster as dg
 
-from canvas_assets.defs.assets.common import CANVAS_RETRY_POLICY, dagster_failures
+from canvas_assets.defs.assets.common import CANVAS_RETRY_POLICY, dagster_failures, database_retries
 from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
@@ -86,7 +86,8 @@ def build_account_asset(name: str) -> dg.AssetsDefinition:
                 api_calls = client.metrics.snapshot()["requests"]
             course_key = int(account) if account.isdigit() else 0  # where quarantined records name a course
             result = transformer({course_key: records}, profile.transform_options())
-            done = wh.load_account(result, run_id=context.run_id, synced_at=datetime.now(timezone.utc))
+            with database_retries():  # a lost connection: Dagster runs the step again (one transaction)
+                done = wh.load_account(result, run_id=context.run_id, synced_at=datetime.now(timezone.utc))
         if not done.complete:
             context.log.warning(
                 f"{name}: {len(result.rejected)} record(s) quarantined without a usable id, so the list is not "

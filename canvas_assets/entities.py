@@ -120,7 +120,7 @@ class Entity:
     # A field group (`fields.<entity>.<group>`) that fetches it, instead of an `entities.<name>` switch of
     # its own (student summaries are what `fields.students.analytics` fetches).
     fetched_with: tuple[str, str] | None = None
-    # Fetched once per sync for the account, not per course (terms): one unpartitioned asset, `layer1/<name>`,
+    # Fetched once per sync for the account, not per course (terms): one unpartitioned asset, `account/<name>`,
     # with no staging; its fetch plan gets the account id where a course's plan gets the course id.
     account_level: bool = False
     # A token may lack the permission to read it (the grade audit log): Canvas's 401 "unauthorized" then

@@ -120,7 +120,7 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
             f"{layer}/{e}"
             for e in ("courses", "students", "enrollments", "assignments", "submissions", "student_summaries")
             for layer in ("staging", "layer1")
-        } | {"layer1/terms"}
+        } | {"account/terms"}
         assert new_courses_sensor.job_name == "sync_full"
         with dg.build_sensor_context(
             instance=instance, resources={"warehouse": warehouse}, cursor=context.cursor

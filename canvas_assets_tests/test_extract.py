@@ -118,10 +118,10 @@ def test_an_entitys_declaration_yields_its_transformer_its_profile_switch_and_it
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     if entity.account_level:
-        assert f"layer1/{name}" in keys and f"staging/{name}" not in keys
-        assert not graph.get(dg.AssetKey(["layer1", name])).is_partitioned
+        assert f"account/{name}" in keys and f"staging/{name}" not in keys
+        assert not graph.get(dg.AssetKey(["account", name])).is_partitioned
         job = defs.resolve_job_def("sync_full")
-        assert dg.AssetKey(["layer1", name]) in job.asset_layer.selected_asset_keys
+        assert dg.AssetKey(["account", name]) in job.asset_layer.selected_asset_keys
         return
     assert {f"staging/{name}", f"layer1/{name}"} <= keys
     checks = {k.name for k in graph.asset_check_keys}

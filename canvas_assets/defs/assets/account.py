@@ -1,6 +1,6 @@
 """Account-level assets: lists Canvas keeps per account, not per course (the enrollment terms).
 
-One unpartitioned asset per account-level entity (`Entity.account_level`), `layer1/<name>`, fetched once per
+One unpartitioned asset per account-level entity (`Entity.account_level`), `account/<name>`, fetched once per
 sync: every sync job selects it when its profile switches the entity on, and in a run over course
 partitions it runs once, unpartitioned. It has no staging asset: the list is one or two requests, so
 rebuilding it means asking Canvas again, and a staging row is keyed by course. The fetch, the transform
@@ -35,7 +35,9 @@ class AccountConfig(dg.Config):
 
 
 def account_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["layer1", name])
+    """Outside `layer1/`: `--select key:"layer1/*" --partition ID` (course partitions) must not pick it up,
+    since Dagster refuses a partition for an unpartitioned asset."""
+    return dg.AssetKey(["account", name])
 
 
 def account_of(config: AccountConfig) -> str:
@@ -75,7 +77,7 @@ def build_account_asset(name: str) -> dg.AssetsDefinition:
         with dagster_failures("extract"):
             profile = sync_profile.resolve()
             if not profile.wants(name):
-                context.log.info(f"profile {profile.name} switches {name} off: layer1/{name} skipped")
+                context.log.info(f"profile {profile.name} switches {name} off: account/{name} skipped")
                 return
             account = account_of(config)
             wh = warehouse.get_warehouse()

@@ -260,12 +260,9 @@ class Extractor:
                 # The course is there; one of its lists vanished mid-fetch (a module deleted between the
                 # list and its items, say). The entity failed; the course's other data stands.
                 outcome.status = "failed"
-        except CanvasPermissionError as exc:
+        except CanvasPermissionError as exc:  # the audit log may not be this token's to read: skipped, kept
             outcome.error = exc
-            if not ENTITIES[entity].optional_permission:
-                outcome.status = "failed"
-            else:  # not this token's to read (the audit log): skipped, the course's records stay as they were
-                outcome.status = "unavailable"
+            outcome.status = "unavailable" if ENTITIES[entity].optional_permission else "failed"
         except (CanvasAuthError, ConfigurationError):
             self._cancel.set()
             raise

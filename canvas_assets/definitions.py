@@ -8,6 +8,7 @@ import warnings
 
 import dagster as dg
 
+from canvas_assets.defs.assets.account import ACCOUNT_ASSETS
 from canvas_assets.defs.assets.catalog import canvas_course_catalog
 from canvas_assets.defs.assets.common import SYNC_REPORT
 from canvas_assets.defs.assets.extract import canvas_extract
@@ -27,6 +28,7 @@ with warnings.catch_warnings():
         [
             canvas_course_catalog,
             canvas_extract,
+            *ACCOUNT_ASSETS,
             *dg.map_asset_specs(
                 lambda spec: spec.replace_attributes(freshness_policy=FRESHNESS), LAYER1_ASSETS
             ),

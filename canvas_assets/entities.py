@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from canvas_assets.canvas.urls import Params, path_segment
 from canvas_assets.extract import period_scores
-from canvas_assets.extract.incremental import merge
+from canvas_assets.extract.incremental import RecordKey, canvas_key, merge
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.modules import transform_modules
 
@@ -89,7 +89,10 @@ class Incremental:
     # From the course's records of the entity's `needs` (this run's, or staged), the rule that says which
     # merged records still exist (a deleted assignment's submissions do not).
     keep: KeepRule
-    refresh_days_field: str  # the processing field: days between full refreshes
+    # The processing field giving the days between full refreshes; "" for an append-only log, fetched in
+    # full only while it has no watermark (its old records never change).
+    refresh_days_field: str
+    key: RecordKey = canvas_key  # what records are merged on: their Canvas id unless said otherwise
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,13 @@ class Entity:
     # A field group (`fields.<entity>.<group>`) that fetches it, instead of an `entities.<name>` switch of
     # its own (student summaries are what `fields.students.analytics` fetches).
     fetched_with: tuple[str, str] | None = None
+    # Fetched once per sync for the account, not per course (terms): one unpartitioned asset, `account/<name>`,
+    # with no staging; its fetch plan gets the account id where a course's plan gets the course id.
+    account_level: bool = False
+    # A token may lack the permission to read it (the grade audit log): Canvas's 401 "unauthorized" then
+    # skips the entity for that course (its rows stay as they were) instead of failing the course, and the
+    # run warns once.
+    optional_permission: bool = False
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -307,6 +317,46 @@ def _submission_parents(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Ma
 # GET /courses/:id/grading_periods (GradingPeriodsController#index) answers {"grading_periods": [...], "meta"}.
 GRADING_PERIODS = listed("/courses/{course_id}/grading_periods", wrapped_in="grading_periods")
 
+
+def _terms(client: Any, profile: FieldGroups, account_id: int | str, timeout: float) -> list[dict]:
+    """The root account's terms in every state (`CanvasAPI.list_terms`): an account-level plan, given the
+    account id (or `self`) where a course's plan is given the course id."""
+    return list(client.list_terms(account_id, timeout=timeout))
+
+
+def _grade_changes(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
+    return list(client.list_grade_changes(course_id, timeout=timeout))
+
+
+def _grade_changes_since(client: Any, course_id: int, since: datetime, timeout: float) -> list[dict]:
+    """Events created at or after `since` (the watermark less the overlap; Canvas's `start_time` is
+    inclusive): re-read events merge by id, never twice."""
+    return list(client.list_grade_changes(course_id, start_time=since, timeout=timeout))
+
+
+def _no_new_parents(
+    client: Any,
+    course_id: int,
+    staged: Sequence[Any],
+    records_of: Mapping[str, Sequence[Any]],
+    timeout: float,
+) -> list[dict]:
+    """Every audit event has a creation time, so the time window sees them all: nothing to ask by parent."""
+    return []
+
+
+def _every_event(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
+    """Audit events outlive what they describe (a deleted assignment's grade changes stay in Canvas's log):
+    a merge drops none."""
+    return lambda _event: True
+
+
+def event_id(record: Any) -> str | None:
+    """An audit event's key: its uuid string (not a Canvas id); None when it has none."""
+    value = record.get("id") if isinstance(record, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
 ALL_PRESETS = ("LIGHTWEIGHT", "ANALYTICS_FOCUSED", "FULL_PROCESSING")
 # Analysts need the structure behind a grade (sections, weights, periods); LIGHTWEIGHT stays at the three
 # requests a course costs at least (docs/tables.md says why each preset carries what it does).
@@ -417,6 +467,34 @@ ENTITIES: dict[str, Entity] = {
             sliced=period_scores.fetch_for_fetched_periods,
             request="GET /courses/:id/enrollments?grading_period_id=N per grading period",
             presets=ANALYSIS_PRESETS,
+        ),
+        Entity(
+            "grade_changes",
+            _grade_changes,
+            "Raw grade change audit events of the course (GET /audit/grade_change/courses/:id; after the first "
+            "sync only the events since the course's watermark, merged by event id).",
+            "`canvas_grade_changes`: one row per Canvas grade change event: who changed which grade, from "
+            "what to what, and when.",
+            incremental=Incremental(
+                changes=_grade_changes_since,
+                new_parents=_no_new_parents,
+                change_times=("created_at",),
+                keep=_every_event,
+                refresh_days_field="",
+                key=event_id,
+            ),
+            request="GET /audit/grade_change/courses/:id",
+            presets=("FULL_PROCESSING",),
+            optional_permission=True,
+        ),
+        Entity(
+            "terms",
+            _terms,
+            "",
+            "`canvas_terms`: the root account's enrollment terms, every state (one request per sync).",
+            request="GET /accounts/:account_id/terms?workflow_state[]=all",
+            presets=ALL_PRESETS,
+            account_level=True,
         ),
         Entity(
             "student_summaries",

@@ -48,7 +48,10 @@ DEFAULT_PROFILE = "LIGHTWEIGHT"
 
 # Staging entities in fetch order. Not every one is an entity switch of its own: student_summaries is what
 # `fields.students.analytics` fetches (its declaration's `fetched_with`).
-STAGING_ENTITIES = tuple(REGISTERED_ENTITIES)  # every staging entity, in registry order
+# every staging (course-partitioned) entity, in registry order
+STAGING_ENTITIES = tuple(n for n, e in REGISTERED_ENTITIES.items() if not e.account_level)
+# entities fetched once per sync for the account (terms): one unpartitioned asset each, no staging
+ACCOUNT_ENTITIES = tuple(n for n, e in REGISTERED_ENTITIES.items() if e.account_level)
 SWITCHED_ENTITIES = tuple(e.name for e in REGISTERED_ENTITIES.values() if e.fetched_with is None)
 
 # Aliases accepted wherever a preset is named: the canonical names and the preset file stems.

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timezone
 
+import dagster as dg
 import pytest
 
 from canvas_assets.canvas import CanvasClient
@@ -112,9 +113,16 @@ def test_an_entitys_declaration_yields_its_transformer_its_profile_switch_and_it
             }
         )
     assert not off.wants(name)
-    # its staging and Layer-1 assets, with the checks every entity has
+    # its staging and Layer-1 assets, with the checks every entity has; an account-level entity is one
+    # unpartitioned asset, selected by every sync job whose profile switches it on
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    if entity.account_level:
+        assert f"account/{name}" in keys and f"staging/{name}" not in keys
+        assert not graph.get(dg.AssetKey(["account", name])).is_partitioned
+        job = defs.resolve_job_def("sync_full")
+        assert dg.AssetKey(["account", name]) in job.asset_layer.selected_asset_keys
+        return
     assert {f"staging/{name}", f"layer1/{name}"} <= keys
     checks = {k.name for k in graph.asset_check_keys}
     assert {f"all_courses_fetched_{name}", f"no_rejected_{name}"} <= checks

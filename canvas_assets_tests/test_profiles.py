@@ -41,7 +41,9 @@ def test_the_three_presets_have_the_original_designs_values():
         180.0,
         2,
     )
-    assert full.staging_entities == list(ENTITIES)  # every entity, modules and student summaries included
+    # every course entity, modules and student summaries included; terms are account-level (no staging)
+    assert full.staging_entities == [n for n, e in ENTITIES.items() if not e.account_level]
+    assert all(p.wants("terms") for p in (light, analytics, full))
     assert (full.batch_size, full.request_timeout_seconds, full.retry_attempts) == (1, 300.0, 2)
     # Submissions: off in LIGHTWEIGHT; incremental with a weekly full refresh in ANALYTICS_FOCUSED; every
     # FULL_PROCESSING sync (the weekly schedule) fetches them in full.

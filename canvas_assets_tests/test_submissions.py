@@ -408,15 +408,17 @@ def test_a_big_course_is_merged_a_piece_at_a_time_into_what_the_whole_merge_make
     merges: list[tuple[Any, list[Any]]] = []
     streamed = incremental.merge_in_order if in_order else incremental.merge_unordered
 
-    def both_merges(previous, changes, keep=None):
+    def both_merges(previous, changes, keep=None, key=incremental.canvas_key):
         pieces = list(previous)
-        merged = streamed(iter(pieces), changes, keep)
-        merges.append((merged, incremental.merge([r for p, _ in pieces for r in p], changes, keep)))
+        merged = streamed(iter(pieces), changes, keep, key)
+        merges.append((merged, incremental.merge([r for p, _ in pieces for r in p], changes, keep, key)))
         return merged
 
     monkeypatch.setattr(schedule, "STREAM_MERGE_RECORDS", 1)
     if not in_order:  # as for staged records in Canvas's order
-        monkeypatch.setattr(incremental, "merge_in_order", lambda previous, changes, keep=None: None)
+        monkeypatch.setattr(
+            incremental, "merge_in_order", lambda previous, changes, keep=None, key=None: None
+        )
     monkeypatch.setattr(incremental, "merge_in_order" if in_order else "merge_unordered", both_merges)
     sync(h)
     ((merged, whole),) = merges

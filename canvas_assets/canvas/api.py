@@ -48,7 +48,7 @@ class CanvasAPI:
         raise NotImplementedError
 
     def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
     ) -> Iterator[tuple[list[Record], bool]]:
         raise NotImplementedError
 
@@ -217,6 +217,26 @@ class CanvasAPI:
             return builder.build()
 
         return Records.concat(self._fan_out_map(fetch, list(range(len(slices)))))
+
+    def list_terms(self, account_id: int | str, *, timeout: float | None = None) -> list[Record]:
+        """The enrollment terms of a root account (`self`: the token's own root account), every state:
+        TermsApiController#index lists only `active` ones unless `workflow_state[]=all` is sent, and a
+        deleted term must come back as `deleted`, not vanish. Its pages are objects holding the list under
+        `enrollment_terms` (numbered pagination, ordered by start_at, end_at, id)."""
+        path = f"/accounts/{path_segment(account_id)}/terms"
+        return self._paginate(
+            path, [("workflow_state[]", "all")], timeout=timeout, wrapped_in="enrollment_terms"
+        )
+
+    def list_grade_changes(
+        self, course_id: int | str, *, start_time: datetime | None = None, timeout: float | None = None
+    ) -> list[Record]:
+        """A course's grade change audit events (GradeChangeAuditApiController#for_course), newest first,
+        those created at or after `start_time` when given (Canvas's window is inclusive). Its pages are
+        compound documents holding the events under `events` (bookmarked, no `last` link)."""
+        params: Params = [] if start_time is None else [("start_time", canvas_time(start_time))]
+        path = f"/audit/grade_change/courses/{path_segment(course_id)}"
+        return self._paginate(path, params, timeout=timeout, wrapped_in="events")
 
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""

@@ -183,6 +183,12 @@ def live_rows(conn: Any, name: str, courses: list[int]) -> int:
     return int(conn.execute(stmt, {"ids": courses}).scalar_one())
 
 
+def account_live_rows(conn: Any, name: str) -> int:
+    """Live rows of an account-level table (terms): the whole table, not a course's share."""
+    live = " WHERE deleted_at IS NULL" if "deleted_at" in table(name).c else ""
+    return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}{live}")).scalar_one())
+
+
 def pipeline_status(engine: sa.Engine) -> PipelineStatus:
     with engine.connect() as conn:
         catalog = conn.execute(

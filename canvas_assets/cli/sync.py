@@ -21,7 +21,7 @@ import dagster as dg
 from dagster import DagsterEvent
 
 from canvas_assets.canvas.redact import redact_known
-from canvas_assets.cli.status import course_attempts, live_rows
+from canvas_assets.cli.status import account_live_rows, course_attempts, live_rows
 from canvas_assets.cli.stopping import SyncInterrupted, abandon_run, owner_tags
 from canvas_assets.defs.assets.common import run_figures
 from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
@@ -30,7 +30,7 @@ from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.extract.memory import release_free_heap
 from canvas_assets.instance.inprocess import start_run
-from canvas_assets.profiles import Profile
+from canvas_assets.profiles import ACCOUNT_ENTITIES, Profile
 from canvas_assets.progress import report as report_progress
 from canvas_assets.transform import TRANSFORMERS
 
@@ -344,6 +344,11 @@ def _summarise(
             for entity in profile.staging_entities:
                 for name in (*TRANSFORMERS[entity].tables, *ENTITIES[entity].extra_tables):
                     rows[name] = live_rows(conn, name, courses)
+            for entity in ACCOUNT_ENTITIES:
+                if profile.wants(entity):
+                    rows[TRANSFORMERS[entity].tables[0]] = account_live_rows(
+                        conn, TRANSFORMERS[entity].tables[0]
+                    )
     for run in runs:
         if not run.success:
             for key in run.courses:

@@ -4,9 +4,10 @@ from typing import Any
 
 import dagster as dg
 
+from canvas_assets.defs.assets.account import account_key
 from canvas_assets.defs.partitions import COURSES
 from canvas_assets.defs.resources import SyncProfileResource
-from canvas_assets.profiles import PRESET_FILES, Profile, preset
+from canvas_assets.profiles import ACCOUNT_ENTITIES, PRESET_FILES, Profile, preset
 
 JOB_FOR_PRESET = {
     "LIGHTWEIGHT": "sync_lightweight",
@@ -16,8 +17,10 @@ JOB_FOR_PRESET = {
 
 
 def profile_asset_keys(profile: Profile) -> list[dg.AssetKey]:
-    """The staging and Layer-1 assets that a profile materialises."""
-    return [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    """The staging and Layer-1 assets that a profile materialises, and the account-level ones it switches on
+    (unpartitioned: a run over course partitions materialises them once)."""
+    keys = [dg.AssetKey([layer, e]) for e in profile.staging_entities for layer in ("staging", "layer1")]
+    return keys + [account_key(e) for e in ACCOUNT_ENTITIES if profile.wants(e)]
 
 
 def profile_selection(profile: Profile) -> dg.AssetSelection:

@@ -34,6 +34,7 @@ from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
     CanvasNotFound,
+    CanvasPermissionError,
     CanvasTimeout,
     ConfigurationError,
 )
@@ -180,6 +181,9 @@ class Extractor:
                 # The course is there; one of its lists vanished mid-fetch (a module deleted between the
                 # list and its items, say). The entity failed; the course's other data stands.
                 outcome.status = "failed"
+        except CanvasPermissionError as exc:  # the audit log may not be this token's to read: skipped, kept
+            outcome.error = exc
+            outcome.status = "unavailable" if ENTITIES[entity].optional_permission else "failed"
         except (CanvasAuthError, ConfigurationError):
             self._cancel.set()
             raise
@@ -237,11 +241,11 @@ class Extractor:
         o.changed += len(added)
         keep = rules.keep(needs)
         if isinstance(staged, StagedRecords) and streamed:
-            o.records = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep)
+            o.records = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep, rules.key)
             if o.records is None:  # not in id order (a full fetch in Canvas's order): a text per record
-                o.records = incremental.merge_unordered(staged.pieces(), [*added, *changes], keep)
+                o.records = incremental.merge_unordered(staged.pieces(), [*added, *changes], keep, rules.key)
         else:
-            o.records = incremental.merge(previous, [*added, *changes], keep)
+            o.records = incremental.merge(previous, [*added, *changes], keep, rules.key)
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
     def _fetched_needs(
@@ -277,7 +281,8 @@ class Extractor:
         state = self._states.get(entity, {}).get(course_id)
         if spec is None or spec.incremental is None or state is None:
             return None
-        days = int(self.profile.processing_value(spec.incremental.refresh_days_field))
+        field = spec.incremental.refresh_days_field
+        days = int(self.profile.processing_value(field)) if field else None
         return incremental.since(state.watermark, state.full_fetched_at, refresh_days=days, now=utcnow())
 
     def _course_is_gone(self, course_id: int) -> bool:

@@ -71,23 +71,36 @@ def watermark_of(
 
 
 def since(
-    watermark: datetime | None, full_fetched_at: datetime | None, *, refresh_days: int, now: datetime
+    watermark: datetime | None, full_fetched_at: datetime | None, *, refresh_days: int | None, now: datetime
 ) -> datetime | None:
-    """What to ask for changes after; None means fetch in full (see the module docstring)."""
-    if watermark is None or full_fetched_at is None or refresh_days <= 0:
+    """What to ask for changes after; None means fetch in full (see the module docstring). `refresh_days`
+    None: never in full again once a watermark is known (an append-only log, whose old records never change)."""
+    if watermark is None or full_fetched_at is None:
         return None
-    if now - full_fetched_at >= timedelta(days=refresh_days):
+    if refresh_days is None:
+        return watermark - OVERLAP
+    if refresh_days <= 0 or now - full_fetched_at >= timedelta(days=refresh_days):
         return None
     return watermark - OVERLAP
 
 
-def _by_id(changes: Iterable[Any]) -> tuple[dict[int, Any], list[Any]]:
+RecordKey = Callable[[Any], Any]
+
+
+def canvas_key(record: Any) -> int | None:
+    """A record's Canvas id, the key records are merged on; None when it has no usable one. An entity whose
+    ids are not Canvas ids (the audit log's uuids) says how its records are keyed (`Incremental.key`)."""
+    canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
+    return canvas_id if isinstance(canvas_id, int) else None
+
+
+def _by_id(changes: Iterable[Any], key: RecordKey = canvas_key) -> tuple[dict[Any, Any], list[Any]]:
     """The changed records by id (the last of an id wins), and those without a usable id, in order."""
-    by_id: dict[int, Any] = {}
+    by_id: dict[Any, Any] = {}
     unidentified: list[Any] = []
     for record in changes:
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if isinstance(canvas_id, int):
+        canvas_id = key(record)
+        if canvas_id is not None:
             by_id[canvas_id] = record
         else:
             unidentified.append(record)
@@ -95,18 +108,21 @@ def _by_id(changes: Iterable[Any]) -> tuple[dict[int, Any], list[Any]]:
 
 
 def merge(
-    previous: Iterable[Any], changes: Iterable[Any], keep: Callable[[Mapping[str, Any]], bool] | None = None
+    previous: Iterable[Any],
+    changes: Iterable[Any],
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    key: RecordKey = canvas_key,
 ) -> list[Any]:
     """The previous records with the changed ones laid over them by id, less those `keep` refuses.
 
     A changed record without a usable id is kept as it came (the transformer quarantines it, with its
     reason); a previous one without an id was quarantined before and is not carried forward."""
-    by_id: dict[int, Any] = {}
+    by_id: dict[Any, Any] = {}
     for record in previous:
-        canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-        if isinstance(canvas_id, int):
+        canvas_id = key(record)
+        if canvas_id is not None:
             by_id[canvas_id] = record
-    changed, unidentified = _by_id(changes)
+    changed, unidentified = _by_id(changes, key)
     by_id.update(changed)
     merged = [by_id[k] for k in sorted(by_id)]
     if keep is not None:
@@ -118,24 +134,26 @@ def merge_in_order(
     previous: Iterable[tuple[list[Any], bool]],
     changes: Iterable[Any],
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    key: RecordKey = canvas_key,
 ) -> Records | None:
     """`merge` of previous records given a piece at a time (`(records, exact)`, as `records.array_pieces`
     gives them), into a compact `Records`, for previous records in strictly ascending id order (what a merge
     stages, and what Canvas lists by id): then the merged list is theirs and the changes' in one ascending
     pass, and only a piece of them is decoded at a time. None when they are not in that order (the caller
     then merges them with `merge_unordered`)."""
-    by_id, unidentified = _by_id(changes)
+    by_id, unidentified = _by_id(changes, key)
     changed = sorted(by_id)
     exact_change = {k: roundtrips(by_id[k]) for k in changed}
     out = RecordsBuilder()
-    last, i = -1, 0
+    last: Any = None
+    i = 0
     for records, exact in previous:
         piece: list[Any] = []
         for record in records:
-            canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-            if not isinstance(canvas_id, int):
+            canvas_id = key(record)
+            if canvas_id is None:
                 continue  # quarantined before: not carried forward (as in `merge`)
-            if canvas_id <= last:
+            if last is not None and canvas_id <= last:
                 return None
             last = canvas_id
             while i < len(changed) and changed[i] <= canvas_id:
@@ -162,6 +180,7 @@ def merge_unordered(
     previous: Iterable[tuple[list[Any], bool]],
     changes: Iterable[Any],
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    key: RecordKey = canvas_key,
 ) -> Records:
     """`merge` of previous records given a piece at a time in any order, into a compact `Records`: each
     previous record is kept as its `orjson` text (about a third of it decoded) until the merged list is
@@ -169,11 +188,11 @@ def merge_unordered(
     a full fetch in Canvas's order."""
     # id -> a previous record's text (or, when orjson cannot write it exactly, the record), a change, or
     # _DROPPED when the record `keep` refuses is the last with its id
-    by_id: dict[int, Any] = {}
+    by_id: dict[Any, Any] = {}
     for records, exact in previous:
         for record in records:
-            canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-            if not isinstance(canvas_id, int):
+            canvas_id = key(record)
+            if canvas_id is None:
                 continue
             if keep is not None and not keep(record):
                 by_id[canvas_id] = _DROPPED
@@ -183,7 +202,7 @@ def merge_unordered(
                 with suppress(orjson.JSONEncodeError, TypeError):  # nesting beyond what orjson writes
                     text = orjson.dumps(record)
             by_id[canvas_id] = _Kept(record) if text is None else text
-    changed, unidentified = _by_id(changes)
+    changed, unidentified = _by_id(changes, key)
     for canvas_id, record in changed.items():
         by_id[canvas_id] = record if keep is None or keep(record) else _DROPPED
     out = RecordsBuilder()

@@ -66,6 +66,10 @@ class SandboxConfig:
     # invited / creation_pending / rejected. Off by default until the students transformer reads an absent
     # email as "unknown" rather than "cleared"; the rule's own tests switch it on.
     roster_privacy: bool = False
+    # Whether the tokens may read the grade change audit log (`manage_grades` / `view_all_grades` in the
+    # course, GradeChangeAuditApiController#for_course): False answers 401 unauthorized, as Canvas does for a
+    # token whose user lacks them.
+    grade_audit: bool = True
     fault_kinds: tuple[str, ...] = field(default=("500", "503", "drop", "slow"))
 
     def __post_init__(self) -> None:

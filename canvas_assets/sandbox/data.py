@@ -90,6 +90,8 @@ class SandboxData:
         self.term_period_groups: dict[int, int] = {}
         self.course_period_groups: dict[int, int] = {}
         self.period_grade_edits: dict[tuple[int, int], Record] = {}
+        # course id -> its grade change audit events, oldest first (`audit.events_of` fills it on first use)
+        self.grade_change_log: dict[int, list[Record]] = {}
         self._enrollments_by_course: dict[int, list[int]] = {}
         self._assignments_by_course: dict[int, list[int]] = {}
         self._modules_by_course: dict[int, list[int]] = {}

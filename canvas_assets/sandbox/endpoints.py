@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 
-from canvas_assets.sandbox import structure
+from canvas_assets.sandbox import audit, structure
 from canvas_assets.sandbox.data import ENROLLMENT_STATES, ENROLLMENT_TYPES, Record, SandboxData
 from canvas_assets.sandbox.pagination import Pages
 from canvas_assets.sandbox.protocol import (
@@ -95,6 +95,13 @@ class Endpoints:
             ("/users/self", ["users", "self"], self._users_self),
             ("/courses", ["courses"], self._courses),
             ("/accounts/:id/courses", ["accounts", "#", "courses"], self._account_courses),
+            ("/accounts/:id/terms", ["accounts", "#", "terms"], self._terms),
+            ("/accounts/self/terms", ["accounts", "self", "terms"], self._terms),
+            (
+                "/audit/grade_change/courses/:id",
+                ["audit", "grade_change", "courses", "#"],
+                self._grade_changes,
+            ),
             ("/courses/:id", ["courses", "#"], self._course),
             ("/courses/:id/settings", ["courses", "#", "settings"], self._settings),
             ("/courses/:id/users", ["courses", "#", "users"], self._course_users),
@@ -316,6 +323,12 @@ class Endpoints:
         return self.pages.numbered(
             req, courses, lambda c: self._course_json(c, inc, req.principal), last=False
         )
+
+    def _terms(self, req: Request, account_id: int | None, _b: int | None) -> Response:
+        return audit.serve_terms(self.data, self.pages, req, account_id)
+
+    def _grade_changes(self, req: Request, course_id: int | None, _b: int | None) -> Response:
+        return audit.serve_grade_changes(self.data, self.pages, req, course_id)
 
     def _course(self, req: Request, course_id: int | None, _b: int | None) -> Response:
         c = self._visible_course(course_id, req.principal)

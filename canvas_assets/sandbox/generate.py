@@ -521,7 +521,12 @@ def generate(d: SandboxData) -> None:
     }
     for t in d.terms.values():
         t.setdefault("workflow_state", "active")
+        t.update(created_at="2024-01-02T03:04:05Z", sis_term_id=None, grading_period_group_id=None)
+    d.terms[2].update(sis_term_id="FA24")
+    d.terms[3].update(sis_term_id="SP25")
     term_grading_periods(d)
+    for term_id, group_id in d.term_period_groups.items():  # TermsApiController shows the term's group
+        d.terms[term_id]["grading_period_group_id"] = group_id
 
     d.admin_user_id = _make_user(d, name="Sandbox Admin")
     d.limited_user_id = _make_user(d, name="Limited Teacher")
@@ -561,3 +566,10 @@ def generate(d: SandboxData) -> None:
     d.limited_course_ids = [c for c in d.course_ids(["available"]) if d.total_students(c) > 0][:2]
     for cid in d.limited_course_ids:
         _enroll(d, cid, d.limited_user_id, "TeacherEnrollment", "active")
+    # A deleted term no course uses (TermsApiController lists it for `workflow_state[]=all` only); added last,
+    # so the courses' random term choices are those of a dataset without it.
+    d.terms[5] = {
+        "id": 5, "name": "Summer 2023 (cancelled)", "start_at": "2023-06-01T06:00:00Z", "end_at": None,
+        "workflow_state": "deleted", "created_at": "2023-01-10T09:00:00Z", "sis_term_id": "SU23",
+        "grading_period_group_id": None,
+    }  # fmt: skip

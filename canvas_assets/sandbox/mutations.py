@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from canvas_assets.sandbox import audit
 from canvas_assets.sandbox.generate import _enroll, _make_assignment, make_course
 from canvas_assets.sandbox.structure import grading_periods_of, section_record
 from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
@@ -347,6 +348,7 @@ def grade_submission(
             entered_score=score, score=final, points_deducted=deducted, excused=False,
             workflow_state="graded", grade_matches_current_submission=True, _grd=now, _post=now,
         )  # fmt: skip
+        audit.record_grade_change(d, a, uid, served, store.served(rec, a), now)
         return int(rec["id"])
 
 
@@ -366,10 +368,12 @@ def excuse_submission(d: SandboxData, course_id: int, submission_id: int | None 
             a, uid = _course_row(d, course_id, None, lambda r, a: not r["excused"])
         now = d._tick()
         rec = store.for_update(a, uid)
+        before = store.served(rec, a)
         rec.update(
             excused=True, score=None, entered_score=None, points_deducted=None, late_policy_status=None,
             _late_override=None, workflow_state="graded", _grd=now, _post=now,
         )  # fmt: skip
+        audit.record_grade_change(d, a, uid, before, store.served(rec, a), now)
         return int(rec["id"])
 
 

@@ -26,6 +26,9 @@ from canvas_assets.sandbox.config import SandboxConfig
 from canvas_assets.sandbox.data import Record
 from canvas_assets.sandbox.protocol import Request, Response, bad_request, json_response, ruby_to_i
 
+# Wraps a page's list in the object an endpoint answers with (`{"enrollment_terms": [...]}`).
+Wrap = Callable[[list[Record]], Any]
+
 
 def _encode_bookmark(key: tuple[Any, ...]) -> str:
     raw = json.dumps(list(key), separators=(",", ":")).encode()
@@ -69,6 +72,7 @@ class Pages:
     def numbered(
         self, req: Request, items: list[Record], render: Callable[[Record], Record], *, last: bool = True,
         wrapped_in: str | None = None,
+        wrap: Wrap | None = None,
     ) -> Response:  # fmt: skip
         """Numbered pages; `last=False` for a collection paginated with `total_entries: nil` (no count, so
         no `last` link: CoursesController#users, AccountsController#courses_api). `wrapped_in`: each page is
@@ -100,11 +104,11 @@ class Pages:
             body = {wrapped_in: chunk, "meta": {"pagination": meta}}
             link = self._links(req, rels, per_page)
             return json_response(200, body, headers=[link], records=len(chunk), list_key=req.list_key())
-        return self._list_response(req, chunk, rels, per_page)
+        return self._list_response(req, chunk, rels, per_page, wrap)
 
     def bookmarked(
         self, req: Request, items: list[Record], key: Callable[[Record], tuple[Any, ...]],
-        render: Callable[[Record], Record],
+        render: Callable[[Record], Record], wrap: Wrap | None = None,
     ) -> Response:  # fmt: skip
         """Bookmark pagination: keyset on `key` (items must be sorted by it); no `last` link."""
         per_page = self.per_page(req)
@@ -123,7 +127,7 @@ class Pages:
         if start + per_page < len(items):
             rels.append(("next", _encode_bookmark(key(page_items[-1]))))
         rels.append(("first", "first"))
-        return self._list_response(req, [render(r) for r in page_items], rels, per_page)
+        return self._list_response(req, [render(r) for r in page_items], rels, per_page, wrap)
 
     def keyset(
         self, req: Request, seek: Callable[[tuple[Any, ...] | None], Iterator[Record]],
@@ -145,9 +149,12 @@ class Pages:
         return self._list_response(req, chunk, rels, per_page)
 
     def _list_response(
-        self, req: Request, chunk: list[Record], rels: list[tuple[str, str]], per_page: int
-    ) -> Response:
+        self, req: Request, chunk: list[Record], rels: list[tuple[str, str]], per_page: int,
+        wrap: Wrap | None = None,
+    ) -> Response:  # fmt: skip
+        """A page: the list itself, or for an endpoint that wraps it in an object (`wrap`) that object."""
         records = len(chunk) + sum(len(items) for r in chunk if isinstance(items := r.get("items"), list))
+        body: Any = chunk if wrap is None else wrap(chunk)
         return json_response(
-            200, chunk, headers=[self._links(req, rels, per_page)], records=records, list_key=req.list_key()
+            200, body, headers=[self._links(req, rels, per_page)], records=records, list_key=req.list_key()
         )

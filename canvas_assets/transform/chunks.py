@@ -265,9 +265,13 @@ def _read_chunk(chunk: Chunk) -> TransformResult:
 
 def _keys(frame: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
     """The frame's keys (integer key columns): a plain array of ids, or one structured array for a key of
-    several columns (course and user). A plain array sorts and searches several times faster."""
+    several columns (course and user). A plain array sorts and searches several times faster. A text key
+    (the audit log's event uuids) is an array of strings."""
     if len(key) == 1:
-        return frame[key[0]].to_numpy(dtype=np.int64)
+        column = frame[key[0]]
+        if not pd.api.types.is_integer_dtype(column.dtype):
+            return column.to_numpy(dtype=str)
+        return column.to_numpy(dtype=np.int64)
     keys = np.empty(len(frame), dtype=[(k, np.int64) for k in key])
     for k in key:
         keys[k] = frame[k].to_numpy(dtype=np.int64)

@@ -115,9 +115,9 @@ def mark_course_gone(
     if not soft_delete_rows:
         return
     for name, scope in COURSE_SCOPE_COLUMN.items():
-        if scope is None:
-            continue
         target = table(name)
+        if scope is None or "deleted_at" not in target.c:  # global rows, or an append-only log (audit events)
+            continue
         conn.execute(
             sa.update(target)
             .where(target.c[scope] == int(course_id), target.c.deleted_at.is_(None))

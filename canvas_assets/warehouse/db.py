@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from canvas_assets.transform.base import TransformResult
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse import catalog, migrate, staging
+from canvas_assets.warehouse.account import AccountLoad, load_account_table
 from canvas_assets.warehouse.catalog import CatalogDiff
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
@@ -132,6 +133,16 @@ class Warehouse:
         return self.load_chunks(
             [(result, course_ids)], run_id=run_id, synced_at=synced_at, full_refresh=full_refresh
         )
+
+    def load_account(self, result: TransformResult, *, run_id: str, synced_at: datetime) -> AccountLoad:
+        """Load an account-level table (terms) in ONE transaction, its quarantined records with it
+        (`warehouse.account`: upsert, and soft delete only on a complete list)."""
+        with write_transaction(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+            done = load_account_table(conn, result, run_id=run_id, synced_at=synced_at)
+            catalog.write_rejected(conn, result.rejected, run_id=run_id)
+        return done
 
     def load_chunks(
         self,

@@ -449,6 +449,9 @@ class CanvasSubmissionScoreHistory(Base):
     __table_args__ = (sa.Index(None, "submission_id", "recorded_at"), sa.Index(None, "course_id"))
 
 
+# The account's terms and the grade change audit log are declared in a module of their own (kept short).
+from canvas_assets.warehouse import models_account_audit  # noqa: E402, F401  (registers their tables)
+
 metadata = Base.metadata
 
 

@@ -16,6 +16,7 @@ from canvas_assets.defs.assets.tables import table_metadata
 from canvas_assets.defs.partitions import COURSES, SINGLE_RUN
 from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 from canvas_assets.entities import ENTITIES
+from canvas_assets.errors import CanvasPermissionError
 from canvas_assets.extract.engine import Extractor
 from canvas_assets.extract.outcomes import ExtractReport
 from canvas_assets.profiles import STAGING_ENTITIES
@@ -101,8 +102,27 @@ def canvas_extract(
         finally:
             client.close()
         report.raise_if_every_course_failed()
+    warn_once_per_entity_not_permitted(context, report)
     report_run_figures(context, extract_figures(report))
     yield from _results(context, entities, report)
+
+
+def warn_once_per_entity_not_permitted(context: dg.AssetExecutionContext, report: ExtractReport) -> None:
+    """One warning per run (not per course) for each entity the token may not read (`optional_permission`:
+    the grade audit log), naming how many courses it was skipped for and what to do."""
+    skipped: dict[str, list[int]] = {}
+    for course_id, course in report.courses.items():
+        for entity, o in course.entities.items():
+            if o.status == "unavailable" and isinstance(o.error, CanvasPermissionError):
+                skipped.setdefault(entity, []).append(course_id)
+    for entity, courses in skipped.items():
+        context.log.warning(
+            f"{entity} skipped for {len(courses)} course(s) (first: {min(courses)}): Canvas answered that the "
+            f"token may not read them ({ENTITIES[entity].request}; a course's grade change log needs the "
+            "'manage grades' or 'view all grades' permission in the course). Their rows were left as they were "
+            f"and the courses are not failed; give the token's user that permission, or switch "
+            f"entities.{entity} off in the profile, to silence this warning"
+        )
 
 
 def extract_figures(report: ExtractReport) -> dict[str, int | float]:

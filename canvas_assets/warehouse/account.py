@@ -1,0 +1,69 @@
+"""Loads of account-level tables (the account's terms): not scoped to a course, loaded whole.
+
+An account-level list is small (an institution has tens or hundreds of terms) and fetched whole on every
+sync, so its load is the course tables' change-only upsert (`load.load_table`: fingerprints, only changed
+rows written, restored rows' `deleted_at` cleared) without a course scope, and then its own soft delete:
+a row whose id the list no longer holds gets `deleted_at`, but only when the list is known to be complete.
+A record quarantined without a usable id stands for a row no one can name, so such a list deletes nothing;
+a quarantined record with an id keeps its row (a malformed record is not a deletion). A list the client
+could not read (a malformed page or wrapper) never gets here: the client raises instead of returning a
+shorter list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from canvas_assets.transform.base import TransformResult, incomplete_courses
+from canvas_assets.warehouse.columns import UTCDateTime
+from canvas_assets.warehouse.load import load_table
+from canvas_assets.warehouse.models import CANVAS_ID_COLUMN, table
+from canvas_assets.warehouse.sql import utc
+
+
+@dataclass
+class AccountLoad:
+    """What an account-level load did."""
+
+    rows: int
+    inserted: int
+    updated: int
+    soft_deleted: int
+    complete: bool  # the list was complete and well formed, so vanished rows were soft-deleted
+
+
+def load_account_table(
+    conn: sa.Connection, result: TransformResult, *, run_id: str, synced_at: datetime
+) -> AccountLoad:
+    """Upsert the one table of an account-level transform and soft-delete what a complete list no longer
+    holds, in the caller's transaction."""
+    ((name, frame),) = result.tables.items()
+    synced_at = utc(synced_at)
+    stats = load_table(
+        conn, name, frame, course_ids=[], run_id=run_id, synced_at=synced_at, full_refresh=False
+    )
+    complete = not incomplete_courses(result)
+    deleted = 0
+    if complete:
+        id_column = CANVAS_ID_COLUMN[name]
+        kept = {int(v) for v in frame[id_column].tolist()} if len(frame) else set()
+        kept |= {int(r.canvas_id) for r in result.rejected if r.canvas_id is not None}
+        deleted = _soft_delete_missing(conn, name, id_column, kept, synced_at)
+    return AccountLoad(stats.rows, stats.inserted, stats.updated, deleted, complete)
+
+
+def _soft_delete_missing(conn: sa.Connection, name: str, id_column: str, kept: set[int], at: datetime) -> int:
+    """Set `deleted_at` on the live rows whose id is not in `kept` (few rows: compared here, not in SQL)."""
+    target = table(name)
+    ids = target.c[id_column]
+    live = conn.execute(sa.select(ids).where(target.c.deleted_at.is_(None))).scalars().all()
+    gone = sorted(int(i) for i in live if int(i) not in kept)
+    if gone:
+        stmt = (
+            sa.update(target).where(ids.in_(gone)).values(deleted_at=sa.bindparam("at", type_=UTCDateTime()))
+        )
+        conn.execute(stmt, {"at": at})
+    return len(gone)

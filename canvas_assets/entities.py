@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canvas_assets.canvas.urls import Params, path_segment
-from canvas_assets.extract import period_scores
+from canvas_assets.extract import grade_changes, period_scores
 from canvas_assets.extract.incremental import RecordKey, canvas_key, merge
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.modules import transform_modules
@@ -324,39 +324,6 @@ def _terms(client: Any, profile: FieldGroups, account_id: int | str, timeout: fl
     return list(client.list_terms(account_id, timeout=timeout))
 
 
-def _grade_changes(client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
-    return list(client.list_grade_changes(course_id, timeout=timeout))
-
-
-def _grade_changes_since(client: Any, course_id: int, since: datetime, timeout: float) -> list[dict]:
-    """Events created at or after `since` (the watermark less the overlap; Canvas's `start_time` is
-    inclusive): re-read events merge by id, never twice."""
-    return list(client.list_grade_changes(course_id, start_time=since, timeout=timeout))
-
-
-def _no_new_parents(
-    client: Any,
-    course_id: int,
-    staged: Sequence[Any],
-    records_of: Mapping[str, Sequence[Any]],
-    timeout: float,
-) -> list[dict]:
-    """Every audit event has a creation time, so the time window sees them all: nothing to ask by parent."""
-    return []
-
-
-def _every_event(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[str, Any]], bool]:
-    """Audit events outlive what they describe (a deleted assignment's grade changes stay in Canvas's log):
-    a merge drops none."""
-    return lambda _event: True
-
-
-def event_id(record: Any) -> str | None:
-    """An audit event's key: its uuid string (not a Canvas id); None when it has none."""
-    value = record.get("id") if isinstance(record, Mapping) else None
-    return value if isinstance(value, str) and value else None
-
-
 ALL_PRESETS = ("LIGHTWEIGHT", "ANALYTICS_FOCUSED", "FULL_PROCESSING")
 # Analysts need the structure behind a grade (sections, weights, periods); LIGHTWEIGHT stays at the three
 # requests a course costs at least (docs/tables.md says why each preset carries what it does).
@@ -470,18 +437,18 @@ ENTITIES: dict[str, Entity] = {
         ),
         Entity(
             "grade_changes",
-            _grade_changes,
+            grade_changes.fetch,
             "Raw grade change audit events of the course (GET /audit/grade_change/courses/:id; after the first "
             "sync only the events since the course's watermark, merged by event id).",
             "`canvas_grade_changes`: one row per Canvas grade change event: who changed which grade, from "
             "what to what, and when.",
             incremental=Incremental(
-                changes=_grade_changes_since,
-                new_parents=_no_new_parents,
+                changes=grade_changes.fetch_since,
+                new_parents=grade_changes.no_new_parents,
                 change_times=("created_at",),
-                keep=_every_event,
+                keep=grade_changes.every_event,
                 refresh_days_field="",
-                key=event_id,
+                key=grade_changes.event_id,
             ),
             request="GET /audit/grade_change/courses/:id",
             presets=("FULL_PROCESSING",),
@@ -510,25 +477,8 @@ ENTITIES: dict[str, Entity] = {
 
 
 # Entities whose records each carry a Canvas `id` unique in a course's list: the extract notes the ids a list
-# repeated (`repeated_ids`), and the `no_duplicate_<entity>_ids` checks report them.
+# repeated (`extract.outcomes.repeated_ids`), and the `no_duplicate_<entity>_ids` checks report them.
 ID_CHECKED_ENTITIES = ("students", "enrollments", "assignments", "modules")
-
-
-def repeated_ids(records: Sequence[Any]) -> list[Any]:
-    """The `id`s that occur more than once among `records`, each once, in order of their second occurrence."""
-    seen: set[Any] = set()
-    again: dict[Any, None] = {}
-    for record in records:
-        rid = record.get("id") if isinstance(record, Mapping) else None
-        if rid is None:
-            continue
-        try:
-            if rid in seen:
-                again[rid] = None
-            seen.add(rid)
-        except TypeError:  # an unhashable id (a malformed record): the transformer rejects it
-            continue
-    return list(again)
 
 
 def entity(name: str) -> Entity:

@@ -163,7 +163,7 @@ def test_the_client_refuses_a_page_that_is_not_the_wrapped_list_it_expects(sandb
             CanvasAPIError, match="expected an object holding the list under 'enrollment_terms'"
         ):
             client._paginate(f"/courses/{course}/assignments", wrapped_in="enrollment_terms")
-        with pytest.raises(CanvasAPIError, match="without a list 'events'"):
+        with pytest.raises(CanvasAPIError, match="whose 'events' is not a list"):
             client._paginate("/accounts/1/terms", wrapped_in="events")
 
 
@@ -236,7 +236,7 @@ def test_a_malformed_terms_page_fails_the_terms_asset_and_deletes_nothing(harnes
     h.sandbox.misbehave("/terms", count=0, body=b'{"enrollment_terms": null}')
     result = h.sync("FULL_PROCESSING", keys)
     assert not result.success
-    assert "expected an object holding the list under 'enrollment_terms'" in failure_text(result)
+    assert "whose 'enrollment_terms' is not a list" in failure_text(result)
     assert h.table("canvas_terms") == before
 
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from canvas_assets.defs.assets.common import extract_log, extract_outcomes, retry_on_lost_database
 from canvas_assets.defs.partitions import course_keys_of_run
 from canvas_assets.defs.resources import WarehouseResource
-from canvas_assets.entities import ID_CHECKED_ENTITIES, repeated_ids
+from canvas_assets.entities import ID_CHECKED_ENTITIES
+from canvas_assets.extract.outcomes import repeated_ids
 from canvas_assets.profiles import STAGING_ENTITIES
 
 MAX_LISTED = 20

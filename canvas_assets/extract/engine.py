@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.redact import install_redaction, redact_known
-from canvas_assets.entities import ENTITIES, ID_CHECKED_ENTITIES, repeated_ids
+from canvas_assets.entities import ENTITIES, ID_CHECKED_ENTITIES
 from canvas_assets.errors import (
     CanvasAssetsError,
     CanvasAuthError,
@@ -40,7 +40,7 @@ from canvas_assets.errors import (
 )
 from canvas_assets.extract import incremental, schedule
 from canvas_assets.extract.memory import limit_malloc_arenas, release_free_heap
-from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome, ExtractReport, utcnow
+from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome, ExtractReport, repeated_ids, utcnow
 from canvas_assets.extract.schedule import RunSchedule
 from canvas_assets.jsontext import encode_json
 from canvas_assets.profiles import Profile

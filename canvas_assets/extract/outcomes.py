@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -82,3 +82,20 @@ class ExtractReport:
             assert first is not None
             first.message = f"every course of the run failed; first: course {failed[0]}: {first.message}"
             raise first
+
+
+def repeated_ids(records: Sequence[Any]) -> list[Any]:
+    """The `id`s that occur more than once among `records`, each once, in order of their second occurrence."""
+    seen: set[Any] = set()
+    again: dict[Any, None] = {}
+    for record in records:
+        rid = record.get("id") if isinstance(record, Mapping) else None
+        if rid is None:
+            continue
+        try:
+            if rid in seen:
+                again[rid] = None
+            seen.add(rid)
+        except TypeError:  # an unhashable id (a malformed record): the transformer rejects it
+            continue
+    return list(again)

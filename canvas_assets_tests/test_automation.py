@@ -114,12 +114,12 @@ def test_new_courses_are_requested_once_in_ranged_runs(tmp_path, monkeypatch):
         (req,) = result
         assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1000", "1002")
         assert req.run_config["resources"]["sync_profile"]["config"]["name"] == "ANALYTICS_FOCUSED"
-        # The run materialises the profile's assets, assignments and summaries included, and the account's
-        # terms (unpartitioned: once in the ranged run).
+        # The run materialises the profile's assets, assignments, summaries and the grading structure included,
+        # and the account's terms (unpartitioned: once in the ranged run).
+        entities = ("courses", "students", "enrollments", "assignments", "submissions", "student_summaries")
+        structure = ("sections", "assignment_groups", "grading_periods", "period_scores")
         assert {k.to_user_string() for k in req.asset_selection} == {
-            f"{layer}/{e}"
-            for e in ("courses", "students", "enrollments", "assignments", "submissions", "student_summaries")
-            for layer in ("staging", "layer1")
+            f"{layer}/{e}" for e in (*entities, *structure) for layer in ("staging", "layer1")
         } | {"account/terms"}
         assert new_courses_sensor.job_name == "sync_full"
         with dg.build_sensor_context(

@@ -274,8 +274,8 @@ class LedgerEntry:
 
     seq: int
     event: Event
-    monotonic: float
-    wall: float
+    mutation_monotonic: float
+    mutation_wall: float  # also the event_time, to the millisecond
     course_id: int | None
     dropped: bool = False
     copies: int = 0

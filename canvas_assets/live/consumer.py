@@ -48,7 +48,7 @@ class ConsumerSettings:
     """How `canvas-assets live` reads its queue. `endpoint_url` None means AWS itself (region and
     credentials from the usual AWS environment)."""
 
-    queue_url: str
+    queue_url: str | None
     endpoint_url: str | None = None
     region: str = "us-east-1"
     receivers: int = 2
@@ -58,7 +58,7 @@ class ConsumerSettings:
     report_every_s: float = 15.0
 
     def __post_init__(self) -> None:
-        if not self.queue_url.startswith(("https://", "http://")):
+        if self.queue_url is not None and not self.queue_url.startswith(("https://", "http://")):
             raise ValueError(
                 f"the queue URL {self.queue_url[:80]!r} is not a URL: pass the queue's URL as SQS shows it"
             )
@@ -185,6 +185,10 @@ class LiveConsumer:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    def wake(self) -> None:
+        """Events were stored (by the HTTPS receiver): apply them now rather than at the next idle tick."""
+        self._stored.set()
+
     # --- applying -------------------------------------------------------------------------------------
     def apply_available(self) -> apply.ApplyStats:
         """Apply pending events until none is left; what was applied."""
@@ -232,9 +236,10 @@ class LiveConsumer:
     # --- running --------------------------------------------------------------------------------------
     def run(self) -> ConsumerStats:
         """Run until `stop` is set; then finish the calls in flight, apply what was stored and report."""
+        receivers = self.settings.receivers if self.settings.queue_url is not None else 0
         threads = [
             threading.Thread(target=self._receiver, name=f"live-receiver-{i}", daemon=True)
-            for i in range(self.settings.receivers)
+            for i in range(receivers)
         ]
         applier = threading.Thread(target=self._applier, name="live-applier", daemon=True)
         for t in [*threads, applier]:

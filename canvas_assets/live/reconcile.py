@@ -57,6 +57,10 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
+
+
 def _live_rows(conn: sa.Connection, course_ids: Sequence[int] | None) -> list[Any]:
     t = table(LIVE_ROWS)
     if course_ids is None:
@@ -124,8 +128,9 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
                         result.values_checked += 1
                         if differs:
                             result.disagreements += 1
+                            rest = stored.get(column)  # type: ignore[union-attr]
                             result.note(
-                                f"{name} {rid}.{column}: live {live_value!r} at {when}, REST {stored.get(column)!r}"  # type: ignore[union-attr]
+                                f"{name} {rid}.{column}: live {_show(live_value)} at {when}, REST {_show(rest)}"
                             )
                         continue
                     remaining[column] = [when, value]

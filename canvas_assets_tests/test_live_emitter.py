@@ -20,7 +20,7 @@ import jwt
 import pytest
 
 from canvas_assets.live.sqs_server import SqsServer, check_queue_name
-from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+from canvas_assets.sandbox import CanvasSandbox, SandboxConfig, mutations
 from canvas_assets.sandbox.live_delivery import LiveFaults, Pipeline, SqsSink, attach_https, attach_sqs
 from canvas_assets.sandbox.live_events import (
     EVENT_NAMES,
@@ -62,6 +62,10 @@ BODY_FIELDS = {
         "lti_assignment_description", "lti_assignment_id", "lti_resource_link_id",
         "lti_resource_link_id_duplicated_from", "lock_at", "points_possible", "resource_map",
         "submission_types", "title", "unlock_at", "updated_at", "workflow_state",
+    ],
+    "grade_override": [
+        "score_id", "enrollment_id", "user_id", "course_id", "grading_period_id", "override_score",
+        "old_override_score", "updated_at",
     ],
     "course_updated": [
         "course_id", "uuid", "account_id", "account_uuid", "name", "created_at", "updated_at", "workflow_state",
@@ -110,6 +114,7 @@ def every_mutation(sb: CanvasSandbox) -> int:
     sb.grade_submission(cid)
     sb.excuse_submission(cid)
     sb.change_score(cid)
+    mutations.override_grade(sb.data, cid)
     sb.data.enroll_student(cid)
     sb.drop_enrollment(cid)
     aid = sb.data.add_assignment(cid, published=False)
@@ -132,7 +137,7 @@ def test_every_mutation_reaches_the_queue_in_canvas_shape(sqs: SqsServer, sb: Ca
         e.event["metadata"]["request_id"] for e in em.ledger
     )
     names = Counter(e["metadata"]["event_name"] for e in events)
-    assert set(names) == set(EVENT_NAMES) - {"grade_override"}  # the sandbox has no override mutation
+    assert set(names) == set(EVENT_NAMES)
     assert names["grade_change"] == 2 and names["submission_updated"] == 2  # graded, then excused
     for e in events:
         meta, body = e["metadata"], e["body"]
@@ -184,6 +189,24 @@ def test_course_grade_change_names_user_and_course_by_their_rest_ids(
     assert event["body"]["user_id"] == str(e["user_id"])
     assert rest_id(event["body"]["course_id"]) == cid and rest_id(event["body"]["user_id"]) == e["user_id"]
     assert event["body"]["current_score"] == 71.5 == e["grades"]["current_score"]
+
+
+def test_a_grade_override_is_emitted_only_when_it_changes(sqs: SqsServer, sb: CanvasSandbox) -> None:
+    url = sqs.create_queue()
+    em = attach_sqs(
+        sb.data, url, endpoint_url=sqs.endpoint_url, subscribed=["grade_override"], compact_fraction=0.0
+    )
+    cid = next(c for c in sb.data.course_ids(("available",)) if c < SHARD_MULTIPLIER)
+    students = sb.data.enrollments_of(cid, ("active",), ["StudentEnrollment"])
+    eid = next(e["id"] for e in students if "override_score" not in e["grades"])
+    mutations.override_grade(sb.data, cid, eid, score=88.5)
+    mutations.override_grade(sb.data, cid, eid, score=88.5)  # unchanged: Canvas emits nothing
+    mutations.override_grade(sb.data, cid, eid, score=91.0)
+    em.close()
+    bodies = sorted((e["body"] for e in drain(sqs, url, expect=2)), key=lambda b: b["override_score"])
+    assert [(b["old_override_score"], b["override_score"]) for b in bodies] == [(None, 88.5), (88.5, 91.0)]
+    assert all(b["enrollment_id"] == str(eid) and b["course_id"] == str(cid) for b in bodies)
+    assert sb.data.enrollments[eid]["grades"]["override_score"] == 91.0
 
 
 def test_compacted_events_drop_nil_fields_and_others_keep_them(sqs: SqsServer, sb: CanvasSandbox) -> None:

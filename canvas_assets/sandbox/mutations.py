@@ -77,6 +77,26 @@ def change_score(
         return int(e["id"])
 
 
+def override_grade(
+    d: SandboxData, course_id: int, enrollment_id: int | None = None, score: float | None = None
+) -> int:
+    """A teacher overrides a student's final course grade (by default the first active student with a
+    score): `override_score` / `override_grade` on the enrollment's grades, present only once set, as
+    generated. Canvas emits `grade_override` only when the override changes. Returns the enrollment id."""
+    with d.lock:
+        e = _pick_student(d, course_id, enrollment_id, need_score=enrollment_id is None)
+        g = e["grades"]
+        old = g.get("override_score")
+        if score is None:
+            base = old if old is not None else g["current_score"] or 70.0
+            score = round(base - 2.5 if base > 90 else base + 2.5, 1)
+        g["override_score"], g["override_grade"] = score, letter(score)
+        e["updated_at"] = _now(d)
+        if score != old:
+            live.on_override(d, e, old)
+        return int(e["id"])
+
+
 def delete_assignment(d: SandboxData, course_id: int, assignment_id: int | None = None) -> int:
     """Delete an assignment (by default the first one): it vanishes from the list."""
     with d.lock:

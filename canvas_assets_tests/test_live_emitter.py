@@ -21,7 +21,15 @@ import pytest
 
 from canvas_assets.live.sqs_server import SqsServer, check_queue_name
 from canvas_assets.sandbox import CanvasSandbox, SandboxConfig, mutations
-from canvas_assets.sandbox.live_delivery import LiveFaults, Pipeline, SqsSink, attach_https, attach_sqs
+from canvas_assets.sandbox.live_delivery import (
+    Fanout,
+    HttpsSink,
+    LiveFaults,
+    Pipeline,
+    SqsSink,
+    attach_https,
+    attach_sqs,
+)
 from canvas_assets.sandbox.live_events import (
     EVENT_NAMES,
     SHARD_MULTIPLIER,
@@ -286,6 +294,46 @@ def test_an_event_over_a_megabyte_is_dropped(sqs: SqsServer) -> None:
     pipeline.close()
     assert pipeline.stats()["oversize"] == 1
     assert [e["metadata"]["event_name"] for e in drain(sqs, url, expect=1)] == ["y"]
+
+
+def test_an_unreachable_queue_loses_events_without_holding_up_mutations(sb: CanvasSandbox) -> None:
+    server = SqsServer().start()
+    url = server.create_queue()
+    endpoint = server.endpoint_url
+    server.stop()  # the queue's server is gone: every send fails to connect
+    pipeline = Pipeline(SqsSink(url, endpoint_url=endpoint, retry_delays_s=(0.05,)))
+    em = attach(sb.data, LiveEmitter(sb.data, pipeline, subscribed=["course_grade_change"]))
+    cid = sb.data.course_ids(("available",))[0]
+    for _ in range(3):
+        sb.change_score(cid)  # returns at once: delivery happens on the pipeline's thread
+    assert len(em.ledger) == 3
+    assert em.flush(60)
+    stats = em.delivery_stats()
+    em.close()
+    assert stats["lost"] >= 1 and stats["sent"] == 0 and stats["retries"] >= 1
+    assert all(e.copies == 0 for e in em.ledger)
+
+
+def test_an_sqs_queue_and_an_https_endpoint_both_get_every_event(sqs: SqsServer, sb: CanvasSandbox) -> None:
+    url = sqs.create_queue()
+    receiver = _Receiver(script=[])
+    try:
+        both = Fanout(
+            Pipeline(SqsSink(url, endpoint_url=sqs.endpoint_url)), Pipeline(HttpsSink(receiver.url))
+        )
+        em = attach(sb.data, LiveEmitter(sb.data, both, subscribed=["enrollment_created"]))
+        cid = sb.data.course_ids(("available",))[0]
+        sb.data.enroll_student(cid)
+        sb.data.enroll_student(cid)
+        assert em.flush(30)
+        em.close()
+    finally:
+        receiver.shutdown()
+    from_queue = sorted(e["metadata"]["request_id"] for e in drain(sqs, url, expect=2))
+    from_https = sorted(json.loads(body)["metadata"]["request_id"] for _, body in receiver.bodies)
+    assert from_queue == from_https == sorted(e.event["metadata"]["request_id"] for e in em.ledger)
+    assert [e.copies for e in em.ledger] == [2, 2]
+    assert {ctype for ctype, _ in receiver.bodies} == {"application/json"}  # unsigned without a KeyRing
 
 
 def test_queue_names_follow_data_services_rules(sqs: SqsServer) -> None:

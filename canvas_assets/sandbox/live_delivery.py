@@ -219,6 +219,34 @@ class Pipeline:
             return dict(self._stats, pending=len(self._heap) + self._in_flight)
 
 
+class Fanout:
+    """Several deliveries at once (Data Services can feed an SQS queue and an HTTPS endpoint side by side):
+    each gets every event; a ledger entry's `copies` then counts the copies sent over all of them."""
+
+    def __init__(self, *deliveries: Pipeline) -> None:
+        if not deliveries:
+            raise ValueError("Fanout needs at least one delivery")
+        self.deliveries = deliveries
+
+    def submit(self, event: Event, entry: LedgerEntry | None = None) -> None:
+        for delivery in self.deliveries:
+            delivery.submit(event, entry)
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        return all([d.flush(timeout_s) for d in self.deliveries])
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        for delivery in self.deliveries:
+            delivery.close(timeout_s)
+
+    def stats(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for delivery in self.deliveries:
+            for key, value in delivery.stats().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+
 # ---------------------------------------------------------------------- sinks
 class SqsSink:
     """SendMessageBatch to one queue, 10 events a call; the message body is the event's JSON."""

@@ -25,8 +25,7 @@ class CanvasLiveEvent(Base):
     __tablename__ = "canvas_live_events"
 
     event_key: Mapped[str] = column(
-        "SHA-256 (hex) of the event's canonical JSON (metadata and body, null fields dropped, keys sorted): "
-        "Canvas's live-event format has no event id, so identical content is the same event",
+        "SHA-256 (hex) of the event's canonical JSON (null fields dropped, keys sorted): the format has no event id",
         type_=sa.String(64),
         primary_key=True,
     )
@@ -42,9 +41,8 @@ class CanvasLiveEvent(Base):
         "When the event was applied to Layer 1 (committed with the rows); NULL while pending"
     )
     outcome: Mapped[str | None] = column(
-        "`applied` (some value written), `unchanged` (values already there), `stale` (every value older "
-        "than what is stored or than the last REST fetch), `unmatched` (no row to apply it to and too "
-        "little to create one), `ignored` (an event the warehouse does not use)",
+        "`applied`, `unchanged`, `stale` (older than the stored values or the REST fetch), `unmatched` "
+        "(no row), `ignored` or `bad`; NULL while pending",
         type_=sa.String(16),
     )
 

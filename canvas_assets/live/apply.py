@@ -207,7 +207,8 @@ class _Batch:
         self, name: str, rid: int, row: dict[str, Any], before: dict[str, Any], at: datetime, *, is_new: bool
     ) -> None:
         spec = HISTORY[name]
-        if is_new and not before_has_values(before, spec.first_when, row):
+        if is_new and not any(row.get(c) is not None for c in spec.first_when):
+            # A new row's first history row needs a value in `first_when` (as the REST load's rule).
             return
         if not is_new and all(same_value(before[c], row.get(c)) for c in spec.columns):
             return
@@ -276,11 +277,6 @@ class _Batch:
         self.conn.execute(tbl.insert(), params)
 
 
-def before_has_values(before: dict[str, Any], first_when: tuple[str, ...], row: dict[str, Any]) -> bool:
-    """A new row's first history row is written only when it has a value in `first_when`."""
-    return any(row.get(c) is not None for c in first_when)
-
-
 def _same_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -344,7 +340,8 @@ def apply_pending(engine: sa.Engine, limit: int = 500) -> ApplyStats:
         now = datetime.now(timezone.utc)
         outcomes, stats = apply_events(conn, events, now)
         outcomes.update(bad)
-        stats.outcomes["bad"] += len(bad)
+        if bad:
+            stats.outcomes["bad"] += len(bad)
         inbox.mark_applied(conn, outcomes, now)
         stats.applied_at = now
     return stats

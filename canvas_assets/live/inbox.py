@@ -28,8 +28,13 @@ def _insert(conn: sa.Connection) -> Any:
 
 def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> int:
     """Commit `events` to the inbox (one transaction); returns how many were new."""
+    return len(store_keys(engine, events, source=source))
+
+
+def store_keys(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> set[str]:
+    """Commit `events` to the inbox (one transaction); the keys of those that were new."""
     if not events:
-        return 0
+        return set()
     now = datetime.now(timezone.utc)
     unique = {e.key: e for e in events}
     rows = [
@@ -44,14 +49,15 @@ def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> int
         }
         for e in unique.values()
     ]
+    t = table(INBOX)
     with write_transaction(engine) as conn:
         stmt = _insert(conn).on_conflict_do_nothing(index_elements=["event_key"])
         if conn.dialect.name == "postgresql":
-            inserted = conn.execute(stmt.returning(table(INBOX).c.event_key), rows).fetchall()
-            return len(inserted)
-        before = conn.execute(sa.text("SELECT total_changes()")).scalar_one()
+            return {r[0] for r in conn.execute(stmt.returning(t.c.event_key), rows)}
+        # SQLite: the write lock is held from BEGIN IMMEDIATE, so what is there now is what the insert skips.
+        there = set(conn.execute(sa.select(t.c.event_key).where(t.c.event_key.in_(list(unique)))).scalars())
         conn.execute(stmt, rows)
-        return int(conn.execute(sa.text("SELECT total_changes()")).scalar_one()) - int(before)
+        return set(unique) - there
 
 
 def pending(conn: sa.Connection, limit: int) -> list[tuple[str, str]]:

@@ -399,3 +399,21 @@ def test_the_feed_and_per_course_lag_reach_dagster():
         assert [r.partition_key for r in observations] == ["7"]
         reporter(ApplyStats())  # nothing happened, the last report is recent: no event (no per-tick cost)
         assert len(instance.fetch_materializations(LIVE_KEY, limit=10).records) == 1
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+def test_live_refuses_bad_input_with_what_to_do(tmp_path):
+    env = clean_env(CANVAS_ASSETS_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")
+
+    def live(*args: str) -> subprocess.CompletedProcess:
+        command = [str(BIN / "canvas-assets"), "live", "--no-dagster", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    nothing = live()
+    assert nothing.returncode == 2 and "--queue-url" in nothing.stderr
+    not_a_url = live("--queue-url", "canvas-live-events-prod")
+    assert not_a_url.returncode == 2 and "is not a URL" in not_a_url.stderr
+    exposed = live("--https", "0.0.0.0:8780", "--allow-unsigned")
+    assert exposed.returncode == 2 and "--certfile" in exposed.stderr
+    unsigned = live("--https", "127.0.0.1:8780")
+    assert unsigned.returncode == 2 and "--jwks-url" in unsigned.stderr

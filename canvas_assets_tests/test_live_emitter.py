@@ -329,6 +329,7 @@ def test_an_sqs_queue_and_an_https_endpoint_both_get_every_event(sqs: SqsServer,
         em.close()
     finally:
         receiver.shutdown()
+        receiver.server_close()
     from_queue = sorted(e["metadata"]["request_id"] for e in drain(sqs, url, expect=2))
     from_https = sorted(json.loads(body)["metadata"]["request_id"] for _, body in receiver.bodies)
     assert from_queue == from_https == sorted(e.event["metadata"]["request_id"] for e in em.ledger)
@@ -402,6 +403,7 @@ def test_https_events_are_jwts_that_verify_against_the_jwks(sb: CanvasSandbox, k
         em.close()
     finally:
         receiver.shutdown()
+        receiver.server_close()
     assert stats["retries"] == 2 and stats["lost"] == 0 and stats["sent"] == 2
     client = jwt.PyJWKClient(jwks.url)
     got = []
@@ -452,6 +454,7 @@ def test_a_failing_endpoint_loses_events_after_the_retries_and_is_switched_off(
         em.close()
     finally:
         receiver.shutdown()
+        receiver.server_close()
     assert stats["lost"] == 3 and stats["sent"] == 0 and receiver.bodies == []
     assert sink.disabled and sink.statuses == {"500": 4}  # nothing posted once switched off
 

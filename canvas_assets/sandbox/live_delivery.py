@@ -316,8 +316,17 @@ class HttpsSink:
         self.failures = 0
         self.disabled = False
         self.statuses: dict[str, int] = {}
-        self._session = requests.Session()
+        self._local = threading.local()
         self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        """One session (one kept-alive connection) per sender thread. `trust_env` off: the endpoint is
+        configured, and reading the proxy settings from the environment was a fifth of each POST's CPU."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+        return session
 
     def send(self, events: list[Event], texts: list[bytes]) -> list[int]:
         failed = []
@@ -334,7 +343,7 @@ class HttpsSink:
         else:
             body, ctype = text, "application/json"
         try:
-            r = self._session.post(
+            r = self._session().post(
                 self.url,
                 data=body,
                 headers={"Content-Type": ctype},

@@ -8,16 +8,24 @@ get_course_data); docs/canvas-api.md §7 "Live events" cites them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from canvas_assets.live.sqs_server import SqsServer, check_queue_name
 from canvas_assets.sandbox import CanvasSandbox, SandboxConfig, mutations
@@ -355,15 +363,44 @@ def test_the_sqs_server_stops_its_own_process() -> None:
 
 # ---------------------------------------------------------------------- HTTPS, signed
 class _Receiver(ThreadingHTTPServer):
-    """A test endpoint: records each POST body; answers the statuses in `script` first, then 200."""
+    """A test endpoint: records each POST body; answers the statuses in `script` first, then 200.
+    With `tls` (an ssl.SSLContext) it speaks HTTPS."""
 
     daemon_threads = True
 
-    def __init__(self, script: list[int]) -> None:
+    def __init__(self, script: list[int], tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _ReceiverHandler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.script, self.bodies, self.lock = list(script), [], threading.Lock()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}/live"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}/live"
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+
+def self_signed_tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for 127.0.0.1 and the path of its certificate (the client's trust anchor)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx, str(cert_path)
 
 
 class _ReceiverHandler(BaseHTTPRequestHandler):
@@ -414,6 +451,29 @@ def test_https_events_are_jwts_that_verify_against_the_jwks(sb: CanvasSandbox, k
         claims = jwt.decode(token.decode(), key.key, algorithms=["RS256"])
         got.append({"metadata": claims["metadata"], "body": claims["body"]})
     assert sorted(got, key=str) == sorted((e.event for e in em.ledger), key=str)
+
+
+def test_signed_events_travel_over_real_tls(sb: CanvasSandbox, keys, tmp_path: Path) -> None:
+    ring, _ = keys
+    tls, cert = self_signed_tls(tmp_path)
+    receiver = _Receiver(script=[], tls=tls)
+    try:
+        untrusted = attach_https(sb.data, receiver.url, signer=ring, retry_delays_s=())
+        sb.change_score(sb.data.course_ids(("available",))[0])
+        assert untrusted.flush(30)
+        refused = untrusted.delivery_stats()
+        untrusted.close()
+        trusted = attach_https(sb.data, receiver.url, signer=ring, verify=cert)
+        sb.change_score(sb.data.course_ids(("available",))[0])
+        assert trusted.flush(30)
+        accepted = trusted.delivery_stats()
+        trusted.close()
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert refused["lost"] == 1 and refused["sent"] == 0  # an endpoint whose certificate does not verify
+    assert accepted["sent"] == 1 and len(receiver.bodies) == 1
+    assert receiver.url.startswith("https://") and receiver.bodies[0][0] == "application/jwt"
 
 
 def test_rotation_retires_keys_and_a_forged_signature_fails(keys) -> None:

@@ -417,3 +417,21 @@ def test_live_refuses_bad_input_with_what_to_do(tmp_path):
     assert exposed.returncode == 2 and "--certfile" in exposed.stderr
     unsigned = live("--https", "127.0.0.1:8780")
     assert unsigned.returncode == 2 and "--jwks-url" in unsigned.stderr
+
+
+@pytest.mark.slow
+def test_demo_live_shows_the_row_change_within_seconds(tmp_path):
+    result = subprocess.run(
+        [str(BIN / "canvas-assets"), "demo", "--live", "--profile", "ANALYTICS_FOCUSED"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("live:")]
+    before = next(line for line in lines if "in the warehouse:" in line).split("in the warehouse: ")[1]
+    after_line = next(line for line in lines if " s later: " in line)
+    seconds, after = after_line.split("live:")[1].strip().split(" s later: ")
+    assert after != before and float(seconds) < 15

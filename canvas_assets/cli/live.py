@@ -168,6 +168,10 @@ def live(
     )
 
 
+def _row(row: Any) -> str:
+    return "no row" if row is None else f"score {row[0]}, grade {row[1]}, {row[2]}"
+
+
 def run_live_demo(db_url: str, sandbox: Any, wait_s: float = 15.0) -> None:
     """Grade a submission in the sandbox and print its warehouse row before and as it changes (the demo)."""
     import sqlalchemy as sa
@@ -175,6 +179,7 @@ def run_live_demo(db_url: str, sandbox: Any, wait_s: float = 15.0) -> None:
     from canvas_assets.live.consumer import ConsumerSettings, LiveConsumer
     from canvas_assets.live.sqs_server import SqsServer
     from canvas_assets.sandbox.live_delivery import attach_sqs
+    from canvas_assets.sandbox.live_load import grading_targets
     from canvas_assets.warehouse.db import Warehouse
 
     warehouse = Warehouse(db_url)
@@ -187,26 +192,26 @@ def run_live_demo(db_url: str, sandbox: Any, wait_s: float = 15.0) -> None:
         consumer = LiveConsumer(settings, warehouse.engine, sqs.client(), reporter=make_reporter(True, True))
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
-        course = min(sandbox.data.courses)
         click.echo(
-            f"\nlive:      SQS on {sqs.endpoint_url}, queue {queue.rsplit('/', 1)[-1]}; `canvas-assets live` running"
+            f"\nlive:      `canvas-assets live` reading queue {queue.rsplit('/', 1)[-1]} on {sqs.endpoint_url} (moto)"
         )
-        sid = sandbox.data.grade_submission(course)
-        graded = time.monotonic()
-        click.echo(f"live:      graded submission {sid} of course {course} in the sandbox")
+        course, sid = grading_targets(sandbox.data, per_course=1)[0]
         query = sa.text("SELECT score, grade, workflow_state FROM canvas_submissions WHERE id = :id")
         with warehouse.engine.connect() as conn:
             before = conn.execute(query, {"id": sid}).first()
-        click.echo(f"live:      row before: {tuple(before) if before else None}")
+        click.echo(f"live:      submission {sid} of course {course} in the warehouse: {_row(before)}")
+        sandbox.data.grade_submission(course, sid)
+        graded = time.monotonic()
+        click.echo("live:      a teacher grades it in the sandbox (Canvas); watching the row...")
         row = before
         while time.monotonic() - graded < wait_s:
             with warehouse.engine.connect() as conn:
                 row = conn.execute(query, {"id": sid}).first()
             if row != before:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         took = time.monotonic() - graded
-        click.echo(f"live:      row after {took:.2f} s: {tuple(row) if row else None}")
+        click.echo(f"live:      {took:.2f} s later: {_row(row)}")
         consumer.stop.set()
         thread.join(timeout=40)
         emitter.close()

@@ -10,8 +10,9 @@ per event:
   interval's figures; an idle consumer still reports every `HEARTBEAT_S`, so the freshness policy
   (`LIVE_FRESHNESS`: warn after 5 minutes, fail after 15) turns the asset stale exactly when the feed stops,
   not when nobody grades;
-- one observation of `layer1/submissions` or `layer1/enrollments` per course that had live changes in the
-  interval, in the course's partition: its last event time and the lag from the event to the commit.
+- one observation of `layer1/submissions` (the live-fed asset people watch; enrollment scores change with
+  it) per course that had live changes in the interval, in the course's partition: its newest event time
+  and how old that event was when reported.
 """
 
 from collections.abc import Sequence

@@ -388,15 +388,19 @@ def test_the_feed_and_per_course_lag_reach_dagster():
         instance.add_dynamic_partitions("canvas_course", ["7"])
         reporter = DagsterReporter(instance)
         now = datetime.now(timezone.utc)
-        stats = ApplyStats(rows_written=3, last_event={7: now, 8: now})  # course 8 is no partition
+        stats = ApplyStats(
+            rows_written=3, last_event={7: now, 8: now}, last_lag_s={7: 0.25, 8: 0.5}
+        )  # 8: no partition
         stats.outcomes["applied"] = 3
         reporter(stats)
         latest = instance.get_latest_materialization_event(LIVE_KEY)
         assert latest is not None and latest.asset_materialization is not None
         meta = latest.asset_materialization.metadata
-        assert meta["live/applied"].value == 3 and float(meta["live/lag_s"].value) >= 0  # type: ignore[arg-type]
+        assert meta["live/applied"].value == 3 and meta["live/lag_s"].value == 0.5
         observations = instance.fetch_observations(dg.AssetKey(["layer1", "submissions"]), limit=10).records
         assert [r.partition_key for r in observations] == ["7"]
+        observation = observations[0].event_log_entry.asset_observation
+        assert observation is not None and observation.metadata["live/lag_s"].value == 0.25
         reporter(ApplyStats())  # nothing happened, the last report is recent: no event (no per-tick cost)
         assert len(instance.fetch_materializations(LIVE_KEY, limit=10).records) == 1
 

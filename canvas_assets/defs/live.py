@@ -12,7 +12,7 @@ per event:
   not when nobody grades;
 - one observation of `layer1/submissions` (the live-fed asset people watch; enrollment scores change with
   it) per course that had live changes in the interval, in the course's partition: its newest event time
-  and how old that event was when reported.
+  and the lag from that event to the commit that applied it.
 """
 
 from collections.abc import Sequence
@@ -51,8 +51,9 @@ LIVE_EVENTS = dg.AssetSpec(
 )
 
 
-def feed_metadata(stats: ApplyStats, now: datetime) -> dict[str, Any]:
-    """The figures of one reporting interval, as materialization metadata."""
+def feed_metadata(stats: ApplyStats) -> dict[str, Any]:
+    """The figures of one reporting interval, as materialization metadata (`live/lag_s`: the largest, over
+    the interval's courses, of the lag from a course's newest event to the commit that applied it)."""
     newest = max(stats.last_event.values(), default=None)
     meta: dict[str, Any] = {
         "live/events": dg.MetadataValue.int(stats.events),
@@ -65,7 +66,7 @@ def feed_metadata(stats: ApplyStats, now: datetime) -> dict[str, Any]:
     }
     if newest is not None:
         meta["live/last_event_time"] = dg.MetadataValue.timestamp(newest)
-        meta["live/lag_s"] = dg.MetadataValue.float(round((now - newest).total_seconds(), 3))
+        meta["live/lag_s"] = dg.MetadataValue.float(round(max(stats.last_lag_s.values(), default=0.0), 3))
     return meta
 
 
@@ -82,7 +83,7 @@ class DagsterReporter:
         if not stats.events and now.timestamp() - self.last_report < HEARTBEAT_S:
             return
         self.instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=LIVE_KEY, metadata=feed_metadata(stats, now))
+            dg.AssetMaterialization(asset_key=LIVE_KEY, metadata=feed_metadata(stats))
         )
         self.last_report = now.timestamp()
         if not stats.last_event:
@@ -97,7 +98,7 @@ class DagsterReporter:
                     partition=str(course),
                     metadata={
                         "live/last_event_time": dg.MetadataValue.timestamp(newest),
-                        "live/lag_s": dg.MetadataValue.float(round((now - newest).total_seconds(), 3)),
+                        "live/lag_s": dg.MetadataValue.float(round(stats.last_lag_s.get(course, 0.0), 3)),
                     },
                 )
             )

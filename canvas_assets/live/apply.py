@@ -52,6 +52,8 @@ class ApplyStats:
     rows_written: int = 0
     history_rows: int = 0
     last_event: dict[int, datetime] = field(default_factory=dict)
+    # Per course: seconds from its newest event's time to the commit that applied it (the feed's lag).
+    last_lag_s: dict[int, float] = field(default_factory=dict)
     applied_at: datetime | None = None
 
     @property
@@ -64,7 +66,9 @@ class ApplyStats:
         self.rows_written += other.rows_written
         self.history_rows += other.history_rows
         for course, t in other.last_event.items():
-            self.last_event[course] = max(t, self.last_event.get(course, t))
+            if course not in self.last_event or t >= self.last_event[course]:
+                self.last_event[course] = t
+                self.last_lag_s[course] = other.last_lag_s.get(course, 0.0)
         self.applied_at = other.applied_at or self.applied_at
 
 
@@ -317,6 +321,7 @@ def apply_events(
             last = stats.last_event.get(event.course_id)
             stats.last_event[event.course_id] = max(event.event_time, last or event.event_time)
     stats.rows_written, stats.history_rows = batch.flush(now)
+    stats.last_lag_s = {c: max(0.0, (now - t).total_seconds()) for c, t in stats.last_event.items()}
     for outcome in outcomes.values():
         stats.outcomes[outcome] += 1
     return outcomes, stats

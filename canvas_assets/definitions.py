@@ -18,6 +18,7 @@ from canvas_assets.defs.automation import SCHEDULES, SENSORS
 from canvas_assets.defs.checks import ASSET_CHECKS
 from canvas_assets.defs.handover import Layer1HandOver
 from canvas_assets.defs.jobs import SYNC_JOBS, discover_courses
+from canvas_assets.defs.live import LIVE_ASSETS, LIVE_CHECKS
 from canvas_assets.defs.resources import CanvasResource, SyncProfileResource, WarehouseResource
 
 # Layer-1 tables carry a freshness policy (a missed nightly sync shows as stale in the UI); every asset
@@ -37,8 +38,9 @@ with warnings.catch_warnings():
 
 defs = dg.Definitions(
     # The sync report is observed by the sync steps (their run-wide figures), never materialized.
-    assets=[*ASSETS, SYNC_REPORT],
-    asset_checks=ASSET_CHECKS,
+    # The live feed is an external asset: `canvas-assets live` reports it (canvas_assets/defs/live.py).
+    assets=[*ASSETS, SYNC_REPORT, *LIVE_ASSETS],
+    asset_checks=[*ASSET_CHECKS, *LIVE_CHECKS],
     jobs=[*SYNC_JOBS, discover_courses],
     schedules=SCHEDULES,
     # One process per run, steps in it one after another. A step process costs ~3 s of imports on a

@@ -235,7 +235,10 @@ def sync(
 @click.option("--profile", "profile_name", default="FULL_PROCESSING", show_default=True)
 @click.option("--courses", type=int, default=None, help="Sandbox courses (default: the small scale's).")
 @click.option("--seed", type=int, default=7, show_default=True)
-def demo(profile_name: str, courses: int | None, seed: int) -> None:
+@click.option(
+    "--live", "live_too", is_flag=True, help="Then grade in the sandbox and show the row change live."
+)
+def demo(profile_name: str, courses: int | None, seed: int, live_too: bool) -> None:
     """Start a local Canvas sandbox and sync it into the default database, then show how to browse it."""
     from canvas_assets.cli.sync import ensure_dagster_home
     from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
@@ -251,7 +254,11 @@ def demo(profile_name: str, courses: int | None, seed: int) -> None:
             os.environ["CANVAS_API_TOKEN"] = sb.token
             click.echo(f"sandbox:   {sb.base_url} ({len(sb.data.courses)} simulated courses)")
             code = _sync(profile, (), None, ("available", "completed"))
-        db_url = default_database_url()
+            db_url = default_database_url()
+            if live_too and code == 0:
+                from canvas_assets.cli.live import run_live_demo
+
+                run_live_demo(db_url, sb)
     except CanvasAssetsError as exc:
         _fail(exc)
         return
@@ -462,3 +469,8 @@ def instance_init(production: bool, force: bool, home: str | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from canvas_assets.cli.live import live  # noqa: E402 (the command lives in its own module)
+
+main.add_command(live)

@@ -3,7 +3,8 @@
 Each takes the dataset's lock, changes the ground truth the way Canvas would show the change, and
 returns the id of what changed. Each first advances the sandbox's clock (`SandboxData.now_ts`) by a
 minute and stamps what it changes with the new now, so every mutation's timestamps are later than
-every generated one and than every earlier mutation's.
+every generated one and than every earlier mutation's. A mutation Canvas reports as a Live Event ends
+with a `live.on_*` hook, which costs nothing unless an emitter is attached (`sandbox.live_events`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from canvas_assets.sandbox import audit
+from canvas_assets.sandbox import live_events as live
 from canvas_assets.sandbox.generate import _enroll, _make_assignment, make_course
 from canvas_assets.sandbox.structure import grading_periods_of, section_record
-from canvas_assets.sandbox.submissions import digital_types, fmt, gradable
+from canvas_assets.sandbox.submissions import digital_types, fmt, gradable, grade_of
 from canvas_assets.sandbox.submissions import epoch_of as epoch
 from canvas_assets.sandbox.vocab import ALL_BUT_DELETED, ENROLLMENT_STATES, Record, letter
 
@@ -54,6 +56,7 @@ def drop_enrollment(d: SandboxData, course_id: int, enrollment_id: int | None = 
         e = _pick_student(d, course_id, enrollment_id)
         e["enrollment_state"] = "deleted"
         e["updated_at"] = _now(d)
+        live.on_enrollment(d, e, created=False)
         return int(e["id"])
 
 
@@ -64,6 +67,7 @@ def change_score(
     with d.lock:
         e = _pick_student(d, course_id, enrollment_id, need_score=enrollment_id is None)
         g = e["grades"]
+        before = dict(g)
         if score is None:
             old = g["current_score"] or 50.0
             score = round(old - 7.5 if old > 60 else old + 7.5, 2)
@@ -71,6 +75,27 @@ def change_score(
             g[f"{k}_score"] = score
             g[f"{k}_grade"] = letter(score)
         e["updated_at"] = _now(d)
+        live.on_course_score(d, e, before)
+        return int(e["id"])
+
+
+def override_grade(
+    d: SandboxData, course_id: int, enrollment_id: int | None = None, score: float | None = None
+) -> int:
+    """A teacher overrides a student's final course grade (by default the first active student with a
+    score): `override_score` / `override_grade` on the enrollment's grades, present only once set, as
+    generated. Canvas emits `grade_override` only when the override changes. Returns the enrollment id."""
+    with d.lock:
+        e = _pick_student(d, course_id, enrollment_id, need_score=enrollment_id is None)
+        g = e["grades"]
+        old = g.get("override_score")
+        if score is None:
+            base = old if old is not None else g["current_score"] or 70.0
+            score = round(base - 2.5 if base > 90 else base + 2.5, 1)
+        g["override_score"], g["override_grade"] = score, letter(score)
+        e["updated_at"] = _now(d)
+        if score != old:
+            live.on_override(d, e, old)
         return int(e["id"])
 
 
@@ -88,6 +113,7 @@ def delete_assignment(d: SandboxData, course_id: int, assignment_id: int | None 
             raise KeyError(f"assignment {assignment_id} is not in course {course_id}")
         a["workflow_state"] = "deleted"
         a["updated_at"] = _now(d)
+        live.on_assignment(d, a, created=False)
         return assignment_id
 
 
@@ -107,7 +133,9 @@ def rename_user(d: SandboxData, user_id: int, name: str) -> int:
 def remove_course(d: SandboxData, course_id: int) -> int:
     """Delete a course: it 404s from then on and leaves the default course lists."""
     with d.lock:
-        _require_course(d, course_id)["workflow_state"] = "deleted"
+        c = _require_course(d, course_id)
+        c["workflow_state"] = "deleted"
+        live.on_course(d, c)
         return course_id
 
 
@@ -145,6 +173,7 @@ def enroll_student(d: SandboxData, course_id: int, user_id: int | None = None, s
             raise ValueError(f"user {user_id} already has a student enrollment in course {course_id}")
         eid = _enroll(d, course_id, user_id, "StudentEnrollment", state)
         d.enrollments[eid].update(created_at=now, updated_at=now)
+        live.on_enrollment(d, d.enrollments[eid], created=True)
         return eid
 
 
@@ -172,6 +201,7 @@ def add_assignment(d: SandboxData, course_id: int, *, published: bool = True) ->
         if groups:
             d.assignments[aid]["assignment_group_id"] = groups[0]["id"]
         d._submissions.register(aid, d.now_ts, due, fresh=True)
+        live.on_assignment(d, d.assignments[aid], created=True)
         return aid
 
 
@@ -190,6 +220,7 @@ def publish_assignment(d: SandboxData, course_id: int, assignment_id: int | None
             raise KeyError(f"course {course_id} has no unpublished assignment {assignment_id or ''}".rstrip())
         a = drafts[0]
         a.update(published=True, workflow_state="published", updated_at=_now(d))
+        live.on_assignment(d, a, created=False)
         return int(a["id"])
 
 
@@ -300,6 +331,7 @@ def submit_work(
             rec["workflow_state"], rec["grade_matches_current_submission"] = "submitted", False
         else:
             rec["workflow_state"] = "submitted"
+        live.on_submitted(d, course_id, a, rec)
         return int(rec["id"])
 
 
@@ -333,6 +365,7 @@ def grade_submission(
         pts = float(a["points_possible"])
         now = d._tick()
         rec = store.for_update(a, uid)
+        before = (rec["score"], grade_of(rec["score"], a))
         old = rec["entered_score"]
         if score is None:
             if old is None:
@@ -349,6 +382,7 @@ def grade_submission(
             workflow_state="graded", grade_matches_current_submission=True, _grd=now, _post=now,
         )  # fmt: skip
         audit.record_grade_change(d, a, uid, served, store.served(rec, a), now)
+        live.on_graded(d, course_id, a, rec, before)
         return int(rec["id"])
 
 
@@ -368,12 +402,14 @@ def excuse_submission(d: SandboxData, course_id: int, submission_id: int | None 
             a, uid = _course_row(d, course_id, None, lambda r, a: not r["excused"])
         now = d._tick()
         rec = store.for_update(a, uid)
-        before = store.served(rec, a)
+        served_before = store.served(rec, a)
+        before = (rec["score"], grade_of(rec["score"], a))
         rec.update(
             excused=True, score=None, entered_score=None, points_deducted=None, late_policy_status=None,
             _late_override=None, workflow_state="graded", _grd=now, _post=now,
         )  # fmt: skip
-        audit.record_grade_change(d, a, uid, before, store.served(rec, a), now)
+        audit.record_grade_change(d, a, uid, served_before, store.served(rec, a), now)
+        live.on_graded(d, course_id, a, rec, before)
         return int(rec["id"])
 
 
@@ -420,6 +456,7 @@ def pass_due_date(d: SandboxData, course_id: int, assignment_id: int | None = No
         a["updated_at"] = fmt(stamp)
         if a["lock_at"] is not None and (epoch(a["lock_at"]) or 0) < stamp:
             a["lock_at"] = None
+        live.on_assignment(d, a, created=False)
         return int(a["id"])
 
 

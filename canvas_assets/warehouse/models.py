@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped
 
-from canvas_assets.warehouse import operational  # noqa: F401  (registers the operational tables)
+from canvas_assets.warehouse import live, operational  # noqa: F401  (registers the live and operational tables)
 from canvas_assets.warehouse.columns import (
     COURSE_EXTENDED,
     COURSE_PUBLIC,

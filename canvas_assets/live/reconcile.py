@@ -1,0 +1,164 @@
+"""Reconciliation after a REST sync: where the live path and the REST path disagree.
+
+For every row the live path wrote (`canvas_live_rows`) in the given courses, each live column is one of:
+
+- older than the course's last REST fetch of that entity (`canvas_course_sync.fetched_at`): the REST copy
+  is authoritative. The row's `row_hash` was set NULL when the live value was written, so the load compared
+  it column by column and stored the REST value; a live value that differs from it is a *disagreement*
+  (an event was lost, or arrived too late to be applied, or the live path mapped it wrongly). The count is
+  the health signal of the live feed. The column is then dropped from the live record: REST owns it now;
+- newer than the fetch: the live value is the newer one. If the load overwrote it with the older REST
+  value (the event arrived between the fetch and the load), it is written back (*reapplied*).
+
+A live row with no column left is deleted, so `canvas_live_rows` holds only what changed since the last
+sync. Runs under the loads' advisory lock, like the applier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from canvas_assets.live.apply import LIVE_ROWS, load_value
+from canvas_assets.live.events import parse_time
+from canvas_assets.live.mapping import ENTITY_OF_TABLE, same_value
+from canvas_assets.warehouse.db import LOAD_LOCK_KEY
+from canvas_assets.warehouse.engine import write_transaction
+from canvas_assets.warehouse.models import table
+from canvas_assets.warehouse.sql import IN_CHUNK, chunks
+
+MAX_EXAMPLES = 20
+
+
+@dataclass
+class Reconciliation:
+    rows_checked: int = 0
+    values_checked: int = 0
+    disagreements: int = 0
+    reapplied: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(text)
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_time(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
+
+
+def _live_rows(conn: sa.Connection, course_ids: Sequence[int] | None) -> list[Any]:
+    t = table(LIVE_ROWS)
+    if course_ids is None:
+        return list(conn.execute(sa.select(t.c.table_name, t.c.row_id, t.c.course_id, t.c.columns_json)))
+    rows: list[Any] = []
+    for part in chunks(sorted(set(course_ids)), IN_CHUNK):
+        stmt = sa.select(t.c.table_name, t.c.row_id, t.c.course_id, t.c.columns_json).where(
+            t.c.course_id.in_(list(part))
+        )
+        rows.extend(conn.execute(stmt))
+    return rows
+
+
+def _fetched(conn: sa.Connection, courses: set[int]) -> dict[tuple[str, int], datetime]:
+    out: dict[tuple[str, int], datetime] = {}
+    t = table("canvas_course_sync")
+    for part in chunks(sorted(courses), IN_CHUNK):
+        for r in conn.execute(
+            sa.select(t.c.entity, t.c.course_id, t.c.fetched_at).where(t.c.course_id.in_(list(part)))
+        ):
+            if r[2] is not None:
+                out[(r[0], int(r[1]))] = _utc(r[2])  # type: ignore[assignment]
+    return out
+
+
+def _current(conn: sa.Connection, name: str, ids: list[int]) -> dict[int, dict[str, Any]]:
+    tbl = table(name)
+    out: dict[int, dict[str, Any]] = {}
+    for part in chunks(sorted(ids), IN_CHUNK):
+        for r in conn.execute(tbl.select().where(tbl.c.id.in_(list(part)))):
+            out[int(r._mapping["id"])] = dict(r._mapping)
+    return out
+
+
+def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Reconciliation:
+    """Compare the live values of `course_ids` (every course: None) with the REST copy; see the module."""
+    result = Reconciliation()
+    now = datetime.now(timezone.utc)
+    with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+        live = _live_rows(conn, course_ids)
+        if not live:
+            return result
+        fetched = _fetched(conn, {int(r[2]) for r in live if r[2] is not None})
+        by_table: dict[str, list[Any]] = defaultdict(list)
+        for r in live:
+            by_table[r[0]].append(r)
+        keep: list[dict[str, Any]] = []
+        gone: list[tuple[str, int]] = []
+        for name, rows in by_table.items():
+            tbl = table(name)
+            current = _current(conn, name, [int(r[1]) for r in rows])
+            writes: dict[int, dict[str, Any]] = {}
+            for _, rid, course, columns_json in rows:
+                result.rows_checked += 1
+                stored = current.get(int(rid))
+                f = fetched.get((ENTITY_OF_TABLE[name], int(course))) if course is not None else None
+                remaining: dict[str, Any] = {}
+                for column, (when, value) in json.loads(columns_json).items():
+                    live_value = load_value(tbl, column, value)
+                    is_old = f is not None and _utc(when) <= f  # type: ignore[operator]
+                    differs = stored is not None and not same_value(stored.get(column), live_value)
+                    if is_old:
+                        result.values_checked += 1
+                        if differs:
+                            result.disagreements += 1
+                            rest = stored.get(column)  # type: ignore[union-attr]
+                            result.note(
+                                f"{name} {rid}.{column}: live {_show(live_value)} at {when}, REST {_show(rest)}"
+                            )
+                        continue
+                    remaining[column] = [when, value]
+                    if differs:
+                        writes.setdefault(int(rid), {})[column] = live_value
+                        result.reapplied += 1
+                if remaining:
+                    keep.append(
+                        {
+                            "_t": name,
+                            "_id": int(rid),
+                            "_cols": json.dumps(remaining, sort_keys=True, separators=(",", ":")),
+                        }
+                    )
+                else:
+                    gone.append((name, int(rid)))
+            for rid, values in writes.items():
+                conn.execute(tbl.update().where(tbl.c.id == rid).values(**values, row_hash=None))
+        t = table(LIVE_ROWS)
+        if keep:
+            conn.execute(
+                t.update()
+                .where(t.c.table_name == sa.bindparam("_t"), t.c.row_id == sa.bindparam("_id"))
+                .values(columns_json=sa.bindparam("_cols"), reconciled_at=now),
+                keep,
+            )
+        for name in {g[0] for g in gone}:
+            ids = [rid for n, rid in gone if n == name]
+            for part in chunks(sorted(ids), IN_CHUNK):
+                conn.execute(t.delete().where(t.c.table_name == name, t.c.row_id.in_(list(part))))
+    return result

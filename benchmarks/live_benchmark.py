@@ -337,7 +337,15 @@ def main() -> None:
         "--transport", default="sqs", choices=["sqs", "https"], help="https: one consumer, no queue"
     )
     args = parser.parse_args()
-    for n in [int(x) for x in args.consumers.split(",")]:
+    counts = [int(x) for x in args.consumers.split(",")]
+    if args.transport == "https":
+        # One receiver listens on one port; several would need a load balancer in front (docs/operations.md).
+        if counts != [1]:
+            print(
+                "live_benchmark: --transport https runs one consumer (1 of --consumers 1,2)", file=sys.stderr
+            )
+        counts = [1]
+    for n in counts:
         r = run(n, args)
         print(
             f"transport={args.transport} consumers={n} cpu_ms_per_event={r['cpu_ms_per_event']:.2f} moto_cpu_ms_per_event="

@@ -46,7 +46,7 @@ ChangesPlan = Callable[[Any, int, datetime, float], list[dict]]
 # the staged records do not know yet
 NewParentsPlan = Callable[[Any, int, Sequence[Any], Mapping[str, Sequence[Any]], float], list[dict]]
 KeepRule = Callable[[Mapping[str, Sequence[Any]]], Callable[[Mapping[str, Any]], bool]]
-# (client, course id, the course's records of `needs` fetched in this run, timeout) -> the course's raw
+# (client, course id, the course's records of `needs` and `slice_by` fetched in this run, timeout) -> its raw
 # records fetched as several shorter lists, or None when one list is the better plan
 SlicedPlan = Callable[[Any, int, Mapping[str, Sequence[Any]], float], Sequence[Any] | None]
 # (raw records per course, transform options) -> a `transform.base.TransformResult`
@@ -110,6 +110,9 @@ class Entity:
     # at once: pages of one list come one after another, so a course's long list is otherwise the
     # critical path of a whole sync.
     sliced: SlicedPlan | None = None
+    # Entities whose records the sliced plan reads when the run fetches them, without a profile having to
+    # switch them on (the plan then fetches the list whole).
+    slice_by: tuple[str, ...] = ()
     # The Canvas request, as the profile switch describes it ("GET /courses/:id/users"); a `listed` fetch
     # says it itself.
     request: str = ""
@@ -450,6 +453,8 @@ ENTITIES: dict[str, Entity] = {
                 refresh_days_field="",
                 key=grade_changes.event_id,
             ),
+            sliced=grade_changes.fetch_in_windows,
+            slice_by=("assignments", "enrollments"),
             request="GET /audit/grade_change/courses/:id",
             presets=("FULL_PROCESSING",),
             optional_permission=True,

@@ -17,6 +17,7 @@ import urllib3
 
 from canvas_assets.canvas import CanvasClient
 from canvas_assets.errors import CanvasAPIError
+from canvas_assets.extract import grade_changes
 from canvas_assets.sandbox import audit
 from canvas_assets_tests.harness import Harness, failure_text, pipeline_harness, utc
 
@@ -167,6 +168,23 @@ def test_the_client_refuses_a_page_that_is_not_the_wrapped_list_it_expects(sandb
             client._paginate("/accounts/1/terms", wrapped_in="events")
 
 
+def test_time_windows_cut_at_events_own_times_give_each_event_once(sandbox):
+    data = sandbox.data
+    course = max(data.course_ids(["available"]), key=lambda c: len(audit.events_of(data, c)))
+    events = audit.events_of(data, course)
+    assert len(events) > 20
+    ordered = sorted(events, key=lambda e: e["_ts"])
+    # Cuts on events' own seconds: Canvas's windows are inclusive at both ends, so those events come twice.
+    cuts = [utc(ordered[i]["created_at"]) for i in (0, len(ordered) // 3, len(ordered) // 2, len(ordered) - 1)]
+    with CanvasClient(sandbox.base_url, sandbox.token) as client:
+        whole = client.list_grade_changes(course)
+        windowed = list(client.list_grade_changes_in_windows(course, cuts))
+    assert sorted(e["id"] for e in windowed) == sorted(e["id"] for e in whole)  # each event once, none lost
+    assert {e["id"]: e for e in windowed} == {e["id"]: e for e in whole}  # value by value
+    assert windowed[0]["created_at"] == whole[0]["created_at"]  # newest window first, as one list is
+    assert windowed[-1]["created_at"] == whole[-1]["created_at"]
+
+
 # --- the sync mirrors them --------------------------------------------------------------------------------
 def test_terms_and_grade_changes_equal_the_sandbox_after_a_first_sync_and_after_mutations(harness):
     h = harness
@@ -279,3 +297,21 @@ def test_the_watermark_window_overlaps_and_repeated_events_are_merged_not_duplic
     )[0]
     assert note.startswith("incremental: 1 changed since")
     assert_events_equal_the_sandbox(h, [course])  # merged by id: still one row per event
+
+
+def test_a_big_courses_log_is_fetched_in_windows_and_equals_the_sandbox_after_mutations(harness, monkeypatch):
+    h = harness
+    data = h.sandbox.data
+    monkeypatch.setattr(grade_changes, "WINDOW_PAGES", 1)  # about 100 events a window
+    keys = h.course_keys()[:4]
+    courses = [int(k) for k in keys]
+    sync_full(h, keys)
+    first = assert_events_equal_the_sandbox(h, courses)
+    windows = h.requests_to("/audit/grade_change")
+    assert windows > len(keys)  # some course's log came in several windows
+    graded = next(c for c in courses if data.assignments_of(c) and audit.events_of(data, c))
+    submission = data.grade_submission(graded)
+    data.grade_submission(graded, submission)
+    sync_full(h, keys)
+    assert assert_events_equal_the_sandbox(h, courses) == first + 2
+    assert h.requests_to("/audit/grade_change") - windows == len(keys)  # then one short window per course

@@ -258,7 +258,7 @@ class Extractor:
         if spec is None or spec.sliced is None:
             return None
         out: dict[str, Sequence[Any]] = {}
-        for needed in spec.needs:
+        for needed in (*spec.needs, *spec.slice_by):
             future = self._futures.get((course_id, needed))
             if future is None:
                 return None

@@ -4,13 +4,27 @@ GradeChangeAuditApiController#for_course (`/api/v1/audit/grade_change/courses/:i
 first, bookmarked, each page an object holding them under `events`; `start_time` is inclusive. The log is
 append-only, so it is fetched in full once and then by time window from the course's watermark (less the
 overlap, `extract.incremental`), re-read events merged by their uuid (docs/canvas-api.md §7).
+
+A big course's first fetch is cut into time windows fetched at once (`fetch_in_windows`): one list of
+pages is served a page after another, and the biggest course's log (a grade change per graded submission,
+134k in the large benchmark) would otherwise be a serial list of 1,300 pages, longer than the rest of the
+sync. Windows, unlike assignments, cover every event: those of deleted assignments and course grade
+overrides too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+# A course whose log may take more pages than this is fetched in time windows of about this many pages each
+# (the pages of one window come one after another, 30-50 ms each), at most MAX_WINDOWS of them.
+WINDOW_PAGES = 20
+EVENTS_PER_PAGE = 100  # the client's per_page
+MAX_WINDOWS = 64
+STUDENT_TYPES = ("StudentEnrollment", "StudentViewEnrollment")
 
 
 def fetch(client: Any, profile: Any, course_id: int, timeout: float) -> list[dict]:
@@ -22,6 +36,43 @@ def fetch_since(client: Any, course_id: int, since: datetime, timeout: float) ->
     """Events created at or after `since` (the watermark less the overlap; Canvas's `start_time` is
     inclusive): re-read events merge by id, never twice."""
     return list(client.list_grade_changes(course_id, start_time=since, timeout=timeout))
+
+
+def fetch_in_windows(
+    client: Any, course_id: int, records_of: Mapping[str, Sequence[Any]], timeout: float
+) -> Sequence[Any] | None:
+    """A big course's first fetch in time windows, fetched concurrently; None for a course one list serves.
+
+    The run's assignments and enrollments of the course size it: a grade change per graded submission
+    makes up most of a log, so assignments x students bounds it, give or take regrades. The windows are
+    cut at quantiles of the assignments' due dates (their creation when undated): grading follows due
+    dates, so each window holds about as many assignments' grading. Where the cuts fall decides only how
+    even the windows are, never what they hold: the first window has no start and the last no end."""
+    assignments, enrollments = records_of.get("assignments"), records_of.get("enrollments")
+    if assignments is None or enrollments is None:
+        return None
+    students = {
+        e.get("user_id") for e in enrollments if isinstance(e, Mapping) and e.get("type") in STUDENT_TYPES
+    }
+    times = sorted(t for t in map(_assignment_time, assignments) if t is not None)
+    pages = len(times) * len(students) / EVENTS_PER_PAGE
+    windows = min(MAX_WINDOWS, len(times), math.ceil(pages / WINDOW_PAGES))
+    if windows < 2:
+        return None
+    cuts = [times[len(times) * k // windows] for k in range(1, windows)]
+    return client.list_grade_changes_in_windows(course_id, cuts, timeout=timeout)
+
+
+def _assignment_time(assignment: Any) -> datetime | None:
+    """When an assignment's grading is due to start: its due date, else its creation (None: unreadable)."""
+    if not isinstance(assignment, Mapping):
+        return None
+    raw = assignment.get("due_at") or assignment.get("created_at")
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return at if at is not None and at.tzinfo is not None else None
 
 
 def no_new_parents(

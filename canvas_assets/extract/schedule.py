@@ -60,7 +60,8 @@ class RunSchedule:
         self.futures = futures  # (course, entity) -> its task, for a sliced fetch waiting on its needs
         self.window = COURSES_IN_FLIGHT_PER_WORKER * workers
         self.needs = {e: [n for n in ENTITIES[e].needs if n in entities] for e in entities}
-        self.order = sorted(entities, key=lambda e: bool(self.needs[e]))  # needs first
+        # What a fetch waits for comes first: needs, and what a sliced plan reads (entities.Entity.slice_by).
+        self.order = sorted(entities, key=lambda e: bool(self.needs[e]) or bool(ENTITIES[e].slice_by))
         self.pending: dict[Future[EntityOutcome], tuple[CourseOutcome, str]] = {}
         self.remaining = {cid: len(entities) for cid in courses}
         self.waiting: dict[int, dict[str, datetime]] = {}  # course -> incremental entity -> since

@@ -23,8 +23,9 @@ course is derived once, on first use, from its generated submissions; mutations 
 
 from __future__ import annotations
 
+import bisect
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -191,14 +192,35 @@ def _instant(raw: str | None) -> float | None:
     return at.timestamp() if at.tzinfo is not None else None
 
 
+def _key(e: Record) -> tuple[float, str]:
+    return (-e["_ts"], e["id"])
+
+
+def _newest_first(d: SandboxData, course_id: int) -> tuple[list[Record], list[tuple[float, str]]]:
+    """The course's events newest first and their keys, sorted once per change of the log (it only grows):
+    a page is then found by bisection, not by filtering and sorting the whole log for each page."""
+    events = events_of(d, course_id)
+    with d.lock:
+        cached = d.grade_change_index.get(course_id)
+        if cached is None or cached[0] != len(events):
+            rows = sorted(events, key=_key)
+            cached = (len(events), rows, [_key(e) for e in rows])
+            d.grade_change_index[course_id] = cached
+        return cached[1], cached[2]
+
+
+def _window(keys: list[tuple[float, str]], start: float | None, end: float | None) -> tuple[int, int]:
+    """The positions [lo, hi) of the events with start <= time <= end in the newest-first keys."""
+    lo = 0 if end is None else bisect.bisect_left(keys, (-end,))
+    hi = len(keys) if start is None else bisect.bisect_left(keys, (-start, "\U0010ffff"))
+    return lo, max(lo, hi)
+
+
 def events_in_window(d: SandboxData, course_id: int, start: float | None, end: float | None) -> list[Record]:
     """The course's events in [start, end], newest first (ground truth of one query)."""
-    rows = [
-        e for e in events_of(d, course_id)
-        if (start is None or e["_ts"] >= start) and (end is None or e["_ts"] <= end)
-    ]  # fmt: skip
-    rows.sort(key=lambda e: (-e["_ts"], e["id"]))
-    return rows
+    rows, keys = _newest_first(d, course_id)
+    lo, hi = _window(keys, start, end)
+    return rows[lo:hi]
 
 
 def _linked(d: SandboxData, chunk: list[Record]) -> Record:
@@ -235,9 +257,20 @@ def serve_grade_changes(d: SandboxData, pages: Pages, req: Request, course_id: i
     if not permitted:
         raise ApiError(401, UNAUTHORIZED)
     assert course_id is not None
-    rows = events_in_window(d, course_id, _instant(req.one("start_time")), _instant(req.one("end_time")))
+    rows, keys = _newest_first(d, course_id)
+    lo, hi = _window(keys, _instant(req.one("start_time")), _instant(req.one("end_time")))
+
+    def seek(mark: tuple[Any, ...] | None) -> Iterator[Record]:
+        """The window's events after the bookmark `mark`; all of them for no mark or an unusable one."""
+        at = lo
+        if mark is not None:
+            try:
+                at = max(lo, bisect.bisect_right(keys, tuple(mark), lo, hi))
+            except TypeError:  # a bookmark of another list's shape: the first page
+                at = lo
+        return (rows[i] for i in range(at, hi))
 
     def compound(chunk: list[Record]) -> Record:
         return {"links": LINKS, "events": chunk, "linked": _linked(d, chunk)}
 
-    return pages.bookmarked(req, rows, lambda e: (-e["_ts"], e["id"]), served_event, wrap=compound)
+    return pages.keyset(req, seek, _key, served_event, wrap=compound)

@@ -92,6 +92,8 @@ class SandboxData:
         self.period_grade_edits: dict[tuple[int, int], Record] = {}
         # course id -> its grade change audit events, oldest first (`audit.events_of` fills it on first use)
         self.grade_change_log: dict[int, list[Record]] = {}
+        # course -> (events indexed, those events newest first, their keys): audit.py's page index
+        self.grade_change_index: dict[int, tuple[int, list[Record], list[Any]]] = {}
         self._enrollments_by_course: dict[int, list[int]] = {}
         self._assignments_by_course: dict[int, list[int]] = {}
         self._modules_by_course: dict[int, list[int]] = {}

@@ -132,6 +132,7 @@ class Pages:
     def keyset(
         self, req: Request, seek: Callable[[tuple[Any, ...] | None], Iterator[Record]],
         key: Callable[[Record], tuple[Any, ...]], render: Callable[[Record], Record] | None = None,
+        wrap: Wrap | None = None,
     ) -> Response:  # fmt: skip
         """Bookmark pagination over a lazy, key-ordered stream: `seek(mark)` yields the items whose key
         is after `mark` (all of them for None); a mark it cannot use should mean the first page.
@@ -146,7 +147,7 @@ class Pages:
             rels.append(("next", _encode_bookmark(key(page_items[-1]))))
         rels.append(("first", "first"))
         chunk = page_items if render is None else [render(r) for r in page_items]
-        return self._list_response(req, chunk, rels, per_page)
+        return self._list_response(req, chunk, rels, per_page, wrap)
 
     def _list_response(
         self, req: Request, chunk: list[Record], rels: list[tuple[str, str]], per_page: int,

@@ -28,6 +28,10 @@ ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
 )
 
 
+# Records per compressed piece of a slice or window: many run at once (one per request the pacer lets fly),
+# and each holds its unfinished piece decoded, so a piece is a few pages, not `records.PIECE_RECORDS`.
+SLICE_PIECE_RECORDS = 300
+
 # Discovery's own time budget: listing an account's courses, every page and retry included. A 50,000-course
 # account is 500 pages, a few minutes at worst; a listing that never ends (a next link to a new page on every
 # page) fails here instead of running for ever.
@@ -210,7 +214,7 @@ class CanvasAPI:
         biggest course (134k submissions) takes 160 MB, and staging writes its text from the pieces."""
 
         def fetch(index: int) -> Records:
-            builder = RecordsBuilder()
+            builder = RecordsBuilder(SLICE_PIECE_RECORDS)
             params = _submissions_params((), slices[index])
             for page, exact in self._pages(_submissions_path(course_id), params, timeout=timeout):
                 builder.add(page, exact)
@@ -255,7 +259,7 @@ class CanvasAPI:
             start, end = bounds[index]
             params: Params = [] if start is None else [("start_time", canvas_time(start))]
             params += [] if end is None else [("end_time", canvas_time(end))]
-            builder = RecordsBuilder()
+            builder = RecordsBuilder(SLICE_PIECE_RECORDS)
             path = f"/audit/grade_change/courses/{path_segment(course_id)}"
             for page, exact in self._pages(path, params, timeout=timeout, wrapped_in="events"):
                 builder.add(page if end is None else [e for e in page if not _at_or_after(e, end)], exact)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -451,3 +453,12 @@ def test_a_failed_load_keeps_its_hand_over_and_a_re_execution_from_failure_loads
     staged_rows = sum(len(h.staging("enrollments", c) or []) for c in staged)
     assert h.rows("SELECT COUNT(*) FROM canvas_enrollments")[0][0] == staged_rows > 0
     assert chunk_files(h, failed.run_id) == []  # the re-execution's load released the parent's hand-over
+
+
+def test_text_keys_are_checked_as_utf8_bytes_and_repeats_across_chunks_are_found():
+    from canvas_assets.transform.chunks import _isin_sorted, _keys
+
+    first = _keys(pd.DataFrame({"id": ["9b1d-é", "0a2c", "ffff"]}), ["id"])
+    again = _keys(pd.DataFrame({"id": ["0a2c", "new", "9b1d-é"]}), ["id"])
+    assert first.dtype.kind == "S"  # 1 byte a character, not numpy's 4
+    assert _isin_sorted(again, np.sort(first)).tolist() == [True, False, True]

@@ -175,7 +175,9 @@ def test_time_windows_cut_at_events_own_times_give_each_event_once(sandbox):
     assert len(events) > 20
     ordered = sorted(events, key=lambda e: e["_ts"])
     # Cuts on events' own seconds: Canvas's windows are inclusive at both ends, so those events come twice.
-    cuts = [utc(ordered[i]["created_at"]) for i in (0, len(ordered) // 3, len(ordered) // 2, len(ordered) - 1)]
+    cuts = [
+        utc(ordered[i]["created_at"]) for i in (0, len(ordered) // 3, len(ordered) // 2, len(ordered) - 1)
+    ]
     with CanvasClient(sandbox.base_url, sandbox.token) as client:
         whole = client.list_grade_changes(course)
         windowed = list(client.list_grade_changes_in_windows(course, cuts))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
+from canvas_assets.extract.incremental import parse_time
 from canvas_assets.extract.records import Records, RecordsBuilder
 
 Record = dict[str, Any]
@@ -250,7 +251,9 @@ class CanvasAPI:
         windows cover every instant whatever the events' times. Canvas's bounds are both inclusive: an
         event at a cut comes in the two windows that share it, and is kept only in the later one. Newest
         window first, as one list would give them; compact (`records.Records`), as for sliced submissions."""
-        seconds = sorted({c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts})  # as Canvas reads them
+        seconds = sorted(
+            {c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts}
+        )  # as Canvas reads them
         bounds: list[tuple[datetime | None, datetime | None]] = list(
             zip([None, *seconds], [*seconds, None], strict=True)
         )
@@ -286,12 +289,8 @@ def _submissions_params(student_ids: Sequence[int], assignment_ids: Sequence[int
 
 def _at_or_after(event: Any, cut: datetime) -> bool:
     """Whether an audit event was created at or after `cut` (False when its time is unreadable: kept)."""
-    raw = event.get("created_at") if isinstance(event, dict) else None
-    try:
-        at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if isinstance(raw, str) else None
-    except ValueError:
-        return False
-    return at is not None and at.tzinfo is not None and at >= cut
+    at = parse_time(event.get("created_at")) if isinstance(event, dict) else None
+    return at is not None and at >= cut
 
 
 def canvas_time(at: datetime) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from canvas_assets.extract.incremental import parse_time
+
 # A course whose log may take more pages than this is fetched in time windows of about this many pages each
 # (the pages of one window come one after another, 30-50 ms each), at most MAX_WINDOWS of them.
 WINDOW_PAGES = 20
@@ -67,12 +69,7 @@ def _assignment_time(assignment: Any) -> datetime | None:
     """When an assignment's grading is due to start: its due date, else its creation (None: unreadable)."""
     if not isinstance(assignment, Mapping):
         return None
-    raw = assignment.get("due_at") or assignment.get("created_at")
-    try:
-        at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return at if at is not None and at.tzinfo is not None else None
+    return parse_time(assignment.get("due_at") or assignment.get("created_at"))
 
 
 def no_new_parents(

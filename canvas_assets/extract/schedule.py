@@ -30,10 +30,10 @@ from canvas_assets.warehouse.staging import FetchState
 # Courses started and not finished, per worker.
 COURSES_IN_FLIGHT_PER_WORKER = 2
 # Staged records that incremental merges may hold before their courses are staged.
-MERGE_BUDGET_RECORDS = 50_000
+MERGE_BUDGET_RECORDS = 25_000
 # Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`):
 # such a merge holds no decoded list, so it costs the budget nothing.
-STREAM_MERGE_RECORDS = 5_000
+STREAM_MERGE_RECORDS = 2_500
 
 Task = Callable[[CourseOutcome, str, "datetime | None"], EntityOutcome]
 

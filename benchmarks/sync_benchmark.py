@@ -102,6 +102,17 @@ def submission_requests(stats: dict[str, Any]) -> int:
     return sum(n for endpoint, n in stats["by_endpoint"].items() if "/students/submissions" in endpoint)
 
 
+def stage_seconds_by_entity(runs: list[Any]) -> dict[str, float]:
+    """Transform+load seconds per Layer-1 entity, from the runs' sync reports (slowest first)."""
+    seconds: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.figures.items():
+            if key.startswith(("canvas/transform_seconds.", "canvas/load_seconds.")):
+                entity = key.rsplit(".", 1)[1]
+                seconds[entity] = seconds.get(entity, 0.0) + float(value)
+    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
+
+
 def stage_figures(runs: list[Any]) -> tuple[float, int, float]:
     """(extract fetch seconds, Layer-1 rows, transform+load seconds) from the runs' sync reports."""
     fetch, rows, seconds = 0.0, 0, 0.0
@@ -239,6 +250,12 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
         f"of transform+load ({result['load_rows_per_s']:.0f} rows/s); Dagster and discovery {dagster_s:.1f}s "
         f"({result['dagster_ms_per_course']:.1f} ms per course); peak RSS {result['peak_rss_mb']:.0f} MB "
         f"(a transform worker process: {result['worker_peak_rss_mb']:.0f} MB at most)",
+        flush=True,
+    )
+    by_entity = stage_seconds_by_entity(summary.runs)
+    print(
+        f"[{kind}] Layer-1 transform+load by entity: "
+        + ", ".join(f"{entity} {seconds:.1f}s" for entity, seconds in by_entity.items()),
         flush=True,
     )
     if resync:

@@ -152,6 +152,8 @@ def test_ids_keys_and_bad_events():
         parse_event(json.dumps({"data": [{"type": "GradeEvent"}]}))  # a caliper-format event
     with pytest.raises(BadEvent, match="event_time"):
         parse_event(json.dumps({"metadata": {"event_name": "grade_change"}, "body": {}}))
+    with pytest.raises(BadEvent, match="outside the years 1-9999"):
+        parse_event(json.dumps({"metadata": {**md, "event_time": "9999-12-31T23:00:00-05:00"}, "body": full}))
     with pytest.raises(BadEvent, match="1 MB"):
         parse_event(b"{" + b" " * (1 << 20) + b"}")
 

@@ -316,6 +316,7 @@ def test_the_watermark_is_the_latest_change_time_of_any_form():
         {"submitted_at": "2025-10-01T10:00:00Z", "graded_at": None},
         {"submitted_at": "2025-10-02T12:00:00+02:00", "graded_at": "2025-10-02T11:00:00Z"},
         {"submitted_at": "garbage", "graded_at": 17},
+        {"submitted_at": "0001-01-01T00:00:00+02:00", "graded_at": "9999-12-31T23:00:00-05:00"},  # no instant
         "not a record",
     ]
     fields = ("submitted_at", "graded_at")

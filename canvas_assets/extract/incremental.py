@@ -52,7 +52,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if at.tzinfo is None:
         return None  # Canvas always sends a zone; a naive time is not one we can place
-    return at.astimezone(timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: no instant a datetime holds
+        return None
 
 
 def watermark_of(

@@ -86,7 +86,10 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadEvent(f"timestamp {value[:40]!r} is not ISO 8601") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    try:
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise BadEvent(f"timestamp {value[:40]!r} is outside the years 1-9999 in UTC") from None
 
 
 def _without_nulls(value: Any) -> Any:

@@ -87,7 +87,9 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         raise BadEvent(f"timestamp {value[:40]!r} is not ISO 8601") from None
     try:
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+        return (
+            parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+        )
     except OverflowError:
         raise BadEvent(f"timestamp {value[:40]!r} is outside the years 1-9999 in UTC") from None
 

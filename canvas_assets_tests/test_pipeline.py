@@ -137,7 +137,10 @@ def test_a_bad_token_fails_fast_with_a_message_that_names_the_cause_not_the_toke
         e for e in result.all_events if e.event_type_value == "STEP_START" and e.step_key == "canvas_extract"
     ]
     assert len(starts) == 1  # not retried: a bad token does not get better
-    assert h.sandbox.stats()["requests"] <= 8  # only what was already in flight when the first 401 came back
+    # Only what was already in flight when the first 401 came back: the terms asset's one request and the
+    # extract's first few (6 on a quiet machine; 9 seen under CI load, when more 401s come back before the
+    # first one cancels the rest). The LIGHTWEIGHT sync of these 9 courses is over 27 requests.
+    assert h.sandbox.stats()["requests"] <= 12
     for event in result.all_events:
         assert SECRET not in str(event)
 

@@ -78,3 +78,84 @@ def test_staged_records_are_compressed_with_lz4_where_the_server_has_it(pg_url):
         method = conn.execute(sa.text("SELECT pg_column_compression(records) FROM canvas_staging")).scalar()
     assert method == ("lz4" if has_lz4 else "pglz")
     assert list(wh.read_staging("students", [1])[1]) == records
+
+
+def _index_definitions(engine, *tables):
+    """Every index of the tables, as PostgreSQL would create it again (name -> definition)."""
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN :t").bindparams(
+                    sa.bindparam("t", expanding=True)
+                ),
+                {"t": list(tables)},
+            ).all()
+        )
+
+
+def test_a_first_load_builds_an_empty_tables_indexes_once_its_rows_are_in(pg_url, monkeypatch):
+    from canvas_assets.warehouse import indexes, load
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    with wh.engine.begin() as conn:  # an index a user added is kept too
+        conn.execute(sa.text("CREATE INDEX users_own_index ON canvas_enrollments (role, user_id)"))
+    tables = ("canvas_enrollments", "canvas_score_history")
+    before = _index_definitions(wh.engine, *tables)
+    dropped: list[dict[str, list[str]]] = []
+    rebuild = indexes.DeferredIndexes.rebuild
+
+    def spy(self, conn):
+        dropped.append({name: sorted(d) for name, d in self.tables.items()})
+        # Inside the load's transaction the dropped indexes are gone, the primary keys never are.
+        present = set(
+            conn.execute(
+                sa.text("SELECT indexname FROM pg_indexes WHERE tablename IN :t").bindparams(
+                    sa.bindparam("t", expanding=True)
+                ),
+                {"t": list(tables)},
+            ).scalars()
+        )
+        gone = {d.split()[2] for definitions in self.tables.values() for d in definitions}
+        assert present == set(before) - gone
+        assert {n for n in before if n.startswith("pk_")} <= present
+        rebuild(self, conn)
+
+    monkeypatch.setattr(indexes.DeferredIndexes, "rebuild", spy)
+    records = {COURSE: [enrollment(i, user_id=1000 + i, score=float(i)) for i in range(1, 301)]}
+    stats = run(wh, "enrollments", records, T0)
+    assert stats.inserted == 300
+    secondary = {
+        t: sorted(d for n, d in before.items() if f" ON public.{t} " in d and not n.startswith("pk_"))
+        for t in tables
+    }
+    assert dropped == [secondary]
+    assert any("users_own_index" in d for d in secondary["canvas_enrollments"])
+    assert _index_definitions(wh.engine, *tables) == before
+    with wh.engine.connect() as conn:  # the rebuilt indexes answer
+        found = conn.execute(sa.text("SELECT count(*) FROM canvas_enrollments WHERE user_id = 1007")).scalar()
+    assert found == 1
+
+    # A table that has rows keeps its indexes through a load (a new course, a changed score).
+    records[COURSE + 1] = [enrollment(900 + i, user_id=2000 + i, course_id=COURSE + 1) for i in range(5)]
+    records[COURSE][0]["grades"]["current_score"] = 77.0
+    run(wh, "enrollments", records, T1)
+    assert dropped[-1] == {}
+
+    # A load that fails half-way into an empty table leaves it empty with every index in place.
+    with wh.engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE canvas_enrollments, canvas_score_history"))
+
+    def crash(table_name, batch_index, rows):
+        raise RuntimeError("crash in the middle of the load")
+
+    monkeypatch.setattr(load, "_after_batch", crash)
+    try:
+        run(wh, "enrollments", records, T2)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the load did not fail")
+    assert _index_definitions(wh.engine, *tables) == before
+    with wh.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM canvas_enrollments")).scalar() == 0

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from canvas_assets.transform.convert import TS_DTYPE
 from canvas_assets.warehouse.columns import UTCDateTime
+from canvas_assets.warehouse.indexes import before_insert
 from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH_US, uses_copy
 from canvas_assets.warehouse.sql import chunks
 
@@ -352,6 +353,7 @@ def insert_frame(conn: sa.Connection, target: sa.Table, frame: pd.DataFrame) -> 
         return
     columns = list(frame.columns)
     if uses_copy(conn):
+        before_insert(conn, target.name)  # a first load builds an empty table's indexes after (`indexes`)
         copy_frame(conn, target.name, frame, [target.c[c].type for c in columns])
     elif conn.dialect.name == "sqlite":
         compiled = (

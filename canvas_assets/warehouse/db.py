@@ -15,6 +15,7 @@ from canvas_assets.warehouse.account import AccountLoad, load_account_table
 from canvas_assets.warehouse.catalog import CatalogDiff
 from canvas_assets.warehouse.confirmations import read_confirmations
 from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
+from canvas_assets.warehouse.indexes import deferring
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result, refresh_statistics
 from canvas_assets.warehouse.stats import LoadStats
 
@@ -170,17 +171,18 @@ class Warehouse:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
                 # The diff joins every incoming row with the table: keep its hash tables in memory.
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
-            for result, course_ids in chunks:
-                chunk_stats = load_result(
-                    conn,
-                    result,
-                    course_ids=course_ids,
-                    run_id=run_id,
-                    synced_at=synced_at,
-                    full_refresh=full_refresh,
-                )
-                del result  # released before the next chunk is read
-                stats.add(chunk_stats)
+            with deferring(conn):  # an empty table's indexes are built once its rows are in
+                for result, course_ids in chunks:
+                    chunk_stats = load_result(
+                        conn,
+                        result,
+                        course_ids=course_ids,
+                        run_id=run_id,
+                        synced_at=synced_at,
+                        full_refresh=full_refresh,
+                    )
+                    del result  # released before the next chunk is read
+                    stats.add(chunk_stats)
         stats.analyzed = refresh_statistics(self.engine, stats)
         return stats
 

@@ -317,3 +317,20 @@ def test_a_big_courses_log_is_fetched_in_windows_and_equals_the_sandbox_after_mu
     sync_full(h, keys)
     assert assert_events_equal_the_sandbox(h, courses) == first + 2
     assert h.requests_to("/audit/grade_change") - windows == len(keys)  # then one short window per course
+
+
+def test_the_sandbox_derives_every_log_up_front_as_first_use_would():
+    """What `derive_all` (run by the sync benchmark before its clock starts) derives is exactly what each
+    course's first request would have derived: the same events, in the same order, for every course."""
+    from canvas_assets.sandbox import CanvasSandbox, SandboxConfig
+
+    up_front = CanvasSandbox(SandboxConfig(scale="small", seed=11))
+    on_first_use = CanvasSandbox(SandboxConfig(scale="small", seed=11))
+    courses = up_front.data.course_ids(None)
+    assert not up_front.data.grade_change_log
+    events = up_front.derive_all()
+    assert set(up_front.data.grade_change_log) == set(courses)
+    assert set(up_front.data.grade_change_index) == set(courses)
+    assert events == sum(len(audit.events_of(on_first_use.data, c)) for c in courses) > 100
+    for course_id in courses:
+        assert up_front.data.grade_change_log[course_id] == audit.events_of(on_first_use.data, course_id)

@@ -153,6 +153,14 @@ def events_of(d: SandboxData, course_id: int) -> list[Record]:
         return log[course_id]
 
 
+def derive_logs(d: SandboxData, course_ids: Iterable[int]) -> int:
+    """Derive the courses' grade change logs and their newest-first indexes now instead of on first use;
+    returns how many events they hold. A real Canvas has its audit log stored: deriving the large sandbox's
+    708k events took 21.7 s of the sandbox's one core, under its data lock (2.2 s for the biggest course,
+    while every other request waited), so the benchmarks do it before their clocks start."""
+    return sum(len(_newest_first(d, course_id)[0]) for course_id in course_ids)
+
+
 def record_grade_change(d: SandboxData, a: Record, uid: int, before: Record, after: Record, at: int) -> None:
     """A grading mutation's event: the submission as served before and after, graded by the course's teacher
     now, through a request whose page view Canvas keeps."""

@@ -240,7 +240,7 @@ class CanvasAPI:
         those created at or after `start_time` when given (Canvas's window is inclusive). Its pages are
         compound documents holding the events under `events` (bookmarked, no `last` link)."""
         params: Params = [] if start_time is None else [("start_time", canvas_time(start_time))]
-        path = f"/audit/grade_change/courses/{path_segment(course_id)}"
+        path = _grade_changes_path(course_id)
         return self._paginate(path, params, timeout=timeout, wrapped_in="events")
 
     def list_grade_changes_in_windows(
@@ -263,7 +263,7 @@ class CanvasAPI:
             params: Params = [] if start is None else [("start_time", canvas_time(start))]
             params += [] if end is None else [("end_time", canvas_time(end))]
             builder = RecordsBuilder(SLICE_PIECE_RECORDS)
-            path = f"/audit/grade_change/courses/{path_segment(course_id)}"
+            path = _grade_changes_path(course_id)
             for page, exact in self._pages(path, params, timeout=timeout, wrapped_in="events"):
                 builder.add(page if end is None else [e for e in page if not _at_or_after(e, end)], exact)
             return builder.build()
@@ -275,6 +275,10 @@ class CanvasAPI:
         return self._paginate(
             f"/courses/{path_segment(course_id)}/analytics/student_summaries", timeout=timeout
         )
+
+
+def _grade_changes_path(course_id: int | str) -> str:
+    return f"/audit/grade_change/courses/{path_segment(course_id)}"
 
 
 def _submissions_path(course_id: int | str) -> str:

@@ -548,7 +548,9 @@ class Endpoints:
         `400 {"error": "too many students"}`."""
         if "all" in values:
             return None
-        by_sis = {u["sis_user_id"]: uid for uid, u in self.data.users.items() if u.get("sis_user_id")}
+        by_sis: dict[str, int] = {}
+        if any(v.startswith(_SIS_USER) for v in values):  # a walk over every user: only when asked for
+            by_sis = {u["sis_user_id"]: uid for uid, u in self.data.users.items() if u.get("sis_user_id")}
         ids: list[int] = []
         for v in values:
             if v.isdigit():

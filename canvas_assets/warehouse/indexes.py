@@ -22,16 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import sqlalchemy as sa
-
-_KEY = "canvas_deferred_indexes"
 
 
 class DeferredIndexes:
     """The indexes dropped in one load transaction (table -> CREATE INDEX statements), to build again."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn  # the load's connection: inserts through another are not this load's
         self.tables: dict[str, list[str]] = {}
         self.seen: set[str] = set()
 
@@ -87,20 +87,25 @@ class DeferredIndexes:
 def deferring(conn: sa.Connection) -> Iterator[DeferredIndexes]:
     """Within this block, the first insert into an empty table drops its secondary indexes; they are built
     again when the block ends without an error (PostgreSQL only; elsewhere nothing changes)."""
+    deferred = DeferredIndexes(conn)
     if conn.dialect.name != "postgresql":
-        yield DeferredIndexes()
+        yield deferred
         return
-    deferred = DeferredIndexes()
-    conn.info[_KEY] = deferred
+    # A context variable, not `conn.info`: after a failure (a connection lost mid-load) nothing may touch the
+    # connection before it is rolled back, and leaving the block must not turn the error into another.
+    token = _CURRENT.set(deferred)
     try:
         yield deferred
         deferred.rebuild(conn)
     finally:
-        conn.info.pop(_KEY, None)
+        _CURRENT.reset(token)
+
+
+_CURRENT: ContextVar[DeferredIndexes | None] = ContextVar("canvas_deferred_indexes", default=None)
 
 
 def before_insert(conn: sa.Connection, table_name: str) -> None:
     """`insert_frame`'s hook: see `DeferredIndexes.before_insert` (nothing outside a `deferring` block)."""
-    deferred = conn.info.get(_KEY)
-    if deferred is not None:
+    deferred = _CURRENT.get()
+    if deferred is not None and deferred.conn is conn:
         deferred.before_insert(conn, table_name)

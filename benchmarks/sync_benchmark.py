@@ -1,9 +1,10 @@
 """Sync benchmark: a full `canvas-assets sync` (FULL_PROCESSING) of a sandbox, Dagster included.
 
 The sandbox runs in a separate process (medium scale, hosted throttle, 30 ms latency by default). Before
-any clock starts it derives every course's grade change log (on first use otherwise: 21.7 s of its one core
-at large scale, under its data lock, while a real Canvas reads a stored log). The benchmark runs exactly what the CLI runs (discovery, then the profile's staging and Layer-1 assets in
-ranged runs) on one of two Dagster instances:
+any clock starts it derives every course's grade change log (on first use otherwise: 21.7 s of its one
+core at large scale, under its data lock, while a real Canvas reads a stored log). The benchmark runs
+exactly what the CLI runs (discovery, then the profile's staging and Layer-1 assets in ranged runs) on
+one of two Dagster instances:
 
 - `--instance local`: what `canvas-assets sync` uses with nothing configured (the embedded PostgreSQL
   for the Dagster instance and the warehouse, in a fresh temporary folder);

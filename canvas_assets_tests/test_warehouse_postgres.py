@@ -106,7 +106,8 @@ def test_a_first_load_builds_an_empty_tables_indexes_once_its_rows_are_in(pg_url
     dropped: list[dict[str, list[str]]] = []
     rebuild = indexes.DeferredIndexes.rebuild
 
-    def spy(self, conn):
+    def spy(self):
+        conn = self.conn
         dropped.append({name: sorted(d) for name, d in self.tables.items()})
         # Inside the load's transaction the dropped indexes are gone, the primary keys never are.
         present = set(
@@ -120,7 +121,7 @@ def test_a_first_load_builds_an_empty_tables_indexes_once_its_rows_are_in(pg_url
         gone = {d.split()[2] for definitions in self.tables.values() for d in definitions}
         assert present == set(before) - gone
         assert {n for n in before if n.startswith("pk_")} <= present
-        rebuild(self, conn)
+        rebuild(self)
 
     monkeypatch.setattr(indexes.DeferredIndexes, "rebuild", spy)
     records = {COURSE: [enrollment(i, user_id=1000 + i, score=float(i)) for i in range(1, 301)]}

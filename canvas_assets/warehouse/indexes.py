@@ -35,49 +35,39 @@ class DeferredIndexes:
         self.tables: dict[str, list[str]] = {}
         self.seen: set[str] = set()
 
-    def before_insert(self, conn: sa.Connection, table_name: str) -> None:
+    def before_insert(self, table_name: str) -> None:
         """Before the load's first insert into `table_name`: when the table has no row, drop its secondary
-        indexes (once per table and load). Temporary tables and tables with rows are left alone."""
+        indexes (once per table and load). Temporary tables (not in the current schema) and tables with
+        rows are left alone."""
         if table_name in self.seen:
             return
         self.seen.add(table_name)
+        conn = self.conn
         q = conn.dialect.identifier_preparer.quote
-        regular = conn.execute(
-            sa.text(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relname = :t AND c.relkind = 'r' AND c.relpersistence = 'p' "
-                "AND n.nspname = current_schema()"
-            ),
-            {"t": table_name},
-        ).first()
-        if regular is None:
-            return
-        if conn.exec_driver_sql(f"SELECT 1 FROM {q(table_name)} LIMIT 1").first() is not None:
-            return
         rows = conn.execute(
             sa.text(
                 "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
                 "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
                 "JOIN pg_namespace n ON n.oid = t.relnamespace "
-                "WHERE t.relname = :t AND n.nspname = current_schema() "
+                "WHERE t.relname = :t AND t.relkind = 'r' AND n.nspname = current_schema() "
                 "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) "
                 "ORDER BY i.relname"
             ),
             {"t": table_name},
         ).all()
-        if not rows:
+        if not rows or conn.exec_driver_sql(f"SELECT 1 FROM {q(table_name)} LIMIT 1").first() is not None:
             return
         for name, _ in rows:
             conn.exec_driver_sql(f"DROP INDEX {q(name)}")
         self.tables[table_name] = [definition for _, definition in rows]
 
-    def rebuild(self, conn: sa.Connection) -> None:
+    def rebuild(self) -> None:
         """Create every dropped index again (before the load commits)."""
         for definitions in self.tables.values():
             for definition in definitions:
                 # IF NOT EXISTS: a drop made under a savepoint that was rolled back (the first-load path's
                 # insert refused a key) left the index in place.
-                conn.exec_driver_sql(
+                self.conn.exec_driver_sql(
                     re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition)
                 )
         self.tables.clear()
@@ -96,7 +86,7 @@ def deferring(conn: sa.Connection) -> Iterator[DeferredIndexes]:
     token = _CURRENT.set(deferred)
     try:
         yield deferred
-        deferred.rebuild(conn)
+        deferred.rebuild()
     finally:
         _CURRENT.reset(token)
 
@@ -108,4 +98,4 @@ def before_insert(conn: sa.Connection, table_name: str) -> None:
     """`insert_frame`'s hook: see `DeferredIndexes.before_insert` (nothing outside a `deferring` block)."""
     deferred = _CURRENT.get()
     if deferred is not None and deferred.conn is conn:
-        deferred.before_insert(conn, table_name)
+        deferred.before_insert(table_name)

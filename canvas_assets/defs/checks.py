@@ -26,13 +26,9 @@ def run_course_ids(context: Any) -> list[int]:
     return [int(k) for k in course_keys_of_run(context.instance, context.run.tags)]
 
 
-def _in_clause(ids: Sequence[int]) -> sa.BindParameter:
-    return sa.bindparam("ids", value=list(ids), expanding=True)
-
-
 def _query(warehouse: WarehouseResource, sql: str, ids: Sequence[int], **params: Any) -> list[Any]:
     wh = warehouse.get_warehouse()
-    stmt = sa.text(sql).bindparams(_in_clause(ids))
+    stmt = sa.text(sql).bindparams(sa.bindparam("ids", value=list(ids), expanding=True))
     with wh.engine.connect() as conn:
         return list(conn.execute(stmt, params))
 
@@ -51,75 +47,62 @@ def _result(
     )
 
 
-@dg.asset_check(
-    asset=dg.AssetKey(["layer1", "enrollments"]),
-    name="student_enrollments_have_students",
-    description="Every live student enrollment points at a user present in canvas_students.",
+def _sql_check(
+    asset: str,
+    name: str,
+    description: str,
+    sql: str,
+    describe: Callable[[Any], str],
+    additional_deps: Sequence[str] = (),
+) -> dg.AssetChecksDefinition:
+    """A check failing on every row `sql` finds among the run's courses (`:ids`)."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["layer1", asset]),
+        name=name,
+        description=description,
+        additional_deps=[dg.AssetKey(["layer1", d]) for d in additional_deps],
+    )
+    @retry_on_lost_database
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        ids = run_course_ids(context)
+        return _result(_query(warehouse, sql, ids), describe=describe, checked=len(ids))
+
+    return check
+
+
+student_enrollments_have_students = _sql_check(
+    "enrollments",
+    "student_enrollments_have_students",
+    "Every live student enrollment points at a user present in canvas_students.",
+    """SELECT e.course_id, e.id, e.user_id FROM canvas_enrollments e
+       LEFT JOIN canvas_students s ON s.id = e.user_id
+       WHERE e.course_id IN :ids AND e.type = 'StudentEnrollment' AND e.deleted_at IS NULL
+         AND e.enrollment_state <> 'creation_pending' AND s.id IS NULL ORDER BY e.course_id, e.id""",
+    lambda r: f"course {r[0]} enrollment {r[1]}: user {r[2]} missing",
 )
-@retry_on_lost_database
-def student_enrollments_have_students(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    ids = run_course_ids(context)
-    bad = _query(
-        warehouse,
-        """SELECT e.course_id, e.id, e.user_id FROM canvas_enrollments e
-           LEFT JOIN canvas_students s ON s.id = e.user_id
-           WHERE e.course_id IN :ids AND e.type = 'StudentEnrollment' AND e.deleted_at IS NULL
-             AND e.enrollment_state <> 'creation_pending' AND s.id IS NULL ORDER BY e.course_id, e.id""",
-        ids,
-    )
-    return _result(
-        bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: user {r[2]} missing", checked=len(ids)
-    )
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["layer1", "students"]),
-    name="students_match_total_students",
-    description="Students synced per course (active or invited) equal the course's total_students from Canvas.",
-    additional_deps=[dg.AssetKey(["layer1", "enrollments"]), dg.AssetKey(["layer1", "courses"])],
+students_match_total_students = _sql_check(
+    "students",
+    "students_match_total_students",
+    "Students synced per course (active or invited) equal the course's total_students from Canvas.",
+    """SELECT c.id, c.total_students, COUNT(DISTINCT s.id) AS synced FROM canvas_courses c
+       LEFT JOIN canvas_enrollments e ON e.course_id = c.id AND e.type = 'StudentEnrollment'
+            AND e.enrollment_state IN ('active', 'invited') AND e.deleted_at IS NULL
+       LEFT JOIN canvas_students s ON s.id = e.user_id
+       WHERE c.id IN :ids AND c.total_students IS NOT NULL AND c.deleted_at IS NULL
+       GROUP BY c.id, c.total_students HAVING COUNT(DISTINCT s.id) <> c.total_students
+       ORDER BY c.id""",
+    lambda r: f"course {r[0]}: Canvas says {r[1]} students, {r[2]} synced",
+    additional_deps=("enrollments", "courses"),
 )
-@retry_on_lost_database
-def students_match_total_students(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    ids = run_course_ids(context)
-    bad = _query(
-        warehouse,
-        """SELECT c.id, c.total_students, COUNT(DISTINCT s.id) AS synced FROM canvas_courses c
-           LEFT JOIN canvas_enrollments e ON e.course_id = c.id AND e.type = 'StudentEnrollment'
-                AND e.enrollment_state IN ('active', 'invited') AND e.deleted_at IS NULL
-           LEFT JOIN canvas_students s ON s.id = e.user_id
-           WHERE c.id IN :ids AND c.total_students IS NOT NULL AND c.deleted_at IS NULL
-           GROUP BY c.id, c.total_students HAVING COUNT(DISTINCT s.id) <> c.total_students
-           ORDER BY c.id""",
-        ids,
-    )
-    return _result(
-        bad, describe=lambda r: f"course {r[0]}: Canvas says {r[1]} students, {r[2]} synced", checked=len(ids)
-    )
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["layer1", "enrollments"]),
-    name="scores_non_negative",
-    description="No current or final score below zero.",
+scores_non_negative = _sql_check(
+    "enrollments",
+    "scores_non_negative",
+    "No current or final score below zero.",
+    """SELECT course_id, id, current_score, final_score FROM canvas_enrollments
+       WHERE course_id IN :ids AND (current_score < 0 OR final_score < 0) ORDER BY course_id, id""",
+    lambda r: f"course {r[0]} enrollment {r[1]}: {r[2]}/{r[3]}",
 )
-@retry_on_lost_database
-def scores_non_negative(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    ids = run_course_ids(context)
-    bad = _query(
-        warehouse,
-        """SELECT course_id, id, current_score, final_score FROM canvas_enrollments
-           WHERE course_id IN :ids AND (current_score < 0 OR final_score < 0) ORDER BY course_id, id""",
-        ids,
-    )
-    return _result(
-        bad, describe=lambda r: f"course {r[0]} enrollment {r[1]}: {r[2]}/{r[3]}", checked=len(ids)
-    )
 
 
 def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:

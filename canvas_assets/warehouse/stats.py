@@ -28,6 +28,16 @@ class TableLoadStats:
         return self.inserted + self.updated + self.soft_deleted
 
 
+class _Total:
+    """A `LoadStats` figure: the sum of the `TableLoadStats` figure of the same name over its tables."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, stats: LoadStats, owner: type | None = None) -> int:
+        return sum(getattr(s, self.name) for s in stats.tables.values())
+
+
 @dataclass
 class LoadStats:
     tables: dict[str, TableLoadStats] = field(default_factory=dict)
@@ -35,44 +45,16 @@ class LoadStats:
     courses_changed: int = 0  # of those, courses in which this load wrote a row
     analyzed: list[str] = field(default_factory=list)  # ANALYZEd after the commit (`refresh_statistics`)
 
-    def _sum(self, name: str) -> int:
-        return sum(getattr(s, name) for s in self.tables.values())
-
-    @property
-    def rows(self) -> int:
-        return self._sum("rows")
-
-    @property
-    def upserted(self) -> int:
-        return self._sum("upserted")
-
-    @property
-    def inserted(self) -> int:
-        return self._sum("inserted")
-
-    @property
-    def updated(self) -> int:
-        return self._sum("updated")
-
-    @property
-    def unchanged(self) -> int:
-        return self._sum("unchanged")
-
-    @property
-    def soft_deleted(self) -> int:
-        return self._sum("soft_deleted")
-
-    @property
-    def restored(self) -> int:
-        return self._sum("restored")
-
-    @property
-    def history_rows(self) -> int:
-        return self._sum("history_rows")
-
-    @property
-    def written(self) -> int:
-        return self._sum("written")
+    # Totals over the tables, figure by figure.
+    rows = _Total()
+    upserted = _Total()
+    inserted = _Total()
+    updated = _Total()
+    unchanged = _Total()
+    soft_deleted = _Total()
+    restored = _Total()
+    history_rows = _Total()
+    written = _Total()
 
     def add(self, part: LoadStats) -> None:
         """Add the figures of a load of other courses (a chunk of the same run): each counts rows or courses

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,7 +39,7 @@ from canvas_assets.warehouse.db import LOAD_LOCK_KEY
 from canvas_assets.warehouse.engine import write_transaction
 from canvas_assets.warehouse.history import HISTORY
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.sql import IN_CHUNK, chunks
+from canvas_assets.warehouse.sql import IN_CHUNK, chunks, utc
 
 LIVE_RUN_ID = "live"
 LIVE_ROWS = "canvas_live_rows"
@@ -84,7 +85,8 @@ def load_value(tbl: sa.Table, column: str, value: Any) -> Any:
     return value
 
 
-def _in(conn: sa.Connection, sql: str, ids: list[Any], **params: Any) -> list[Any]:
+def select_in(conn: sa.Connection, sql: str, ids: list[Any], **params: Any) -> list[Any]:
+    """The rows of `sql` (which has `IN :ids`) over every id, asked in chunks of `IN_CHUNK`."""
     rows: list[Any] = []
     for part in chunks(sorted(ids), IN_CHUNK):
         stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
@@ -116,11 +118,8 @@ class _Batch:
             if c.course_id is not None:
                 courses.add(c.course_id)
         for name, wanted in ids.items():
-            tbl = table(name)
-            for part in chunks(sorted(wanted), IN_CHUNK):
-                for r in self.conn.execute(tbl.select().where(tbl.c.id.in_(list(part)))):
-                    self.rows[name][r._mapping["id"]] = dict(r._mapping)
-            for r in _in(
+            self.rows[name] = rows_by_id(self.conn, name, wanted)
+            for r in select_in(
                 self.conn,
                 f"SELECT row_id, course_id, columns_json FROM {LIVE_ROWS} WHERE table_name = :t AND row_id IN :ids",
                 list(wanted),
@@ -128,13 +127,7 @@ class _Batch:
             ):
                 self.live[name][int(r[0])] = json.loads(r[2])
                 self.live_course[(name, int(r[0]))] = r[1]
-        for r in _in(
-            self.conn,
-            "SELECT entity, course_id, fetched_at FROM canvas_course_sync WHERE course_id IN :ids",
-            list(courses),
-        ):
-            if r[2] is not None:
-                self.fetched[(str(r[0]), int(r[1]))] = _utc(r[2])
+        self.fetched = fetched_at(self.conn, courses)
 
     def resolve_students(self, changes: list[RowChange]) -> list[RowChange]:
         """`course_grade_change` names (course, user): one change per student enrollment of theirs."""
@@ -142,7 +135,7 @@ class _Batch:
         if not wanted:
             return changes
         found: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for r in _in(
+        for r in select_in(
             self.conn,
             "SELECT id, course_id, user_id FROM canvas_enrollments WHERE type = 'StudentEnrollment' "
             "AND course_id IN :ids",
@@ -182,7 +175,7 @@ class _Batch:
         accepted = written = False
         for column, value in change.values.items():
             stored = live.get(column)
-            if stored is not None and event.event_time < _utc(parse_time(stored[0])):
+            if stored is not None and event.event_time < as_utc(stored[0]):
                 continue
             accepted = True
             live[column] = [event.event_time.isoformat(), dump_value(value)]
@@ -195,7 +188,7 @@ class _Batch:
             self.live_touched.add((name, rid))
             self.live_course[(name, rid)] = course
         if written and name in HISTORY:
-            self._history(name, rid, row, before, event.event_time, is_new=rid in self.new[name])
+            self._history(name, row, before, event.event_time, is_new=rid in self.new[name])
         return "applied" if written else "unchanged" if accepted else "stale"
 
     def _create(self, name: str, rid: int, change: RowChange) -> dict[str, Any] | None:
@@ -208,7 +201,7 @@ class _Batch:
         return row
 
     def _history(
-        self, name: str, rid: int, row: dict[str, Any], before: dict[str, Any], at: datetime, *, is_new: bool
+        self, name: str, row: dict[str, Any], before: dict[str, Any], at: datetime, *, is_new: bool
     ) -> None:
         spec = HISTORY[name]
         if is_new and not any(row.get(c) is not None for c in spec.first_when):
@@ -261,7 +254,7 @@ class _Batch:
         params: list[dict[str, Any]] = []
         for name, rid in sorted(self.live_touched):
             columns = self.live[name][rid]
-            newest = max(_utc(parse_time(v[0])) for v in columns.values())
+            newest = max(as_utc(v[0]) for v in columns.values())
             params.append(
                 {
                     "table_name": name,
@@ -273,12 +266,8 @@ class _Batch:
                     "reconciled_at": None,
                 }
             )
-        tbl = table(LIVE_ROWS)
-        for name in {n for n, _ in self.live_touched}:
-            ids = [rid for n, rid in self.live_touched if n == name]
-            for part in chunks(sorted(ids), IN_CHUNK):
-                self.conn.execute(tbl.delete().where(tbl.c.table_name == name, tbl.c.row_id.in_(list(part))))
-        self.conn.execute(tbl.insert(), params)
+        delete_live_rows(self.conn, self.live_touched)
+        self.conn.execute(table(LIVE_ROWS).insert(), params)
 
 
 def _same_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -288,13 +277,45 @@ def _same_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
-def _utc(value: Any) -> datetime:
+def as_utc(value: Any) -> datetime:
+    """A stored time (ISO text in `columns_json`, or a datetime read back, naive meaning UTC) as aware UTC."""
     if isinstance(value, str):
         parsed = parse_time(value)
         assert parsed is not None
         return parsed
     assert isinstance(value, datetime)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return utc(value)
+
+
+def rows_by_id(conn: sa.Connection, name: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The stored rows of Layer-1 table `name` with these ids, by id."""
+    tbl = table(name)
+    rows: dict[int, dict[str, Any]] = {}
+    for part in chunks(sorted(ids), IN_CHUNK):
+        for r in conn.execute(tbl.select().where(tbl.c.id.in_(list(part)))):
+            rows[int(r._mapping["id"])] = dict(r._mapping)
+    return rows
+
+
+def fetched_at(conn: sa.Connection, courses: Iterable[int]) -> dict[tuple[str, int], datetime]:
+    """(entity, course) -> the course's last REST fetch of the entity (`canvas_course_sync.fetched_at`)."""
+    out: dict[tuple[str, int], datetime] = {}
+    sql = "SELECT entity, course_id, fetched_at FROM canvas_course_sync WHERE course_id IN :ids"
+    for r in select_in(conn, sql, list(courses)):
+        if r[2] is not None:
+            out[(str(r[0]), int(r[1]))] = as_utc(r[2])
+    return out
+
+
+def delete_live_rows(conn: sa.Connection, rows: Iterable[tuple[str, int]]) -> None:
+    """Delete the `canvas_live_rows` entries of these (table name, row id)."""
+    tbl = table(LIVE_ROWS)
+    by_table: dict[str, list[int]] = defaultdict(list)
+    for name, rid in rows:
+        by_table[name].append(rid)
+    for name, ids in by_table.items():
+        for part in chunks(sorted(ids), IN_CHUNK):
+            conn.execute(tbl.delete().where(tbl.c.table_name == name, tbl.c.row_id.in_(list(part))))
 
 
 def apply_events(

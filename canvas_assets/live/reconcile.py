@@ -25,13 +25,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from canvas_assets.live.apply import LIVE_ROWS, load_value
-from canvas_assets.live.events import parse_time
+from canvas_assets.live.apply import (
+    LIVE_ROWS,
+    as_utc,
+    delete_live_rows,
+    fetched_at,
+    load_value,
+    rows_by_id,
+    select_in,
+)
 from canvas_assets.live.mapping import ENTITY_OF_TABLE, same_value
 from canvas_assets.warehouse.db import LOAD_LOCK_KEY
 from canvas_assets.warehouse.engine import write_transaction
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.sql import IN_CHUNK, chunks
 
 MAX_EXAMPLES = 20
 
@@ -49,50 +55,15 @@ class Reconciliation:
             self.examples.append(text)
 
 
-def _utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_time(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 def _show(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else repr(value)
 
 
 def _live_rows(conn: sa.Connection, course_ids: Sequence[int] | None) -> list[Any]:
-    t = table(LIVE_ROWS)
+    sql = f"SELECT table_name, row_id, course_id, columns_json FROM {LIVE_ROWS}"
     if course_ids is None:
-        return list(conn.execute(sa.select(t.c.table_name, t.c.row_id, t.c.course_id, t.c.columns_json)))
-    rows: list[Any] = []
-    for part in chunks(sorted(set(course_ids)), IN_CHUNK):
-        stmt = sa.select(t.c.table_name, t.c.row_id, t.c.course_id, t.c.columns_json).where(
-            t.c.course_id.in_(list(part))
-        )
-        rows.extend(conn.execute(stmt))
-    return rows
-
-
-def _fetched(conn: sa.Connection, courses: set[int]) -> dict[tuple[str, int], datetime]:
-    out: dict[tuple[str, int], datetime] = {}
-    t = table("canvas_course_sync")
-    for part in chunks(sorted(courses), IN_CHUNK):
-        for r in conn.execute(
-            sa.select(t.c.entity, t.c.course_id, t.c.fetched_at).where(t.c.course_id.in_(list(part)))
-        ):
-            if r[2] is not None:
-                out[(r[0], int(r[1]))] = _utc(r[2])  # type: ignore[assignment]
-    return out
-
-
-def _current(conn: sa.Connection, name: str, ids: list[int]) -> dict[int, dict[str, Any]]:
-    tbl = table(name)
-    out: dict[int, dict[str, Any]] = {}
-    for part in chunks(sorted(ids), IN_CHUNK):
-        for r in conn.execute(tbl.select().where(tbl.c.id.in_(list(part)))):
-            out[int(r._mapping["id"])] = dict(r._mapping)
-    return out
+        return list(conn.execute(sa.text(sql)))
+    return select_in(conn, sql + " WHERE course_id IN :ids", list(set(course_ids)))
 
 
 def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Reconciliation:
@@ -105,7 +76,7 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
         live = _live_rows(conn, course_ids)
         if not live:
             return result
-        fetched = _fetched(conn, {int(r[2]) for r in live if r[2] is not None})
+        fetched = fetched_at(conn, {int(r[2]) for r in live if r[2] is not None})
         by_table: dict[str, list[Any]] = defaultdict(list)
         for r in live:
             by_table[r[0]].append(r)
@@ -113,7 +84,7 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
         gone: list[tuple[str, int]] = []
         for name, rows in by_table.items():
             tbl = table(name)
-            current = _current(conn, name, [int(r[1]) for r in rows])
+            current = rows_by_id(conn, name, [int(r[1]) for r in rows])
             writes: dict[int, dict[str, Any]] = {}
             for _, rid, course, columns_json in rows:
                 result.rows_checked += 1
@@ -122,7 +93,7 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
                 remaining: dict[str, Any] = {}
                 for column, (when, value) in json.loads(columns_json).items():
                     live_value = load_value(tbl, column, value)
-                    is_old = f is not None and _utc(when) <= f  # type: ignore[operator]
+                    is_old = f is not None and as_utc(when) <= f
                     differs = stored is not None and not same_value(stored.get(column), live_value)
                     if is_old:
                         result.values_checked += 1
@@ -157,8 +128,5 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
                 .values(columns_json=sa.bindparam("_cols"), reconciled_at=now),
                 keep,
             )
-        for name in {g[0] for g in gone}:
-            ids = [rid for n, rid in gone if n == name]
-            for part in chunks(sorted(ids), IN_CHUNK):
-                conn.execute(t.delete().where(t.c.table_name == name, t.c.row_id.in_(list(part))))
+        delete_live_rows(conn, gone)
     return result

@@ -155,7 +155,7 @@ class LiveConsumer:
         if not messages:
             return 0
         events, bad = parse_messages([m.get("Body") or "" for m in messages])
-        new = inbox.store(self.engine, events, source="sqs")
+        new = len(inbox.store(self.engine, events, source="sqs"))
         store_bad(self.engine, bad, "sqs")
         self._stored.set()
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
@@ -177,13 +177,15 @@ class LiveConsumer:
                 self.receive_once()
                 backoff = 1.0
             except Exception as exc:  # the queue or the database is away: wait, then try again
-                with self._lock:
-                    self.stats.errors += 1
-                log.warning(
-                    "live: receiving failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff
-                )
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = self._wait_after("receiving", exc, backoff)
+
+    def _wait_after(self, what: str, exc: Exception, backoff: float) -> float:
+        """Count and log a failed round, wait `backoff` seconds (or until stopped); the next backoff."""
+        with self._lock:
+            self.stats.errors += 1
+        log.warning("live: %s failed (%s: %s); retrying in %.0f s", what, type(exc).__name__, exc, backoff)
+        self.stop.wait(backoff)
+        return min(backoff * 2, 30.0)
 
     def wake(self) -> None:
         """Events were stored (by the HTTPS receiver): apply them now rather than at the next idle tick."""
@@ -212,13 +214,7 @@ class LiveConsumer:
                 self.apply_available()
                 backoff = 1.0
             except Exception as exc:
-                with self._lock:
-                    self.stats.errors += 1
-                log.warning(
-                    "live: applying failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff
-                )
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = self._wait_after("applying", exc, backoff)
             if time.monotonic() - last_report >= self.settings.report_every_s:
                 self.report()
                 last_report = time.monotonic()

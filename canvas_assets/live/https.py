@@ -170,7 +170,7 @@ class GroupCommitter:
 
     def _store(self, group: list[tuple[LiveEvent, dict[str, Any]]]) -> None:
         try:
-            new = inbox.store_keys(self.engine, [e for e, _ in group], source="https")
+            new = inbox.store(self.engine, [e for e, _ in group], source="https")
         except Exception as exc:
             log.warning("live: storing HTTPS events failed (%s); answered 503", type(exc).__name__)
             for _, slot in group:

@@ -26,12 +26,7 @@ def _insert(conn: sa.Connection) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(target)
 
 
-def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> int:
-    """Commit `events` to the inbox (one transaction); returns how many were new."""
-    return len(store_keys(engine, events, source=source))
-
-
-def store_keys(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> set[str]:
+def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> set[str]:
     """Commit `events` to the inbox (one transaction); the keys of those that were new."""
     if not events:
         return set()

@@ -86,35 +86,32 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
-def _deleted(event: LiveEvent, state: Any) -> dict[str, Any]:
-    return {"deleted_at": event.event_time if state == "deleted" else None}
+def _state(event: LiveEvent, state: Any, **columns: Any) -> dict[str, Any]:
+    """`deleted_at` as the `workflow_state` says (see the module docstring) and, unless deleted, `columns`."""
+    return {"deleted_at": event.event_time} if state == "deleted" else {"deleted_at": None, **columns}
 
 
-def _grade_change(event: LiveEvent) -> list[RowChange]:
+def _submission_change(event: LiveEvent, values: dict[str, Any], user: int | None) -> list[RowChange]:
     b = event.body
     sid = event.rest_id(b.get("submission_id"))
     if sid is None:
         return []
-    user = event.rest_id(b.get("student_id")) or event.rest_id(b.get("user_id"))
     create = {
         "course_id": event.course_id,
         "assignment_id": event.rest_id(b.get("assignment_id")),
         "user_id": user,
     }
-    values = {"score": _score(b.get("score")), "grade": _text(b.get("grade"))}
     return [RowChange(SUBMISSIONS, sid, event.course_id, values, create)]
+
+
+def _grade_change(event: LiveEvent) -> list[RowChange]:
+    b = event.body
+    user = event.rest_id(b.get("student_id")) or event.rest_id(b.get("user_id"))
+    return _submission_change(event, {"score": _score(b.get("score")), "grade": _text(b.get("grade"))}, user)
 
 
 def _submission(event: LiveEvent) -> list[RowChange]:
     b = event.body
-    sid = event.rest_id(b.get("submission_id"))
-    if sid is None:
-        return []
-    create = {
-        "course_id": event.course_id,
-        "assignment_id": event.rest_id(b.get("assignment_id")),
-        "user_id": event.rest_id(b.get("user_id")),
-    }
     values: dict[str, Any] = {
         "submitted_at": parse_time(b.get("submitted_at")),
         "graded_at": parse_time(b.get("graded_at")),
@@ -127,7 +124,7 @@ def _submission(event: LiveEvent) -> list[RowChange]:
         "missing": _flag(b.get("missing")),
         "workflow_state": _text(b.get("workflow_state")),
     }
-    return [RowChange(SUBMISSIONS, sid, event.course_id, values, create)]
+    return _submission_change(event, values, event.rest_id(b.get("user_id")))
 
 
 def _course_grade_change(event: LiveEvent) -> list[RowChange]:
@@ -160,10 +157,8 @@ def _enrollment(event: LiveEvent) -> list[RowChange]:
         "course_section_id": event.rest_id(b.get("course_section_id")),
         "created_at": parse_time(b.get("created_at")),
         "updated_at": parse_time(b.get("updated_at")),
-        **_deleted(event, state),
+        **_state(event, state, enrollment_state=_text(state)),
     }
-    if state != "deleted":
-        values["enrollment_state"] = _text(state)
     course = event.rest_id(b.get("course_id")) or event.course_id
     create = {"course_id": course, "user_id": event.rest_id(b.get("user_id")), "type": values["type"]}
     return [RowChange(ENROLLMENTS, enrollment, course, values, create)]
@@ -193,11 +188,8 @@ def _assignment(event: LiveEvent) -> list[RowChange]:
         "assignment_group_id": event.rest_id(b.get("assignment_group_id")),
         "submission_types": _submission_types(b.get("submission_types")),
         "updated_at": parse_time(b.get("updated_at")),
-        **_deleted(event, state),
+        **_state(event, state, workflow_state=_text(state), published=state == "published"),
     }
-    if state != "deleted":
-        values["workflow_state"] = _text(state)
-        values["published"] = state == "published"
     course = event.course_id
     return [RowChange(ASSIGNMENTS, assignment, course, values, {"course_id": course})]
 
@@ -217,10 +209,8 @@ def _course(event: LiveEvent) -> list[RowChange]:
         "name": _text(b.get("name")),
         "uuid": _text(b.get("uuid")),
         "account_id": event.rest_id(b.get("account_id")),
-        **_deleted(event, state),
+        **_state(event, state, workflow_state=_COURSE_STATE.get(str(state), _text(state))),
     }
-    if state != "deleted":
-        values["workflow_state"] = _COURSE_STATE.get(str(state), _text(state))
     return [RowChange(COURSES, course, course, values)]
 
 

@@ -104,7 +104,7 @@ class SqsServer:
             self._spawn()
             if self._wait_ready(timeout_s):
                 return self
-            self._end()
+            self.stop()
         raise RuntimeError(
             f"moto's SQS server did not answer on {self.host}:{self.port} within {timeout_s:.0f} s; "
             "check that `moto[server]` is installed (pip install -e '.[dev]') and the port is free"
@@ -114,7 +114,7 @@ class SqsServer:
         env = dict(os.environ)
         env.setdefault("AWS_DEFAULT_REGION", self.region)
         # The server's own access log would fill a pipe nobody reads: it goes to /dev/null.
-        self._log = open(os.devnull, "wb")  # noqa: SIM115 - closed in _end
+        self._log = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL, env=env,
@@ -131,7 +131,7 @@ class SqsServer:
             time.sleep(0.1)
         return False
 
-    def _end(self) -> None:
+    def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -143,9 +143,6 @@ class SqsServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def stop(self) -> None:
-        self._end()
 
     def __enter__(self) -> SqsServer:
         return self.start()

@@ -77,10 +77,6 @@ class _Section(dg.Config):
     model_config = ConfigDict(extra="forbid")
 
 
-def _switch(description: str) -> Any:
-    return Field(default=None, description=description)
-
-
 def _number(description: str, *, low: int, high: int) -> Any:
     """A processing number, limited to [low, high] (the limits are also shown in its description)."""
     return Field(default=None, ge=low, le=high, description=f"{description} ({low}-{high})")
@@ -107,7 +103,10 @@ else:
         __doc__=_ENTITIES_DOC,
         __module__=__name__,
         **{
-            name: (Optional[StrictBool], _switch(REGISTERED_ENTITIES[name].switch_description))
+            name: (
+                Optional[StrictBool],
+                Field(default=None, description=REGISTERED_ENTITIES[name].switch_description),
+            )
             for name in SWITCHED_ENTITIES
         },
     )

@@ -136,7 +136,6 @@ def error_for_response(
     *,
     method: str,
     url: str,
-    www_authenticate: str | None = None,
     secrets: Iterable[str] = (),
 ) -> CanvasAPIError:
     """The typed error for a Canvas error response. `url` must already be token-free; Canvas's text

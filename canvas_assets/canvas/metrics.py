@@ -50,10 +50,6 @@ class ClientMetrics:
             if in_flight > self.peak_in_flight:
                 self.peak_in_flight = in_flight
 
-    def note_in_flight(self, in_flight: int) -> None:
-        with self._lock:
-            self.peak_in_flight = max(self.peak_in_flight, in_flight)
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

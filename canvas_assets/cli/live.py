@@ -39,7 +39,7 @@ def _summary(stats: Any) -> str:
     return f"live: {stats.events} events ({', '.join(parts) or 'none'}){lag}"
 
 
-def make_reporter(echo: bool, dagster: bool) -> Any:
+def make_reporter(dagster: bool) -> Any:
     """The consumer's reporter: a line on stdout and, with `dagster`, the instance's live-feed events."""
     reporter = None
     if dagster:
@@ -52,7 +52,7 @@ def make_reporter(echo: bool, dagster: bool) -> Any:
         reporter = DagsterReporter(dg.DagsterInstance.get())
 
     def report(stats: Any) -> None:
-        if echo and stats.events:
+        if stats.events:
             click.echo(_summary(stats))
         if reporter is not None:
             reporter(stats)
@@ -127,9 +127,7 @@ def live(
         warehouse = Warehouse(default_database_url())
         warehouse.ensure_schema()
         client = sqs_client(endpoint_url, region, max_pool_connections=receivers + 2) if queue_url else None
-        consumer = LiveConsumer(
-            settings, warehouse.engine, client, reporter=make_reporter(True, not no_dagster)
-        )
+        consumer = LiveConsumer(settings, warehouse.engine, client, reporter=make_reporter(not no_dagster))
         receiver = None
         if https_addr:
             host, port = _host_port(https_addr)
@@ -189,7 +187,7 @@ def run_live_demo(db_url: str, sandbox: Any, wait_s: float = 15.0) -> None:
         settings = ConsumerSettings(
             queue_url=queue, endpoint_url=sqs.endpoint_url, wait_seconds=1, report_every_s=5
         )
-        consumer = LiveConsumer(settings, warehouse.engine, sqs.client(), reporter=make_reporter(True, True))
+        consumer = LiveConsumer(settings, warehouse.engine, sqs.client(), reporter=make_reporter(True))
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
         click.echo(

@@ -7,18 +7,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from canvas_assets.errors import CanvasAssetsError, ProfileError
+from canvas_assets.instance.local_store import describe_url
 from canvas_assets.profiles import Profile, environment_profile_name, load_profile_file, preset
 
 EXIT_FAILED_COURSES = 1
 EXIT_BAD_INPUT = 2
 
 
-def _fail(exc: CanvasAssetsError) -> None:
+def _fail(exc: CanvasAssetsError) -> NoReturn:
     label = {"configuration": "configuration error", "canvas_api": "Canvas error", "timeout": "timeout"}.get(
         exc.category.value, f"{exc.category.value} error"
     )
@@ -140,7 +141,7 @@ def _sync_until_done(
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     say(f"profile:   {profile.name} ({', '.join(profile.staging_entities)})")
     say(f"dagster:   {home}")
-    say(f"warehouse: {_display_url(default_database_url())}")
+    say(f"warehouse: {describe_url(default_database_url())}")
     display = ProgressDisplay()
     stop = listen(display)
     try:
@@ -261,14 +262,13 @@ def demo(profile_name: str, courses: int | None, seed: int, live_too: bool) -> N
                 run_live_demo(db_url, sb)
     except CanvasAssetsError as exc:
         _fail(exc)
-        return
     click.echo("")
     click.echo("Browse the runs, assets, partitions and checks in the Dagster UI (same instance):")
     click.echo("  canvas-assets ui")
     click.echo("To launch runs from the UI, serve a sandbox in another terminal (`canvas-assets sandbox`)")
     click.echo("and export the CANVAS_BASE_URL and CANVAS_API_TOKEN it prints before `canvas-assets ui`.")
     click.echo(f"Dagster instance: {home}")
-    click.echo(f"Tables: {_display_url(db_url)}")
+    click.echo(f"Tables: {describe_url(db_url)}")
     sys.exit(code)
 
 
@@ -294,14 +294,13 @@ def status(as_json: bool, show_courses: bool) -> None:
             runs = recent_runs(instance)
     except CanvasAssetsError as exc:
         _fail(exc)
-        return
     if as_json:
         payload = {**st.to_dict(), "recent_runs": runs}
         click.echo(json.dumps(payload, indent=2))
         return
     age = st.last_sync_age_seconds
     click.echo(f"dagster home      {home}")
-    click.echo(f"warehouse         {_display_url(warehouse.url)}")
+    click.echo(f"warehouse         {describe_url(warehouse.url)}")
     click.echo(f"courses known     {st.courses_known} (+{st.courses_gone} gone)")
     click.echo(f"courses synced    {st.courses_synced}")
     click.echo(f"courses failed    {st.courses_failed}")
@@ -370,7 +369,6 @@ def profile_show(name: str) -> None:
         p = preset(name)
     except ProfileError as exc:
         _fail(exc)
-        return
     click.echo(yaml.safe_dump(p.to_run_config(), sort_keys=False).rstrip())
     click.echo(f"# fetches: {', '.join(p.staging_entities)}")
 
@@ -383,7 +381,6 @@ def profile_validate(path: str) -> None:
         p = load_profile_file(path)
     except ProfileError as exc:
         _fail(exc)
-        return
     click.echo(f"{path}: valid profile {p.name} (fetches {', '.join(p.staging_entities)})")
 
 
@@ -408,14 +405,7 @@ def db_upgrade(url: str | None) -> None:
         upgrade(target)
     except CanvasAssetsError as exc:
         _fail(exc)
-        return
     click.echo(f"warehouse schema: {before or 'empty'} -> {head_revision()}")
-
-
-def _display_url(url: str) -> str:
-    from canvas_assets.instance.local_store import describe_url
-
-    return describe_url(url)
 
 
 # --- the Dagster UI and instance ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from canvas_assets.warehouse.models import table
+from canvas_assets.warehouse.sql import utc
 
 
 @dataclass
@@ -55,7 +56,7 @@ class PipelineStatus:
     def last_sync_age_seconds(self) -> float | None:
         if self.last_sync is None:
             return None
-        return (datetime.now(timezone.utc) - _utc(self.last_sync)).total_seconds()
+        return (datetime.now(timezone.utc) - utc(self.last_sync)).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (`canvas-assets status --json`), timestamps as ISO 8601."""
@@ -95,16 +96,12 @@ class PipelineStatus:
         }
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 def _as_dt(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return _utc(value)
-    return _utc(datetime.fromisoformat(str(value)))
+        return utc(value)
+    return utc(datetime.fromisoformat(str(value)))
 
 
 @dataclass

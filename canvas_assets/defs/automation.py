@@ -88,7 +88,6 @@ def _active_keys(
             # A warehouse with no catalog yet knows no gone course; anything else is worth saying.
             if not isinstance(exc, (sa.exc.OperationalError, sa.exc.ProgrammingError)):
                 raise
-            gone = set()
     return list(keys), gone
 
 

@@ -23,16 +23,11 @@ def profile_asset_keys(profile: Profile) -> list[dg.AssetKey]:
     return keys + [account_key(e) for e in ACCOUNT_ENTITIES if profile.wants(e)]
 
 
-def profile_selection(profile: Profile) -> dg.AssetSelection:
-    """The same assets as a selection (their checks included)."""
-    return dg.AssetSelection.assets(*profile_asset_keys(profile))
-
-
 def sync_job(preset_name: str) -> Any:
     profile = preset(preset_name)
     return dg.define_asset_job(
         JOB_FOR_PRESET[preset_name],
-        selection=profile_selection(profile),
+        selection=dg.AssetSelection.assets(*profile_asset_keys(profile)),  # their checks included
         partitions_def=COURSES,
         config=dg.RunConfig(resources={"sync_profile": SyncProfileResource.from_profile(profile)}),
         description=f"Sync the selected courses with the {preset_name} profile (staging + Layer-1).",

@@ -210,10 +210,6 @@ def load_table(
 
 
 # --- set-based steps ----------------------------------------------------------------------------------------
-def _on_commit_drop(conn: sa.Connection) -> str:
-    return " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
-
-
 def _load_fresh_courses(
     conn: sa.Connection,
     target: sa.Table,
@@ -302,9 +298,10 @@ def _compare(
         conditions.append(distinct_sql(conn, [f"t.{q(c)}" for c in values], [f"s.{q(c)}" for c in values]))
     diff = f"_diff_{target.name}"
     on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+    on_commit_drop = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q(diff)}")
     conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {q(diff)}{_on_commit_drop(conn)} AS "
+        f"CREATE TEMPORARY TABLE {q(diff)}{on_commit_drop} AS "
         f"SELECT s._n AS _n, {restored} AS restored, {scored} AS scored "
         f"FROM {q(temp)} s JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
     )

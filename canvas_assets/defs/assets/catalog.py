@@ -142,7 +142,7 @@ def canvas_course_catalog(
             "new_partitions": len(new_keys),
             "new_courses": dg.MetadataValue.json(sorted(diff.new)),
             "vanished_courses": dg.MetadataValue.json(sorted(diff.vanished)),
-            "returned_courses": dg.MetadataValue.json(sorted(getattr(diff, "returned", []))),
+            "returned_courses": dg.MetadataValue.json(sorted(diff.returned)),
             "source": f"account {account_id}" if account_id else "token's own courses",
             "states": ", ".join(config.states),
             "api_calls": api_calls,

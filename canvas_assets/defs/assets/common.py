@@ -107,10 +107,9 @@ def extract_log(warehouse: Any, run_id: str, entity: str, *columns: str) -> dict
 
 def extract_outcomes(warehouse: Any, run_id: str, entity: str) -> dict[int, tuple[str, Optional[str]]]:
     """{course id: (status, error type)} of this run's extract of `entity` (see `extract_log`)."""
-    return {
-        c: (status, error)
-        for c, (status, error) in extract_log(warehouse, run_id, entity, "status", "error_type").items()
-    }
+    return cast(
+        dict[int, tuple[str, Optional[str]]], extract_log(warehouse, run_id, entity, "status", "error_type")
+    )
 
 
 def course_metadata(

@@ -46,9 +46,8 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 PROFILE_ENV_VAR = "CANVAS_SYNC_PROFILE"
 DEFAULT_PROFILE = "LIGHTWEIGHT"
 
-# Staging entities in fetch order. Not every one is an entity switch of its own: student_summaries is what
-# `fields.students.analytics` fetches (its declaration's `fetched_with`).
-# every staging (course-partitioned) entity, in registry order
+# Every staging (course-partitioned) entity, in registry (fetch) order. Not every one is an entity switch of
+# its own: student_summaries is what `fields.students.analytics` fetches (its declaration's `fetched_with`).
 STAGING_ENTITIES = tuple(n for n, e in REGISTERED_ENTITIES.items() if not e.account_level)
 # entities fetched once per sync for the account (terms): one unpartitioned asset each, no staging
 ACCOUNT_ENTITIES = tuple(n for n, e in REGISTERED_ENTITIES.items() if e.account_level)

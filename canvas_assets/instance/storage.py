@@ -3,27 +3,15 @@ with the event-log behaviour that makes a ranged run of thousands of courses che
 
 Referenced from `dagster.yaml` as `storage: custom: {module: canvas_assets.instance.storage, class:
 CanvasStorage, config: ...}`, so every process that opens the instance (CLI, webserver, daemon, run
-workers) gets the same behaviour with no environment variable to remember:
-
-- **One planned event per asset per run**, carrying the run's course subset, instead of one per asset
-  per course (`supports_partition_subset_in_asset_materialization_planned_events`).
-- **Batched event writes**: a step's materializations (one per asset per course) are stored in
-  multi-row inserts (`DAGSTER_EVENT_BATCH_SIZE`, set here for this process and its children).
-- **Failed courses are failures, not materializations.** A course that failed inside a successful run
-  carries `canvas/course_status: failed` in its partition metadata; its materialization is stored as
-  an `ASSET_FAILED_TO_MATERIALIZE` event instead, so the partition keeps its last good
-  materialization and the course's event history shows the failure. When a run fails, every course it
-  planned but did not materialize gets a per-partition planned event and a failure event.
-- **A failed course shows as Failed** (red in the UI), never as Missing or Materialized. Dagster 1.13's
-  partition status (`AssetStatusCacheValue`, built in `dagster._core.storage.partition_status_cache`)
-  derives "failed" only from per-partition planned events without a materialization *in runs whose
-  status is FAILURE*; it never reads `ASSET_FAILED_TO_MATERIALIZE` events (Dagster+ does, through its
-  asset-health streams). So a course whose fetch failed in a run that succeeded showed as Missing
-  ("Failed (0)") although the failure was stored. `get_asset_status_cache_values`, the one storage
-  method through which the UI (GraphQL `assetPartitionStatuses`, `partitionStats`) and automation read
-  partition status, adds the partitions whose latest outcome is a failure event (no materialization
-  since) to Dagster's failed subset, unless a run is materializing them now. Dagster's own stored cache
-  is left as Dagster builds it: the addition is computed on each read, two indexed queries per asset.
+workers) gets the same behaviour with no environment variable to remember. What it changes, and why, is
+docs/architecture.md, "The instance storage": one planned event per asset per run, carrying the run's
+course subset; batched event writes (`DAGSTER_EVENT_BATCH_SIZE`, set here for this process and its
+children); pooled connections; a course whose partition metadata says `canvas/course_status: failed` stored
+as an `ASSET_FAILED_TO_MATERIALIZE` event (its partition keeps its last good materialization); the courses a
+failed run planned but did not store given a per-partition planned event and a failure event; and, since
+Dagster 1.13's partition status never reads failure events (Dagster+ does), the partitions whose latest
+outcome is a failure added to Dagster's failed subset on each read of `get_asset_status_cache_values` (the
+one method through which the UI and automation read it; Dagster's stored cache is left as it builds it).
 
 Dagster release: this module is the adapter to Dagster's instance storage internals (dagster 1.13.27,
 dagster-postgres 0.29.27, pinned in setup.cfg; README "Dagster release"). What it relies on, each

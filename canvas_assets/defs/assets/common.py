@@ -145,13 +145,9 @@ def add_course_metadata(
 
 
 # --- the run's own figures: the sync report ------------------------------------------------------------
-# Run-wide figures (API calls, retries, throttled responses, rows, rejected records, seconds per stage)
-# are not run tags: tags are for filtering runs (profile, course range, backfill, the CLI's owner), and
-# forty of them made one run fill a screen of the Runs list (issue 22). Nor are they materialization
-# metadata of the course assets: in a ranged run that metadata is per course (a MaterializeResult's would
-# be copied onto every course). Each step that has figures logs one observation of this unpartitioned
-# asset, in its run: the asset's page lists them (and plots each figure over time), the run's event log
-# shows them, and `run_figures` reads them back for the CLI, the benchmark and the tests.
+# Run-wide figures (API calls, rows, seconds per stage...) are neither run tags (forty of them made one run
+# fill a screen of the Runs list, issue 22) nor course metadata (a ranged run would copy them onto every
+# course): each step that has any logs one observation of this asset (docs/architecture.md, "Run figures").
 SYNC_REPORT_KEY = dg.AssetKey("canvas_sync_report")
 SYNC_REPORT = dg.AssetSpec(
     SYNC_REPORT_KEY,

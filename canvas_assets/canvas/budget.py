@@ -62,11 +62,8 @@ def within(seconds: float, what: str, *, setting: str = "", at: float | None = N
     outer = current()
     if outer is not None and outer.at <= deadline.at:
         deadline = outer
-    _local.deadline = deadline
-    try:
+    with adopted(deadline):
         yield deadline
-    finally:
-        _local.deadline = outer
 
 
 @contextmanager

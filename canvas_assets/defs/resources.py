@@ -79,14 +79,10 @@ class SyncProfileResource(dg.ConfigurableResource):
         except ValidationError as exc:
             raise profile_error(cls, exc) from None
 
-    def as_mapping(self) -> dict[str, Any]:
-        """The fields that are set, as a (partial) profile mapping."""
-        out = {key: plain(getattr(self, key)) for key in ("name", "entities", "fields", "processing")}
-        return {key: value for key, value in out.items() if value is not None}
-
     def resolve(self) -> Profile:
-        """The complete, validated profile (raises ProfileError naming the field)."""
-        return parse_profile(self.as_mapping())
+        """The complete, validated profile from the fields that are set (raises ProfileError naming the field)."""
+        out = {key: plain(getattr(self, key)) for key in ("name", "entities", "fields", "processing")}
+        return parse_profile({key: value for key, value in out.items() if value is not None})
 
     @classmethod
     def from_profile(cls, profile: Profile) -> "SyncProfileResource":

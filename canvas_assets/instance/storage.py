@@ -274,32 +274,23 @@ class CanvasEventLogStorage(_FromStorageConfig, _Pooled, PostgresEventLogStorage
             for partition in sorted(partitions):
                 if (asset_key, partition) in done:
                     continue
-                entries.append(
-                    _entry_like(
-                        run_failure,
-                        DagsterEvent.build_asset_materialization_planned_event(
-                            run_failure.job_name or "",
-                            step_of[asset_key] or "",
-                            AssetMaterializationPlannedData(asset_key, partition=partition),
-                        ),
-                    )
+                planned_event = DagsterEvent.build_asset_materialization_planned_event(
+                    run_failure.job_name or "",
+                    step_of[asset_key] or "",
+                    AssetMaterializationPlannedData(asset_key, partition=partition),
                 )
-                entries.append(
-                    _entry_like(
-                        run_failure,
-                        DagsterEvent.build_asset_failed_to_materialize_event(
-                            run_failure.job_name or "",
-                            step_of[asset_key],
-                            AssetMaterializationFailure(
-                                asset_key=asset_key,
-                                partition=partition,
-                                description="the run failed before this course was stored",
-                                failure_type=AssetMaterializationFailureType.FAILED,
-                                reason=AssetMaterializationFailureReason.FAILED_TO_MATERIALIZE,
-                            ),
-                        ),
-                    )
+                failure_event = DagsterEvent.build_asset_failed_to_materialize_event(
+                    run_failure.job_name or "",
+                    step_of[asset_key],
+                    AssetMaterializationFailure(
+                        asset_key=asset_key,
+                        partition=partition,
+                        description="the run failed before this course was stored",
+                        failure_type=AssetMaterializationFailureType.FAILED,
+                        reason=AssetMaterializationFailureReason.FAILED_TO_MATERIALIZE,
+                    ),
                 )
+                entries += [_entry_like(run_failure, e) for e in (planned_event, failure_event)]
         # Plain rows in the event log are all Dagster's partition status and event history read.
         for start in range(0, len(entries), 1000):
             with self._connect() as conn:

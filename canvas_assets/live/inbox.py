@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from canvas_assets.live.events import LiveEvent
 from canvas_assets.warehouse.engine import write_transaction
 from canvas_assets.warehouse.models import table
+from canvas_assets.warehouse.sql import upsert_statement
 
 INBOX = "canvas_live_events"
-
-
-def _insert(conn: sa.Connection) -> Any:
-    target = table(INBOX)
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(target)
 
 
 def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> set[str]:
@@ -46,7 +40,7 @@ def store(engine: sa.Engine, events: Sequence[LiveEvent], *, source: str) -> set
     ]
     t = table(INBOX)
     with write_transaction(engine) as conn:
-        stmt = _insert(conn).on_conflict_do_nothing(index_elements=["event_key"])
+        stmt = upsert_statement(conn, t).on_conflict_do_nothing(index_elements=["event_key"])
         if conn.dialect.name == "postgresql":
             return {r[0] for r in conn.execute(stmt.returning(t.c.event_key), rows)}
         # SQLite: the write lock is held from BEGIN IMMEDIATE, so what is there now is what the insert skips.

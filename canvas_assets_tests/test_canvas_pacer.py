@@ -160,6 +160,24 @@ def test_with_another_process_on_the_token_three_requests_stay_spare():
     assert pacer.limit == 4
 
 
+def test_a_process_that_once_saw_another_on_the_token_keeps_to_half_the_bucket_while_readings_lag():
+    # Seen in a sync beside another on the same token, with the CPU busy: readings counted responses not yet
+    # read as in flight, so most of them hid the other process, and the two grew to 9 and 6 (15 holds on a
+    # bucket that admits 13). One reading that shows the other process keeps this one to 6 for a while.
+    clock = FakeClock()
+    pacer = Pacer(max_in_flight=32, clock=clock)
+    observe(pacer, 700.0)
+    observe(pacer, 700.0 - 50 * 2 - 50 * 3, others=2)  # 3 holds beyond ours: another process
+    for _ in range(40):  # lagging readings: room to spare, nobody else visible
+        clock.now += 0.05
+        observe(pacer, 451.0, others=pacer.limit - 1)
+    assert pacer.limit == 6
+    clock.now += 10.5  # no sign of the other process for longer than the pacer remembers: grow again
+    for _ in range(40):
+        observe(pacer, 451.0, others=pacer.limit - 1)
+    assert pacer.limit > 6
+
+
 def _waiting(pacer: Pacer, n: int) -> None:
     """Block until `n` requests wait for a slot (the threads below queue in their own time)."""
     for _ in range(500):

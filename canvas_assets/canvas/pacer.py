@@ -23,7 +23,11 @@ process may share the token, so the pacer learns from what every response report
   requests explain (another process shares the token), three requests' worth must stay spare before
   growing, and the limit shrinks already below two: neither process sees the other's growth until
   its next readings. Requests of
-  another process sharing the token are part of R, so both processes back off.
+  another process sharing the token are part of R, so both processes back off. A busy process counts
+  responses it has not read yet as in flight, which hides the other process in most readings; so one
+  reading that shows it keeps the pacer in this shared mode for 10 s, and while shared the limit stays at
+  half of what the empty bucket admits (6 of 13): two processes whose readings lag cannot together hold
+  more than the bucket admits.
 - A reading below the low-water mark with nothing else of ours in flight means real costs (or another
   process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
 - The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
@@ -61,6 +65,8 @@ MAX_REMAINING = 800.0
 # The longest wait for the leak: a bucket at the 800-unit hard cap over a 600 high-water mark reports -200,
 # which the leak brings back to the low-water mark in 27.5 s. No reading makes the pacer wait longer.
 MAX_LEAK_WAIT_S = 30.0
+# How long a sign of another process spending the same token keeps the pacer in its shared mode.
+SHARED_MEMORY_S = 10.0
 
 
 class PacerTimeout(Exception):
@@ -125,6 +131,7 @@ class Pacer:
         self.start_after_calibration = 4
         self._grow_credit = 0
         self._calibrated = False
+        self._shared_until = -math.inf
         self._in_flight: set[int] = set()
         self._next_seq = 0
         self._not_before = 0.0
@@ -293,8 +300,12 @@ class Pacer:
             self._cap = max(1, min(self.max_in_flight, fits - self.safety_margin))
         # Holds in the bucket that are not ours: another process is spending the same token. Then keep
         # more room spare, since its growth and ours cannot see each other until the next readings.
-        foreign = self._max_remaining - (remaining + unit * others)
-        shared = foreign >= unit * 0.8
+        # A busy process counts responses it has not read yet as in flight, which hides the other process
+        # in most readings, so one reading that shows it is remembered for SHARED_MEMORY_S.
+        now = self._clock()
+        if self._max_remaining - (remaining + unit * others) >= unit * 0.8:
+            self._shared_until = now + SHARED_MEMORY_S
+        shared = now < self._shared_until
         grow_above = self.low_water + unit * (3 if shared else 1)
         shrink_below = self.low_water + (unit if shared else 0)
         if remaining < shrink_below:
@@ -315,5 +326,12 @@ class Pacer:
             if self._grow_credit >= self._limit:
                 self._grow_credit = 0
                 self._limit += 1
+        if shared:
+            # At most half of what the empty bucket admits. The readings of two busy processes lag by the
+            # responses each has not read yet, so both can see room that the other is about to take; with
+            # a half each they never hold more together than the bucket admits (seen: limits of 9 and 6,
+            # 15 holds, on a bucket that admits 13).
+            fits_all = math.ceil(self._max_remaining / unit) - self.safety_margin
+            self._limit = min(self._limit, fits_all // 2)
         self._limit = max(1, min(self._limit, self._cap))
         self._calibrated = True

@@ -167,14 +167,30 @@ def test_a_process_that_once_saw_another_on_the_token_keeps_to_half_the_bucket_w
     clock = FakeClock()
     pacer = Pacer(max_in_flight=32, clock=clock)
     observe(pacer, 700.0)
-    observe(pacer, 700.0 - 50 * 2 - 50 * 3, others=2)  # 3 holds beyond ours: another process
+    for _ in range(3):  # 3 holds beyond ours, in readings over 0.1 s: another process
+        clock.now += 0.05
+        observe(pacer, 700.0 - 50 * 2 - 50 * 3, others=2)
     for _ in range(40):  # lagging readings: room to spare, nobody else visible
         clock.now += 0.05
         observe(pacer, 451.0, others=pacer.limit - 1)
     assert pacer.limit == 6
     clock.now += 10.5  # no sign of the other process for longer than the pacer remembers: grow again
     for _ in range(40):
-        observe(pacer, 451.0, others=pacer.limit - 1)
+        observe(pacer, 700.0 - 50 * (pacer.limit - 1), others=pacer.limit - 1)  # all explained
+    assert pacer.limit > 6
+
+
+def test_one_unexplained_hold_now_and_then_does_not_halve_a_lone_process():
+    # Threads that release their slots out of order make a lone process see one hold it cannot explain.
+    clock = FakeClock()
+    pacer = Pacer(max_in_flight=32, clock=clock)
+    observe(pacer, 700.0)
+    for _ in range(3):  # and a burst of readings that show two within a few milliseconds
+        clock.now += 0.002
+        observe(pacer, 700.0 - 50 * 3 - 100, others=3)
+    for _ in range(60):
+        observe(pacer, 700.0 - 50 * (pacer.limit - 1) - 50, others=pacer.limit - 1)  # one hold unexplained
+        observe(pacer, 700.0 - 50 * (pacer.limit - 1), others=pacer.limit - 1)  # all explained
     assert pacer.limit > 6
 
 

@@ -24,8 +24,8 @@ process may share the token, so the pacer learns from what every response report
   growing, and the limit shrinks already below two: neither process sees the other's growth until
   its next readings. Requests of
   another process sharing the token are part of R, so both processes back off. A busy process counts
-  responses it has not read yet as in flight, which hides the other process in most readings; so one
-  reading that shows it keeps the pacer in this shared mode for 10 s, and while shared the limit stays at
+  responses it has not read yet as in flight, which hides the other process in most readings; so
+  three readings that show two of its holds keep the pacer in this shared mode for 10 s, and while shared the limit stays at
   half of what the empty bucket admits (6 of 13): two processes whose readings lag cannot together hold
   more than the bucket admits.
 - A reading below the low-water mark with nothing else of ours in flight means real costs (or another
@@ -53,6 +53,7 @@ import heapq
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +68,8 @@ MAX_REMAINING = 800.0
 MAX_LEAK_WAIT_S = 30.0
 # How long a sign of another process spending the same token keeps the pacer in its shared mode.
 SHARED_MEMORY_S = 10.0
+# Readings that show it, over more than SIGHTING_BURST_S and at most SIGHTING_WINDOW_S.
+SIGHTINGS, SIGHTING_BURST_S, SIGHTING_WINDOW_S = 3, 0.05, 2.0
 
 
 class PacerTimeout(Exception):
@@ -83,6 +86,9 @@ class PacerSlot:
     # The pacer's sequence counter when the response came back: requests started after that are not in
     # the level the response reports.
     received_mark: int | None = None
+    # How many slots had been released when the response came back: the ones released after it may have
+    # been in the bucket when Canvas measured the level this response reports.
+    released_mark: int | None = None
     kept: bool = False  # released with keep=True: its place is held for the caller's next request
 
 
@@ -131,6 +137,8 @@ class Pacer:
         self.start_after_calibration = 4
         self._grow_credit = 0
         self._calibrated = False
+        self._released = 0
+        self._sightings: deque[float] = deque(maxlen=SIGHTINGS)
         self._shared_until = -math.inf
         self._in_flight: set[int] = set()
         self._next_seq = 0
@@ -216,6 +224,7 @@ class Pacer:
         holding a fresh response queue behind the threads waiting for a slot.
         """
         slot.received_mark = self._next_seq
+        slot.released_mark = self._released
 
     def release(
         self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False, keep: bool = False
@@ -229,13 +238,15 @@ class Pacer:
         with self._lock:
             saturated = len(self._in_flight) + self._kept >= self._limit
             self._in_flight.discard(slot.seq)
+            self._released += 1
             mark = slot.received_mark if slot.received_mark is not None else self._next_seq
             others = sum(1 for s in self._in_flight if s < mark)
             if throttled:
                 self._limit = max(1, self._limit // 2)
                 self._calibrated = True
             elif remaining is not None and math.isfinite(remaining):
-                self._learn(max(-MAX_REMAINING, min(MAX_REMAINING, remaining)), others, saturated)
+                late = self._released - 1 - slot.released_mark if slot.released_mark is not None else 0
+                self._learn(max(-MAX_REMAINING, min(MAX_REMAINING, remaining)), others, saturated, late)
             if keep and not throttled:
                 slot.kept = True
                 self._kept += 1
@@ -286,7 +297,7 @@ class Pacer:
         self._peak = max(self._peak, in_flight)
         return PacerSlot(seq=seq, waited=waited, in_flight=in_flight)
 
-    def _learn(self, remaining: float, others: int, saturated: bool) -> None:
+    def _learn(self, remaining: float, others: int, saturated: bool, late: int = 0) -> None:
         unit = self.upfront_cost
         # No reading can exceed the high-water mark minus what the bucket holds: the largest R seen so far
         # bounds the room, whatever a lagging k suggests.
@@ -301,11 +312,20 @@ class Pacer:
         # Holds in the bucket that are not ours: another process is spending the same token. Then keep
         # more room spare, since its growth and ours cannot see each other until the next readings.
         # A busy process counts responses it has not read yet as in flight, which hides the other process
-        # in most readings, so one reading that shows it is remembered for SHARED_MEMORY_S.
+        # in most readings, so once it has been seen the pacer stays in its shared mode for SHARED_MEMORY_S.
+        # Seen means: two holds beyond ours, even counting the `late` requests of ours (released between
+        # this response's arrival and its release) as still in the bucket, in three readings spread over
+        # more than a burst. Threads that take turns out of order make a lone process see such a reading
+        # now and then, or a burst of them within a few milliseconds; another process shows in readings
+        # for as long as it runs.
         now = self._clock()
-        if self._max_remaining - (remaining + unit * others) >= unit * 0.8:
-            self._shared_until = now + SHARED_MEMORY_S
-        shared = now < self._shared_until
+        foreign = self._max_remaining - (remaining + unit * others)
+        if foreign - unit * late >= unit * 1.8:
+            self._sightings.append(now)
+            first = self._sightings[0]
+            if len(self._sightings) == SIGHTINGS and SIGHTING_BURST_S <= now - first <= SIGHTING_WINDOW_S:
+                self._shared_until = now + SHARED_MEMORY_S
+        shared = foreign >= unit * 0.8 or now < self._shared_until
         grow_above = self.low_water + unit * (3 if shared else 1)
         shrink_below = self.low_water + (unit if shared else 0)
         if remaining < shrink_below:
@@ -326,7 +346,7 @@ class Pacer:
             if self._grow_credit >= self._limit:
                 self._grow_credit = 0
                 self._limit += 1
-        if shared:
+        if now < self._shared_until:
             # At most half of what the empty bucket admits. The readings of two busy processes lag by the
             # responses each has not read yet, so both can see room that the other is about to take; with
             # a half each they never hold more together than the bucket admits (seen: limits of 9 and 6,

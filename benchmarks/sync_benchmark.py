@@ -17,13 +17,14 @@ peak of its finished child processes (the Layer-1 transform's worker processes),
 `dagster_ms_per_course`: (wall - the extract's fetch time - transform and load time) / courses, i.e.
 what Dagster's own bookkeeping (runs, steps, events) and discovery cost per course.
 
-When the profile fetches submissions, a second sync follows: submissions are handed in and graded in a
-tenth of the courses, then an ANALYTICS_FOCUSED sync (submissions fetched incrementally) runs on the same
-instance. `submissions_rows` is the live rows of `canvas_submissions` after it, and
+When the profile fetches submissions, two more syncs follow on the same instance: an ANALYTICS_FOCUSED
+sync (submissions fetched incrementally) with nothing changed in Canvas, whose `staging_rows_written` is the
+staging rows it wrote (0: an unchanged fetch writes none); then, after submissions are handed in and graded
+in a tenth of the courses, another. `submissions_rows` is the live rows of `canvas_submissions` after it, and
 `incremental_request_ratio` the submissions requests of that re-sync over those of the full fetch.
 Last line:
 
-`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> worker_peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x>]`
+`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> worker_peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x> staging_rows_written=<n>]`
 
     python benchmarks/sync_benchmark.py --scale large --instance local
     python benchmarks/sync_benchmark.py --scale medium --instance postgres
@@ -265,7 +266,8 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
             f"[{kind}] submissions: {resync['submissions_rows']} rows; full fetch "
             f"{resync['full_requests']} requests; after {resync['changed']} changes, the incremental re-sync "
             f"made {resync['incremental_requests']} ({resync['incremental_request_ratio']:.3f} of the full "
-            f"fetch) in {resync['resync_s']:.2f}s",
+            f"fetch) in {resync['resync_s']:.2f}s; the no-change re-sync before it wrote "
+            f"staging_rows_written={resync['staging_rows_written']} staging rows",
             flush=True,
         )
     return result
@@ -284,6 +286,16 @@ def incremental_resync(
     from canvas_assets.profiles import preset
 
     full_requests = submission_requests(stats)
+    # A re-sync with nothing changed in Canvas: staging should write no record row.
+    unchanged = run_sync(defs, instance, warehouse, preset("ANALYTICS_FOCUSED"), courses)
+    if unchanged.failed:
+        raise SystemExit(f"the no-change re-sync failed for {len(unchanged.failed)} course(s)")
+    rows_written = sum(
+        int(value)
+        for run in unchanged.runs
+        for key, value in run.figures.items()
+        if key == "canvas/staging_rows_written"
+    )
     changed = sandbox.churn(0.1)
     sandbox.reset_stats()
     started = time.monotonic()
@@ -302,6 +314,7 @@ def incremental_resync(
         "incremental_request_ratio": requests / full_requests if full_requests else 0.0,
         "changed": changed,
         "resync_s": seconds,
+        "staging_rows_written": rows_written,
     }
 
 
@@ -353,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             f"peak_rss_mb={r['peak_rss_mb']:.0f} worker_peak_rss_mb={r['worker_peak_rss_mb']:.0f}"
             + (
                 f" submissions_rows={r['submissions_rows']} "
-                f"incremental_request_ratio={r['incremental_request_ratio']:.3f}"
+                f"incremental_request_ratio={r['incremental_request_ratio']:.3f} "
+                f"staging_rows_written={r['staging_rows_written']}"
                 if "submissions_rows" in r
                 else ""
             )

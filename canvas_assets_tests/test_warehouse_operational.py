@@ -58,10 +58,10 @@ def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite
     for url in (sqlite_url, pg_url):
         wh = Warehouse(url)
         wh.ensure_schema()
-        wh.replace_staging_many(
+        wh.write_staging(
             [("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0
         )
-        wh.replace_staging_many(
+        wh.write_staging(
             [
                 ("students", 1, records),
                 StagingItem("submissions", 2, builder.build(), "incremental", T1, T0),
@@ -103,7 +103,7 @@ def test_a_long_staged_text_read_a_record_at_a_time_is_the_text_staged(wh, monke
         *({"id": i, "text": "},{" * (i % 3)} for i in range(3, 40)),
     ]
     staged = {1: odd, 2: [{"id": 7}], 3: []}
-    wh.replace_staging_many([("students", c, r) for c, r in staged.items()], run_id="r", fetched_at=T0)
+    wh.write_staging([("students", c, r) for c, r in staged.items()], run_id="r", fetched_at=T0)
     long_reads: list[int] = []
     long_text = staging._long_text
     monkeypatch.setattr(
@@ -123,7 +123,7 @@ def test_a_long_staged_text_read_a_record_at_a_time_is_the_text_staged(wh, monke
 
 
 def test_read_staging_omits_courses_with_nothing_staged_and_other_entities(wh):
-    wh.replace_staging_many(
+    wh.write_staging(
         [("students", 1, [{"id": 1, "name": "Zoë"}]), ("students", 2, []), ("enrollments", 3, [{"id": 9}])],
         run_id="a",
         fetched_at=T0,
@@ -136,7 +136,7 @@ def test_a_staging_batch_with_an_unserialisable_record_writes_nothing(wh):
     wh.replace_staging("students", 1, [{"id": 1}], run_id="a", fetched_at=T0)
     with pytest.raises(TypeError):
         # json.dumps(default=str) copes with odd values; a tuple key it cannot write.
-        wh.replace_staging_many(
+        wh.write_staging(
             [("students", 1, [{"id": 2}]), ("students", 2, [{(1, 2): "x"}])],
             run_id="b",
             fetched_at=T1,

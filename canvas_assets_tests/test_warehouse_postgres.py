@@ -74,7 +74,7 @@ def test_staged_records_are_compressed_with_lz4_where_the_server_has_it(pg_url):
             "lz4" if has_lz4 else "pglz"
         )
     records = [{"id": i, "body": "lorem ipsum " * 20} for i in range(500)]  # well over the TOAST threshold
-    wh.replace_staging_many([("students", 1, records)], run_id="r1", fetched_at=T0)
+    wh.write_staging([("students", 1, records)], run_id="r1", fetched_at=T0)
     with wh.engine.connect() as conn:
         method = conn.execute(sa.text("SELECT pg_column_compression(records) FROM canvas_staging")).scalar()
     assert method == ("lz4" if has_lz4 else "pglz")

@@ -316,13 +316,15 @@ def test_a_failed_transform_leaves_no_chunk_files(wh, tiny_chunks, monkeypatch, 
     transformer = TRANSFORMERS["enrollments"]
     calls: list[int] = []
 
+    batches = transformer.batches
+
     def fail_at_the_third(records: Any, options: Any) -> TransformResult:
         calls.append(1)
         if len(calls) == 3:
             raise ValueError("a transformer bug (injected)")
-        return transformer(records, options)
+        return batches(records, options)
 
-    monkeypatch.setitem(TRANSFORMERS, "enrollments", fail_at_the_third)
+    monkeypatch.setattr(transformer, "batches", fail_at_the_third)
     with pytest.raises(TransformationError, match="transformer for enrollments failed: ValueError"):
         transform_chunks.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "chunks")
     assert not (tmp_path / "chunks").exists()

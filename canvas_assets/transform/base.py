@@ -190,7 +190,8 @@ class Transformer:
         """Transform batches of courses' records one after another (`staging.staged_batches` reads them a
         batch at a time) into one result."""
         try:
-            return combine([self._build(batch, options or TransformOptions()) for batch in batches])
+            options = options or TransformOptions()
+            return combine([self._build(batch, options) for batch in batches] or [self._build({}, options)])
         except TransformationError:
             raise
         except Exception as exc:  # a bug or an unforeseen shape: fail the step, not one record

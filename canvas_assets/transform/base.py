@@ -185,7 +185,7 @@ class Transformer:
         return self.batches(_course_chunks(records_by_course, CHUNK_RECORDS), options)
 
     def batches(
-        self, batches: Iterable[Mapping[int, Sequence[Any]]], options: TransformOptions | None = None
+        self, batches: Iterable[Mapping[int, Any]], options: TransformOptions | None = None
     ) -> TransformResult:
         """Transform batches of courses' records one after another (`staging.staged_batches` reads them a
         batch at a time) into one result."""

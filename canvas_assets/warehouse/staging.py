@@ -353,10 +353,10 @@ class StagedCourse(Sequence[Any]):
     time) each time they are iterated: nothing of them is held. Behaves as a read-only list (len, index,
     iterate, ==); `keyed()` gives (key, record) pairs."""
 
-    __slots__ = ("_engine", "count", "course_id", "entity")
+    __slots__ = ("_engine", "course_id", "entity", "size")
 
-    def __init__(self, engine: sa.Engine, entity: str, course_id: int, count: int) -> None:
-        self._engine, self.entity, self.course_id, self.count = engine, entity, int(course_id), count
+    def __init__(self, engine: sa.Engine, entity: str, course_id: int, size: int) -> None:
+        self._engine, self.entity, self.course_id, self.size = engine, entity, int(course_id), size
 
     def keyed(self) -> Iterator[tuple[str, Any]]:
         with self._engine.connect() as conn:
@@ -367,7 +367,7 @@ class StagedCourse(Sequence[Any]):
         return (record for _, record in self.keyed())
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, index: Any) -> Any:
         return list(self)[index]
@@ -380,7 +380,7 @@ class StagedCourse(Sequence[Any]):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"StagedCourse({self.entity!r}, {self.course_id}: {self.count} records)"
+        return f"StagedCourse({self.entity!r}, {self.course_id}: {self.size} records)"
 
 
 def staged_counts(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, int]:

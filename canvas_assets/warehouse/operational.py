@@ -42,8 +42,8 @@ class CanvasStaging(Base):
     )
     course_id: Mapped[int] = canvas_id("Canvas course id whose records these are")
     records_digest: Mapped[str | None] = column(
-        "SHA-256 (hex) of the staged records (keys and texts in key order): an unchanged full fetch writes "
-        "no record; NULL after an incremental fetch (the next full fetch compares record by record)",
+        "SHA-256 of the staged records (keys and texts): an unchanged full fetch writes none; NULL after an "
+        "incremental fetch",
         type_=sa.String(64),
     )
     record_count: Mapped[int] = column("Number of records", type_=sa.Integer())
@@ -72,8 +72,8 @@ class CanvasStagingRecord(Base):
     )
     course_id: Mapped[int] = canvas_id("Canvas course id whose record this is")
     record_key: Mapped[str] = column(
-        "The record's Canvas id (digits), or its string id (audit events' uuids); `<id>#<position>` for an id "
-        "repeated within one fetch, `#<position>` for a record without a usable id",
+        "The record's Canvas id, or its string id (an audit event's uuid); `<id>#<position>` for an id repeated "
+        "in a fetch, `#<position>` without one",
         type_=sa.String(80),
         primary_key=True,
     )

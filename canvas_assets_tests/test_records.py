@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from canvas_assets.extract import incremental
-from canvas_assets.jsontext import encode_json_bytes, record_id
+from canvas_assets.jsontext import RecordTexts, encode_json_bytes, record_id
 from canvas_assets.warehouse.staging import record_keys, records_digest
 from canvas_assets_tests.test_canvas_json import _same
 
@@ -35,6 +35,18 @@ def test_odd_records_come_back_from_staging_exactly(wh):
     expected = [keys[k] for k in sorted(keys, key=lambda k: (len(k), k))]
     assert _same(staged, expected)
     assert len(staged) == len(ODD)
+
+
+def test_record_texts_give_back_exactly_the_records_they_were_given():
+    rng = random.Random(3)
+    pages = [[rng.choice(ODD) for _ in range(rng.randint(0, 30))] for _ in range(20)]
+    texts = RecordTexts()
+    for page in pages:
+        texts.add(page)
+    whole = [r for page in pages for r in page]
+    assert len(texts) == len(whole) and _same(list(texts), whole)
+    joined = RecordTexts([texts, texts])
+    assert _same(list(joined), whole + whole) and joined == whole + whole and joined[-1] == whole[-1]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ the client's. Parameters Canvas defaults badly are always sent (docs/canvas-api.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.extract.incremental import parse_time
+from canvas_assets.jsontext import RecordTexts
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -45,6 +46,11 @@ class CanvasAPI:
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> list[Record]:
+        raise NotImplementedError
+
+    def _pages(
+        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
+    ) -> Iterator[list[Record]]:
         raise NotImplementedError
 
     def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
@@ -195,16 +201,20 @@ class CanvasAPI:
 
     def list_submissions_by_assignments(
         self, course_id: int | str, slices: Sequence[Sequence[int]], *, timeout: float | None = None
-    ) -> list[Record]:
+    ) -> RecordTexts:
         """Every student's submissions to the assignments of `slices`, one list per slice, fetched concurrently
         (through the same pacer) and returned one after another: a course's one long list of pages cut into
-        several shorter ones (see `entities._submissions_in_slices`)."""
+        several shorter ones (see `entities._submissions_in_slices`). Only a big course is sliced, so its
+        pages are kept compressed as they arrive (`jsontext.RecordTexts`)."""
 
-        def fetch(index: int) -> list[Record]:
+        def fetch(index: int) -> RecordTexts:
+            texts = RecordTexts()
             params = _submissions_params((), slices[index])
-            return self._paginate(_submissions_path(course_id), params, timeout=timeout)
+            for page in self._pages(_submissions_path(course_id), params, timeout=timeout):
+                texts.add(page)
+            return texts
 
-        return [r for part in self._fan_out_map(fetch, list(range(len(slices)))) for r in part]
+        return RecordTexts(self._fan_out_map(fetch, list(range(len(slices)))))
 
     def list_terms(self, account_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """The enrollment terms of a root account (`self`: the token's own root account), every state:
@@ -228,12 +238,12 @@ class CanvasAPI:
 
     def list_grade_changes_in_windows(
         self, course_id: int | str, cuts: Sequence[datetime], *, timeout: float | None = None
-    ) -> list[Record]:
+    ) -> RecordTexts:
         """A course's whole grade change log as one list per time window, fetched concurrently: `cuts` (in
         ascending order) split time into windows (before the first, between two, after the last), so the
         windows cover every instant whatever the events' times. Canvas's bounds are both inclusive: an
         event at a cut comes in the two windows that share it, and is kept only in the later one. Newest
-        window first, as one list would give them."""
+        window first, as one list would give them; compressed as they arrive, as for sliced submissions."""
         seconds = sorted(
             {c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts}
         )  # as Canvas reads them
@@ -241,16 +251,17 @@ class CanvasAPI:
             zip([None, *seconds], [*seconds, None], strict=True)
         )
 
-        def fetch(index: int) -> list[Record]:
+        def fetch(index: int) -> RecordTexts:
             start, end = bounds[index]
             params: Params = [] if start is None else [("start_time", canvas_time(start))]
             params += [] if end is None else [("end_time", canvas_time(end))]
-            events = self._paginate(
-                _grade_changes_path(course_id), params, timeout=timeout, wrapped_in="events"
-            )
-            return events if end is None else [e for e in events if not _at_or_after(e, end)]
+            texts = RecordTexts()
+            path = _grade_changes_path(course_id)
+            for page in self._pages(path, params, timeout=timeout, wrapped_in="events"):
+                texts.add(page if end is None else [e for e in page if not _at_or_after(e, end)])
+            return texts
 
-        return [e for part in self._fan_out_map(fetch, list(range(len(bounds))))[::-1] for e in part]
+        return RecordTexts(self._fan_out_map(fetch, list(range(len(bounds))))[::-1])
 
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""

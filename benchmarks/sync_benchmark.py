@@ -266,11 +266,16 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
             f"[{kind}] submissions: {resync['submissions_rows']} rows; full fetch "
             f"{resync['full_requests']} requests; after {resync['changed']} changes, the incremental re-sync "
             f"made {resync['incremental_requests']} ({resync['incremental_request_ratio']:.3f} of the full "
-            f"fetch) in {resync['resync_s']:.2f}s; the no-change re-sync before it wrote "
-            f"staging_rows_written={resync['staging_rows_written']} staging rows",
+            f"fetch) in {resync['resync_s']:.2f}s, writing {resync['changed_staging_rows_written']} staging rows; "
+            f"the no-change re-sync before it wrote staging_rows_written={resync['staging_rows_written']}",
             flush=True,
         )
     return result
+
+
+def staging_rows_written(runs: list[Any]) -> int:
+    """Staging record rows the runs' extracts inserted, updated or deleted (their sync reports)."""
+    return sum(int(v) for run in runs for k, v in run.figures.items() if k == "canvas/staging_rows_written")
 
 
 def incremental_resync(
@@ -290,12 +295,7 @@ def incremental_resync(
     unchanged = run_sync(defs, instance, warehouse, preset("ANALYTICS_FOCUSED"), courses)
     if unchanged.failed:
         raise SystemExit(f"the no-change re-sync failed for {len(unchanged.failed)} course(s)")
-    rows_written = sum(
-        int(value)
-        for run in unchanged.runs
-        for key, value in run.figures.items()
-        if key == "canvas/staging_rows_written"
-    )
+    rows_written = staging_rows_written(unchanged.runs)
     changed = sandbox.churn(0.1)
     sandbox.reset_stats()
     started = time.monotonic()
@@ -315,6 +315,7 @@ def incremental_resync(
         "changed": changed,
         "resync_s": seconds,
         "staging_rows_written": rows_written,
+        "changed_staging_rows_written": staging_rows_written(summary.runs),
     }
 
 

@@ -57,25 +57,24 @@ def upgrade() -> None:
             sa.text("SELECT records FROM canvas_staging WHERE entity = :e AND course_id = :c"), where
         ).scalar_one()
         value = json.loads(text) if text else []  # as staged, NaN included
-        rows = [
-            {
-                "entity": entity,
-                "course_id": course_id,
-                "record_key": key,
-                "record": encode_json_bytes(r).decode(),
-            }
-            for key, r in record_keys(value if isinstance(value, list) else [value])
-        ]
-        for start in range(0, len(rows), 1000):
-            conn.execute(ROWS.insert(), rows[start : start + 1000])
-        digest = records_digest(
-            (r["record_key"], hashlib.sha256(r["record"].encode()).digest()) for r in rows
-        )
+        del text
+        hashes: list[tuple[str, bytes]] = []
+        rows: list[dict[str, object]] = []
+        for key, record in record_keys(value if isinstance(value, list) else [value]):
+            row = encode_json_bytes(record)
+            hashes.append((key, hashlib.sha256(row).digest()))
+            rows.append({"entity": entity, "course_id": course_id, "record_key": key, "record": row.decode()})
+            if len(rows) == 1000:
+                conn.execute(ROWS.insert(), rows)
+                rows = []
+        if rows:
+            conn.execute(ROWS.insert(), rows)
+        digest = records_digest(hashes)
         conn.execute(
             sa.text(
                 "UPDATE canvas_staging SET records_digest = :d, record_count = :n WHERE entity = :e AND course_id = :c"
             ),
-            {**where, "d": digest, "n": len(rows)},
+            {**where, "d": digest, "n": len(hashes)},
         )
     with op.batch_alter_table("canvas_staging") as batch:
         batch.drop_column("records")

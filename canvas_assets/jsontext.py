@@ -40,14 +40,18 @@ def decode_json(content: bytes | str) -> Any:
     return json.loads(content, parse_constant=_not_a_number, parse_float=_finite)
 
 
+class UnstorableNumber(ValueError):
+    """JSON that `json.loads` reads but whose numbers no staged text keeps: NaN, Infinity, beyond a double."""
+
+
 def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number: records holding it are refused")
+    raise UnstorableNumber(f"{name} is not a JSON number: records holding it are refused")
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise ValueError(
+        raise UnstorableNumber(
             f"the number {text[:40]} is beyond what a double holds: records holding it are refused"
         )
     return value

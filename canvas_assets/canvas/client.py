@@ -60,7 +60,7 @@ from canvas_assets.canvas.urls import (
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
-from canvas_assets.jsontext import decode_json
+from canvas_assets.jsontext import UnstorableNumber, decode_json
 
 # Re-exported: these were defined here before the split and are imported from here.
 __all__ = [
@@ -402,6 +402,10 @@ class CanvasClient(CanvasAPI):
             )
         try:
             data = decode_json(content) if content else None
+        except UnstorableNumber as exc:  # a fault of the data, not of the transfer: asking again is no use
+            return None, CanvasAPIError(
+                f"Canvas's answer to GET {shown()}: {exc}", status=status, url=shown(), recoverable=False
+            )
         except ValueError:
             return None, error_for_unparsable(status, response.headers.get("Content-Type", ""), url=shown())
         return Reply(data, response.headers, shown, status), None

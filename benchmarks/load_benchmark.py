@@ -243,7 +243,7 @@ def stage_sandbox(url: str, scale: str) -> list[int]:
             items.append(("submissions", cid, data.submissions_of(cid)))
             items.append(("modules", cid, data.modules_of(cid)))
             items.append(("student_summaries", cid, data.summaries_of(cid) or []))
-        wh.replace_staging_many(items, run_id="bench-stage", fetched_at=fetched_at)
+        wh.write_staging(items, run_id="bench-stage", fetched_at=fetched_at)
     return course_ids
 
 

@@ -17,13 +17,14 @@ peak of its finished child processes (the Layer-1 transform's worker processes),
 `dagster_ms_per_course`: (wall - the extract's fetch time - transform and load time) / courses, i.e.
 what Dagster's own bookkeeping (runs, steps, events) and discovery cost per course.
 
-When the profile fetches submissions, a second sync follows: submissions are handed in and graded in a
-tenth of the courses, then an ANALYTICS_FOCUSED sync (submissions fetched incrementally) runs on the same
-instance. `submissions_rows` is the live rows of `canvas_submissions` after it, and
+When the profile fetches submissions, two more syncs follow on the same instance: an ANALYTICS_FOCUSED
+sync (submissions fetched incrementally) with nothing changed in Canvas, whose `staging_rows_written` is the
+staging rows it wrote (0: an unchanged fetch writes none); then, after submissions are handed in and graded
+in a tenth of the courses, another. `submissions_rows` is the live rows of `canvas_submissions` after it, and
 `incremental_request_ratio` the submissions requests of that re-sync over those of the full fetch.
 Last line:
 
-`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> worker_peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x>]`
+`sync: courses=<n> wall_s=<x> bound_s=<x> bound_ratio=<x> dagster_ms_per_course=<x> throttled=<n> load_rows_per_s=<x> peak_rss_mb=<x> worker_peak_rss_mb=<x> [submissions_rows=<n> incremental_request_ratio=<x> staging_rows_written=<n>]`
 
     python benchmarks/sync_benchmark.py --scale large --instance local
     python benchmarks/sync_benchmark.py --scale medium --instance postgres
@@ -265,10 +266,16 @@ def run_one(sandbox: SandboxProcess, kind: str, profile_name: str) -> dict[str, 
             f"[{kind}] submissions: {resync['submissions_rows']} rows; full fetch "
             f"{resync['full_requests']} requests; after {resync['changed']} changes, the incremental re-sync "
             f"made {resync['incremental_requests']} ({resync['incremental_request_ratio']:.3f} of the full "
-            f"fetch) in {resync['resync_s']:.2f}s",
+            f"fetch) in {resync['resync_s']:.2f}s, writing {resync['changed_staging_rows_written']} staging rows; "
+            f"the no-change re-sync before it wrote staging_rows_written={resync['staging_rows_written']}",
             flush=True,
         )
     return result
+
+
+def staging_rows_written(runs: list[Any]) -> int:
+    """Staging record rows the runs' extracts inserted, updated or deleted (their sync reports)."""
+    return sum(int(v) for run in runs for k, v in run.figures.items() if k == "canvas/staging_rows_written")
 
 
 def incremental_resync(
@@ -284,6 +291,11 @@ def incremental_resync(
     from canvas_assets.profiles import preset
 
     full_requests = submission_requests(stats)
+    # A re-sync with nothing changed in Canvas: staging should write no record row.
+    unchanged = run_sync(defs, instance, warehouse, preset("ANALYTICS_FOCUSED"), courses)
+    if unchanged.failed:
+        raise SystemExit(f"the no-change re-sync failed for {len(unchanged.failed)} course(s)")
+    rows_written = staging_rows_written(unchanged.runs)
     changed = sandbox.churn(0.1)
     sandbox.reset_stats()
     started = time.monotonic()
@@ -302,6 +314,8 @@ def incremental_resync(
         "incremental_request_ratio": requests / full_requests if full_requests else 0.0,
         "changed": changed,
         "resync_s": seconds,
+        "staging_rows_written": rows_written,
+        "changed_staging_rows_written": staging_rows_written(summary.runs),
     }
 
 
@@ -353,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             f"peak_rss_mb={r['peak_rss_mb']:.0f} worker_peak_rss_mb={r['worker_peak_rss_mb']:.0f}"
             + (
                 f" submissions_rows={r['submissions_rows']} "
-                f"incremental_request_ratio={r['incremental_request_ratio']:.3f}"
+                f"incremental_request_ratio={r['incremental_request_ratio']:.3f} "
+                f"staging_rows_written={r['staging_rows_written']}"
                 if "submissions_rows" in r
                 else ""
             )

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from canvas_assets.canvas.urls import Params, path_segment
 from canvas_assets.extract import grade_changes, period_scores
-from canvas_assets.extract.incremental import RecordKey, canvas_key, merge
+from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
 from canvas_assets.transform.modules import transform_modules
 
@@ -92,7 +92,6 @@ class Incremental:
     # The processing field giving the days between full refreshes; "" for an append-only log, fetched in
     # full only while it has no watermark (its old records never change).
     refresh_days_field: str
-    key: RecordKey = canvas_key  # what records are merged on: their Canvas id unless said otherwise
 
 
 @dataclass(frozen=True)
@@ -202,8 +201,7 @@ def _submissions_in_slices(
     requested`, for any other id (SubmissionsApiController#for_students scopes `assignment_ids[]` to
     `@context.assignments.published`; docs/canvas-api.md). An assignment created or published after the
     course's assignments were listed is left for the next sync, which lists it (the incremental fetch asks
-    for the submissions of published assignments the staged ones do not mention).
-    The records come back compact (`records.Records`), as `CanvasAPI.list_submissions_by_assignments` says."""
+    for the submissions of published assignments the staged ones do not mention)."""
     if "assignments" not in records_of or "enrollments" not in records_of:
         return None
     # Canvas lists a submission per published assignment and listed student: that many records, give or
@@ -277,8 +275,8 @@ def _submissions_of_new_parents(
     """The submissions of assignments and students the staged submissions do not mention: usually none,
     so usually no request."""
     assignments, students = _live_parents(records_of)
-    # One pass that keeps only the ids: a big course's staged records come a piece at a time
-    # (`StagedRecords`), and a list of them would hold every one decoded (160 MB for 134k submissions).
+    # One pass that keeps only the ids: a big course's staged records come a row at a time (`StagedCourse`),
+    # and a list of them would hold every one decoded (160 MB for 134k submissions).
     mentioned_assignments: set[Any] = set()
     mentioned_students: set[Any] = set()
     for s in staged:
@@ -451,7 +449,6 @@ ENTITIES: dict[str, Entity] = {
                 change_times=("created_at",),
                 keep=grade_changes.every_event,
                 refresh_days_field="",
-                key=grade_changes.event_id,
             ),
             sliced=grade_changes.fetch_in_windows,
             slice_by=("assignments", "enrollments"),

@@ -75,13 +75,15 @@ class Harness:
         return {r._mapping[key]: r._mapping for r in self.rows(f"SELECT * FROM {name}")}
 
     def staging(self, entity: str, course_id: int) -> list[dict] | None:
-        rows = self.rows(
-            "SELECT records FROM canvas_staging WHERE entity = :e AND course_id = :c", e=entity, c=course_id
-        )
-        if not rows:
+        where = "WHERE entity = :e AND course_id = :c"
+        if not self.rows(f"SELECT 1 FROM canvas_staging {where}", e=entity, c=course_id):
             return None
-        value = rows[0][0]
-        return json.loads(value) if isinstance(value, str) else value
+        texts = self.rows(
+            f"SELECT record FROM canvas_staging_records {where} ORDER BY length(record_key), record_key",
+            e=entity,
+            c=course_id,
+        )
+        return [json.loads(text) for (text,) in texts]
 
     def requests_to(self, template_fragment: str) -> int:
         by_endpoint = self.sandbox.stats()["by_endpoint"]

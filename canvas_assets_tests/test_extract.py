@@ -160,3 +160,27 @@ def test_an_incremental_merge_runs_before_courses_beyond_the_window_start(sandbo
     first_merge = calls.index(next(c for c in calls if c[0] == "merge"))
     assert first_merge < calls.index(("fetch", courses[-1]))
     assert sum(kind == "merge" for kind, _ in calls) >= 2
+
+
+def test_an_extract_reports_the_staging_rows_it_wrote_and_none_when_nothing_changed(sandbox, pg_url):
+    from canvas_assets.defs.assets.extract import extract_figures
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    entities = ["courses", "students", "enrollments", "assignments", "submissions"]
+
+    def extract(run_id):
+        with CanvasClient(sandbox.base_url, sandbox.token) as client:
+            return Extractor(client, wh, preset("ANALYTICS_FOCUSED"), entities=entities, run_id=run_id).run(
+                [BIG, 1002]
+            )
+
+    first = extract("r1")
+    staged = sum(len(wh.read_staging(e, [BIG, 1002]).get(c, [])) for e in entities for c in (BIG, 1002))
+    assert first.staging_rows_written == staged > 1000
+    again = extract("r2")  # submissions incrementally, the rest in full: nothing changed in Canvas
+    assert again.course_ids("success") == [BIG, 1002]
+    assert again.courses[BIG].entities["submissions"].mode == "incremental"
+    assert extract_figures(again)["canvas/staging_rows_written"] == again.staging_rows_written == 0
+    sandbox.data.grade_submission(BIG)
+    assert extract("r3").staging_rows_written == 1

@@ -75,10 +75,10 @@ def prod(tmp_path_factory) -> Iterator[Deployment]:
 
 # --- what the warehouse holds ----------------------------------------------------------------------------------
 def staging(d: Deployment) -> dict[tuple[str, int], tuple[str, str]]:
-    """(entity, course) -> (run that fetched it, its records as stored)."""
+    """(entity, course) -> (run that fetched it, the digest of its records as stored)."""
     return {
-        (r.entity, int(r.course_id)): (r.run_id, str(r.records))
-        for r in d.rows("SELECT entity, course_id, run_id, records FROM canvas_staging")
+        (r.entity, int(r.course_id)): (r.run_id, str(r.records_digest))
+        for r in d.rows("SELECT entity, course_id, run_id, records_digest FROM canvas_staging")
     }
 
 

@@ -150,6 +150,15 @@ def test_a_page_of_millions_of_tiny_objects_is_refused_before_it_is_decoded(sand
     assert "more than 250,000 JSON objects" in str(caught.value)
 
 
+def test_a_page_with_nan_fails_the_request_at_once_saying_why(sandbox, client):
+    """`json.loads` reads NaN, but no staged text would keep it: not a cut-off body, so not retried."""
+    sandbox.misbehave("/enrollments", body=b'[{"id": 1, "grades": {"current_score": NaN}}]')
+    with pytest.raises(CanvasAPIError) as caught:
+        client.list_enrollments(BIG)
+    assert "NaN is not a JSON number: records holding it are refused" in str(caught.value)
+    assert not caught.value.recoverable
+
+
 # --- through a sync -----------------------------------------------------------------------------------------
 @pytest.fixture
 def harness(make_sandbox, db_url, monkeypatch) -> Iterator[Harness]:

@@ -105,7 +105,7 @@ def stage(wh: Warehouse, data: SandboxData, course_ids: list[int], at: datetime)
             ("grade_changes", cid, [audit.served_event(e) for e in audit.events_of(data, cid)]),
             *structure_items(data, cid),
         ]
-    wh.replace_staging_many(items, run_id=f"stage-{at:%H%M}", fetched_at=at - timedelta(minutes=5))
+    wh.write_staging(items, run_id=f"stage-{at:%H%M}", fetched_at=at - timedelta(minutes=5))
 
 
 def one_piece(
@@ -243,7 +243,7 @@ def test_the_number_of_transform_workers_comes_from_the_environment(monkeypatch)
 def test_a_key_in_two_chunks_keeps_its_first_occurrence(wh, monkeypatch, tmp_path):
     monkeypatch.setattr(transform_chunks, "CHUNK_RECORDS", 1)
     student = {"id": 7, "name": "From course 11", "sortable_name": "11, From"}
-    wh.replace_staging_many(
+    wh.write_staging(
         [
             ("students", 12, [{**student, "name": "From course 12"}, {"id": 8, "name": "Only in 12"}]),
             ("students", 11, [student]),
@@ -316,13 +316,15 @@ def test_a_failed_transform_leaves_no_chunk_files(wh, tiny_chunks, monkeypatch, 
     transformer = TRANSFORMERS["enrollments"]
     calls: list[int] = []
 
+    batches = transformer.batches
+
     def fail_at_the_third(records: Any, options: Any) -> TransformResult:
         calls.append(1)
         if len(calls) == 3:
             raise ValueError("a transformer bug (injected)")
-        return transformer(records, options)
+        return batches(records, options)
 
-    monkeypatch.setitem(TRANSFORMERS, "enrollments", fail_at_the_third)
+    monkeypatch.setattr(transformer, "batches", fail_at_the_third)
     with pytest.raises(TransformationError, match="transformer for enrollments failed: ValueError"):
         transform_chunks.transform_to_chunks(wh, "enrollments", courses, OPTIONS, tmp_path / "chunks")
     assert not (tmp_path / "chunks").exists()

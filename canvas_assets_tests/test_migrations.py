@@ -1,5 +1,6 @@
 """Alembic migrations: the migrated schema equals the models; ensure_schema creates or refuses."""
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -237,3 +238,80 @@ def test_upgrading_0002_marks_existing_staging_as_full_fetches_and_adds_submissi
         staged = _dump(conn, "canvas_staging", "entity, course_id")
     assert "canvas_submissions" not in tables and "canvas_submission_score_history" not in tables
     assert staged == [("enrollments", 101)]
+
+
+# --- 0008 -> 0009: staging one row per record --------------------------------------------------------------
+def test_upgrading_0008_splits_each_staged_text_into_rows_without_a_refetch(db_url):
+    from alembic import command
+
+    from canvas_assets.warehouse.staging import record_keys
+
+    migrate.upgrade(db_url, "0008_live_events")
+    texts = {
+        (
+            "students",
+            101,
+        ): '[{"id":12,"name":"Zoë 数学"},{"id":3},{"id":"7"},{"id":12,"name":"again"},{"x":1}]',
+        ("grade_changes", 101): '[{"id":"0b1c-uuid","v":1.5}]',
+        ("students", 102): "[]",
+    }
+    with get_engine(db_url).begin() as conn:
+        for (entity, course_id), text in texts.items():
+            conn.execute(
+                sa.text(
+                    "INSERT INTO canvas_staging (entity, course_id, records, record_count, fetched_at, run_id, "
+                    "fetch_mode, full_fetched_at) VALUES (:e, :c, :r, 0, :t0, 'r0', 'full', :t0)"
+                ),
+                {"e": entity, "c": course_id, "r": text, "t0": T0},
+            )
+    migrate.upgrade(db_url)
+    dispose_engines()
+    wh = Warehouse(db_url)
+    wh.ensure_schema()
+    with wh.engine.connect() as conn:
+        assert migrate.schema_differences(conn) == []
+        keys = _dump(conn, "canvas_staging_records", "record_key, entity, course_id")
+    assert sorted(k for k, *_ in keys) == sorted(["#4", "3", "7", "12", "12#000000003", "0b1c-uuid"])
+    staged = wh.read_staging("students", [101, 102])
+    # Key order (by length, then byte by byte: numeric for ids), the repeated id and the record without one
+    # (`#4`) kept, not lost.
+    assert list(staged[101]) == [
+        {"id": 3},
+        {"id": "7"},
+        {"x": 1},
+        {"id": 12, "name": "Zoë 数学"},
+        {"id": 12, "name": "again"},
+    ]
+    assert staged[102] == []
+    (state,) = wh.fetch_states("students", [101]).values()
+    assert state.record_count == 5
+    # The digest is the one a fetch of the same records makes: staging them again writes nothing.
+    records = [{"id": 12, "name": "Zoë 数学"}, {"id": 3}, {"id": "7"}, {"id": 12, "name": "again"}, {"x": 1}]
+    assert [k for k, _ in record_keys(records)] == ["12", "3", "7", "12#000000003", "#4"]
+    assert wh.write_staging([("students", 101, records)], run_id="r1", fetched_at=T1) == 0
+    assert (
+        wh.write_staging(
+            [("grade_changes", 101, [{"id": "0b1c-uuid", "v": 1.5}])], run_id="r1", fetched_at=T1
+        )
+        == 0
+    )
+
+    dispose_engines()
+    command.downgrade(migrate.alembic_config(db_url), "0008_live_events")
+    dispose_engines()
+    with get_engine(db_url).connect() as conn:
+        assert "canvas_staging_records" not in sa.inspect(conn).get_table_names()
+        back = dict(
+            ((e, c), json.loads(r)) for e, c, r in _dump(conn, "canvas_staging", "entity, course_id, records")
+        )
+    assert back == {
+        ("grade_changes", 101): [{"id": "0b1c-uuid", "v": 1.5}],
+        ("students", 101): [
+            {"id": 3},
+            {"id": "7"},
+            {"x": 1},
+            {"id": 12, "name": "Zoë 数学"},
+            {"id": 12, "name": "again"},
+        ],
+        ("students", 102): [],
+    }

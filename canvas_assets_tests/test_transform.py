@@ -10,6 +10,8 @@ from canvas_assets.entities import ENTITIES
 from canvas_assets.errors import TransformationError
 from canvas_assets.transform import TRANSFORMERS, TransformOptions
 
+STAGED_AT = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
 BIG_ID = 2**31 + 12345  # hosted Canvas ids pass 2^31
 COURSE = 101
 
@@ -356,17 +358,26 @@ def test_clean_columns_keep_their_types_and_nulls():
     assert str(frame["type"].dtype) == "string"
 
 
-def test_a_range_is_transformed_in_course_chunks_with_the_same_result(monkeypatch):
+def test_a_range_is_transformed_in_course_chunks_with_the_same_result(monkeypatch, sqlite_url):
     import canvas_assets.transform.base as base
-    from canvas_assets.warehouse.staging import StagedRecords
+    from canvas_assets.warehouse import Warehouse
+    from canvas_assets.warehouse.staging import staged_batches
 
     records = {c: [enrollment_record(id=c * 10 + i, user_id=i) for i in range(4)] for c in range(1, 8)}
     records[3].append(enrollment_record(id=10, user_id=99))  # id of course 1 again: first wins
     records[5][1]["created_at"] = "not a date"  # quarantined in its chunk
     whole = transform("enrollments", records)
     monkeypatch.setattr(base, "CHUNK_RECORDS", 5)
-    lazy = {c: StagedRecords(json.dumps(r), len(r)) for c, r in records.items()}
-    chunked = transform("enrollments", lazy)
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    wh.write_staging([("enrollments", c, r) for c, r in records.items()], run_id="r", fetched_at=STAGED_AT)
+    chunked = transform("enrollments", wh.read_staging("enrollments", records))  # read course by course
+    pd.testing.assert_frame_equal(
+        chunked.tables["canvas_enrollments"], whole.tables["canvas_enrollments"], check_dtype=False
+    )
+    with wh.engine.connect() as conn:  # read a batch of courses at a time, as the Layer-1 step does
+        batches = staged_batches(conn, "enrollments", records, records=5)
+        chunked = TRANSFORMERS["enrollments"].batches(batches, TransformOptions())
     pd.testing.assert_frame_equal(
         chunked.tables["canvas_enrollments"], whole.tables["canvas_enrollments"], check_dtype=False
     )
@@ -377,15 +388,20 @@ def test_a_range_is_transformed_in_course_chunks_with_the_same_result(monkeypatc
     assert frame[["course_id", "user_id", "page_views"]].values.tolist() == [[c, 5, c] for c in range(1, 8)]
 
 
-def test_staged_records_read_like_a_list():
-    from canvas_assets.warehouse.staging import StagedRecords
+def test_staged_records_read_like_a_list(sqlite_url):
+    from canvas_assets.warehouse import Warehouse
 
-    staged = StagedRecords('[{"id": 1}, {"id": 2}]', 2)
-    assert len(staged) == 2 and staged[1] == {"id": 2} and list(staged) == [{"id": 1}, {"id": 2}]
-    assert staged == [{"id": 1}, {"id": 2}]
+    wh = Warehouse(sqlite_url)
+    wh.ensure_schema()
+    wh.write_staging(
+        [("students", 1, [{"id": 2}, {"id": 1}]), ("students", 2, [])], run_id="r", fetched_at=STAGED_AT
+    )
+    staged = wh.read_staging("students", [1, 2])
+    assert len(staged[1]) == 2 and staged[1][1] == {"id": 2} and list(staged[1]) == [{"id": 1}, {"id": 2}]
+    assert staged[1] == [{"id": 1}, {"id": 2}]
     expected = [{"id": 1}, {"id": 2}]
-    assert expected == staged
-    assert bool(StagedRecords("[]", 0)) is False
+    assert expected == staged[1]
+    assert bool(staged[2]) is False
 
 
 # --- regressions found by the property tests (test_transform_properties.py) --------------------------------

@@ -34,52 +34,69 @@ def test_staging_is_replaced_not_appended(wh):
     assert (row["record_count"], row["run_id"], row["fetched_at"]) == (1, "b", T1)
 
 
+def staged_rows(wh):
+    with wh.engine.connect() as conn:
+        query = "SELECT entity, course_id, record_key, record FROM canvas_staging_records ORDER BY 1, 2, 3"
+        return [tuple(r) for r in conn.execute(sa.text(query))]
+
+
 def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite_url, monkeypatch):
-    """On PostgreSQL every staged row goes by one binary COPY (then one upsert); elsewhere by upserts of a
-    bounded size. Both stage the same rows, replacing what was staged: odd text, compact records, NULLs,
-    empty lists."""
-    from canvas_assets.extract.records import RecordsBuilder
+    """On PostgreSQL record rows go by binary COPY (in blocks); elsewhere by inserts. Both stage the same rows:
+    odd text, NULLs, empty lists, a repeated id and a record without one, incremental changes."""
     from canvas_assets.warehouse import staging
     from canvas_assets.warehouse.staging import StagingItem
 
     records = [
         {"id": i, "name": "Zoë 数学 🦄", "odd": "'\\\"\n\t\u0000", "lone": "\ud800"} for i in range(300)
     ]
-    exact = [{"id": i, "name": "Zoë 数学", "quote": "it's"} for i in range(300)]
-    builder = RecordsBuilder(piece_records=7)
-    builder.add(exact, exact=True)
-    copies: list[int] = []
-    copy_staging = staging._copy_staging
-    monkeypatch.setattr(
-        staging, "_copy_staging", lambda conn, rows: copies.append(len(rows)) or copy_staging(conn, rows)
-    )
-    monkeypatch.setattr(staging, "STATEMENT_TEXT_BYTES", 1000)  # several statements on SQLite
+    plain = [{"id": i, "name": "Zoë 数学", "quote": "it's"} for i in range(300)]
+    streams: list[int] = []
+    stream = staging._CopyStream
+    monkeypatch.setattr(staging, "_CopyStream", lambda rows: streams.append(1) or stream(rows))
+    monkeypatch.setattr(staging, "COPY_BLOCK", 1000)  # many blocks
+    monkeypatch.setattr(staging, "INSERT_ROWS", 7)  # many statements
     staged = {}
     for url in (sqlite_url, pg_url):
         wh = Warehouse(url)
         wh.ensure_schema()
-        wh.replace_staging_many(
-            [("students", 1, [{"id": 0}]), ("students", 3, [])], run_id="old", fetched_at=T0
+        wh.write_staging(
+            [("students", 1, [{"id": 0}]), ("students", 3, []), ("submissions", 2, plain[:5])],
+            run_id="old",
+            fetched_at=T0,
         )
-        wh.replace_staging_many(
+        wh.write_staging(
             [
                 ("students", 1, records),
-                StagingItem("submissions", 2, builder.build(), "incremental", T1, T0),
-                StagingItem("submissions", 3, exact, "full", None, None),
+                StagingItem(
+                    "submissions",
+                    2,
+                    [{"id": 3, "x": 1}, {"id": 400}, {"no": "id"}],
+                    "incremental",
+                    T1,
+                    T0,
+                    {"1"},
+                ),
+                StagingItem("submissions", 3, plain, "full", None, None),
                 ("students", 3, []),
-                ("students", 4, [{"id": 4}]),
+                ("students", 4, [{"id": 4}, {"id": 4, "again": True}, {"no": "id"}]),
             ],
             run_id="run",
             fetched_at=T1,
         )
-        staged[url] = rows(wh, "canvas_staging", "entity", "course_id")
-        assert wh.read_staging("students", [1, 3, 4]) == {1: records, 3: [], 4: [{"id": 4}]}
-        assert wh.read_staging("submissions", [2, 3]) == {2: exact, 3: exact}
+        staged[url] = (rows(wh, "canvas_staging", "entity", "course_id"), staged_rows(wh))
+        assert wh.read_staging("students", [1, 3, 4]) == {
+            1: records,
+            3: [],
+            4: [{"id": 4}, {"no": "id"}, {"id": 4, "again": True}],  # keys 4, #2, 4#000000001
+        }
+        expected = [plain[0], plain[2], {"id": 3, "x": 1}, plain[4], {"no": "id"}, {"id": 400}]
+        assert wh.read_staging("submissions", [2, 3]) == {2: expected, 3: plain}
         dispose_engines()
-    assert copies == [2, 5]
+    assert len(streams) == 3  # PostgreSQL: the first write's new courses, the second's, its changed ones
     assert staged[sqlite_url] == staged[pg_url]
-    by_key = {(r["entity"], r["course_id"]): r for r in staged[pg_url]}
+    by_key = {(r["entity"], r["course_id"]): r for r in staged[pg_url][0]}
     assert by_key[("submissions", 2)]["fetch_mode"] == "incremental"
+    assert by_key[("submissions", 2)]["records_digest"] is None  # an incremental fetch: compared by row next
     assert (by_key[("submissions", 2)]["watermark"], by_key[("submissions", 2)]["full_fetched_at"]) == (
         T1,
         T0,
@@ -88,42 +105,116 @@ def test_staging_by_copy_stages_exactly_what_the_statements_stage(pg_url, sqlite
         None,
         T1,
     )
-    assert [by_key[("students", c)]["record_count"] for c in (1, 3, 4)] == [300, 0, 1]
-    assert {r["run_id"] for r in staged[pg_url]} == {"run"}
+    assert [by_key[("students", c)]["record_count"] for c in (1, 3, 4)] == [300, 0, 3]
+    assert by_key[("submissions", 2)]["record_count"] == 6
+    assert {r["run_id"] for r in staged[pg_url][0]} == {"run"}
 
 
-def test_a_long_staged_text_read_a_record_at_a_time_is_the_text_staged(wh, monkeypatch):
-    """On PostgreSQL a long text is read cut at each `},{` on the server and joined again: separators inside
-    strings, a one-record list, an empty one and batches of the cut parts all give back the staged bytes."""
+def test_a_full_fetch_writes_only_the_records_that_changed(wh):
+    """An unchanged fetch writes no record row (its digest is the staged one); another writes the records it
+    adds or changes and deletes those it no longer has, and the staged records are then exactly its own."""
+    first = [{"id": i, "v": i} for i in range(1, 6)]
+    assert wh.write_staging([("students", 1, first), ("students", 2, [])], run_id="a", fetched_at=T0) == 5
+    assert (
+        wh.write_staging([("students", 1, first[::-1]), ("students", 2, [])], run_id="b", fetched_at=T1) == 0
+    )
+    assert [r["run_id"] for r in rows(wh, "canvas_staging", "course_id")] == ["b", "b"]  # fetched again
+    second = [{"id": 1, "v": 1}, {"id": 2, "v": "changed"}, {"id": 4, "v": 4}, {"id": 5, "v": 5}, {"id": 9}]
+    assert (
+        wh.write_staging([("students", 1, second), ("students", 2, [{"id": 1}])], run_id="c", fetched_at=T1)
+        == 4
+    )
+    assert wh.read_staging("students", [1, 2]) == {1: second, 2: [{"id": 1}]}
+    assert [r["record_count"] for r in rows(wh, "canvas_staging", "course_id")] == [5, 1]
+    assert (
+        wh.write_staging([("students", 1, []), ("students", 2, [{"id": 1}])], run_id="d", fetched_at=T1) == 5
+    )
+    assert wh.read_staging("students", [1]) == {1: []}
+
+
+def test_an_incremental_fetch_upserts_its_changes_and_deletes_what_it_drops(wh):
+    from canvas_assets.warehouse.staging import StagingItem
+
+    wh.write_staging(
+        [("submissions", 1, [{"id": 1}, {"id": 2}, {"id": 3}, {"bad": 1}])], run_id="a", fetched_at=T0
+    )
+    changes = [{"id": 2, "v": "old"}, {"id": 10}, {"id": 2, "v": "new"}, {"still": "bad"}]
+    item = StagingItem("submissions", 1, changes, "incremental", T1, T0, {"3", "99"})
+    assert wh.write_staging([item], run_id="b", fetched_at=T1) == 5  # 2 deleted, 1 updated, 2 inserted
+    assert wh.read_staging("submissions", [1]) == {
+        1: [{"id": 1}, {"id": 2, "v": "new"}, {"still": "bad"}, {"id": 10}]  # keys 1, 2, #3, 10
+    }
+    (state,) = wh.fetch_states("submissions", [1]).values()
+    assert (state.mode, state.record_count, state.watermark, state.full_fetched_at) == (
+        "incremental",
+        4,
+        T1,
+        T0,
+    )
+
+
+def test_staged_batches_read_whole_courses_in_key_order(wh):
     from canvas_assets.warehouse import staging
 
-    odd = [
-        {"id": 1, "body": "a},{b", "list": [{"x": 1}, {"y": "},{"}]},
-        {"id": 2, "name": "Zoë 数学 🦄", "nested": {"a": {"b": []}}},
-        *({"id": i, "text": "},{" * (i % 3)} for i in range(3, 40)),
-    ]
-    staged = {1: odd, 2: [{"id": 7}], 3: []}
-    wh.replace_staging_many([("students", c, r) for c, r in staged.items()], run_id="r", fetched_at=T0)
-    long_reads: list[int] = []
-    long_text = staging._long_text
-    monkeypatch.setattr(
-        staging, "_long_text", lambda conn, e, c: long_reads.append(c) or long_text(conn, e, c)
-    )
-    monkeypatch.setattr(staging, "LONG_TEXT_BYTES", 1)
-    monkeypatch.setattr(staging, "LONG_TEXT_BATCH", 4)
-    read = wh.read_staging("students", [1, 2, 3])
-    assert read == staged
-    assert [len(read[c]) for c in (1, 2, 3)] == [len(odd), 1, 0]
+    staged = {1: [{"id": 10}, {"id": 9}, {"id": "abc"}], 2: [], 3: [{"id": 1}], 4: [{"id": 2}, {"id": 1}]}
+    wh.write_staging([("students", c, r) for c, r in staged.items()], run_id="r", fetched_at=T0)
     with wh.engine.connect() as conn:
-        texts = dict(conn.execute(sa.text("SELECT course_id, records FROM canvas_staging")).all())
-    for course_id, records in read.items():
-        assert json.loads(texts[course_id]) == records
-        assert b"".join(staging.inflate(records._data)) == texts[course_id].encode()
-    assert sorted(long_reads) == ([1, 2, 3] if wh.dialect == "postgresql" else [])
+        batches = list(staging.staged_batches(conn, "students", [4, 3, 2, 1, 5], records=2))
+    assert batches == [
+        {1: [{"id": 9}, {"id": 10}, {"id": "abc"}]},  # a course bigger than a batch is one batch
+        {2: [], 3: [{"id": 1}]},
+        {4: [{"id": 1}, {"id": 2}]},
+    ]
+    keyed = wh.read_staging("students", [1])[1].keyed()
+    assert list(keyed) == [("9", {"id": 9}), ("10", {"id": 10}), ("abc", {"id": "abc"})]
+
+
+def test_two_syncs_staging_the_same_new_course_at_once_write_one_after_the_other(pg_url):
+    """Both find the course unstaged; without the per-course lock the second's insert would wait for the
+    first's and then fail on its key (UniqueViolation). With it, the second waits and then compares."""
+    from canvas_assets.warehouse import staging
+
+    wh = Warehouse(pg_url)
+    wh.ensure_schema()
+    first_wrote, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with wh.write_transaction() as conn:
+                staging.write_staging(
+                    conn, [("students", 1, [{"id": 1}, {"id": 2}])], run_id="a", fetched_at=T0
+                )
+                first_wrote.set()
+                release.wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+            first_wrote.set()
+
+    def second() -> None:
+        try:
+            wh.write_staging([("students", 1, [{"id": 2}, {"id": 3}])], run_id="b", fetched_at=T1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_wrote.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(1.0)
+    assert two.is_alive()  # waiting for the first sync's transaction
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert errors == []
+    assert wh.read_staging("students", [1]) == {1: [{"id": 2}, {"id": 3}]}
+    assert [r["run_id"] for r in rows(wh, "canvas_staging")] == ["b"]
+    dispose_engines()
 
 
 def test_read_staging_omits_courses_with_nothing_staged_and_other_entities(wh):
-    wh.replace_staging_many(
+    wh.write_staging(
         [("students", 1, [{"id": 1, "name": "Zoë"}]), ("students", 2, []), ("enrollments", 3, [{"id": 9}])],
         run_id="a",
         fetched_at=T0,
@@ -136,7 +227,7 @@ def test_a_staging_batch_with_an_unserialisable_record_writes_nothing(wh):
     wh.replace_staging("students", 1, [{"id": 1}], run_id="a", fetched_at=T0)
     with pytest.raises(TypeError):
         # json.dumps(default=str) copes with odd values; a tuple key it cannot write.
-        wh.replace_staging_many(
+        wh.write_staging(
             [("students", 1, [{"id": 2}]), ("students", 2, [{(1, 2): "x"}])],
             run_id="b",
             fetched_at=T1,

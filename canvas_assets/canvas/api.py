@@ -14,7 +14,7 @@ from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
 from canvas_assets.errors import ConfigurationError
 from canvas_assets.extract.incremental import parse_time
-from canvas_assets.extract.records import Records, RecordsBuilder
+from canvas_assets.jsontext import RecordTexts
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -28,10 +28,6 @@ ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
     "rejected",
 )
 
-
-# Records per compressed piece of a slice or window: many run at once (one per request the pacer lets fly),
-# and each holds its unfinished piece decoded, so a piece is a few pages, not `records.PIECE_RECORDS`.
-SLICE_PIECE_RECORDS = 300
 
 # Discovery's own time budget: listing an account's courses, every page and retry included. A 50,000-course
 # account is 500 pages, a few minutes at worst; a listing that never ends (a next link to a new page on every
@@ -54,7 +50,7 @@ class CanvasAPI:
 
     def _pages(
         self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
-    ) -> Iterator[tuple[list[Record], bool]]:
+    ) -> Iterator[list[Record]]:
         raise NotImplementedError
 
     def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
@@ -205,23 +201,20 @@ class CanvasAPI:
 
     def list_submissions_by_assignments(
         self, course_id: int | str, slices: Sequence[Sequence[int]], *, timeout: float | None = None
-    ) -> Records:
+    ) -> RecordTexts:
         """Every student's submissions to the assignments of `slices`, one list per slice, fetched concurrently
         (through the same pacer) and returned one after another: a course's one long list of pages cut into
-        several shorter ones (see `entities._submissions_in_slices`).
+        several shorter ones (see `entities._submissions_in_slices`). Only a big course is sliced, so its
+        pages are kept compressed as they arrive (`jsontext.RecordTexts`)."""
 
-        Only a big course is sliced, so the records come back compact (`records.Records`): each slice's
-        pages are compressed as they arrive, a piece of records at a time. Decoded, the large benchmark's
-        biggest course (134k submissions) takes 160 MB, and staging writes its text from the pieces."""
-
-        def fetch(index: int) -> Records:
-            builder = RecordsBuilder(SLICE_PIECE_RECORDS)
+        def fetch(index: int) -> RecordTexts:
+            texts = RecordTexts()
             params = _submissions_params((), slices[index])
-            for page, exact in self._pages(_submissions_path(course_id), params, timeout=timeout):
-                builder.add(page, exact)
-            return builder.build()
+            for page in self._pages(_submissions_path(course_id), params, timeout=timeout):
+                texts.add(page)
+            return texts
 
-        return Records.concat(self._fan_out_map(fetch, list(range(len(slices)))))
+        return RecordTexts(self._fan_out_map(fetch, list(range(len(slices)))))
 
     def list_terms(self, account_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """The enrollment terms of a root account (`self`: the token's own root account), every state:
@@ -245,12 +238,12 @@ class CanvasAPI:
 
     def list_grade_changes_in_windows(
         self, course_id: int | str, cuts: Sequence[datetime], *, timeout: float | None = None
-    ) -> Records:
+    ) -> RecordTexts:
         """A course's whole grade change log as one list per time window, fetched concurrently: `cuts` (in
         ascending order) split time into windows (before the first, between two, after the last), so the
         windows cover every instant whatever the events' times. Canvas's bounds are both inclusive: an
         event at a cut comes in the two windows that share it, and is kept only in the later one. Newest
-        window first, as one list would give them; compact (`records.Records`), as for sliced submissions."""
+        window first, as one list would give them; compressed as they arrive, as for sliced submissions."""
         seconds = sorted(
             {c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts}
         )  # as Canvas reads them
@@ -258,17 +251,17 @@ class CanvasAPI:
             zip([None, *seconds], [*seconds, None], strict=True)
         )
 
-        def fetch(index: int) -> Records:
+        def fetch(index: int) -> RecordTexts:
             start, end = bounds[index]
             params: Params = [] if start is None else [("start_time", canvas_time(start))]
             params += [] if end is None else [("end_time", canvas_time(end))]
-            builder = RecordsBuilder(SLICE_PIECE_RECORDS)
+            texts = RecordTexts()
             path = _grade_changes_path(course_id)
-            for page, exact in self._pages(path, params, timeout=timeout, wrapped_in="events"):
-                builder.add(page if end is None else [e for e in page if not _at_or_after(e, end)], exact)
-            return builder.build()
+            for page in self._pages(path, params, timeout=timeout, wrapped_in="events"):
+                texts.add(page if end is None else [e for e in page if not _at_or_after(e, end)])
+            return texts
 
-        return Records.concat(self._fan_out_map(fetch, list(range(len(bounds))))[::-1])
+        return RecordTexts(self._fan_out_map(fetch, list(range(len(bounds))))[::-1])
 
     def list_student_summaries(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
         """Per-student analytics. Raises CanvasNotFound when analytics is unavailable for the course."""

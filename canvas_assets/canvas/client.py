@@ -60,7 +60,7 @@ from canvas_assets.canvas.urls import (
     same_origin_link,
 )
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
-from canvas_assets.jsontext import decode_json_exact
+from canvas_assets.jsontext import UnstorableNumber, decode_json
 
 # Re-exported: these were defined here before the split and are imported from here.
 __all__ = [
@@ -401,10 +401,14 @@ class CanvasClient(CanvasAPI):
                 recoverable=False,
             )
         try:
-            data, exact = decode_json_exact(content) if content else (None, True)
+            data = decode_json(content) if content else None
+        except UnstorableNumber as exc:  # a fault of the data, not of the transfer: asking again is no use
+            return None, CanvasAPIError(
+                f"Canvas's answer to GET {shown()}: {exc}", status=status, url=shown(), recoverable=False
+            )
         except ValueError:
             return None, error_for_unparsable(status, response.headers.get("Content-Type", ""), url=shown())
-        return Reply(data, response.headers, shown, status, exact), None
+        return Reply(data, response.headers, shown, status), None
 
     # --- pagination -------------------------------------------------------------------------------------
     def _paginate(
@@ -417,7 +421,7 @@ class CanvasClient(CanvasAPI):
     ) -> list[Record]:
         """Every record of a list endpoint (see `_pages`)."""
         records: list[Record] = []
-        for page, _ in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
+        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
             records.extend(page)
         return records
 
@@ -428,10 +432,9 @@ class CanvasClient(CanvasAPI):
         *,
         timeout: float | None = None,
         wrapped_in: str | None = None,
-    ) -> Iterator[tuple[list[Record], bool]]:
-        """The records of a list endpoint a page at a time, with whether orjson read the page (`Reply.exact`):
-        per_page=100 on the first page, then `rel="next"` links only. Each page is a JSON array of objects,
-        or, with `wrapped_in`, an object holding that array under that key (`pages.records_of_page`).
+    ) -> Iterator[list[Record]]:
+        """The records of a list endpoint a page at a time: per_page=100 on the first page, then `rel="next"`
+        links only. Each page is a JSON array of objects, or, with `wrapped_in`, an object holding that array under that key (`pages.records_of_page`).
 
         Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
         Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
@@ -468,7 +471,7 @@ class CanvasClient(CanvasAPI):
                             url=reply.url,
                         )
                     seen.add(url)
-                yield page, reply.exact
+                yield page
         finally:
             chain.forget(self.pacer)  # the last page kept no place, unless a next page was refused
 

@@ -42,18 +42,14 @@ class BodyTooSlow(Exception):
 
 
 class Reply:
-    """A successful response: its parsed JSON body, its headers and the (token-free) URL asked for.
-    `exact`: orjson read the body, so `orjson.dumps` writes its objects back exactly (`jsontext`)."""
+    """A successful response: its parsed JSON body, its headers and the (token-free) URL asked for."""
 
-    __slots__ = ("_shown", "data", "exact", "headers", "status")
+    __slots__ = ("_shown", "data", "headers", "status")
 
-    def __init__(
-        self, data: Any, headers: Any, shown: Callable[[], str], status: int, exact: bool = False
-    ) -> None:
+    def __init__(self, data: Any, headers: Any, shown: Callable[[], str], status: int) -> None:
         self.data = data
         self.headers = headers
         self.status = status
-        self.exact = exact
         self._shown = shown
 
     @property

@@ -38,13 +38,20 @@ from canvas_assets.errors import (
     CanvasTimeout,
     ConfigurationError,
 )
-from canvas_assets.extract import incremental, schedule
+from canvas_assets.extract import incremental
 from canvas_assets.extract.memory import limit_malloc_arenas, release_free_heap
 from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome, ExtractReport, repeated_ids, utcnow
 from canvas_assets.extract.schedule import RunSchedule
-from canvas_assets.jsontext import encode_json
+from canvas_assets.jsontext import encode_json, record_id
 from canvas_assets.profiles import Profile
-from canvas_assets.warehouse.staging import FULL, INCREMENTAL, FetchState, StagedRecords, StagingItem
+from canvas_assets.warehouse.staging import (
+    FULL,
+    INCREMENTAL,
+    FetchState,
+    StagedCourse,
+    StagingItem,
+    record_keys,
+)
 
 log = logging.getLogger(__name__)
 install_redaction(__name__)
@@ -69,9 +76,9 @@ class CanvasSource(Protocol):
 class StagingSink(Protocol):
     """What the engine needs of a warehouse (canvas_assets.warehouse.Warehouse is one)."""
 
-    def replace_staging_many(
+    def write_staging(
         self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
-    ) -> None: ...
+    ) -> int: ...
 
     def read_staging(self, entity: str, course_ids: Iterable[int]) -> Mapping[int, Sequence[Any]]: ...
 
@@ -92,7 +99,7 @@ def fetch_entity(
 ) -> Sequence[Any]:
     """One staging entity of one course, fetched with the entity's plan (canvas_assets.entities): in slices
     when the entity has a sliced plan, `needs` (the course's records of the entities it needs, fetched in
-    this run) are given and the plan takes them (its records then come compact, as `records.Records`)."""
+    this run) are given and the plan takes them."""
     if entity_name not in ENTITIES:
         raise ConfigurationError(f"unknown staging entity {entity_name!r}", stage="extract")
     spec = ENTITIES[entity_name]
@@ -130,6 +137,7 @@ class Extractor:
         self._lock = threading.Lock()
         self._states: dict[str, Mapping[int, FetchState]] = {}
         self._futures: dict[tuple[int, str], Future[EntityOutcome]] = {}  # (course, entity) -> its task
+        self.rows_written = 0  # staged record rows written (`staging.write_staging`)
 
     # -- one task -----------------------------------------------------------------------------------
     def _task(self, course: CourseOutcome, entity: str, since: datetime | None = None) -> EntityOutcome:
@@ -207,8 +215,9 @@ class Extractor:
         self, course: CourseOutcome, o: EntityOutcome, since: datetime, timeout: float
     ) -> None:
         """An incremental fetch: what changed after `since`, plus the records of parents the staged records
-        do not know yet (a new student's or a new assignment's submissions carry no change time), merged
-        into the staged records; those whose parent vanished are dropped (canvas_assets.extract.incremental)."""
+        do not know yet (a new student's or a new assignment's submissions carry no change time), to be
+        upserted into the staged records; the keys of those whose parent vanished are to be deleted
+        (canvas_assets.extract.incremental)."""
         spec = ENTITIES[o.entity]
         rules = spec.incremental
         assert rules is not None
@@ -229,23 +238,17 @@ class Extractor:
             if records is not None:
                 needs[needed] = records
         changes = rules.changes(self.client, course.course_id, since, timeout)
-        o.changed = len(changes)
-        staged = self._staged(o.entity, course.course_id) or ()
-        # A big course's staged records are read a piece at a time, by the parents' check and again by the
-        # merge, which makes compact records (134k submissions decoded are 160 MB). A smaller course's are
-        # decoded once: the staged records are compressed text that each pass would decode anew.
-        streamed = isinstance(staged, StagedRecords) and len(staged) >= schedule.STREAM_MERGE_RECORDS
-        previous: Sequence[Any] = staged if streamed else list(staged)
-        state = self._states[o.entity][course.course_id]
-        added = rules.new_parents(self.client, course.course_id, previous, needs, timeout)
-        o.changed += len(added)
+        staged = self._staged(o.entity, course.course_id) or []
+        added = rules.new_parents(self.client, course.course_id, staged, needs, timeout)
         keep = rules.keep(needs)
-        if isinstance(staged, StagedRecords) and streamed:
-            o.records = incremental.merge_in_order(staged.pieces(), [*added, *changes], keep, rules.key)
-            if o.records is None:  # not in id order (a full fetch in Canvas's order): a text per record
-                o.records = incremental.merge_unordered(staged.pieces(), [*added, *changes], keep, rules.key)
-        else:
-            o.records = incremental.merge(previous, [*added, *changes], keep, rules.key)
+        changed = [*added, *changes]
+        o.records = [r for r in changed if keep(r)]
+        o.changed = len(changed)
+        gone = {key for r in changed if not keep(r) and (key := record_id(r)) is not None}
+        # One pass over the staged records (read a row at a time): the keys of those `keep` refuses.
+        keyed = staged.keyed() if isinstance(staged, StagedCourse) else record_keys(staged)
+        o.removed = gone | {key for key, r in keyed if not keep(r)}
+        state = self._states[o.entity][course.course_id]
         o.watermark = incremental.watermark_of(changes, rules.change_times, previous=state.watermark)
 
     def _fetched_needs(
@@ -315,7 +318,6 @@ class Extractor:
                 workers=self.workers,
                 task=self._task,
                 since=self._since,
-                states=self._states,
                 futures=self._futures,
             )
             run.start_courses()
@@ -330,7 +332,6 @@ class Extractor:
                         release_free_heap()
                         trimmed = time.monotonic()
                 run.start_courses()
-                run.start_deferred()
         self._futures.clear()
         release_free_heap()  # before Dagster stores the run's events
         if run.fatal is not None:
@@ -344,6 +345,7 @@ class Extractor:
             fetch_seconds=time.monotonic() - started,
             staging_write_seconds=write_seconds,
             metrics=self.client.metrics.snapshot(),
+            staging_rows_written=self.rows_written,
         )
 
     def _stage(self, finished: list[CourseOutcome]) -> float:
@@ -357,12 +359,16 @@ class Extractor:
             for entity, o in course.entities.items():
                 o.record_count = len(o.records or [])
                 if not gone and o.status in ("success", "unavailable") and o.records is not None:
-                    item = self._staging_item(course, entity, o)
-                    items.append(item)
-                    o.record_count = len(item.records)
-                log_rows.append(self._log_row(course, o, gone))
+                    items.append(self._staging_item(course, entity, o))
         if items:
-            self.warehouse.replace_staging_many(items, run_id=self.run_id, fetched_at=now)
+            self.rows_written += self.warehouse.write_staging(items, run_id=self.run_id, fetched_at=now)
+        for entity in {i.entity for i in items if i.mode == INCREMENTAL}:  # counted by the write
+            ids = [i.course_id for i in items if i.entity == entity and i.mode == INCREMENTAL]
+            by_id = {c.course_id: c for c in finished}
+            for course_id, state in self.warehouse.fetch_states(entity, ids).items():
+                by_id[course_id].entities[entity].record_count = state.record_count
+        for course in finished:
+            log_rows += [self._log_row(course, o, course.status == "gone") for o in course.entities.values()]
         for course in finished:
             if course.status == "gone":
                 self.warehouse.mark_course_gone(
@@ -377,8 +383,8 @@ class Extractor:
         return time.monotonic() - t0
 
     def _staging_item(self, course: CourseOutcome, entity: str, o: EntityOutcome) -> StagingItem:
-        """What to stage for one fetched entity of a course: an incremental entity's records (merged, when
-        the fetch was incremental) with how they were fetched."""
+        """What to stage for one fetched entity of a course: an incremental entity's records (its changes and
+        the keys it drops, when the fetch was incremental) with how they were fetched."""
         assert o.records is not None
         if ENTITIES[entity].incremental is None:
             return StagingItem(entity, course.course_id, o.records)
@@ -386,7 +392,7 @@ class Extractor:
             return StagingItem(entity, course.course_id, o.records, FULL, o.watermark)
         state = self._states[entity][course.course_id]
         return StagingItem(
-            entity, course.course_id, o.records, INCREMENTAL, o.watermark, state.full_fetched_at
+            entity, course.course_id, o.records, INCREMENTAL, o.watermark, state.full_fetched_at, o.removed
         )
 
     def _log_row(self, course: CourseOutcome, o: EntityOutcome, gone: bool) -> dict[str, Any]:

@@ -87,9 +87,3 @@ def every_event(records_of: Mapping[str, Sequence[Any]]) -> Callable[[Mapping[st
     """Audit events outlive what they describe (a deleted assignment's grade changes stay in Canvas's log):
     a merge drops none."""
     return lambda _event: True
-
-
-def event_id(record: Any) -> str | None:
-    """An audit event's key: its uuid string (not a Canvas id); None when it has none."""
-    value = record.get("id") if isinstance(record, Mapping) else None
-    return value if isinstance(value, str) and value else None

@@ -16,9 +16,10 @@ rules, per (entity, course):
 - **Newcomers**: records of parents the staged records do not mention (a new student's or a new
   assignment's submissions: unsubmitted, or older than the watermark) have no change time to filter on;
   the entity's `new_parents` plan asks for them by parent id.
-- **Merged**: changed records replace the stored ones by id; records whose parent vanished (a deleted
-  assignment, a dropped student: the entity's `keep` rule over the same run's other entities) are dropped,
-  so the staged list is what a full fetch would return, and the Layer-1 load treats it like one.
+- **Merged**: changed records replace the staged ones by key (their rows are upserted); records whose parent
+  vanished (a deleted assignment, a dropped student: the entity's `keep` rule over the same run's other
+  entities) are deleted, so the staged records are what a full fetch would return, and the Layer-1 load
+  treats them like one.
 - **Full refreshes**: what Canvas changes without a change time is invisible to an incremental fetch
   (`missing` flips when a due date passes; a late policy changes `late` and `points_deducted`; a grade is
   posted later). A course is fetched in full when it has no watermark (first sync, or no record has a
@@ -30,14 +31,10 @@ rules, per (entity, course):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
-
-from canvas_assets.extract.records import Records, RecordsBuilder, roundtrips
-from canvas_assets.transform.convert import to_id
+from canvas_assets.jsontext import record_id
 
 OVERLAP = timedelta(minutes=15)
 
@@ -87,144 +84,24 @@ def since(
     return watermark - OVERLAP
 
 
-RecordKey = Callable[[Any], Any]
-
-
-def canvas_key(record: Any) -> int | None:
-    """A record's Canvas id, the key records are merged on; None when it has no usable one. An entity whose
-    ids are not Canvas ids (the audit log's uuids) says how its records are keyed (`Incremental.key`)."""
-    canvas_id = to_id(record.get("id")) if isinstance(record, Mapping) else None
-    return canvas_id if isinstance(canvas_id, int) else None
-
-
-def _by_id(changes: Iterable[Any], key: RecordKey = canvas_key) -> tuple[dict[Any, Any], list[Any]]:
-    """The changed records by id (the last of an id wins), and those without a usable id, in order."""
-    by_id: dict[Any, Any] = {}
+def merge(
+    previous: Iterable[Any], changes: Iterable[Any], keep: Callable[[Mapping[str, Any]], bool] | None = None
+) -> list[Any]:
+    """The previous records with the changed ones laid over them by key (`jsontext.record_id`), in key order,
+    less those `keep` refuses. A changed record without a usable key is kept as it came (the transformer
+    quarantines it, with its reason); a previous one without a key was quarantined before and is dropped.
+    (Staging does the same in SQL for a staged course: `warehouse.staging.write_staging`.)"""
+    by_key: dict[str, Any] = {}
+    for record in previous:
+        key = record_id(record)
+        if key is not None:
+            by_key[key] = record
     unidentified: list[Any] = []
     for record in changes:
-        canvas_id = key(record)
-        if canvas_id is not None:
-            by_id[canvas_id] = record
-        else:
+        key = record_id(record)
+        if key is None:
             unidentified.append(record)
-    return by_id, unidentified
-
-
-def merge(
-    previous: Iterable[Any],
-    changes: Iterable[Any],
-    keep: Callable[[Mapping[str, Any]], bool] | None = None,
-    key: RecordKey = canvas_key,
-) -> list[Any]:
-    """The previous records with the changed ones laid over them by id, less those `keep` refuses.
-
-    A changed record without a usable id is kept as it came (the transformer quarantines it, with its
-    reason); a previous one without an id was quarantined before and is not carried forward."""
-    by_id: dict[Any, Any] = {}
-    for record in previous:
-        canvas_id = key(record)
-        if canvas_id is not None:
-            by_id[canvas_id] = record
-    changed, unidentified = _by_id(changes, key)
-    by_id.update(changed)
-    merged = [by_id[k] for k in sorted(by_id)]
-    if keep is not None:
-        merged = [r for r in merged if keep(r)]
-    return merged + unidentified
-
-
-def merge_in_order(
-    previous: Iterable[tuple[list[Any], bool]],
-    changes: Iterable[Any],
-    keep: Callable[[Mapping[str, Any]], bool] | None = None,
-    key: RecordKey = canvas_key,
-) -> Records | None:
-    """`merge` of previous records given a piece at a time (`(records, exact)`, as `records.array_pieces`
-    gives them), into a compact `Records`, for previous records in strictly ascending id order (what a merge
-    stages, and what Canvas lists by id): then the merged list is theirs and the changes' in one ascending
-    pass, and only a piece of them is decoded at a time. None when they are not in that order (the caller
-    then merges them with `merge_unordered`)."""
-    by_id, unidentified = _by_id(changes, key)
-    changed = sorted(by_id)
-    exact_change = {k: roundtrips(by_id[k]) for k in changed}
-    out = RecordsBuilder()
-    last: Any = None
-    i = 0
-    for records, exact in previous:
-        piece: list[Any] = []
-        for record in records:
-            canvas_id = key(record)
-            if canvas_id is None:
-                continue  # quarantined before: not carried forward (as in `merge`)
-            if last is not None and canvas_id <= last:
-                return None
-            last = canvas_id
-            while i < len(changed) and changed[i] <= canvas_id:
-                if changed[i] == canvas_id:
-                    record = None  # replaced by the change
-                change = by_id[changed[i]]
-                if keep is None or keep(change):
-                    piece.append(change)
-                    exact = exact and exact_change[changed[i]]
-                i += 1
-            if record is not None and (keep is None or keep(record)):
-                piece.append(record)
-        out.add(piece, exact)
-    rest = [by_id[k] for k in changed[i:]]
-    out.add([r for r in rest if keep is None or keep(r)], all(exact_change[k] for k in changed[i:]))
-    out.add(unidentified, all(roundtrips(r) for r in unidentified))
-    return out.build()
-
-
-_DROPPED = object()
-
-
-def merge_unordered(
-    previous: Iterable[tuple[list[Any], bool]],
-    changes: Iterable[Any],
-    keep: Callable[[Mapping[str, Any]], bool] | None = None,
-    key: RecordKey = canvas_key,
-) -> Records:
-    """`merge` of previous records given a piece at a time in any order, into a compact `Records`: each
-    previous record is kept as its `orjson` text (about a third of it decoded) until the merged list is
-    laid out by id. Slower than `merge_in_order` (a text per record), for a big course's first merge after
-    a full fetch in Canvas's order."""
-    # id -> a previous record's text (or, when orjson cannot write it exactly, the record), a change, or
-    # _DROPPED when the record `keep` refuses is the last with its id
-    by_id: dict[Any, Any] = {}
-    for records, exact in previous:
-        for record in records:
-            canvas_id = key(record)
-            if canvas_id is None:
-                continue
-            if keep is not None and not keep(record):
-                by_id[canvas_id] = _DROPPED
-                continue
-            text = None
-            if exact:
-                with suppress(orjson.JSONEncodeError, TypeError):  # nesting beyond what orjson writes
-                    text = orjson.dumps(record)
-            by_id[canvas_id] = _Kept(record) if text is None else text
-    changed, unidentified = _by_id(changes, key)
-    for canvas_id, record in changed.items():
-        by_id[canvas_id] = record if keep is None or keep(record) else _DROPPED
-    out = RecordsBuilder()
-    for canvas_id in sorted(by_id):
-        value = by_id.pop(canvas_id)
-        if isinstance(value, bytes):
-            out.add_text(value)
-        elif isinstance(value, _Kept):
-            out.add([value.record], False)
-        elif value is not _DROPPED:  # a change
-            out.add([value], roundtrips(value))
-    out.add(unidentified, all(roundtrips(r) for r in unidentified))
-    return out.build()
-
-
-class _Kept:
-    """A previous record carried forward as it is (orjson cannot write it exactly)."""
-
-    __slots__ = ("record",)
-
-    def __init__(self, record: Any) -> None:
-        self.record = record
+        else:
+            by_key[key] = record
+    merged = [by_key[k] for k in sorted(by_key, key=lambda k: (len(k), k))]
+    return [r for r in merged if keep is None or keep(r)] + unidentified

@@ -19,7 +19,7 @@ def utcnow() -> datetime:
 @dataclass
 class EntityOutcome:
     entity: str
-    records: Sequence[Any] | None = None  # a list, or compact `records.Records` (a big merge or sliced fetch)
+    records: Sequence[Any] | None = None  # fetched records (an incremental fetch's: its changes)
     api_calls: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -29,6 +29,7 @@ class EntityOutcome:
     mode: str = FULL  # incremental entities: `incremental` when only changes were fetched
     since: datetime | None = None  # ... and the instant they were asked for changes after
     changed: int | None = None  # ... and how many changed records came back
+    removed: set[str] = field(default_factory=set)  # ... and the staged keys they drop
     watermark: datetime | None = None  # incremental entities: the latest change time among the records
     repeated: list[Any] | None = None  # ID_CHECKED_ENTITIES: ids the fetched list had more than once
 
@@ -62,6 +63,7 @@ class ExtractReport:
     fetch_seconds: float  # wall time of the whole extraction, staging writes (which overlap it) included
     staging_write_seconds: float
     metrics: dict[str, Any]
+    staging_rows_written: int = 0  # staged record rows inserted, updated or deleted
 
     def course_ids(self, status: str) -> list[int]:
         return [cid for cid, c in self.courses.items() if c.status == status]

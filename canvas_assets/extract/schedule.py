@@ -1,6 +1,6 @@
 """The extract's schedule: which (course, entity) tasks run when, and which courses are ready to stage.
 
-Every (course, entity) pair is one task in the extractor's thread pool. Three rules decide when it starts:
+Every (course, entity) pair is one task in the extractor's thread pool. Two rules decide when it starts:
 
 - Courses start a window at a time (COURSES_IN_FLIGHT_PER_WORKER per worker): the pool takes tasks in
   order, so an incremental fetch queued once its needs are in would otherwise wait behind every other
@@ -8,11 +8,8 @@ Every (course, entity) pair is one task in the extractor's thread pool. Three ru
   re-sync grew by 300 MB so).
 - An incremental fetch merges with the course's entities it needs (submissions: assignments and
   enrollments), so it starts once they are in; a full fetch starts at once, beside them, and an entity's
-  needs are queued before it (a sliced fetch waits for them, `Extractor._fetched_needs`).
-- An incremental fetch is quick (a request or two) but holds the course's whole merged list until the
-  course is staged (decoded, below STREAM_MERGE_RECORDS); with no limit, merges outrun the staging writes
-  and pile up in memory. They start while the merges not yet staged hold fewer than MERGE_BUDGET_RECORDS
-  staged records (one at least); the others wait for a staging write to free room.
+  needs are queued before it (a sliced fetch waits for them, `Extractor._fetched_needs`). An incremental
+  fetch holds only its changes: staging upserts them into the course's rows.
 """
 
 from __future__ import annotations
@@ -25,15 +22,9 @@ from datetime import datetime
 
 from canvas_assets.entities import ENTITIES
 from canvas_assets.extract.outcomes import CourseOutcome, EntityOutcome
-from canvas_assets.warehouse.staging import FetchState
 
 # Courses started and not finished, per worker.
 COURSES_IN_FLIGHT_PER_WORKER = 2
-# Staged records that incremental merges may hold before their courses are staged.
-MERGE_BUDGET_RECORDS = 25_000
-# Staged records from which an incremental merge reads them a piece at a time (`Extractor._fetch_changes`):
-# such a merge holds no decoded list, so it costs the budget nothing.
-STREAM_MERGE_RECORDS = 2_500
 
 Task = Callable[[CourseOutcome, str, "datetime | None"], EntityOutcome]
 
@@ -50,13 +41,11 @@ class RunSchedule:
         workers: int,
         task: Task,
         since: Callable[[str, int], datetime | None],
-        states: Mapping[str, Mapping[int, FetchState]],
         futures: dict[tuple[int, str], Future[EntityOutcome]],
     ) -> None:
         self.pool = pool
         self.task = task
         self.since = since
-        self.states = states
         self.futures = futures  # (course, entity) -> its task, for a sliced fetch waiting on its needs
         self.window = COURSES_IN_FLIGHT_PER_WORKER * workers
         self.needs = {e: [n for n in ENTITIES[e].needs if n in entities] for e in entities}
@@ -69,8 +58,6 @@ class RunSchedule:
         self.in_flight = 0  # courses started and not finished
         self.ready: list[CourseOutcome] = []  # finished, not yet staged
         self.fatal: BaseException | None = None
-        self.held: dict[int, int] = {}  # course -> staged records its incremental merges hold until staged
-        self.deferred: deque[tuple[CourseOutcome, str, datetime]] = deque()
         # Finished tasks arrive here: `concurrent.futures.wait` would walk every pending future (thousands
         # in a big run, each behind its own lock) for each one that finishes, under the GIL the fetch
         # threads need to read their responses.
@@ -112,43 +99,16 @@ class RunSchedule:
                 self.in_flight -= 1
 
     def take_ready(self) -> list[CourseOutcome]:
-        """The finished courses, to be staged now: the merge budget they held is free again."""
+        """The finished courses, to be staged now."""
         ready, self.ready = self.ready, []
-        for course in ready:
-            self.held.pop(course.course_id, None)
         return ready
-
-    def start_deferred(self) -> None:
-        """Start the merges that waited for budget; with nothing else running, the next starts whatever it
-        holds."""
-        while self.deferred and self._admit(self.deferred[0][0], self.deferred[0][1], force=not self.pending):
-            course, entity, since = self.deferred.popleft()
-            self._submit(course, entity, since)
 
     def cancel_pending(self) -> None:
         for future in self.pending:
             future.cancel()
 
     def _start(self, course: CourseOutcome, entity: str, since: datetime | None) -> None:
-        if since is not None and ENTITIES[entity].incremental is not None and not self._admit(course, entity):
-            self.deferred.append((course, entity, since))
-        else:
-            self._submit(course, entity, since)
-
-    def _submit(self, course: CourseOutcome, entity: str, since: datetime | None) -> None:
         future = self.pool.submit(self.task, course, entity, since)
         self.pending[future] = (course, entity)
         self.futures[(course.course_id, entity)] = future
         future.add_done_callback(self.finished.put)
-
-    def _admit(self, course: CourseOutcome, entity: str, force: bool = False) -> bool:
-        """Count the merge against the budget if it fits (or the course already holds some, or `force`)."""
-        size = self.states[entity][course.course_id].record_count
-        if size >= STREAM_MERGE_RECORDS:  # streamed into compact records: no decoded list held
-            size = 0
-        held = self.held
-        full = held and course.course_id not in held and sum(held.values()) + size > MERGE_BUDGET_RECORDS
-        if full and not force:
-            return False
-        held[course.course_id] = held.get(course.course_id, 0) + size
-        return True

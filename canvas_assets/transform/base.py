@@ -16,7 +16,7 @@ quarantined one record and soft-deleted every enrollment of the course.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,10 +180,18 @@ class Transformer:
     def __call__(
         self, records_by_course: Mapping[int, Sequence[Any]], options: TransformOptions | None = None
     ) -> TransformResult:
-        """Transform raw records per course (lists, or staging's lazily decoded `StagedRecords`), in course
-        chunks of at most CHUNK_RECORDS records so that only one chunk's decoded records are alive."""
+        """Transform raw records per course (lists, or staging's `StagedCourse`s, read when iterated), in
+        course chunks of at most CHUNK_RECORDS records so that only one chunk's decoded records are alive."""
+        return self.batches(_course_chunks(records_by_course, CHUNK_RECORDS), options)
+
+    def batches(
+        self, batches: Iterable[Mapping[int, Any]], options: TransformOptions | None = None
+    ) -> TransformResult:
+        """Transform batches of courses' records one after another (`staging.staged_batches` reads them a
+        batch at a time) into one result."""
         try:
-            return transform_in_chunks(self._build, records_by_course, options or TransformOptions())
+            options = options or TransformOptions()
+            return combine([self._build(batch, options) for batch in batches] or [self._build({}, options)])
         except TransformationError:
             raise
         except Exception as exc:  # a bug or an unforeseen shape: fail the step, not one record
@@ -281,9 +289,9 @@ def as_int64(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-# Records per transformation chunk. Staging hands records over lazily (JSON text per course, decoded when
-# iterated), so transforming a ranged run course chunk by course chunk keeps only one chunk's decoded
-# records in memory at a time, not the whole range's.
+# Records per transformation chunk. Staging hands records over lazily (read and decoded when iterated), so
+# transforming a ranged run course chunk by course chunk keeps only one chunk's decoded records in memory at
+# a time, not the whole range's.
 CHUNK_RECORDS = 10_000
 
 
@@ -303,16 +311,10 @@ def _course_chunks(records_by_course: Mapping[int, Any], limit: int) -> list[dic
     return chunks
 
 
-def transform_in_chunks(
-    build: Callable[[Mapping[int, list[dict[str, Any]]], TransformOptions], TransformResult],
-    records_by_course: Mapping[int, Any],
-    options: TransformOptions,
-) -> TransformResult:
-    """Run `build` over course chunks of at most CHUNK_RECORDS records and concatenate the results."""
-    chunks = _course_chunks(records_by_course, CHUNK_RECORDS)
-    if len(chunks) == 1:
-        return build(chunks[0], options)
-    parts = [build(chunk, options) for chunk in chunks]
+def combine(parts: Sequence[TransformResult]) -> TransformResult:
+    """One result of the results of course chunks (the first occurrence of a key winning, as within one)."""
+    if len(parts) == 1:
+        return parts[0]
     tables: dict[str, pd.DataFrame] = {}
     for name in parts[0].tables:
         frames = [p.tables[name] for p in parts if len(p.tables[name])] or [parts[0].tables[name]]

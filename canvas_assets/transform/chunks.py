@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,9 +169,15 @@ def transform_chunk(
     url: str, entity: str, course_ids: list[int], options: TransformOptions, path: str
 ) -> _Transformed:
     """Read one chunk's staging, transform it and pickle the result to `path` (in a worker or in-process)."""
-    records = Warehouse(url).read_staging(entity, course_ids)
+    staged: list[int] = []
+
+    def batches() -> Iterator[dict[int, list[Any]]]:  # one server-side cursor per batch of courses
+        for batch in Warehouse(url).staged_batches(entity, course_ids):
+            staged.extend(batch)
+            yield batch
+
     try:
-        result = TRANSFORMERS[entity](records, options)
+        result = TRANSFORMERS[entity].batches(batches(), options)
     except Exception as exc:
         # Raised as a plain message: the error crosses a process boundary, and the step reports it.
         raise TransformationError(
@@ -179,7 +186,7 @@ def transform_chunk(
     with open(path, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     transformed = _Transformed(
-        course_ids=sorted(records),
+        course_ids=sorted(staged),
         keys={name: _keys(frame, key_of(name)) for name, frame in result.tables.items()},
         courses={
             name: frame["course_id"].to_numpy(dtype=np.int64)
@@ -190,7 +197,7 @@ def transform_chunk(
         rejected=len(result.rejected),
         incomplete={name: sorted(c) for name, c in incomplete_courses(result).items()},
     )
-    del records, result
+    del result
     release_free_heap()
     return transformed
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,22 +53,24 @@ class Warehouse:
     def replace_staging(
         self, entity: str, course_id: int, records: list[dict[str, Any]], *, run_id: str, fetched_at: datetime
     ) -> None:
-        """Atomically replace the raw records of one (entity, course)."""
-        self.replace_staging_many([(entity, course_id, records)], run_id=run_id, fetched_at=fetched_at)
+        """Stage the raw records of one (entity, course), fetched in full."""
+        self.write_staging([(entity, course_id, records)], run_id=run_id, fetched_at=fetched_at)
 
-    def replace_staging_many(
-        self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
-    ) -> None:
-        """Replace several (entity, course) record lists in one transaction: `(entity, course_id, records)`
-        tuples (a full fetch) or `staging.StagingItem`s (which also say how the records were fetched)."""
+    def write_staging(self, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime) -> int:
+        """Stage several (entity, course)'s records in one transaction: `(entity, course_id, records)` tuples
+        (a full fetch) or `staging.StagingItem`s; the number of record rows written (`staging.write_staging`)."""
         with write_transaction(self.engine) as conn:
-            staging.replace_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
+            return staging.write_staging(conn, items, run_id=run_id, fetched_at=fetched_at)
 
-    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.StagedRecords]:
-        """Raw records per course (read-only sequences decoded on each read, so that a ranged run does not
-        hold every course's decoded records at once); courses with nothing staged are absent."""
+    def read_staging(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.StagedCourse]:
+        """Raw records per course (`staging.StagedCourse`: read from the warehouse each time they are
+        iterated); courses with nothing staged are absent."""
+        return staging.read_staging(self.engine, entity, course_ids)
+
+    def staged_batches(self, entity: str, course_ids: Iterable[int]) -> Iterator[dict[int, list[Any]]]:
+        """The courses' staged records decoded, a batch of whole courses at a time (`staging.staged_batches`)."""
         with self.engine.connect() as conn:
-            return staging.read_staging(conn, entity, course_ids)
+            yield from staging.staged_batches(conn, entity, course_ids)
 
     def fetch_states(self, entity: str, course_ids: Iterable[int]) -> dict[int, staging.FetchState]:
         """How each course's staged records of `entity` were last fetched (mode, full fetch, watermark)."""

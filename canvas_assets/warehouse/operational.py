@@ -31,7 +31,7 @@ class CanvasCourseCatalog(Base):
 
 
 class CanvasStaging(Base):
-    """Raw Canvas records per (entity, course), replaced atomically: Layer 1 rebuilds from here."""
+    """How each (entity, course)'s raw records were fetched; the records are `canvas_staging_records`."""
 
     __tablename__ = "canvas_staging"
 
@@ -41,7 +41,11 @@ class CanvasStaging(Base):
         primary_key=True,
     )
     course_id: Mapped[int] = canvas_id("Canvas course id whose records these are")
-    records: Mapped[str] = column("JSON list of the raw records exactly as Canvas sent them")
+    records_digest: Mapped[str | None] = column(
+        "SHA-256 of the staged records (keys and texts): an unchanged full fetch writes none; NULL after an "
+        "incremental fetch",
+        type_=sa.String(64),
+    )
     record_count: Mapped[int] = column("Number of records", type_=sa.Integer())
     fetched_at: Mapped[datetime] = column("When the extract finished fetching them from Canvas")
     run_id: Mapped[str | None] = column("The Dagster run that fetched them", type_=sa.String(64))
@@ -56,6 +60,24 @@ class CanvasStaging(Base):
         "Incremental entities: the latest Canvas change time among the records; the next fetch asks for "
         "what changed after it"
     )
+
+
+class CanvasStagingRecord(Base):
+    """Raw Canvas records, one row per record of each staged (entity, course): Layer 1 rebuilds from here."""
+
+    __tablename__ = "canvas_staging_records"
+
+    entity: Mapped[str] = column(
+        "Staging entity (as in `canvas_staging`)", type_=sa.String(64), primary_key=True
+    )
+    course_id: Mapped[int] = canvas_id("Canvas course id whose record this is")
+    record_key: Mapped[str] = column(
+        "The record's Canvas id, or its string id (an audit event's uuid); `<id>#<position>` for an id repeated "
+        "in a fetch, `#<position>` without one",
+        type_=sa.String(80),
+        primary_key=True,
+    )
+    record: Mapped[str] = column("The record's JSON text as Canvas sent it")
 
 
 class CanvasSyncLog(Base):

@@ -3,16 +3,13 @@ its framing, its epoch, and which connections write by COPY at all."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import sqlalchemy as sa
 
 BINARY_HEADER = (
     b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 )  # signature, flags, no extension
 BINARY_TRAILER = b"\xff\xff"  # a tuple of -1 fields
-PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # binary timestamps count microseconds from it
-PG_EPOCH_US = 946_684_800_000_000  # the same instant in microseconds since the Unix epoch
+PG_EPOCH_US = 946_684_800_000_000  # binary timestamps count microseconds from 2000-01-01 (Unix microseconds)
 
 
 def uses_copy(conn: sa.Connection) -> bool:

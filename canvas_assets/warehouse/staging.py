@@ -1,47 +1,54 @@
-"""Raw staging: each course's records of an entity, and how they were fetched (`canvas_staging`).
+"""Raw staging: one row per Canvas record (`canvas_staging_records`), and per (entity, course) how the records
+were fetched (`canvas_staging`).
 
-Each function takes a `Connection` inside the caller's transaction; `Warehouse` opens the transactions.
+A record's row is keyed by its Canvas id (`jsontext.record_id`), so a fetch writes only what changed: a full
+fetch whose records are those staged (same `records_digest`) writes none, another one writes the records it
+adds or changes and deletes those it no longer has; an incremental fetch upserts its changes and deletes the
+records it says are gone. Reads go in key order (numeric for Canvas ids) through server-side cursors, so no
+course's records are ever one text or one list in memory. Each function takes a `Connection` inside the
+caller's transaction; `Warehouse` opens the transactions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import uuid
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from itertools import chain
+from datetime import datetime
+from itertools import chain, islice
 from typing import Any, NamedTuple
 
-import psycopg2.extensions
 import sqlalchemy as sa
 
-from canvas_assets.extract.records import Records, array_pieces, decode_whole, inflate
-from canvas_assets.jsontext import encode_json_bytes
+from canvas_assets.jsontext import decode_json, encode_json_bytes, record_id
 from canvas_assets.warehouse.models import table
-from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, PG_EPOCH, uses_copy
+from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, uses_copy
 from canvas_assets.warehouse.sql import chunks, upsert_statement, utc
 
-READ_CHUNK = 50  # courses per staging read
-
-
-# --- staging ----------------------------------------------------------------------------------------------
 FULL, INCREMENTAL = "full", "incremental"
+BATCH_RECORDS = 10_000  # records per batch of `staged_batches` (whole courses, one at least)
+ROWS_PER_FETCH = 2_000  # rows per round trip of a server-side cursor
+COPY_BLOCK = 1 << 20  # bytes per block handed to a COPY
+INSERT_ROWS = 1_000  # rows per executemany where there is no COPY (SQLite)
 
 
 class StagingItem(NamedTuple):
     """One (entity, course)'s records to stage, with how they were fetched (a plain 3-tuple is a full fetch).
 
-    `full_fetched_at` is kept from the previous fetch by an incremental one (None: this fetch's time);
-    `watermark` is an incremental entity's latest Canvas change time among the records."""
+    A full fetch's `records` are all of the course's; an incremental fetch's are its changes (upserted by key,
+    the last of a key winning), `removed` the keys it drops, and the records without a key go (quarantined
+    before, they are not carried forward). `full_fetched_at` is kept from the previous fetch by an incremental
+    one (None: this fetch's time); `watermark` is an incremental entity's latest Canvas change time."""
 
     entity: str
     course_id: int
-    records: Sequence[Any]
+    records: Iterable[Any]
     mode: str = FULL
     watermark: datetime | None = None
     full_fetched_at: datetime | None = None
+    removed: Collection[str] = ()
 
 
 @dataclass(frozen=True)
@@ -55,171 +62,252 @@ class FetchState:
     record_count: int
 
 
-# Staged texts per upsert statement where staging is not written by COPY (SQLite): a bound on what one
-# statement holds at once, whatever the number of courses staged together.
-STATEMENT_TEXT_BYTES = 8 << 20
-_REPLACED = ("records", "record_count", "fetched_at", "run_id", "fetch_mode", "full_fetched_at", "watermark")
+def record_keys(records: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """(key, record) for one fetch's records in their order: `jsontext.record_id`; an id repeated within the
+    fetch `<id>#<position>` and a record without one `#<position>`, so that no record is lost."""
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        key = record_id(record)
+        if key is None:
+            key = f"#{position}"
+        elif key in seen:
+            key = f"{key}#{position:09d}"
+        else:
+            seen.add(key)
+        yield key, record
 
 
-def replace_staging(
-    conn: sa.Connection,
-    items: Sequence[tuple[Any, ...]],
-    *,
-    run_id: str,
-    fetched_at: datetime,
-) -> None:
-    """Stage each item's records (replacing what the course had of the entity). Each text is made from its
-    records only when it is written, so one text at a time is held: on PostgreSQL (psycopg2) every row goes
-    by one binary COPY (see `_copy_staging`), elsewhere by upserts of at most STATEMENT_TEXT_BYTES of text."""
+def records_digest(hashes: Iterable[tuple[str, bytes]]) -> str:
+    """`records_digest` of a course from (key, SHA-256 of the record's text) pairs, in any order: SHA-256 (hex)
+    over the keys and text hashes in key order (hashing each text lets a fetch be compared without holding
+    its texts)."""
+    digest = hashlib.sha256()
+    for key, text_hash in sorted(hashes, key=lambda pair: (len(pair[0]), pair[0])):
+        digest.update(key.encode("utf-8") + b"\0" + text_hash)
+    return digest.hexdigest()
+
+
+def write_staging(
+    conn: sa.Connection, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
+) -> int:
+    """Stage each item's records (see `StagingItem`); the number of record rows inserted, updated or deleted.
+
+    Full fetches: a course with no rows yet is one COPY (PostgreSQL; inserts elsewhere), an unchanged one
+    (same digest) writes nothing, and the others are compared with what is staged through a temporary table.
+    On PostgreSQL each (entity, course) is locked first, in one order, so that two syncs staging the same
+    course write one after the other."""
     fetched_at = utc(fetched_at)
-    staged = [_StagedRow(StagingItem(*raw), run_id, fetched_at) for raw in items]
+    staged = [StagingItem(*raw) for raw in items]
     if not staged:
-        return
-    if uses_copy(conn):
-        _copy_staging(conn, staged)
-        return
+        return 0
+    if conn.dialect.name == "postgresql":
+        for entity, course_id in sorted({(i.entity, int(i.course_id)) for i in staged}):
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"{entity}:{course_id}"},
+            )
+    previous = _previous(conn, staged)
+    written = 0
+    fresh: list[StagingItem] = []
+    changed: list[StagingItem] = []
+    rows: list[dict[str, Any]] = []
+    for item in staged:
+        course = (item.entity, int(item.course_id))
+        values = _values(item, run_id, fetched_at)
+        if item.mode == INCREMENTAL:
+            written += _delete_keys(conn, item)
+            changed.append(item)
+        else:
+            hashes = [
+                (k, hashlib.sha256(encode_json_bytes(r)).digest()) for k, r in record_keys(item.records)
+            ]
+            values.update(records_digest=records_digest(hashes), record_count=len(hashes))
+            old = previous.get(course)
+            if old is None or old[1] == 0:
+                fresh.append(item)
+            elif old[0] != values["records_digest"]:
+                changed.append(item)
+        rows.append(values)
+    written += _put(conn, "canvas_staging_records", fresh)
+    if changed:
+        written += _merge(conn, changed)
+    _recount(conn, [r for r in rows if r["fetch_mode"] == INCREMENTAL])
     t = table("canvas_staging")
     stmt = upsert_statement(conn, t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in _REPLACED}
+    replaced = [c for c in rows[0] if c not in ("entity", "course_id")]
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["entity", "course_id"], set_={c: stmt.excluded[c] for c in replaced}
+        ),
+        rows,
     )
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for row in staged:
-        length, parts = json_text(row.item.records)
-        batch.append({**row.values(), "records": b"".join(parts).decode("utf-8")})
-        size += length
-        if size >= STATEMENT_TEXT_BYTES:
-            conn.execute(stmt, batch)
-            batch, size = [], 0
-    if batch:
-        conn.execute(stmt, batch)
+    return written
 
 
-class _StagedRow:
-    """One staging row to write: its item, and the values of every column but `records`."""
-
-    __slots__ = ("fetched_at", "item", "run_id")
-
-    def __init__(self, item: StagingItem, run_id: str, fetched_at: datetime) -> None:
-        self.item, self.run_id, self.fetched_at = item, run_id, fetched_at
-
-    def values(self) -> dict[str, Any]:
-        item = self.item
-        return {
-            "entity": item.entity,
-            "course_id": int(item.course_id),
-            "record_count": len(item.records),
-            "fetched_at": self.fetched_at,
-            "run_id": self.run_id,
-            "fetch_mode": item.mode,
-            "full_fetched_at": self.fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
-            "watermark": None if item.watermark is None else utc(item.watermark),
-        }
+def _values(item: StagingItem, run_id: str, fetched_at: datetime) -> dict[str, Any]:
+    """The `canvas_staging` row of an item (an incremental one's count is made after its writes)."""
+    return {
+        "entity": item.entity,
+        "course_id": int(item.course_id),
+        "records_digest": None,
+        "record_count": 0,
+        "fetched_at": fetched_at,
+        "run_id": run_id,
+        "fetch_mode": item.mode,
+        "full_fetched_at": fetched_at if item.full_fetched_at is None else utc(item.full_fetched_at),
+        "watermark": None if item.watermark is None else utc(item.watermark),
+    }
 
 
-# The staging columns in the order the COPY stream writes them, with their binary encodings.
-_COPY_COLUMNS = (
-    ("entity", "text"),
-    ("course_id", "bigint"),
-    ("record_count", "integer"),
-    ("fetched_at", "timestamptz"),
-    ("run_id", "text"),
-    ("fetch_mode", "text"),
-    ("full_fetched_at", "timestamptz"),
-    ("watermark", "timestamptz"),
-    ("records", "text"),
-)
+def _previous(
+    conn: sa.Connection, items: Sequence[StagingItem]
+) -> dict[tuple[str, int], tuple[str | None, int]]:
+    """(records_digest, record_count) of the items' courses already staged."""
+    t = table("canvas_staging")
+    out: dict[tuple[str, int], tuple[str | None, int]] = {}
+    for entity in {i.entity for i in items}:
+        ids = sorted({int(i.course_id) for i in items if i.entity == entity})
+        for chunk in chunks(ids):
+            query = sa.select(t.c.course_id, t.c.records_digest, t.c.record_count).where(
+                t.c.entity == entity, t.c.course_id.in_(chunk)
+            )
+            out.update({(entity, int(c)): (d, int(n)) for c, d, n in conn.execute(query)})
+    return out
 
 
-def _copy_staging(conn: sa.Connection, staged: Sequence[_StagedRow]) -> None:
-    """Every row by binary COPY into a temporary table (dropped at commit), then one upsert from it.
+def _texts(item: StagingItem) -> Iterator[tuple[str, bytes]]:
+    """(key, text) of the rows an item writes: a full fetch's every record, an incremental one's changes (the
+    last of a key winning: an upsert may touch a row once)."""
+    if item.mode != INCREMENTAL:
+        return ((k, encode_json_bytes(r)) for k, r in record_keys(item.records))
+    last: dict[str, Any] = {}
+    for position, record in enumerate(item.records):
+        last[record_id(record) or f"#{position}"] = record
+    return ((k, encode_json_bytes(r)) for k, r in last.items())
 
-    As statement parameters, texts are copied whole several times over: a str, its UTF-8 bytes, psycopg2's
-    escaped literal and the statement holding them all (a big course's 58 MB text cost 250 MB at the large
-    benchmark's peak, and a re-sync that staged many merged courses at once 100 MB). The COPY stream makes
-    each text from its records when it reaches it and hands it over a part at a time."""
-    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
-    columns = ", ".join(f"{c} {kind}" for c, kind in _COPY_COLUMNS)
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP")
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        names = ", ".join(c for c, _ in _COPY_COLUMNS)
-        stream = _CopyStream(_copy_rows(staged))
+
+def _put(conn: sa.Connection, target: str, items: Sequence[StagingItem]) -> int:
+    """Write the items' rows into `target` (the records table or a temporary one): the rows written."""
+    rows = ((i.entity, int(i.course_id), k, text) for i in items for k, text in _texts(i))
+    if uses_copy(conn):
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        stream = _CopyStream(rows)
         try:
-            cursor.copy_expert(f"COPY {name} ({names}) FROM STDIN (FORMAT binary)", stream, size=1 << 20)
+            cursor.copy_expert(
+                f"COPY {target} (entity, course_id, record_key, record) FROM STDIN (FORMAT binary)", stream
+            )
         except Exception:
             if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
                 raise stream.error from None
             raise
-    finally:
-        cursor.close()
-    updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED)
-    conn.exec_driver_sql(
-        f"INSERT INTO canvas_staging ({names}) SELECT {names} FROM {name} "
-        f"ON CONFLICT (entity, course_id) DO UPDATE SET {updates}"
-    )
-
-
-def _copy_rows(staged: Sequence[_StagedRow]) -> Iterator[bytes]:
-    """The binary COPY tuples of `staged` (see `_COPY_COLUMNS`), a text's parts as they come."""
-    for row in staged:
-        values = row.values()
-        header = [struct.pack("!h", len(_COPY_COLUMNS))]
-        for column, kind in _COPY_COLUMNS[:-1]:
-            header.append(_binary_field(values[column], kind))
-        length, parts = json_text(row.item.records)
-        header.append(struct.pack("!i", length))
-        yield b"".join(header)
-        written = 0
-        for part in parts:
-            if part:  # an empty read ends the COPY
-                written += len(part)
-                yield part
-        if written != length:
-            raise ValueError(f"staged text of {written} bytes, {length} announced")
-
-
-def _binary_field(value: Any, kind: str) -> bytes:
-    """One field of a binary COPY tuple: its length and PostgreSQL's binary form (-1 for NULL)."""
-    if value is None:
-        return struct.pack("!i", -1)
-    if kind == "text":
-        data = str(value).encode("utf-8")
-        return struct.pack("!i", len(data)) + data
-    if kind == "bigint":
-        return struct.pack("!iq", 8, value)
-    if kind == "integer":
-        return struct.pack("!ii", 4, value)
-    if kind == "timestamptz":  # microseconds since 2000-01-01 UTC
-        return struct.pack("!iq", 8, (value - PG_EPOCH) // timedelta(microseconds=1))
-    raise ValueError(f"no binary COPY encoding for {kind}")
-
-
-def json_text(records: Sequence[Any]) -> tuple[int, Iterable[bytes]]:
-    """The staged text of `records` (`encode_json` of the list, as UTF-8): its length and its parts. A
-    `Records` gives its text from its compressed pieces, without decoding them."""
-    if isinstance(records, Records):
-        text = records.json_text()
-        if text is not None:
-            return text
-    encoded = encode_json_bytes(list(records))
-    return len(encoded), (encoded,)
+        finally:
+            cursor.close()
+        return stream.rows
+    written = 0
+    insert = sa.text(f"INSERT INTO {target} (entity, course_id, record_key, record) VALUES (:e, :c, :k, :r)")
+    while batch := [
+        {"e": e, "c": c, "k": k, "r": r.decode("utf-8")} for e, c, k, r in islice(rows, INSERT_ROWS)
+    ]:
+        conn.execute(insert, batch)
+        written += len(batch)
+    return written
 
 
 class _CopyStream:
-    """A binary COPY stream (header, `tuples`, trailer) that psycopg2 reads a part at a time."""
+    """A binary COPY stream of (entity, course_id, record_key, record) tuples, handed over in blocks of about
+    COPY_BLOCK bytes: a record's text is held only until its block is read."""
 
-    def __init__(self, tuples: Iterator[bytes]) -> None:
-        self._parts = chain([BINARY_HEADER], tuples, [BINARY_TRAILER])
+    def __init__(self, rows: Iterator[tuple[str, int, str, bytes]]) -> None:
+        self._rows = rows
+        self._started = self._ended = False
+        self.rows = 0
         self.error: Exception | None = None  # what making the stream raised (psycopg2 reports it as a cancel)
 
     def read(self, size: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        parts = [] if self._started else [BINARY_HEADER]
+        self._started, length = True, 0
         try:
-            return next(self._parts, b"")
+            for entity, course_id, key, text in self._rows:
+                head = [entity.encode("utf-8"), key.encode("utf-8")]
+                parts.append(
+                    struct.pack("!hi", 4, len(head[0]))
+                    + head[0]
+                    + struct.pack("!iqi", 8, course_id, len(head[1]))
+                    + head[1]
+                    + struct.pack("!i", len(text))
+                )
+                parts.append(text)
+                self.rows += 1
+                length += len(text) + 64
+                if length >= COPY_BLOCK:
+                    return b"".join(parts)
         except Exception as exc:
             self.error = exc
             raise
+        self._ended = True
+        return b"".join([*parts, BINARY_TRAILER])
+
+
+def _temporary(conn: sa.Connection) -> str:
+    name = f"canvas_staging_in_{uuid.uuid4().hex[:12]}"
+    drop = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {name} (entity text, course_id bigint, record_key text, record text){drop}"
+    )
+    return name
+
+
+def _merge(conn: sa.Connection, items: Sequence[StagingItem]) -> int:
+    """Write the changed courses' rows through a temporary table: new keys inserted, changed texts updated
+    and, for a full fetch, the keys it no longer has deleted."""
+    name = _temporary(conn)
+    _put(conn, name, items)
+    written = conn.exec_driver_sql(
+        f"INSERT INTO canvas_staging_records (entity, course_id, record_key, record) "
+        f"SELECT entity, course_id, record_key, record FROM {name} WHERE true "
+        "ON CONFLICT (entity, course_id, record_key) DO UPDATE SET record = excluded.record "
+        "WHERE canvas_staging_records.record <> excluded.record"
+    ).rowcount
+    for item in items:
+        if item.mode != INCREMENTAL:
+            written += conn.execute(
+                sa.text(
+                    f"DELETE FROM canvas_staging_records WHERE entity = :e AND course_id = :c AND NOT EXISTS "
+                    f"(SELECT 1 FROM {name} n WHERE n.entity = :e AND n.course_id = :c "
+                    "AND n.record_key = canvas_staging_records.record_key)"
+                ),
+                {"e": item.entity, "c": int(item.course_id)},
+            ).rowcount
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+    return written
+
+
+def _delete_keys(conn: sa.Connection, item: StagingItem) -> int:
+    """An incremental fetch's deletions: the keys it drops, and the rows without a key."""
+    t = table("canvas_staging_records")
+    course = (t.c.entity == item.entity) & (t.c.course_id == int(item.course_id))
+    written = conn.execute(sa.delete(t).where(course, t.c.record_key.like("#%"))).rowcount
+    for keys in chunks(sorted(set(item.removed))):
+        written += conn.execute(sa.delete(t).where(course, t.c.record_key.in_(keys))).rowcount
+    return written
+
+
+def _recount(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Set the record_count of incrementally fetched courses from their rows."""
+    t = table("canvas_staging_records")
+    for entity in {r["entity"] for r in rows}:
+        of_entity = {r["course_id"]: r for r in rows if r["entity"] == entity}
+        for chunk in chunks(sorted(of_entity)):
+            query = (
+                sa.select(t.c.course_id, sa.func.count())
+                .where(t.c.entity == entity, t.c.course_id.in_(chunk))
+                .group_by(t.c.course_id)
+            )
+            for course_id, count in conn.execute(query):
+                of_entity[int(course_id)]["record_count"] = int(count)
 
 
 def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:
@@ -241,147 +329,98 @@ def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int
     return out
 
 
-class StagedRecords(Sequence[Any]):
-    """One course's staged records, kept as compressed JSON and decoded each time they are read.
+def _rows(conn: sa.Connection, entity: str, course_ids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
+    """(course_id, record_key, record) of the courses' staged records, course by course in key order, through
+    a server-side cursor (PostgreSQL) fetching ROWS_PER_FETCH rows at a time."""
+    t = table("canvas_staging_records")
+    query = (
+        sa.select(t.c.course_id, t.c.record_key, t.c.record)
+        .where(t.c.entity == entity, t.c.course_id.in_(course_ids))
+        .order_by(t.c.course_id, sa.func.length(t.c.record_key), _bytewise(conn, t.c.record_key))
+    )
+    result = conn.execution_options(stream_results=True, max_row_buffer=ROWS_PER_FETCH).execute(query)
+    with result:
+        yield from result  # type: ignore[misc]
 
-    A ranged run reads the staging of hundreds of courses at once; decoded, their records take many times
-    the memory of the text (and the text, as a Python str with one CJK character, twice its UTF-8 size).
-    Kept as zlib-compressed UTF-8 (a few times smaller than the text), they cost little until read; the
-    transformers read course chunk by course chunk, so only one chunk's decoded records are alive at a time.
-    Iterating decodes a piece of the text at a time (`records.array_pieces`), so a pass over a big course
-    (an incremental merge, the duplicate checks) holds one piece's records, not the course's.
-    Behaves as a read-only list (len, index, iterate, ==).
-    """
 
-    __slots__ = ("_count", "_data")
+def _bytewise(conn: sa.Connection, key: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """The key compared byte by byte (as SQLite does and `records_digest` orders), whatever the collation."""
+    return key.collate("C") if conn.dialect.name == "postgresql" else key
 
-    def __init__(self, text: str | bytes, count: int | None = None) -> None:
-        raw = text.encode("utf-8") if isinstance(text, str) else text
-        self._data = zlib.compress(raw, 1)
-        self._count = count
 
-    @classmethod
-    def compressed(cls, data: bytes, count: int | None = None) -> StagedRecords:
-        """From the zlib-compressed UTF-8 text."""
-        staged = cls.__new__(cls)
-        staged._data, staged._count = data, count
-        return staged
+class StagedCourse(Sequence[Any]):
+    """One course's staged records of an entity, read from the warehouse (in key order, decoded a row at a
+    time) each time they are iterated: nothing of them is held. Behaves as a read-only list (len, index,
+    iterate, ==); `keyed()` gives (key, record) pairs."""
 
-    def _decode(self) -> list[Any]:
-        return decode_whole(inflate(self._data))
+    __slots__ = ("_engine", "course_id", "entity", "size")
 
-    def pieces(self) -> Iterator[tuple[list[Any], bool]]:
-        """(records, exact) a piece of the text at a time (see `records.array_pieces`)."""
-        return array_pieces(inflate(self._data))
+    def __init__(self, engine: sa.Engine, entity: str, course_id: int, size: int) -> None:
+        self._engine, self.entity, self.course_id, self.size = engine, entity, int(course_id), size
 
-    def __len__(self) -> int:
-        if self._count is None:
-            self._count = len(self._decode())
-        return self._count
+    def keyed(self) -> Iterator[tuple[str, Any]]:
+        with self._engine.connect() as conn:
+            for _, key, text in _rows(conn, self.entity, [self.course_id]):
+                yield key, decode_json(text)
 
     def __iter__(self) -> Iterator[Any]:
-        return chain.from_iterable(records for records, _ in self.pieces())
+        return (record for _, record in self.keyed())
+
+    def __len__(self) -> int:
+        return self.size
 
     def __getitem__(self, index: Any) -> Any:
-        return self._decode()[index]
+        return list(self)[index]
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, StagedRecords):
-            return self._decode() == other._decode()
-        return self._decode() == other
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"StagedRecords({len(self)} records)"
+        return f"StagedCourse({self.entity!r}, {self.course_id}: {self.size} records)"
 
 
-# A staged text this long is read from PostgreSQL a record at a time (see `_long_text`).
-LONG_TEXT_BYTES = 16 << 20
-LONG_TEXT_BATCH = 5000  # records per fetch of such a text
-
-
-def read_staging(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, StagedRecords]:
-    """Staged records per course (lazily decoded: see `StagedRecords`). From psycopg2 the texts come as
-    UTF-8 bytes (its BYTES typecaster): no str of a big course's text (twice its size with one CJK
-    character) and no re-encoding of it; a text of LONG_TEXT_BYTES or more comes a record at a time."""
+def staged_counts(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, int]:
+    """{course: record_count} of the courses with staged records of `entity`, in course order."""
     t = table("canvas_staging")
-    ids = sorted({int(c) for c in course_ids})
-    out: dict[int, StagedRecords] = {}
-    if not uses_copy(conn):
-        for chunk in chunks(ids, READ_CHUNK):  # a bounded result set: one chunk's text in memory at once
-            query = sa.select(t.c.course_id, t.c.records, t.c.record_count).where(
-                t.c.entity == entity, t.c.course_id.in_(chunk)
-            )
-            for course_id, records, count in conn.execute(query):
-                out[int(course_id)] = StagedRecords(records, count)
-        return out
-    size = sa.func.octet_length(t.c.records)  # the stored length: nothing is decompressed for it
-    for chunk in chunks(ids, READ_CHUNK):
-        query = sa.select(
-            t.c.course_id, sa.case((size < LONG_TEXT_BYTES, t.c.records)), t.c.record_count
-        ).where(t.c.entity == entity, t.c.course_id.in_(chunk))
-        for course_id, records, count in _bytes_rows(conn, query):
-            out[int(course_id)] = (
-                StagedRecords(records, count) if records is not None else _long_text(conn, entity, course_id)
-            )
-    return out
-
-
-def _long_text(conn: sa.Connection, entity: str, course_id: int) -> StagedRecords:
-    """A long staged text, read through a server-side cursor cut at each `},{` and joined again here.
-
-    Read whole, a big course's text (58 MB for the large benchmark's 134k submissions) is held three times at
-    once: in libpq's input buffer, in its result and as Python bytes. Cut by `string_to_array` on the server
-    (one decompression of the value), it comes a few thousand records at a time, each batch compressed as it
-    arrives. Joining the parts with the separator they were cut at gives the text back byte for byte, in
-    whatever way the separator falls (inside strings too); the parts' ordinals and the total length are
-    checked, so a text is never returned out of order or short."""
-    cursor = conn.connection.dbapi_connection.cursor(name=f"canvas_long_text_{uuid.uuid4().hex[:12]}")  # type: ignore[union-attr]
-    psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
-    compressor = zlib.compressobj(1)
-    data: list[bytes] = []
-    written, expected_part, length, count = 0, 1, -1, 0
-    try:
-        cursor.execute(
-            "SELECT s.record_count, octet_length(s.records), p.part, p.n FROM canvas_staging s, "
-            "unnest(string_to_array(s.records, '},{')) WITH ORDINALITY AS p(part, n) "
-            "WHERE s.entity = %(entity)s AND s.course_id = %(course_id)s",
-            {"entity": entity, "course_id": int(course_id)},
+    out: dict[int, int] = {}
+    for chunk in chunks(sorted({int(c) for c in course_ids})):
+        query = sa.select(t.c.course_id, t.c.record_count).where(
+            t.c.entity == entity, t.c.course_id.in_(chunk)
         )
-        while rows := cursor.fetchmany(LONG_TEXT_BATCH):  # a server-side cursor: FETCH FORWARD n
-            count, length = rows[0][0], rows[0][1]
-            if rows[0][3] != expected_part or rows[-1][3] != expected_part + len(rows) - 1:
-                raise RuntimeError(f"staged {entity} of course {course_id} came back out of order")
-            text = b"},{".join(row[2] for row in rows)
-            if expected_part > 1:
-                text = b"},{" + text
-            expected_part += len(rows)
-            written += len(text)
-            data.append(compressor.compress(text))
-    finally:
-        cursor.close()
-    if length < 0:
-        raise RuntimeError(f"staged {entity} of course {course_id} was removed while it was read")
-    if written != length:
-        raise RuntimeError(
-            f"staged {entity} of course {course_id}: read {written} bytes of a {length}-byte text"
-        )
-    data.append(compressor.flush())
-    return StagedRecords.compressed(b"".join(data), count)
+        out.update({int(c): int(n) for c, n in conn.execute(query)})
+    return dict(sorted(out.items()))
 
 
-def _bytes_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[tuple[Any, ...]]:
-    """The rows of `query` with text columns as UTF-8 bytes (psycopg2), one row at a time."""
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor)
-        cursor.execute(str(compiled), compiled.params)
-        while (row := cursor.fetchone()) is not None:
-            yield row
-    finally:
-        cursor.close()
+def read_staging(engine: sa.Engine, entity: str, course_ids: Iterable[int]) -> dict[int, StagedCourse]:
+    """Staged records per course (`StagedCourse`, read when iterated); courses with nothing staged are absent."""
+    with engine.connect() as conn:
+        counts = staged_counts(conn, entity, course_ids)
+    return {c: StagedCourse(engine, entity, c, n) for c, n in counts.items()}
+
+
+def staged_batches(
+    conn: sa.Connection, entity: str, course_ids: Iterable[int], records: int = BATCH_RECORDS
+) -> Iterator[dict[int, list[Any]]]:
+    """The courses' staged records decoded, in batches of whole courses of about `records` records (a course
+    at least), each read through one server-side cursor; every staged course is in a batch, those without
+    records with an empty list."""
+    batch: list[int] = []
+    size = 0
+    counts = staged_counts(conn, entity, course_ids)
+    for course_id, count in chain(counts.items(), [(None, 0)]):
+        if batch and (course_id is None or size + count > records):
+            out: dict[int, list[Any]] = {c: [] for c in batch}
+            for course, _, text in _rows(conn, entity, batch):
+                out[int(course)].append(decode_json(text))
+            yield out
+            batch, size = [], 0
+        if course_id is not None:
+            batch.append(course_id)
+            size += count
 
 
 def staged_courses(conn: sa.Connection, entity: str) -> dict[int, datetime]:

@@ -35,9 +35,10 @@ def staging_key(entity: str) -> dg.AssetKey:
             skippable=True,
             group_name="staging",
             description=ENTITIES[e].staging_description
-            + f" One row per course in `canvas_staging` (entity = '{e}'): the raw JSON records as Canvas served them.",
+            + f" One row per record in `canvas_staging_records` (entity = '{e}'), as Canvas served it; how they "
+            "were fetched in `canvas_staging`.",
             kinds={"canvas", "sql"},
-            metadata=table_metadata("canvas_staging"),
+            metadata=table_metadata("canvas_staging_records", "canvas_staging"),
         )
         for e in STAGING_ENTITIES
     ],
@@ -139,6 +140,7 @@ def extract_figures(report: ExtractReport) -> dict[str, int | float]:
         "canvas/wait_seconds": round(float(m.get("wait_seconds", 0.0)), 3),
         "canvas/fetch_seconds": round(report.fetch_seconds, 3),
         "canvas/staging_write_seconds": round(report.staging_write_seconds, 3),
+        "canvas/staging_rows_written": report.staging_rows_written,
         "canvas/incremental_fetches": sum(
             o.mode == "incremental" for c in report.courses.values() for o in c.entities.values()
         ),

@@ -108,27 +108,35 @@ def write_staging(
             )
     previous = _previous(conn, staged)
     written = 0
-    fresh: list[StagingItem] = []
+    fresh: dict[
+        tuple[str, int], list[tuple[str, bytes]]
+    ] = {}  # a course's (key, text hash), made as it is written
+    fresh_items: list[StagingItem] = []
     changed: list[StagingItem] = []
     rows: list[dict[str, Any]] = []
     for item in staged:
         course = (item.entity, int(item.course_id))
         values = _values(item, run_id, fetched_at)
+        old = previous.get(course)
         if item.mode == INCREMENTAL:
             written += _delete_keys(conn, item)
             changed.append(item)
+        elif old is None or old[1] == 0:
+            fresh[course] = []
+            fresh_items.append(item)
         else:
             hashes = [
                 (k, hashlib.sha256(encode_json_bytes(r)).digest()) for k, r in record_keys(item.records)
             ]
             values.update(records_digest=records_digest(hashes), record_count=len(hashes))
-            old = previous.get(course)
-            if old is None or old[1] == 0:
-                fresh.append(item)
-            elif old[0] != values["records_digest"]:
+            if old[0] != values["records_digest"]:
                 changed.append(item)
         rows.append(values)
-    written += _put(conn, "canvas_staging_records", fresh)
+    written += _put(conn, "canvas_staging_records", fresh_items, hashes=fresh)
+    for values in rows:
+        made = fresh.get((values["entity"], values["course_id"]))
+        if made is not None:
+            values.update(records_digest=records_digest(made), record_count=len(made))
     if changed:
         written += _merge(conn, changed)
     _recount(conn, [r for r in rows if r["fetch_mode"] == INCREMENTAL])
@@ -186,9 +194,17 @@ def _texts(item: StagingItem) -> Iterator[tuple[str, bytes]]:
     return ((k, encode_json_bytes(r)) for k, r in last.items())
 
 
-def _put(conn: sa.Connection, target: str, items: Sequence[StagingItem]) -> int:
-    """Write the items' rows into `target` (the records table or a temporary one): the rows written."""
-    rows = ((i.entity, int(i.course_id), k, text) for i in items for k, text in _texts(i))
+def _put(
+    conn: sa.Connection,
+    target: str,
+    items: Sequence[StagingItem],
+    *,
+    hashes: dict[tuple[str, int], list[tuple[str, bytes]]] | None = None,
+) -> int:
+    """Write the items' rows into `target` (the records table or a temporary one): the rows written. A course
+    in `hashes` gets the (key, SHA-256 of the text) of its rows appended as they are written, so that a first
+    fetch's texts are made once."""
+    rows = _with_hashes(items, hashes) if hashes else _all_rows(items)
     if uses_copy(conn):
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         stream = _CopyStream(rows)
@@ -213,6 +229,25 @@ def _put(conn: sa.Connection, target: str, items: Sequence[StagingItem]) -> int:
     return written
 
 
+def _all_rows(items: Sequence[StagingItem]) -> Iterator[tuple[str, int, str, bytes]]:
+    for item in items:
+        entity, course_id = item.entity, int(item.course_id)
+        for key, text in _texts(item):
+            yield entity, course_id, key, text
+
+
+def _with_hashes(
+    items: Sequence[StagingItem], hashes: dict[tuple[str, int], list[tuple[str, bytes]]]
+) -> Iterator[tuple[str, int, str, bytes]]:
+    sha256 = hashlib.sha256
+    for item in items:
+        entity, course_id = item.entity, int(item.course_id)
+        collect = hashes[(entity, course_id)].append
+        for key, text in _texts(item):
+            collect((key, sha256(text).digest()))
+            yield entity, course_id, key, text
+
+
 class _CopyStream:
     """A binary COPY stream of (entity, course_id, record_key, record) tuples, handed over in blocks of about
     COPY_BLOCK bytes: a record's text is held only until its block is read."""
@@ -220,6 +255,8 @@ class _CopyStream:
     def __init__(self, rows: Iterator[tuple[str, int, str, bytes]]) -> None:
         self._rows = rows
         self._started = self._ended = False
+        self._course: tuple[str, int] | None = None
+        self._head = b""
         self.rows = 0
         self.error: Exception | None = None  # what making the stream raised (psycopg2 reports it as a cancel)
 
@@ -228,17 +265,16 @@ class _CopyStream:
             return b""
         parts = [] if self._started else [BINARY_HEADER]
         self._started, length = True, 0
+        pack, append = struct.pack, parts.append
         try:
             for entity, course_id, key, text in self._rows:
-                head = [entity.encode("utf-8"), key.encode("utf-8")]
-                parts.append(
-                    struct.pack("!hi", 4, len(head[0]))
-                    + head[0]
-                    + struct.pack("!iqi", 8, course_id, len(head[1]))
-                    + head[1]
-                    + struct.pack("!i", len(text))
-                )
-                parts.append(text)
+                if (entity, course_id) != self._course:  # the row's first two fields, made once per course
+                    self._course = (entity, course_id)
+                    name = entity.encode("utf-8")
+                    self._head = pack("!hi", 4, len(name)) + name + pack("!iq", 8, course_id)
+                k = key.encode("utf-8")
+                append(self._head + pack("!i", len(k)) + k + pack("!i", len(text)))
+                append(text)
                 self.rows += 1
                 length += len(text) + 64
                 if length >= COPY_BLOCK:

@@ -21,7 +21,7 @@ import dagster as dg
 from dagster import DagsterEvent
 
 from canvas_assets.canvas.redact import redact_known
-from canvas_assets.cli.status import account_live_rows, course_attempts, live_rows
+from canvas_assets.cli.status import account_live_rows, course_attempts, live_rows, step_failure_reason
 from canvas_assets.cli.stopping import SyncInterrupted, abandon_run, owner_tags
 from canvas_assets.defs.assets.common import run_figures
 from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
@@ -218,15 +218,7 @@ def run_failure_message(result: RunResult) -> str | None:
     event = result.first_step_failure
     if event is None:
         return None if result.success else "the run failed (see the Dagster UI for its logs)"
-    data = event.step_failure_data
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return redact_known(f"{event.step_key}: {data.user_failure_data.description}")
-    if data.error is not None:
-        cause = data.error
-        while cause.cause is not None:  # the innermost error says what actually went wrong
-            cause = cause.cause
-        return redact_known(f"{event.step_key}: {cause.message.strip()}")
-    return f"{event.step_key} failed"
+    return redact_known(step_failure_reason(event, with_class=False))
 
 
 def discover(

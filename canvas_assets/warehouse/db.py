@@ -41,9 +41,6 @@ class Warehouse:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def write_transaction(self) -> Any:
-        return write_transaction(self.engine)
-
     # --- schema -------------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
         """Create the schema in an empty database; refuse to run against an out-of-date one."""

@@ -35,7 +35,6 @@ import sqlalchemy as sa
 from canvas_assets.live import apply, inbox
 from canvas_assets.live.events import MAX_EVENT_BYTES, BadEvent, LiveEvent, parse_event
 from canvas_assets.warehouse.engine import write_transaction
-from canvas_assets.warehouse.models import table
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,7 @@ def store_bad(engine: sa.Engine, rows: list[LiveEvent], source: str) -> None:
         return
     inbox.store(engine, rows, source=source)
     with write_transaction(engine) as conn:
-        t = table(inbox.INBOX)
-        conn.execute(
-            t.update()
-            .where(t.c.event_key.in_([r.key for r in rows]))
-            .values(outcome="bad", applied_at=datetime.now(timezone.utc))
-        )
+        inbox.mark_applied(conn, {r.key: "bad" for r in rows}, datetime.now(timezone.utc))
 
 
 def parse_messages(bodies: list[str]) -> tuple[list[LiveEvent], list[LiveEvent]]:

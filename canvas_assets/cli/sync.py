@@ -148,14 +148,11 @@ def execute_run(
     """Run `job` in this process through `instance`, as `job.execute_in_process(..., raise_on_error=False)`
     does, without holding the run's events and op outputs until it ends.
 
-    The run is the same: created in the instance with the same tags, run config and asset selection, its
-    steps run one after another by the in-process executor, outputs handed between ops in memory (the
-    job's default IO manager swapped for the in-memory one). But `execute_in_process` keeps every event
-    (one materialization per course per asset, with its metadata, in a ranged run) and captures every op
-    output for its result object: hundreds of MB for a run of a thousand courses. Here each event is
-    looked at as it goes by (the instance has stored it), and only the first step failure is kept. The run
-    is built by `canvas_assets.instance.inprocess.start_run`, the one adapter to Dagster's execution
-    internals this needs.
+    The run is the same (built by `instance.inprocess.start_run`, the one adapter to Dagster's execution
+    internals this needs). But `execute_in_process` keeps every event (one materialization per course per
+    asset, with its metadata, in a ranged run) and captures every op output for its result object: hundreds
+    of MB for a run of a thousand courses. Here each event is looked at as it goes by (the instance has
+    stored it), and only the first step failure is kept.
 
     The run executes on a thread of its own while the calling thread waits for it. On the main thread
     Dagster would take over SIGINT/SIGTERM for the run and act on them only inside op code (a run waiting

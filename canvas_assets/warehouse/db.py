@@ -85,12 +85,10 @@ class Warehouse:
         with write_transaction(self.engine) as conn:
             return catalog.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
 
-    def mark_course_gone(
-        self, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool = True
-    ) -> None:
-        """A course that 404s: mark it gone in the catalog and (by default) soft-delete its Layer-1 rows."""
+    def mark_course_gone(self, course_id: int, *, reason: str, at: datetime) -> None:
+        """A course that 404s: mark it gone in the catalog and soft-delete its Layer-1 rows."""
         with write_transaction(self.engine) as conn:
-            catalog.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
+            catalog.mark_course_gone(conn, course_id, reason=reason, at=at)
 
     def catalog_course_ids(self, *, include_gone: bool = False) -> list[int]:
         with self.engine.connect() as conn:

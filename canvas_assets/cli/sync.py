@@ -234,9 +234,12 @@ def discover(
         stop.phase = "discovery"
         raise
     report_progress("discovery", 1, 1)
-    return RunOutcome(
-        result.run_id, [], result.success, run_failure_message(result), run_failure_category(result)
-    )
+    return _outcome(result, [])
+
+
+def _outcome(result: RunResult, courses: list[str], figures: dict[str, float] | None = None) -> RunOutcome:
+    failure, category = run_failure_message(result), run_failure_category(result)
+    return RunOutcome(result.run_id, courses, result.success, failure, category, figures or {})
 
 
 def select_courses(
@@ -297,16 +300,7 @@ def run_sync(
                 },
                 asset_selection=selection,
             )
-            outcomes.append(
-                RunOutcome(
-                    result.run_id,
-                    keys,
-                    result.success,
-                    run_failure_message(result),
-                    run_failure_category(result),
-                    run_figures(instance, result.run_id),
-                )
-            )
+            outcomes.append(_outcome(result, keys, run_figures(instance, result.run_id)))
     except SyncInterrupted as stop:
         stop.phase = "sync"
         stop.finished = outcomes

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from canvas_assets.canvas.urls import Params, path_segment
+from canvas_assets.canvas.urls import path_segment
 from canvas_assets.extract import grade_changes, period_scores
 from canvas_assets.extract.incremental import merge
 from canvas_assets.transform.convert import to_id
@@ -66,10 +66,7 @@ class listed:
 
     def __call__(self, client: Any, profile: FieldGroups, course_id: int, timeout: float) -> list[dict]:
         path = self.path.format(course_id=path_segment(course_id))
-        params: Params = list(self.params)
-        if self.wrapped_in is None:
-            return list(client.list_records(path, params, timeout=timeout))
-        return list(client.list_records(path, params, timeout=timeout, wrapped_in=self.wrapped_in))
+        return list(client.list_records(path, list(self.params), timeout=timeout, wrapped_in=self.wrapped_in))
 
     @property
     def request(self) -> str:
@@ -289,12 +286,11 @@ def _submissions_of_new_parents(
     # Chunks of PARENTS_PER_REQUEST (50) also keep each Link URL well under Canvas's 6 KB Link-header cap.
     new_students = sorted(students - mentioned_students)
     out: list[dict] = []
-    for i in range(0, len(new_assignments), PARENTS_PER_REQUEST):
-        chunk = new_assignments[i : i + PARENTS_PER_REQUEST]
-        out += client.list_submissions(course_id, assignment_ids=chunk, timeout=timeout)
-    for i in range(0, len(new_students), PARENTS_PER_REQUEST):
-        chunk = new_students[i : i + PARENTS_PER_REQUEST]
-        out += client.list_submissions(course_id, student_ids=chunk, timeout=timeout)
+    for ids, key in ((new_assignments, "assignment_ids"), (new_students, "student_ids")):
+        for i in range(0, len(ids), PARENTS_PER_REQUEST):
+            out += client.list_submissions(
+                course_id, timeout=timeout, **{key: ids[i : i + PARENTS_PER_REQUEST]}
+            )
     return out
 
 

@@ -272,13 +272,6 @@ def _type_name(value: Any) -> str:
     return type(value).__name__ if value is not None else "null"
 
 
-def _limits(info: Optional[FieldInfo]) -> tuple[float, float]:
-    bounds = {
-        k: getattr(m, k) for m in (info.metadata if info else ()) for k in ("ge", "le") if hasattr(m, k)
-    }
-    return bounds.get("ge", float("-inf")), bounds.get("le", float("inf"))
-
-
 def _field_at(cls: type[BaseModel], loc: list[str]) -> tuple[Optional[type[BaseModel]], Optional[FieldInfo]]:
     """The model holding the field at a dotted location, and the field (None where unknown)."""
     owner: Optional[type[BaseModel]] = cls
@@ -307,7 +300,9 @@ def profile_error(cls: type[BaseModel], exc: ValidationError) -> ProfileError:
     elif kind == "float_type":
         message = f"profile field '{where}' must be a number, got {value!r} ({_type_name(value)})"
     elif kind in ("greater_than_equal", "less_than_equal"):
-        low, high = _limits(info)
+        metadata = info.metadata if info else ()
+        bounds = {k: getattr(m, k) for m in metadata for k in ("ge", "le") if hasattr(m, k)}
+        low, high = bounds.get("ge", float("-inf")), bounds.get("le", float("inf"))
         message = f"profile field '{where}' must be between {low:g} and {high:g}, got {value!r}"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = f"profile field '{where}' must be a mapping, got {_type_name(value)}"

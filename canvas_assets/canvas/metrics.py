@@ -27,16 +27,10 @@ class ClientMetrics:
         self.peak_in_flight = 0
 
     def add(
-        self,
-        *,
-        requests: int = 0,
-        retries: int = 0,
-        throttled: int = 0,
-        errors: int = 0,
-        wait_seconds: float = 0.0,
+        self, *, retries: int = 0, throttled: int = 0, errors: int = 0, wait_seconds: float = 0.0
     ) -> None:
+        """Retries, refused and failed attempts, waits; an attempt itself is counted by `started`."""
         with self._lock:
-            self.requests += requests
             self.retries += retries
             self.throttled += throttled
             self.errors += errors

@@ -21,17 +21,6 @@ def is_throttle(status: int | None, body: str = "") -> bool:
     return status == 403 and THROTTLE_TEXT in body.lower()
 
 
-def is_recoverable(status: int | None, body: str = "", *, transport_error: bool = False) -> bool:
-    """Would the same request plausibly succeed a little later?"""
-    if transport_error:  # timeouts, refused or dropped connections, truncated bodies
-        return True
-    if status is None:
-        return False
-    if is_throttle(status, body):
-        return True
-    return status == 408 or 500 <= status <= 599
-
-
 def should_retry(
     *,
     status: int | None,
@@ -48,9 +37,11 @@ def should_retry(
     """
     if retries_done >= max_retries:
         return False
-    if not transport_error and (status is None or status < 400):
+    if transport_error:  # timeouts, refused or dropped connections, truncated bodies
+        return True
+    if status is None or status < 400:
         return False
-    return is_recoverable(status, body, transport_error=transport_error)
+    return is_throttle(status, body) or status == 408 or 500 <= status <= 599
 
 
 def backoff_delay(retry_number: int, *, base: float, cap: float, rng: random.Random) -> float:

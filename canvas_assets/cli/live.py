@@ -20,13 +20,6 @@ ENDPOINT_ENV = "CANVAS_LIVE_SQS_ENDPOINT"
 JWKS_ENV = "CANVAS_LIVE_JWKS_URL"
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:8780")
-    return host, int(port)
-
-
 def _summary(stats: Any) -> str:
     o = stats.outcomes
     parts = [
@@ -130,11 +123,13 @@ def live(
         consumer = LiveConsumer(settings, warehouse.engine, client, reporter=make_reporter(not no_dagster))
         receiver = None
         if https_addr:
-            host, port = _host_port(https_addr)
+            host, _, port = https_addr.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise click.BadParameter(f"{https_addr!r}: expected HOST:PORT, e.g. 127.0.0.1:8780")
             receiver = LiveReceiver(
                 warehouse.engine,
                 host,
-                port,
+                int(port),
                 jwks_url=jwks_url,
                 allow_unsigned=allow_unsigned,
                 certfile=certfile,

@@ -80,14 +80,6 @@ def sandbox(
 
 
 # --- sync ---------------------------------------------------------------------------------------------------
-def _resolve_profile(profile_name: str | None, config_file: str | None) -> Profile:
-    if profile_name and config_file:
-        raise ProfileError("give either --profile or --config, not both", field="")
-    if config_file:
-        return load_profile_file(config_file)
-    return preset(profile_name or environment_profile_name())
-
-
 def _sync(
     profile: Profile,
     courses: Sequence[int],
@@ -226,7 +218,13 @@ def sync(
 ) -> None:
     """Discover courses and materialise the profile's assets through Dagster ($DAGSTER_HOME)."""
     try:
-        profile = _resolve_profile(profile_name, config_file)
+        if profile_name and config_file:
+            raise ProfileError("give either --profile or --config, not both", field="")
+        profile = (
+            load_profile_file(config_file)
+            if config_file
+            else preset(profile_name or environment_profile_name())
+        )
         sys.exit(_sync(profile, courses, max_courses, states, as_json=as_json))
     except CanvasAssetsError as exc:
         _fail(exc)

@@ -311,17 +311,7 @@ def run_failure_reason(instance: Any, run_id: str) -> str:
         entry = record.event_log_entry
         event = entry.dagster_event
         if event is not None and event.event_type == DagsterEventType.STEP_FAILURE:
-            data = event.step_failure_data
-            user = data.user_failure_data
-            if user is not None and user.description:
-                reason = f"{event.step_key}: {user.description}"
-            elif data.error is not None:
-                cause = data.error
-                while cause.cause is not None:  # the innermost error says what went wrong
-                    cause = cause.cause
-                reason = f"{event.step_key}: {cause.cls_name}: {cause.message.strip()}"
-            else:
-                reason = f"{event.step_key} failed"
+            reason = step_failure_reason(event)
             break
     if not reason:
         engine = ""
@@ -337,6 +327,19 @@ def run_failure_reason(instance: Any, run_id: str) -> str:
                 reason = engine if FAILED_FROM_OUTSIDE in message and engine else message
     text = " ".join(redact_known(reason or "the run failed").split())
     return text if len(text) <= 300 else text[:299] + "…"
+
+
+def step_failure_reason(event: Any, *, with_class: bool = True) -> str:
+    """A step failure in one line: our Failure's description, else the innermost error (what went wrong)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return f"{event.step_key}: {data.user_failure_data.description}"
+    if data.error is None:
+        return f"{event.step_key} failed"
+    cause = data.error
+    while cause.cause is not None:
+        cause = cause.cause
+    return f"{event.step_key}: {f'{cause.cls_name}: ' if with_class else ''}{cause.message.strip()}"
 
 
 def _explains_a_failure(message: str) -> bool:

@@ -21,7 +21,7 @@ import dagster as dg
 from dagster import DagsterEvent
 
 from canvas_assets.canvas.redact import redact_known
-from canvas_assets.cli.status import account_live_rows, course_attempts, live_rows
+from canvas_assets.cli.status import account_live_rows, course_attempts, live_rows, step_failure_reason
 from canvas_assets.cli.stopping import SyncInterrupted, abandon_run, owner_tags
 from canvas_assets.defs.assets.common import run_figures
 from canvas_assets.defs.jobs import JOB_FOR_PRESET, profile_asset_keys
@@ -148,14 +148,11 @@ def execute_run(
     """Run `job` in this process through `instance`, as `job.execute_in_process(..., raise_on_error=False)`
     does, without holding the run's events and op outputs until it ends.
 
-    The run is the same: created in the instance with the same tags, run config and asset selection, its
-    steps run one after another by the in-process executor, outputs handed between ops in memory (the
-    job's default IO manager swapped for the in-memory one). But `execute_in_process` keeps every event
-    (one materialization per course per asset, with its metadata, in a ranged run) and captures every op
-    output for its result object: hundreds of MB for a run of a thousand courses. Here each event is
-    looked at as it goes by (the instance has stored it), and only the first step failure is kept. The run
-    is built by `canvas_assets.instance.inprocess.start_run`, the one adapter to Dagster's execution
-    internals this needs.
+    The run is the same (built by `instance.inprocess.start_run`, the one adapter to Dagster's execution
+    internals this needs). But `execute_in_process` keeps every event (one materialization per course per
+    asset, with its metadata, in a ranged run) and captures every op output for its result object: hundreds
+    of MB for a run of a thousand courses. Here each event is looked at as it goes by (the instance has
+    stored it), and only the first step failure is kept.
 
     The run executes on a thread of its own while the calling thread waits for it. On the main thread
     Dagster would take over SIGINT/SIGTERM for the run and act on them only inside op code (a run waiting
@@ -218,15 +215,7 @@ def run_failure_message(result: RunResult) -> str | None:
     event = result.first_step_failure
     if event is None:
         return None if result.success else "the run failed (see the Dagster UI for its logs)"
-    data = event.step_failure_data
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return redact_known(f"{event.step_key}: {data.user_failure_data.description}")
-    if data.error is not None:
-        cause = data.error
-        while cause.cause is not None:  # the innermost error says what actually went wrong
-            cause = cause.cause
-        return redact_known(f"{event.step_key}: {cause.message.strip()}")
-    return f"{event.step_key} failed"
+    return redact_known(step_failure_reason(event, with_class=False))
 
 
 def discover(
@@ -245,9 +234,12 @@ def discover(
         stop.phase = "discovery"
         raise
     report_progress("discovery", 1, 1)
-    return RunOutcome(
-        result.run_id, [], result.success, run_failure_message(result), run_failure_category(result)
-    )
+    return _outcome(result, [])
+
+
+def _outcome(result: RunResult, courses: list[str], figures: dict[str, float] | None = None) -> RunOutcome:
+    failure, category = run_failure_message(result), run_failure_category(result)
+    return RunOutcome(result.run_id, courses, result.success, failure, category, figures or {})
 
 
 def select_courses(
@@ -308,16 +300,7 @@ def run_sync(
                 },
                 asset_selection=selection,
             )
-            outcomes.append(
-                RunOutcome(
-                    result.run_id,
-                    keys,
-                    result.success,
-                    run_failure_message(result),
-                    run_failure_category(result),
-                    run_figures(instance, result.run_id),
-                )
-            )
+            outcomes.append(_outcome(result, keys, run_figures(instance, result.run_id)))
     except SyncInterrupted as stop:
         stop.phase = "sync"
         stop.finished = outcomes

@@ -116,11 +116,16 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
         wh = warehouse.get_warehouse()
-        noted = _noted_repeats(wh, context.run.run_id, entity)
-        if noted is not None:
+        noted = extract_log(wh, context.run.run_id, entity, "repeated_ids")
+        if noted:
             # The extract ran in this run: it noted the repeats while it had the records in hand. A course
             # it could not fetch keeps its previous staging, which an earlier run's check covered.
-            bad = [(c, rid) for c, repeated in sorted(noted.items()) for rid in repeated]
+            bad = [
+                (c, rid)
+                for c, (repeated,) in sorted(noted.items())
+                if repeated
+                for rid in json.loads(repeated)
+            ]
         else:  # no extract in this run (Layer-1 only): read what is staged
             bad = [
                 (course_id, rid)
@@ -135,15 +140,6 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
         )
 
     return check
-
-
-def _noted_repeats(wh: Any, run_id: str, entity: str) -> dict[int, list[Any]] | None:
-    """{course id: the ids its fetched list repeated} of this run's extract of `entity` (the latest attempt of
-    each course winning); None when the run did not extract `entity`."""
-    noted = extract_log(wh, run_id, entity, "repeated_ids")
-    if not noted:
-        return None
-    return {c: json.loads(repeated) for c, (repeated,) in noted.items() if repeated}
 
 
 def _rejected_check(entity: str) -> dg.AssetChecksDefinition:

@@ -73,10 +73,6 @@ class ApplyStats:
         self.applied_at = other.applied_at or self.applied_at
 
 
-def dump_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def load_value(tbl: sa.Table, column: str, value: Any) -> Any:
     """A live value read back from `columns_json` in the column's own Python type (timestamps are stored
     as ISO text there)."""
@@ -178,7 +174,10 @@ class _Batch:
             if stored is not None and event.event_time < as_utc(stored[0]):
                 continue
             accepted = True
-            live[column] = [event.event_time.isoformat(), dump_value(value)]
+            live[column] = [
+                event.event_time.isoformat(),
+                value.isoformat() if isinstance(value, datetime) else value,
+            ]
             if not same_value(row.get(column), value):
                 row[column] = value
                 written = True
@@ -219,12 +218,13 @@ class _Batch:
         written = 0
         for name, ids in self.new.items():
             tbl = table(name)
-            rows = [{k: v for k, v in self.rows[name][i].items() if k in tbl.c} for i in sorted(ids)]
-            for r in rows:
-                r["row_hash"] = None
-            for group in _same_keys(rows):
+            same_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+            for i in sorted(ids):
+                row = {k: v for k, v in self.rows[name][i].items() if k in tbl.c}
+                same_keys[tuple(sorted(row))].append({**row, "row_hash": None})
+            for group in same_keys.values():
                 self.conn.execute(tbl.insert(), group)
-            written += len(rows)
+            written += len(ids)
         for name, by_row in self.dirty.items():
             tbl = table(name)
             groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -268,13 +268,6 @@ class _Batch:
             )
         delete_live_rows(self.conn, self.live_touched)
         self.conn.execute(table(LIVE_ROWS).insert(), params)
-
-
-def _same_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(sorted(r))].append(r)
-    return list(groups.values())
 
 
 def as_utc(value: Any) -> datetime:

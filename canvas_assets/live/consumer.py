@@ -35,7 +35,6 @@ import sqlalchemy as sa
 from canvas_assets.live import apply, inbox
 from canvas_assets.live.events import MAX_EVENT_BYTES, BadEvent, LiveEvent, parse_event
 from canvas_assets.warehouse.engine import write_transaction
-from canvas_assets.warehouse.models import table
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +83,13 @@ class ConsumerStats:
     errors: int = 0
 
 
-def bad_event_row(body: str, error: str) -> LiveEvent:
-    """An inbox entry for a message that is not a live event: its text (cut at 1 MB) under a key of its own."""
-    text = body[:MAX_EVENT_BYTES]
-    key = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()
-    now = datetime.now(timezone.utc)
-    return LiveEvent(
-        key=key, name="(bad)", event_time=now, course_id=None, metadata={"error": error}, body={}, raw=text
-    )
-
-
 def store_bad(engine: sa.Engine, rows: list[LiveEvent], source: str) -> None:
     """Store unusable messages as already handled (`outcome` bad), so no applier picks them up."""
     if not rows:
         return
     inbox.store(engine, rows, source=source)
     with write_transaction(engine) as conn:
-        t = table(inbox.INBOX)
-        conn.execute(
-            t.update()
-            .where(t.c.event_key.in_([r.key for r in rows]))
-            .values(outcome="bad", applied_at=datetime.now(timezone.utc))
-        )
+        inbox.mark_applied(conn, {r.key: "bad" for r in rows}, datetime.now(timezone.utc))
 
 
 def parse_messages(bodies: list[str]) -> tuple[list[LiveEvent], list[LiveEvent]]:
@@ -116,7 +100,10 @@ def parse_messages(bodies: list[str]) -> tuple[list[LiveEvent], list[LiveEvent]]
             events.append(parse_event(body))
         except BadEvent as exc:
             log.warning("live: a message is not a usable live event (%s); stored as bad", exc)
-            bad.append(bad_event_row(body, str(exc)))
+            # Its text (cut at 1 MB) under a key of its own.
+            key = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()
+            now, metadata = datetime.now(timezone.utc), {"error": str(exc)}
+            bad.append(LiveEvent(key, "(bad)", now, None, metadata, {}, body[:MAX_EVENT_BYTES]))
     return events, bad
 
 

@@ -46,24 +46,18 @@ def load_account_table(
         conn, name, frame, course_ids=[], run_id=run_id, synced_at=synced_at, full_refresh=False
     )
     complete = not incomplete_courses(result)
-    deleted = 0
+    gone: list[int] = []
     if complete:
-        id_column = CANVAS_ID_COLUMN[name]
-        kept = {int(v) for v in frame[id_column].tolist()} if len(frame) else set()
+        target = table(name)
+        ids = target.c[CANVAS_ID_COLUMN[name]]
+        kept = {int(v) for v in frame[ids.name].tolist()} if len(frame) else set()
         kept |= {int(r.canvas_id) for r in result.rejected if r.canvas_id is not None}
-        deleted = _soft_delete_missing(conn, name, id_column, kept, synced_at)
-    return AccountLoad(stats.rows, stats.inserted, stats.updated, deleted, complete)
-
-
-def _soft_delete_missing(conn: sa.Connection, name: str, id_column: str, kept: set[int], at: datetime) -> int:
-    """Set `deleted_at` on the live rows whose id is not in `kept` (few rows: compared here, not in SQL)."""
-    target = table(name)
-    ids = target.c[id_column]
-    live = conn.execute(sa.select(ids).where(target.c.deleted_at.is_(None))).scalars().all()
-    gone = sorted(int(i) for i in live if int(i) not in kept)
-    if gone:
-        stmt = (
-            sa.update(target).where(ids.in_(gone)).values(deleted_at=sa.bindparam("at", type_=UTCDateTime()))
-        )
-        conn.execute(stmt, {"at": at})
-    return len(gone)
+        # Few rows: the live ids are compared here, not in SQL.
+        live = conn.execute(sa.select(ids).where(target.c.deleted_at.is_(None))).scalars().all()
+        gone = sorted(int(i) for i in live if int(i) not in kept)
+        if gone:
+            deleted_at = sa.bindparam("at", type_=UTCDateTime())
+            conn.execute(
+                sa.update(target).where(ids.in_(gone)).values(deleted_at=deleted_at), {"at": synced_at}
+            )
+    return AccountLoad(stats.rows, stats.inserted, stats.updated, len(gone), complete)

@@ -100,9 +100,7 @@ def upsert_catalog(
     return diff
 
 
-def mark_course_gone(
-    conn: sa.Connection, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool
-) -> None:
+def mark_course_gone(conn: sa.Connection, course_id: int, *, reason: str, at: datetime) -> None:
     t = table("canvas_course_catalog")
     at = utc(at)
     stmt = upsert_statement(conn, t).values(
@@ -112,8 +110,6 @@ def mark_course_gone(
         index_elements=["course_id"], set_={"gone_at": at, "gone_reason": reason}
     )
     conn.execute(stmt)
-    if not soft_delete_rows:
-        return
     for name, scope in COURSE_SCOPE_COLUMN.items():
         target = table(name)
         if scope is None or "deleted_at" not in target.c:  # global rows, or an append-only log (audit events)

@@ -41,9 +41,6 @@ class Warehouse:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def write_transaction(self) -> Any:
-        return write_transaction(self.engine)
-
     # --- schema -------------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
         """Create the schema in an empty database; refuse to run against an out-of-date one."""
@@ -90,12 +87,10 @@ class Warehouse:
         with write_transaction(self.engine) as conn:
             return catalog.upsert_catalog(conn, courses, seen_at=seen_at, full_listing=full_listing)
 
-    def mark_course_gone(
-        self, course_id: int, *, reason: str, at: datetime, soft_delete_rows: bool = True
-    ) -> None:
-        """A course that 404s: mark it gone in the catalog and (by default) soft-delete its Layer-1 rows."""
+    def mark_course_gone(self, course_id: int, *, reason: str, at: datetime) -> None:
+        """A course that 404s: mark it gone in the catalog and soft-delete its Layer-1 rows."""
         with write_transaction(self.engine) as conn:
-            catalog.mark_course_gone(conn, course_id, reason=reason, at=at, soft_delete_rows=soft_delete_rows)
+            catalog.mark_course_gone(conn, course_id, reason=reason, at=at)
 
     def catalog_course_ids(self, *, include_gone: bool = False) -> list[int]:
         with self.engine.connect() as conn:

@@ -59,22 +59,15 @@ def display_url(url: str) -> str:
         return "<invalid database URL>"
 
 
-def _sqlite_file(url: sa.URL) -> Path | None:
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
 def _create_engine(url: str) -> sa.Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        path = _sqlite_file(parsed)
-        if path is not None:
-            path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file:")
+        if not in_memory:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-        in_memory = path is None
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

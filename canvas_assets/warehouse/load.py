@@ -96,6 +96,8 @@ def load_result(
     stats = LoadStats()
     changed: set[int] = set()
     incomplete = incomplete_courses(result)
+    # A rejection that names no table goes with the result's only table.
+    only_table = next(iter(result.tables)) if len(result.tables) == 1 else None
     for name, frame in result.tables.items():
         stats.tables[name] = load_table(
             conn,
@@ -105,7 +107,7 @@ def load_result(
             run_id=run_id,
             synced_at=synced_at,
             full_refresh=full_refresh,
-            rejected=[r for r in result.rejected if _rejected_table(r, result) == name],
+            rejected=[r for r in result.rejected if (r.table or only_table) == name],
             changed_courses=changed,
             incomplete=incomplete.get(name, ()),
         )
@@ -116,12 +118,6 @@ def load_result(
     stats.courses_confirmed = len(confirmed)
     stats.courses_changed = len(changed)
     return stats
-
-
-def _rejected_table(r: Rejected, result: TransformResult) -> str | None:
-    if r.table:
-        return r.table
-    return next(iter(result.tables), None) if len(result.tables) == 1 else None
 
 
 def load_table(

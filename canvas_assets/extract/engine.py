@@ -20,7 +20,6 @@ What a profile's processing values mean here:
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,7 +61,6 @@ MAX_READ_TIMEOUT_S = 60.0
 # Between staging writes, the C heap's free pages go back to the OS at most this often (`memory`): the pool's
 # threads decode and free records all through the extract, and glibc keeps what they free.
 TRIM_EVERY_S = 2.0
-FETCH_SWITCH_INTERVAL_S = 0.0005  # the GIL switch interval while the extract runs (`Extractor.run`)
 
 
 class CanvasSource(Protocol):
@@ -306,17 +304,6 @@ class Extractor:
         (`processing.batch_size` courses per transaction) while the pool goes on fetching (`RunSchedule`
         decides what starts when)."""
         limit_malloc_arenas()  # before the pool's threads allocate (canvas_assets.extract.memory)
-        switch = sys.getswitchinterval()
-        # Staging writes run on this thread while the pool fetches: a thread that wants the GIL waits up to
-        # the switch interval (5 ms by default) each time this one holds it, and a response is handled in
-        # several such turns. At 0.5 ms the fetch threads get their turns while a big course is written.
-        sys.setswitchinterval(FETCH_SWITCH_INTERVAL_S)
-        try:
-            return self._run(course_ids)
-        finally:
-            sys.setswitchinterval(switch)
-
-    def _run(self, course_ids: Iterable[int]) -> ExtractReport:
         courses = {int(c): CourseOutcome(course_id=int(c)) for c in course_ids}
         self._states = {
             e: self.warehouse.fetch_states(e, list(courses)) for e in self.entities if ENTITIES[e].incremental

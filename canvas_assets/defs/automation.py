@@ -17,9 +17,9 @@ The decisions (which ranges, which run keys) are pure functions tested on their 
 import json
 import os
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import sqlalchemy as sa
@@ -174,6 +174,24 @@ def new_courses_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
 
 
 # --- failure reporting ------------------------------------------------------------------------------------
+def failure_report(
+    run_id: str,
+    job_name: str,
+    tags: Mapping[str, str],
+    step_failures: list[dict[str, Any]],
+    course_keys: Sequence[str],
+) -> dict[str, Any]:
+    """The payload recorded and posted for a failed run (token-free by construction: no URLs, no config)."""
+    return {
+        "event": "canvas_assets.run_failed",
+        "run_id": run_id,
+        "job": job_name,
+        "profile": tags.get("canvas/profile"),
+        "courses": list(course_keys),
+        "failures": step_failures,
+    }
+
+
 def stage_of(step_key: str) -> str:
     if step_key.startswith("canvas_extract"):
         return "extract"
@@ -184,6 +202,14 @@ def stage_of(step_key: str) -> str:
     if "catalog" in step_key:
         return "catalog"
     return "check" if "check" in step_key else step_key
+
+
+def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> None:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=timeout):
+        pass
 
 
 @dg.run_failure_sensor(
@@ -269,22 +295,9 @@ def sync_failure_reporter(context: dg.RunFailureSensorContext, warehouse: Wareho
             )
     url = os.environ.get(WEBHOOK_ENV_VAR)
     if url:
-        # Token-free by construction: no URLs, no config.
-        report = {
-            "event": "canvas_assets.run_failed",
-            "run_id": run.run_id,
-            "job": run.job_name,
-            "profile": run.tags.get("canvas/profile"),
-            "courses": list(courses),
-            "failures": failures,
-        }
-        headers = {"Content-Type": "application/json"}
+        payload = failure_report(run.run_id, run.job_name, run.tags, failures, courses)
         try:
-            request = urllib.request.Request(
-                url, data=json.dumps(report).encode(), headers=headers, method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=10.0):
-                pass
+            post_webhook(url, payload)
         except Exception as exc:
             context.log.warning(f"failure webhook not delivered: {type(exc).__name__}")
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from canvas_assets.defs.resources import WarehouseResource, default_database_url
 from canvas_assets.transform import Rejected
 from canvas_assets.warehouse import Warehouse
-from canvas_assets.warehouse.engine import dispose_engines, normalize_url
+from canvas_assets.warehouse.engine import dispose_engines, normalize_url, write_transaction
 from canvas_assets.warehouse.models import table
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -181,7 +181,7 @@ def test_two_syncs_staging_the_same_new_course_at_once_write_one_after_the_other
 
     def first() -> None:
         try:
-            with wh.write_transaction() as conn:
+            with write_transaction(wh.engine) as conn:
                 staging.write_staging(
                     conn, [("students", 1, [{"id": 1}, {"id": 2}])], run_id="a", fetched_at=T0
                 )

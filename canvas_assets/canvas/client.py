@@ -104,11 +104,12 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 class _Attempt:
     """What one exchange came to: a reply, or an error and what the retry decision needs."""
 
-    __slots__ = ("body", "error", "remaining", "reply", "status", "throttled")
+    __slots__ = ("body", "cost", "error", "remaining", "reply", "status", "throttled")
 
     def __init__(self) -> None:
         self.status: int | None = None  # None: no response at all
         self.remaining: float | None = None  # X-Rate-Limit-Remaining
+        self.cost: float | None = None  # X-Request-Cost
         self.throttled = False
         self.body = ""  # the error body as text (for the retry decision)
         self.reply: Reply | None = None
@@ -321,6 +322,7 @@ class CanvasClient(CanvasAPI):
             self.pacer.mark_received(slot)
             attempt.status = response.status
             attempt.remaining = float_header(response.headers, "X-Rate-Limit-Remaining")
+            attempt.cost = float_header(response.headers, "X-Request-Cost")
             if attempt.status in (403, 429):
                 content = self._transport.read_body(response, limit=MAX_ERROR_BODY_BYTES, give_up=give_up)
                 attempt.body = body_text(content)
@@ -339,7 +341,9 @@ class CanvasClient(CanvasAPI):
         finally:
             # Canvas released this request's hold before answering: free the slot as soon as the
             # headers are in, before reading and parsing the body.
-            self.pacer.release(slot, remaining=attempt.remaining, throttled=attempt.throttled, keep=keep)
+            self.pacer.release(
+                slot, remaining=attempt.remaining, cost=attempt.cost, throttled=attempt.throttled, keep=keep
+            )
         if keep:
             assert chain is not None
             chain.kept = slot

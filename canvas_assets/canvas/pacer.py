@@ -22,12 +22,13 @@ process may share the token, so the pacer learns from what every response report
   trip, only while the limit is what holds requests back. When the bucket holds more than our own
   requests explain (another process shares the token), three requests' worth must stay spare before
   growing, and the limit shrinks already below two: neither process sees the other's growth until
-  its next readings. Requests of
-  another process sharing the token are part of R, so both processes back off. A busy process counts
-  responses it has not read yet as in flight, which hides the other process in most readings; so
-  three readings that show two of its holds keep the pacer in this shared mode for 10 s, and while shared the limit stays at
-  half of what the empty bucket admits (6 of 13): two processes whose readings lag cannot together hold
-  more than the bucket admits.
+  its next readings. Requests of another process sharing the token are part of R, so both processes
+  back off. What our own requests cost (`X-Request-Cost`, leaking at 10 units/s) is ours, not the
+  other process's. A busy process counts responses it has not read yet as in flight, which hides the
+  other process in most readings; so four readings within 0.25 s that show two of its holds keep the
+  pacer in this shared mode for 10 s, and while shared the limit stays at half of what the empty
+  bucket admits (6 of 13): two processes whose readings lag cannot together hold more than the bucket
+  admits.
 - A reading below the low-water mark with nothing else of ours in flight means real costs (or another
   process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
 - The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
@@ -68,8 +69,9 @@ MAX_REMAINING = 800.0
 MAX_LEAK_WAIT_S = 30.0
 # How long a sign of another process spending the same token keeps the pacer in its shared mode.
 SHARED_MEMORY_S = 10.0
-# Readings that show it, over more than SIGHTING_BURST_S and at most SIGHTING_WINDOW_S.
-SIGHTINGS, SIGHTING_BURST_S, SIGHTING_WINDOW_S = 3, 0.05, 2.0
+# Readings that show it: at least SIGHTINGS within the last SIGHTING_WINDOW_S, spread over more than
+# SIGHTING_BURST_S.
+SIGHTINGS, SIGHTING_BURST_S, SIGHTING_WINDOW_S = 4, 0.05, 0.25
 
 
 class PacerTimeout(Exception):
@@ -138,12 +140,16 @@ class Pacer:
         self._grow_credit = 0
         self._calibrated = False
         self._released = 0
-        self._sightings: deque[float] = deque(maxlen=SIGHTINGS)
+        self._sightings: deque[float] = deque()
         self._shared_until = -math.inf
         self._in_flight: set[int] = set()
         self._next_seq = 0
         self._not_before = 0.0
         self._peak = 0
+        # Our own requests' real costs (`X-Request-Cost`) still in the bucket: each adds its cost when it
+        # ends, and the bucket leaks them at `leak_rate`. They lower R as another process's holds would.
+        self._own_cost = 0.0
+        self._own_cost_at = clock()
 
     # --- state, for metrics and tests ------------------------------------------------------------
     @property
@@ -227,9 +233,16 @@ class Pacer:
         slot.released_mark = self._released
 
     def release(
-        self, slot: PacerSlot, *, remaining: float | None = None, throttled: bool = False, keep: bool = False
+        self,
+        slot: PacerSlot,
+        *,
+        remaining: float | None = None,
+        cost: float | None = None,
+        throttled: bool = False,
+        keep: bool = False,
     ) -> None:
-        """Give the slot back and learn from what its response reported.
+        """Give the slot back and learn from what its response reported (`remaining`: its
+        `X-Rate-Limit-Remaining`; `cost`: its `X-Request-Cost`).
 
         `keep`: the caller's next request (the next page of the same list, known from this response's
         `Link` header) takes this one's place: no other request gets it meanwhile. The caller passes the
@@ -241,6 +254,7 @@ class Pacer:
             self._released += 1
             mark = slot.received_mark if slot.received_mark is not None else self._next_seq
             others = sum(1 for s in self._in_flight if s < mark)
+            self._add_own_cost(cost)
             if throttled:
                 self._limit = max(1, self._limit // 2)
                 self._calibrated = True
@@ -251,6 +265,14 @@ class Pacer:
                 slot.kept = True
                 self._kept += 1
             self._grant()
+
+    def _add_own_cost(self, cost: float | None) -> None:
+        """Leak what our costs left in the bucket since the last response, then add this one's (lock held)."""
+        now = self._clock()
+        self._own_cost = max(0.0, self._own_cost - (now - self._own_cost_at) * self.leak_rate)
+        self._own_cost_at = now
+        if cost is not None and math.isfinite(cost):
+            self._own_cost += max(0.0, min(MAX_REMAINING, cost))
 
     def forget(self, slot: PacerSlot) -> None:
         """Free the place `slot` kept (`release(keep=True)`) for a request that is not sent after all."""
@@ -313,17 +335,18 @@ class Pacer:
         # more room spare, since its growth and ours cannot see each other until the next readings.
         # A busy process counts responses it has not read yet as in flight, which hides the other process
         # in most readings, so once it has been seen the pacer stays in its shared mode for SHARED_MEMORY_S.
-        # Seen means: two holds beyond ours, even counting the `late` requests of ours (released between
-        # this response's arrival and its release) as still in the bucket, in three readings spread over
-        # more than a burst. Threads that take turns out of order make a lone process see such a reading
-        # now and then, or a burst of them within a few milliseconds; another process shows in readings
-        # for as long as it runs.
+        # Seen means: two holds beyond ours and our real costs, even counting the `late` requests of ours
+        # (released between this response's arrival and its release) as still in the bucket, in four
+        # readings within SIGHTING_WINDOW_S spread over more than a burst. A lone process whose reading
+        # threads wait for the CPU sees such a reading now and then (three in 0.8 s, then none for 17 s),
+        # or a burst within a few milliseconds; another process shows in dozens of readings a second.
         now = self._clock()
-        foreign = self._max_remaining - (remaining + unit * others)
+        foreign = self._max_remaining - (remaining + unit * others + self._own_cost)
         if foreign - unit * late >= unit * 1.8:
             self._sightings.append(now)
-            first = self._sightings[0]
-            if len(self._sightings) == SIGHTINGS and SIGHTING_BURST_S <= now - first <= SIGHTING_WINDOW_S:
+            while now - self._sightings[0] > SIGHTING_WINDOW_S:
+                self._sightings.popleft()
+            if len(self._sightings) >= SIGHTINGS and now - self._sightings[0] > SIGHTING_BURST_S:
                 self._shared_until = now + SHARED_MEMORY_S
         shared = foreign >= unit * 0.8 or now < self._shared_until
         grow_above = self.low_water + unit * (3 if shared else 1)

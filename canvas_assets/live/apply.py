@@ -35,8 +35,7 @@ from canvas_assets.live import inbox
 from canvas_assets.live.events import BadEvent, LiveEvent, parse_event, parse_time
 from canvas_assets.live.mapping import CREATE_REQUIRES, ENTITY_OF_TABLE, RowChange, changes_of, same_value
 from canvas_assets.warehouse.columns import UTCDateTime
-from canvas_assets.warehouse.db import LOAD_LOCK_KEY
-from canvas_assets.warehouse.engine import write_transaction
+from canvas_assets.warehouse.engine import locked_transaction
 from canvas_assets.warehouse.history import HISTORY
 from canvas_assets.warehouse.models import table
 from canvas_assets.warehouse.sql import IN_CHUNK, chunks, utc
@@ -343,9 +342,7 @@ def apply_events(
 
 def apply_pending(engine: sa.Engine, limit: int = 500) -> ApplyStats:
     """Apply up to `limit` pending inbox events in one transaction (under the loads' lock)."""
-    with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+    with locked_transaction(engine) as conn:
         batch = inbox.pending(conn, limit)
         if not batch:
             return ApplyStats()

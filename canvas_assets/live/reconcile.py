@@ -35,8 +35,7 @@ from canvas_assets.live.apply import (
     select_in,
 )
 from canvas_assets.live.mapping import ENTITY_OF_TABLE, same_value
-from canvas_assets.warehouse.db import LOAD_LOCK_KEY
-from canvas_assets.warehouse.engine import write_transaction
+from canvas_assets.warehouse.engine import locked_transaction
 from canvas_assets.warehouse.models import table
 
 MAX_EXAMPLES = 20
@@ -70,9 +69,7 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
     """Compare the live values of `course_ids` (every course: None) with the REST copy; see the module."""
     result = Reconciliation()
     now = datetime.now(timezone.utc)
-    with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+    with locked_transaction(engine) as conn:
         live = _live_rows(conn, course_ids)
         if not live:
             return result

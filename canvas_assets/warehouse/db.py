@@ -6,21 +6,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from canvas_assets.transform.base import TransformResult
 from canvas_assets.transform.quarantine import Rejected
 from canvas_assets.warehouse import catalog, migrate, staging
 from canvas_assets.warehouse.account import AccountLoad, load_account_table
 from canvas_assets.warehouse.catalog import CatalogDiff
 from canvas_assets.warehouse.confirmations import read_confirmations
-from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
+from canvas_assets.warehouse.engine import (
+    display_url,
+    get_engine,
+    locked_transaction,
+    normalize_url,
+    write_transaction,
+)
 from canvas_assets.warehouse.indexes import deferring
 from canvas_assets.warehouse.load import PG_WORK_MEM, load_result, refresh_statistics
 from canvas_assets.warehouse.stats import LoadStats
-
-# pg_advisory_xact_lock key held by every Layer-1 load ("CNVS" in ASCII).
-LOAD_LOCK_KEY = 0x434E5653
 
 
 class Warehouse:
@@ -135,9 +136,7 @@ class Warehouse:
     def load_account(self, result: TransformResult, *, run_id: str, synced_at: datetime) -> AccountLoad:
         """Load an account-level table (terms) in ONE transaction, its quarantined records with it
         (`warehouse.account`: upsert, and soft delete only on a complete list)."""
-        with write_transaction(self.engine) as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
+        with locked_transaction(self.engine) as conn:
             done = load_account_table(conn, result, run_id=run_id, synced_at=synced_at)
             catalog.write_rejected(conn, result.rejected, run_id=run_id)
         return done
@@ -160,12 +159,8 @@ class Warehouse:
         After the commit, the tables it changed by a tenth or more are analyzed (`stats.analyzed`).
         """
         stats = LoadStats()
-        with write_transaction(self.engine) as conn:
+        with locked_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":
-                # Loads compare with what is committed (score history, soft deletes): two syncs loading at
-                # once would both see the same change. One load at a time; SQLite's BEGIN IMMEDIATE
-                # already serialises writers.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOAD_LOCK_KEY})
                 # The diff joins every incoming row with the table: keep its hash tables in memory.
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
             with deferring(conn):  # an empty table's indexes are built once its rows are in

@@ -22,6 +22,8 @@ from canvas_assets.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "canvas_assets_write"
+# pg_advisory_xact_lock key held by every Layer-1 load and live-event batch ("CNVS" in ASCII).
+LOAD_LOCK_KEY = 0x434E5653
 
 _ENGINES: dict[tuple[int, str], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -144,6 +146,17 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             yield conn
+
+
+@contextmanager
+def locked_transaction(engine: sa.Engine, key: int = LOAD_LOCK_KEY) -> Iterator[sa.Connection]:
+    """A `write_transaction` that on PostgreSQL first takes the advisory lock `key` (by default the loads'
+    lock: loads compare with what is committed, so two at once would both see the same change). On SQLite,
+    BEGIN IMMEDIATE already serialises writers."""
+    with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        yield conn
 
 
 DATABASE_URL_ENV = "CANVAS_ASSETS_DATABASE_URL"

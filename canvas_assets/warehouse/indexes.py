@@ -12,7 +12,7 @@ rebuilt just the same.
 All of it happens inside the load's one transaction, so a failure rolls the drop back with the rows.
 DROP INDEX locks the table against reading until the commit: only a table that had no row is locked so,
 and its readers wait for the load instead of seeing it empty. Every load already holds the warehouse's
-load lock (`db.LOAD_LOCK_KEY`), so no other load writes the table meanwhile.
+load lock (`engine.LOAD_LOCK_KEY`), so no other load writes the table meanwhile.
 
 A load opts in by `deferring(conn)`; `insert_frame` calls `before_insert` for every table it writes.
 """

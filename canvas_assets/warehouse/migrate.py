@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
 from canvas_assets.errors import SchemaOutOfDateError
-from canvas_assets.warehouse.engine import display_url, get_engine, normalize_url, write_transaction
+from canvas_assets.warehouse.engine import display_url, get_engine, locked_transaction, normalize_url
 from canvas_assets.warehouse.models import ALL_TABLES, metadata
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -83,9 +83,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     existed) is stamped when its schema matches the models, and refused otherwise.
     """
     engine = get_engine(url)
-    with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    with locked_transaction(engine, _PG_MIGRATION_LOCK) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
         ours = set(sa.inspect(conn).get_table_names()) & set(ALL_TABLES)
         cfg = alembic_config(url, conn)

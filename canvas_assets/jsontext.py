@@ -1,6 +1,6 @@
 """JSON text in and out, fast and exact: orjson where it gives what the standard library gives, the
 standard library where it does not (Canvas bodies in the client, staged records in the warehouse); the key
-a record is staged under (`record_id`); records kept as compressed text until read (`RecordTexts`)."""
+a record is staged under (`record_id`); records kept as compressed text until read (`RecordTexts`, a `LazySequence`)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,24 @@ def _stdlib_text(value: Any) -> str:
     return text
 
 
-class RecordTexts(Sequence[Any]):
+class LazySequence(Sequence[Any]):
+    """A read-only list whose items are made again each time it is iterated (subclasses give `__iter__` and
+    `__len__`): indexing and == go through `list(self)`; unhashable, like a list."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class RecordTexts(LazySequence):
     """A read-only list of records kept as their JSON texts (`encode_json`), zlib-compressed a page at a time
     and decoded a page at a time when read: what a big course's sliced fetch holds until it is staged (the
     large benchmark's 134k submissions take 160 MB decoded, a few MB so)."""
@@ -126,13 +143,3 @@ class RecordTexts(Sequence[Any]):
 
     def __len__(self) -> int:
         return sum(self._counts)
-
-    def __getitem__(self, index: Any) -> Any:
-        return list(self)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from canvas_assets.jsontext import decode_json, encode_json_bytes, record_id
+from canvas_assets.jsontext import LazySequence, decode_json, encode_json_bytes, record_id
 from canvas_assets.warehouse.models import table
 from canvas_assets.warehouse.pgcopy import BINARY_HEADER, BINARY_TRAILER, uses_copy
 from canvas_assets.warehouse.sql import chunks, upsert_statement, utc
@@ -384,7 +384,7 @@ def _bytewise(conn: sa.Connection, key: sa.ColumnElement[str]) -> sa.ColumnEleme
     return key.collate("C") if conn.dialect.name == "postgresql" else key
 
 
-class StagedCourse(Sequence[Any]):
+class StagedCourse(LazySequence):
     """One course's staged records of an entity, read from the warehouse (in key order, decoded a row at a
     time) each time they are iterated: nothing of them is held. Behaves as a read-only list (len, index,
     iterate, ==); `keyed()` gives (key, record) pairs."""
@@ -404,16 +404,6 @@ class StagedCourse(Sequence[Any]):
 
     def __len__(self) -> int:
         return self.size
-
-    def __getitem__(self, index: Any) -> Any:
-        return list(self)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"StagedCourse({self.entity!r}, {self.course_id}: {self.size} records)"

@@ -242,7 +242,7 @@ def listing(*ids):
 
 def test_the_catalog_diff_reports_new_vanished_and_returned_courses(wh):
     first = wh.upsert_catalog(listing(1, 2, 3), seen_at=T0)
-    assert (first.new, first.vanished, first.returned, first.total) == ([1, 2, 3], [], [], 3)
+    assert (first.new, first.vanished, first.returned, len(first.active)) == ([1, 2, 3], [], [], 3)
 
     second = wh.upsert_catalog(listing(1, 2), seen_at=T1)
     assert (second.new, second.vanished, second.returned, second.active) == ([], [3], [], [1, 2])
@@ -254,7 +254,7 @@ def test_the_catalog_diff_reports_new_vanished_and_returned_courses(wh):
     )
 
     third = wh.upsert_catalog(listing(1, 2, 3, 4), seen_at=T1 + timedelta(hours=1))
-    assert (third.new, third.returned, third.total) == ([4], [3], 4)
+    assert (third.new, third.returned, len(third.active)) == ([4], [3], 4)
     assert {r["course_id"]: r["gone_at"] for r in rows(wh, "canvas_course_catalog")}[3] is None
 
 

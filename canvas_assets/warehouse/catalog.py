@@ -31,10 +31,6 @@ class CatalogDiff:
     active: list[int] = field(default_factory=list)  # every course in the catalog that is not gone
     invalid: int = 0  # listing entries without a usable id (ignored)
 
-    @property
-    def total(self) -> int:
-        return len(self.active)
-
     def to_metadata(self) -> dict[str, int]:
         return {
             "listed": len(self.listed),

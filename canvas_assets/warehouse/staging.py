@@ -108,9 +108,7 @@ def write_staging(
             )
     previous = _previous(conn, staged)
     written = 0
-    fresh: dict[
-        tuple[str, int], list[tuple[str, bytes]]
-    ] = {}  # a course's (key, text hash), made as it is written
+    fresh: dict[tuple[str, int], list[tuple[str, bytes]]] = {}  # (key, text hash), made as it is written
     fresh_items: list[StagingItem] = []
     changed: list[StagingItem] = []
     rows: list[dict[str, Any]] = []
@@ -172,15 +170,20 @@ def _previous(
 ) -> dict[tuple[str, int], tuple[str | None, int]]:
     """(records_digest, record_count) of the items' courses already staged."""
     t = table("canvas_staging")
+    query = sa.select(t.c.course_id, t.c.records_digest, t.c.record_count)
     out: dict[tuple[str, int], tuple[str | None, int]] = {}
     for entity in {i.entity for i in items}:
-        ids = sorted({int(i.course_id) for i in items if i.entity == entity})
-        for chunk in chunks(ids):
-            query = sa.select(t.c.course_id, t.c.records_digest, t.c.record_count).where(
-                t.c.entity == entity, t.c.course_id.in_(chunk)
-            )
-            out.update({(entity, int(c)): (d, int(n)) for c, d, n in conn.execute(query)})
+        ids = [i.course_id for i in items if i.entity == entity]
+        out.update({(entity, int(c)): (d, int(n)) for c, d, n in _of_courses(conn, query, t, entity, ids)})
     return out
+
+
+def _of_courses(
+    conn: sa.Connection, query: sa.Select[Any], t: sa.Table, entity: str, course_ids: Iterable[int]
+) -> Iterator[Any]:
+    """The rows of `query` (over `t`, a staging table) of `entity` and the courses, a chunk of them at a time."""
+    for chunk in chunks(sorted({int(c) for c in course_ids})):
+        yield from conn.execute(query.where(t.c.entity == entity, t.c.course_id.in_(chunk)))
 
 
 def _texts(item: StagingItem) -> Iterator[tuple[str, bytes]]:
@@ -334,35 +337,20 @@ def _delete_keys(conn: sa.Connection, item: StagingItem) -> int:
 def _recount(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Set the record_count of incrementally fetched courses from their rows."""
     t = table("canvas_staging_records")
+    query = sa.select(t.c.course_id, sa.func.count()).group_by(t.c.course_id)
     for entity in {r["entity"] for r in rows}:
         of_entity = {r["course_id"]: r for r in rows if r["entity"] == entity}
-        for chunk in chunks(sorted(of_entity)):
-            query = (
-                sa.select(t.c.course_id, sa.func.count())
-                .where(t.c.entity == entity, t.c.course_id.in_(chunk))
-                .group_by(t.c.course_id)
-            )
-            for course_id, count in conn.execute(query):
-                of_entity[int(course_id)]["record_count"] = int(count)
+        for course_id, count in _of_courses(conn, query, t, entity, of_entity):
+            of_entity[int(course_id)]["record_count"] = int(count)
 
 
 def read_fetch_states(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, FetchState]:
     """How each course's staged records of `entity` were fetched; courses with nothing staged are absent."""
     t = table("canvas_staging")
-    out: dict[int, FetchState] = {}
-    columns = (
-        t.c.course_id,
-        t.c.fetched_at,
-        t.c.fetch_mode,
-        t.c.full_fetched_at,
-        t.c.watermark,
-        t.c.record_count,
-    )
-    for chunk in chunks(sorted({int(c) for c in course_ids})):
-        query = sa.select(*columns).where(t.c.entity == entity, t.c.course_id.in_(chunk))
-        for course_id, fetched, mode, full, mark, count in conn.execute(query):
-            out[int(course_id)] = FetchState(fetched, mode, full, mark, int(count))
-    return out
+    c = t.c
+    query = sa.select(c.course_id, c.fetched_at, c.fetch_mode, c.full_fetched_at, c.watermark, c.record_count)
+    rows = _of_courses(conn, query, t, entity, course_ids)
+    return {int(i): FetchState(at, mode, full, mark, int(n)) for i, at, mode, full, mark, n in rows}
 
 
 def _rows(conn: sa.Connection, entity: str, course_ids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
@@ -412,13 +400,8 @@ class StagedCourse(LazySequence):
 def staged_counts(conn: sa.Connection, entity: str, course_ids: Iterable[int]) -> dict[int, int]:
     """{course: record_count} of the courses with staged records of `entity`, in course order."""
     t = table("canvas_staging")
-    out: dict[int, int] = {}
-    for chunk in chunks(sorted({int(c) for c in course_ids})):
-        query = sa.select(t.c.course_id, t.c.record_count).where(
-            t.c.entity == entity, t.c.course_id.in_(chunk)
-        )
-        out.update({int(c): int(n) for c, n in conn.execute(query)})
-    return dict(sorted(out.items()))
+    query = sa.select(t.c.course_id, t.c.record_count)
+    return dict(sorted((int(c), int(n)) for c, n in _of_courses(conn, query, t, entity, course_ids)))
 
 
 def read_staging(engine: sa.Engine, entity: str, course_ids: Iterable[int]) -> dict[int, StagedCourse]:

@@ -1,14 +1,5 @@
-"""Loads of account-level tables (the account's terms): not scoped to a course, loaded whole.
-
-An account-level list is small (an institution has tens or hundreds of terms) and fetched whole on every
-sync, so its load is the course tables' change-only upsert (`load.load_table`: fingerprints, only changed
-rows written, restored rows' `deleted_at` cleared) without a course scope, and then its own soft delete:
-a row whose id the list no longer holds gets `deleted_at`, but only when the list is known to be complete.
-A record quarantined without a usable id stands for a row no one can name, so such a list deletes nothing;
-a quarantined record with an id keeps its row (a malformed record is not a deletion). A list the client
-could not read (a malformed page or wrapper) never gets here: the client raises instead of returning a
-shorter list.
-"""
+"""Loads of account-level tables (the account's terms): not scoped to a course, loaded whole, and soft-deleted
+only from a complete list (docs/architecture.md, "The load, step by step")."""
 
 from __future__ import annotations
 

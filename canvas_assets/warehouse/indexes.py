@@ -1,18 +1,7 @@
-"""A first load into an empty table builds its secondary indexes once, after the rows are in (PostgreSQL).
-
-Inserting 1.36M submissions into `canvas_submissions` with its three secondary indexes in place took 8.8 s
-of the server's time; into the table without them 1.05 s, and building the three indexes afterwards about
-2 s (the large sandbox, embedded PostgreSQL 18). Index maintenance row by row, in random key order for
-`user_id`, is most of a first sync's load. So a load that finds a table it writes to with no row at all
-drops that table's indexes other than those backing a constraint (the primary key stays: the first-load
-path relies on it to refuse a key that lives in another course) before its first row goes in, and
-creates them again, from the definitions PostgreSQL kept, before it commits. Indexes a user added are
-rebuilt just the same.
-
-All of it happens inside the load's one transaction, so a failure rolls the drop back with the rows.
-DROP INDEX locks the table against reading until the commit: only a table that had no row is locked so,
-and its readers wait for the load instead of seeing it empty. Every load already holds the warehouse's
-load lock (`engine.LOAD_LOCK_KEY`), so no other load writes the table meanwhile.
+"""A first load into an empty table builds its secondary indexes once, after the rows are in (PostgreSQL):
+row-by-row index maintenance was most of a first sync's load. The primary key stays (the first-load path
+relies on it to refuse a key that lives in another course). Figures and the locking: docs/architecture.md,
+"The load, step by step".
 
 A load opts in by `deferring(conn)`; `insert_frame` calls `before_insert` for every table it writes.
 """

@@ -1,42 +1,9 @@
 """Layer-1 loads: change-only upsert, soft delete and score history, in the caller's single transaction.
 
-Each incoming row gets a 64-bit fingerprint of its values (`bulk.row_hashes`), stored with the row in
-`row_hash`. For each table of a `TransformResult`, inside the one transaction `Warehouse.load` opens:
-
-1. candidates: only the keys and fingerprints are bulk-copied into a temporary table `_keys_<table>`
-   (PostgreSQL: binary COPY; gone at rollback, dropped after use), and one join with the target finds the
-   rows that are new, soft-deleted (to be restored) or whose stored fingerprint differs. A re-sync of
-   identical Canvas data stops here: one number per row crossed the wire, and no Layer-1 row is written
-   (PostgreSQL's n_tup_upd / n_tup_ins stay put, no row lock, no index entry, no WAL);
-2. new rows go straight into the table (binary COPY, or executemany), with their first history rows;
-3. the other candidates are copied whole into `_load_<table>` and compared column by column (the diff,
-   `IS DISTINCT FROM`, NULL-safe) in the columns PRESENT in the frame: a fingerprint made with another set
-   of columns (a profile that leaves a field group out) differs without the values differing, and such a
-   row is not written. A row whose stored fingerprint is NULL (stored before migration 0004) is written
-   once, to store it. For a table with a history (`history.HISTORY`: enrollment scores, submission grades),
-   a history row for each row whose tracked values differ from the stored ones, computed before any write
-   (`history`). Then `UPDATE ... FROM` the rows that differ;
-4. the writes of 2 and 3 go in batches of ranges of the frame's rows (a hook runs after each). Only the
-   columns present in the frame are written, so a profile that does not fetch a column group leaves what a
-   richer sync stored (new rows get NULL there); `deleted_at` is cleared on restored rows;
-5. with `full_refresh`, soft-delete the rows of the given courses whose key is not among this load's keys
-   (`NOT EXISTS` in `_keys_<table>`; `deleted_at` = the load's `synced_at`), except rows whose record was
-   quarantined (a malformed record is not a deletion), and except every row of a course whose list is
-   incomplete (`transform.base.incomplete_courses`: a record quarantined without a usable key stands for a
-   row no one can name, so no row of that course is known to be gone). Students are global: never
-   soft-deleted;
-6. one `canvas_course_sync` row per (entity, course) of the load records that Canvas confirmed the course's
-   rows at `synced_at` (`confirmed_at`), when those records were fetched (`fetched_at`, from staging) and,
-   when this load wrote any row of the course, `changed_at`. Rows carry no per-row sync time (that would
-   force a write of every row on every sync); this table is where "last synced" lives. A course whose list
-   of any table of the entity was incomplete is not confirmed: it keeps the confirmation it had.
-
-A row edited by hand in the warehouse keeps its old fingerprint, so a load does not notice the edit until
-Canvas changes the row; setting its `row_hash` to NULL makes the next load compare and rewrite it.
-
-Speed: loading must not be the bottleneck (benchmarks/load_benchmark.py). Frames go to the database in bulk
-(`bulk`: binary COPY on PostgreSQL), every comparison runs in the database as a join, and only rows that may
-have changed are encoded and shipped whole.
+Each incoming row gets a 64-bit fingerprint of its values (`bulk.row_hashes`, stored in `row_hash`), so only
+rows that may have changed are shipped whole and compared. `load_table` follows the steps of
+docs/architecture.md, "The load, step by step" (candidates, new rows, the diff, batched writes, soft delete);
+`load_result` adds the confirmations (`canvas_course_sync`).
 """
 
 from __future__ import annotations
@@ -403,13 +370,8 @@ ANALYZE_FLOOR = 50
 
 
 def refresh_statistics(engine: sa.Engine, stats: LoadStats) -> list[str]:
-    """ANALYZE the tables a committed load changed by a tenth or more (PostgreSQL), and return their names.
-
-    A first load takes a table from no rows to hundreds of thousands in one transaction; until autovacuum
-    gets round to it (a minute or more later), the planner still thinks the table is empty and picks plans
-    that scan it once per row of another table: the asset checks that run next took seconds instead of
-    milliseconds, and so would a user's query right after the nightly sync. ANALYZE reads a fixed sample (a
-    few hundred ms on the largest table) and takes no lock that blocks reading or writing."""
+    """ANALYZE the tables a committed load changed by a tenth or more (PostgreSQL), and return their names:
+    until autovacuum comes round, the planner would plan for the empty table a first load filled."""
     if engine.dialect.name != "postgresql":
         return []
     written = {name: s.written for name, s in stats.tables.items()}

@@ -1,23 +1,7 @@
-"""Apply pending inbox events to the Layer-1 tables: idempotent, order-proof, one transaction per batch.
-
-Rules, per Layer-1 row and column (`canvas_live_rows` keeps the event time of every value the live path
-wrote):
-
-- an event older than the column's live value changes nothing (Canvas does not order events; its advice is
-  to compare `event_time`). An event as old as it is applied again: the same change delivered twice writes
-  the same value, so a duplicate changes nothing;
-- an event no newer than the course's last REST fetch of that entity (`canvas_course_sync.fetched_at`)
-  changes nothing: the REST copy already holds that change or a later one;
-- a value equal to the stored one is not written; a row that is written gets `row_hash` NULL, so the next
-  nightly load compares it column by column and the REST value wins wherever the two disagree;
-- a row the REST sync has not stored yet is created when the event names what the row needs (submissions:
-  course, assignment, student), the sync fills in the rest;
-- score changes append history rows (`canvas_submission_score_history`, `canvas_score_history`) with the
-  event time as `recorded_at` and `run_id` = `live`.
-
-Batches are applied under the same PostgreSQL advisory lock as the nightly loads (`warehouse.db`), so
-consumers side by side and a running load never interleave: each pending event is applied exactly once
-(its inbox row is marked in the applying transaction). On SQLite, BEGIN IMMEDIATE serialises them.
+"""Apply pending inbox events to the Layer-1 tables: idempotent, order-proof, one transaction per batch, under
+the nightly loads' lock. The rules per row and column (event times against the live values in `canvas_live_rows`
+and the course's last REST fetch, NULL fingerprints, created rows, history rows) are in docs/operations.md,
+"Run the consumer".
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
-"""The SQS consumer behind `canvas-assets live`: receive, store in the inbox, acknowledge, apply.
-
-A long-running process (not a Dagster sensor or run: a sensor tick cannot hold a long poll open, and a run
-per batch costs seconds of Dagster bookkeeping against a budget of one second). Threads:
-
-- `receivers` receiver threads, each a loop of ReceiveMessage (long poll, 10 messages, the most SQS hands
-  out per call) -> one inbox transaction for the batch -> DeleteMessageBatch. A message is deleted only
-  after its event is committed, so a crash at any point loses nothing: an uncommitted message becomes
-  visible again after the visibility timeout, a committed but undeleted one is received again and skipped
-  by the inbox's key. Several receivers keep several calls in flight (the queue's round trip, not the
-  consumer, is the limit at a few hundred events per second).
-- one applier thread that applies pending inbox events in batches (`apply.apply_pending`) as soon as a
-  receiver stored some, and every few seconds anyway (events stored by a consumer that died before
-  applying them, or by the HTTPS receiver).
-
-A message that is not a live event is stored too (`outcome = bad`, its text kept, at most 1 MB) and
-deleted from the queue: it would come back forever otherwise, and the inbox keeps the evidence.
-Several consumer processes on one queue compete for messages (SQS hands each message to one receiver at
-a time) and never apply an event twice (the inbox key and the appliers' lock).
+"""The SQS consumer behind `canvas-assets live`: receiver threads (ReceiveMessage -> one inbox transaction ->
+DeleteMessageBatch: a message is deleted only once its event is committed) and one applier thread
+(`apply.apply_pending`). Why a process and not a sensor, and what happens to bad messages and after a crash:
+docs/operations.md, "Run the consumer".
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""The HTTPS receiver (`canvas-assets live --https HOST:PORT`): Canvas's HTTPS delivery of Live Events.
-
-Data Services posts one event per request. With "Sign Payload" on, the body is a JWT signed with RS256,
-its header's `kid` naming a key of Instructure's published JWKS (which rotates monthly); the claims are
-the event (`metadata`, `body`). The receiver:
-
-- refuses a request without a length, or over 1 MB (Canvas never sends more), with 411/413;
-- verifies the signature with the JWKS key of the token's `kid`; a `kid` it does not know makes it fetch
-  the JWKS again (a rotation), at most once per `JWKS_MIN_REFETCH_S` so that forged kids cannot make it
-  hammer the JWKS host; a token that does not verify is answered 401 and stored nowhere;
-- stores the event in the inbox and only then answers 200 (Canvas retries what is not answered 2xx within
-  15 s, so a database outage is a 503 and a retry, never a lost event);
-- accepts unsigned JSON only when started with `allow_unsigned` (tests, a trusted network).
-
-Plain HTTP is served only on loopback (behind a TLS-terminating proxy); any other address needs a
-certificate and key.
+"""The HTTPS receiver (`canvas-assets live --https HOST:PORT`): Canvas's HTTPS delivery of Live Events, one
+event per POST, as a JWT verified against the JWKS (refetched, at a bounded rate, for an unknown `kid`); the
+event is committed to the inbox before the answer. Status codes and why: docs/operations.md, "Subscribe".
+Plain HTTP is served only on loopback; any other address needs a certificate and key.
 """
 
 from __future__ import annotations

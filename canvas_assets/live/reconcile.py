@@ -1,17 +1,9 @@
 """Reconciliation after a REST sync: where the live path and the REST path disagree.
 
-For every row the live path wrote (`canvas_live_rows`) in the given courses, each live column is one of:
-
-- older than the course's last REST fetch of that entity (`canvas_course_sync.fetched_at`): the REST copy
-  is authoritative. The row's `row_hash` was set NULL when the live value was written, so the load compared
-  it column by column and stored the REST value; a live value that differs from it is a *disagreement*
-  (an event was lost, or arrived too late to be applied, or the live path mapped it wrongly). The count is
-  the health signal of the live feed. The column is then dropped from the live record: REST owns it now;
-- newer than the fetch: the live value is the newer one. If the load overwrote it with the older REST
-  value (the event arrived between the fetch and the load), it is written back (*reapplied*).
-
-A live row with no column left is deleted, so `canvas_live_rows` holds only what changed since the last
-sync. Runs under the loads' advisory lock, like the applier.
+Per live column of the courses' rows (`canvas_live_rows`): older than the course's last REST fetch, a REST
+value that differs is a *disagreement* (REST's stays) and the column is dropped; newer, a REST value the load
+wrote over it is written back (*reapplied*). A row with no column left is deleted. See docs/operations.md,
+"Watch it in Dagster" (`live_matches_rest`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from canvas_assets.transform.base import TransformResult
@@ -122,13 +123,8 @@ class Warehouse:
         synced_at: datetime,
         full_refresh: bool = True,
     ) -> LoadStats:
-        """Upsert a transformer's tables in ONE transaction (see `warehouse.load` for the semantics).
-
-        Only rows that are new or differ from what the table holds are written. `course_ids` are the courses
-        this result covers (those whose staging was transformed): with `full_refresh`, their rows that are
-        not in the result are soft-deleted, and each gets a `canvas_course_sync` row saying that Canvas
-        confirmed its rows of this entity at `synced_at` (see `confirmations`).
-        """
+        """`load_chunks` of one result covering `course_ids` (the courses whose staging was transformed): only
+        new or changed rows are written (docs/architecture.md, "The load, step by step")."""
         return self.load_chunks(
             [(result, course_ids)], run_id=run_id, synced_at=synced_at, full_refresh=full_refresh
         )
@@ -163,16 +159,10 @@ class Warehouse:
             if conn.dialect.name == "postgresql":
                 # The diff joins every incoming row with the table: keep its hash tables in memory.
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
+            load = partial(load_result, conn, run_id=run_id, synced_at=synced_at, full_refresh=full_refresh)
             with deferring(conn):  # an empty table's indexes are built once its rows are in
                 for result, course_ids in chunks:
-                    chunk_stats = load_result(
-                        conn,
-                        result,
-                        course_ids=course_ids,
-                        run_id=run_id,
-                        synced_at=synced_at,
-                        full_refresh=full_refresh,
-                    )
+                    chunk_stats = load(result, course_ids=course_ids)
                     del result  # released before the next chunk is read
                     stats.add(chunk_stats)
         stats.analyzed = refresh_statistics(self.engine, stats)
@@ -181,10 +171,7 @@ class Warehouse:
     def confirmations(
         self, entity: str | None = None, course_ids: Iterable[int] | None = None
     ) -> list[dict[str, Any]]:
-        """When Canvas last confirmed each course's rows, per entity (`canvas_course_sync`).
-
-        Layer-1 rows are written only when they change, so this, not a per-row time, says how fresh a
-        course's data is: `confirmed_at` (the load that last covered it), `fetched_at` (when its records were
-        fetched), `changed_at` (the last load that wrote one of its rows), `run_id`."""
+        """When Canvas last confirmed each course's rows, per entity: the `canvas_course_sync` rows, which (not
+        a per-row time) say how fresh a course's data is."""
         with self.engine.connect() as conn:
             return read_confirmations(conn, entity, course_ids)

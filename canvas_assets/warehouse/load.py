@@ -164,7 +164,7 @@ def load_table(
     skipped = set(incomplete)
     complete = [c for c in course_ids if c not in skipped] if skipped else course_ids
     if full_refresh and scope is not None and has_deleted_at and complete and not fresh:
-        deleted = _soft_delete(conn, target, scope, complete, synced_at, rejected, name, keys, key)
+        deleted = _soft_delete(conn, target, scope, complete, synced_at, rejected, keys, key)
         stats.soft_deleted = len(deleted)
         changed.update(deleted)
     if keys is not None:
@@ -318,7 +318,6 @@ def _soft_delete(
     course_ids: Sequence[int],
     deleted_at: datetime,
     rejected: Sequence[Rejected],
-    name: str,
     temp: str | None,
     key: list[str],
 ) -> list[int]:
@@ -326,7 +325,7 @@ def _soft_delete(
     row of those courses), except quarantined records. Returns the course of each row soft-deleted."""
     q = conn.dialect.identifier_preparer.quote
     t = q(target.name)
-    id_column = CANVAS_ID_COLUMN[name]
+    id_column = CANVAS_ID_COLUMN[target.name]
     quarantined = sorted({int(r.canvas_id) for r in rejected if r.canvas_id is not None})
     postgres = conn.dialect.name == "postgresql"
     where = ["deleted_at IS NULL"]

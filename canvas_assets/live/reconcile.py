@@ -98,13 +98,8 @@ def reconcile(engine: sa.Engine, course_ids: Sequence[int] | None = None) -> Rec
                         writes.setdefault(int(rid), {})[column] = live_value
                         result.reapplied += 1
                 if remaining:
-                    keep.append(
-                        {
-                            "_t": name,
-                            "_id": int(rid),
-                            "_cols": json.dumps(remaining, sort_keys=True, separators=(",", ":")),
-                        }
-                    )
+                    text = json.dumps(remaining, sort_keys=True, separators=(",", ":"))
+                    keep.append({"_t": name, "_id": int(rid), "_cols": text})
                 else:
                     gone.append((name, int(rid)))
             for rid, values in writes.items():

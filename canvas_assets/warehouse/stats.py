@@ -70,15 +70,10 @@ class LoadStats:
 
     def to_metadata(self) -> dict[str, Any]:
         """Flat figures for Dagster metadata: totals plus `<table>.<figure>`."""
+        rows = ("written", "upserted", "inserted", "updated", "unchanged", "soft_deleted", "restored")
         meta: dict[str, Any] = {
             "rows_loaded": self.rows,
-            "rows_written": self.written,
-            "rows_upserted": self.upserted,
-            "rows_inserted": self.inserted,
-            "rows_updated": self.updated,
-            "rows_unchanged": self.unchanged,
-            "rows_soft_deleted": self.soft_deleted,
-            "rows_restored": self.restored,
+            **{f"rows_{name}": getattr(self, name) for name in rows},
             "score_history_rows": self.history_rows,
             "courses_confirmed": self.courses_confirmed,
             "courses_changed": self.courses_changed,

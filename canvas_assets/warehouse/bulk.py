@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -302,15 +303,12 @@ class _EncodedRows(io.RawIOBase):
 def copy_frame(conn: sa.Connection, table_name: str, frame: pd.DataFrame, types: Sequence[Any]) -> None:
     """COPY ... FROM STDIN (FORMAT binary) of every row of the frame, into the columns its names name."""
     quote = conn.dialect.identifier_preparer.quote
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with closing(conn.connection.dbapi_connection.cursor()) as cursor:  # type: ignore[union-attr]
         cursor.copy_expert(
             f"COPY {quote(table_name)} ({', '.join(quote(c) for c in frame.columns)}) FROM STDIN (FORMAT binary)",
             _EncodedRows(frame, types),
             size=1 << 20,
         )
-    finally:
-        cursor.close()
 
 
 # --- staging the frame in a temporary table ---------------------------------------------------------------

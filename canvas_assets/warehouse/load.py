@@ -9,6 +9,7 @@ docs/architecture.md, "The load, step by step" (candidates, new rows, the diff, 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -216,15 +217,12 @@ def _candidates(
     is_new = f"t.{q(key[0])} IS NULL"
     differs = distinct_sql(conn, [f"t.{q(ROW_HASH)}"], [f"s.{q(ROW_HASH)}"])
     conditions = [is_new, differs] + (["t.deleted_at IS NOT NULL"] if has_deleted_at else [])
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with closing(conn.connection.dbapi_connection.cursor()) as cursor:  # type: ignore[union-attr]
         cursor.execute(
             f"SELECT s._n, CASE WHEN {is_new} THEN 1 ELSE 0 END FROM {q(keys)} s "
             f"LEFT JOIN {q(target.name)} t ON {on} WHERE {' OR '.join(conditions)}"
         )
         found = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 2)
-    finally:
-        cursor.close()
     found = found[np.argsort(found[:, 0], kind="stable")]
     new = found[:, 1] == 1
     return found[new, 0], found[~new, 0]

@@ -15,6 +15,7 @@ import hashlib
 import struct
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, islice
@@ -209,18 +210,15 @@ def _put(
     fetch's texts are made once."""
     rows = _with_hashes(items, hashes) if hashes else _all_rows(items)
     if uses_copy(conn):
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         stream = _CopyStream(rows)
-        try:
-            cursor.copy_expert(
-                f"COPY {target} (entity, course_id, record_key, record) FROM STDIN (FORMAT binary)", stream
-            )
-        except Exception:
-            if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
-                raise stream.error from None
-            raise
-        finally:
-            cursor.close()
+        copy = f"COPY {target} (entity, course_id, record_key, record) FROM STDIN (FORMAT binary)"
+        with closing(conn.connection.dbapi_connection.cursor()) as cursor:  # type: ignore[union-attr]
+            try:
+                cursor.copy_expert(copy, stream)
+            except Exception:
+                if stream.error is not None:  # a record that cannot be written: its own error, not the cancel
+                    raise stream.error from None
+                raise
         return stream.rows
     written = 0
     insert = sa.text(f"INSERT INTO {target} (entity, course_id, record_key, record) VALUES (:e, :c, :k, :r)")

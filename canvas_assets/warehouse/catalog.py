@@ -73,15 +73,10 @@ def upsert_catalog(
     diff.returned = [c for c in diff.listed if c in before and before[c] is not None]
     if rows:
         stmt = upsert_statement(conn, t)
-        update = ("name", "course_code", "workflow_state", "account_id", "enrollment_term_id")
+        update = ("name", "course_code", "workflow_state", "account_id", "enrollment_term_id", "last_seen_at")
         stmt = stmt.on_conflict_do_update(
             index_elements=["course_id"],
-            set_={
-                **{c: stmt.excluded[c] for c in update},
-                "last_seen_at": stmt.excluded.last_seen_at,
-                "gone_at": None,
-                "gone_reason": None,
-            },
+            set_={**{c: stmt.excluded[c] for c in update}, "gone_at": None, "gone_reason": None},
         )
         conn.execute(stmt, list(rows.values()))
     if full_listing:

@@ -35,6 +35,7 @@ def record_confirmations(
         "changed_at = COALESCE(excluded.changed_at, canvas_course_sync.changed_at)"
     )
     columns = "(entity, course_id, confirmed_at, fetched_at, changed_at, run_id)"
+    params = {"entity": entity, "at": at, "run_id": run_id}
     if conn.dialect.name == "postgresql":
         stmt = sa.text(
             f"INSERT INTO canvas_course_sync {columns} "
@@ -44,35 +45,15 @@ def record_confirmations(
             "LEFT JOIN canvas_staging st ON st.entity = CAST(:entity AS VARCHAR) AND st.course_id = c.course_id "
             + update
         ).bindparams(sa.bindparam("at", type_=UTCDateTime()))
-        conn.execute(
-            stmt,
-            {
-                "entity": entity,
-                "at": at,
-                "run_id": run_id,
-                "ids": list(course_ids),
-                "changed": [c in changed for c in course_ids],
-            },
-        )
+        conn.execute(stmt, {**params, "ids": list(course_ids), "changed": [c in changed for c in course_ids]})
         return
     stmt = sa.text(
         f"INSERT INTO canvas_course_sync {columns} VALUES (:entity, :course_id, :at, "
         "(SELECT fetched_at FROM canvas_staging WHERE entity = :entity AND course_id = :course_id), "
         ":changed_at, :run_id) " + update
     ).bindparams(sa.bindparam("at", type_=UTCDateTime()), sa.bindparam("changed_at", type_=UTCDateTime()))
-    conn.execute(
-        stmt,
-        [
-            {
-                "entity": entity,
-                "course_id": c,
-                "at": at,
-                "changed_at": at if c in changed else None,
-                "run_id": run_id,
-            }
-            for c in course_ids
-        ],
-    )
+    rows = [{**params, "course_id": c, "changed_at": at if c in changed else None} for c in course_ids]
+    conn.execute(stmt, rows)
 
 
 def read_confirmations(

@@ -74,12 +74,7 @@ def encode_json(value: Any) -> str:
     """Compact JSON text of raw records: orjson (several times faster on the extract's hot path), the
     standard library for what orjson refuses (integers beyond 64 bits, lone surrogates, which no database
     text can hold: written as `\\udXXX` escapes, so the record is kept and reads back as it came)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value, default=str).decode()
-        except (orjson.JSONEncodeError, TypeError):
-            pass
-    return _stdlib_text(value)
+    return encode_json_bytes(value).decode()
 
 
 def encode_json_bytes(value: Any) -> bytes:

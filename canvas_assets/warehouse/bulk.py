@@ -1,12 +1,6 @@
-"""Bulk encodings for the Layer-1 load: a transformer's frame made ready for a table, fingerprinted, and
-copied into a table fast.
-
-Per-row Python work is what limits bulk loads, so values are encoded column-wise with numpy/pandas and
-handed to the driver in bulk: PostgreSQL (psycopg2) gets binary `COPY ... FROM STDIN` rows built here,
-SQLite the driver's `executemany` over plain tuples, other drivers SQLAlchemy Core executemany.
-
-`row_hashes` gives each row a 64-bit fingerprint of its values (`row_hash` in every Layer-1 table), so a
-re-sync can find the rows that may have changed by comparing one number per row instead of every column.
+"""Bulk encodings for the Layer-1 load: a transformer's frame made ready for a table, fingerprinted
+(`row_hashes`), and copied into a table fast: column-wise numpy/pandas, no per-row Python work, binary COPY
+on PostgreSQL (psycopg2), the driver's `executemany` over plain tuples on SQLite, SQLAlchemy Core elsewhere.
 """
 
 from __future__ import annotations

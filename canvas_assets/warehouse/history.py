@@ -1,10 +1,5 @@
-"""History tables: a row each time a tracked value of a Layer-1 row is first seen or changes.
-
-Which tables keep history, and of which columns, is stated once in `HISTORY` below (enrollment scores in
-`canvas_score_history`, submission scores, grades and states in `canvas_submission_score_history`, scores
-per grading period in `canvas_enrollment_period_score_history`). The
-load computes which rows need a history row in its diff, before any write, so the comparison is with
-exactly the values the load replaces; this module appends them.
+"""History tables: a row each time a tracked value of a Layer-1 row is first seen or changes (which tables and
+columns: `HISTORY`). The load marks the rows that need one in its diff, before any write; this module appends.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""The live-event tables: the inbox every received Canvas Live Event is stored in before it is acknowledged,
-and the per-row record of what the live path last wrote into a Layer-1 row (and when Canvas said it).
-
-Canvas delivers Live Events at least once, unordered, and sometimes not at all. The inbox makes delivery
-durable and idempotent: a message is deleted from the queue (or answered 2xx over HTTPS) only after its
-event is committed here, and its primary key is a digest of the event's content, so a second delivery of
-the same event is a no-op insert. `canvas_live_rows` keeps, per Layer-1 row and column, the `event_time` of
-the value the live path last wrote: an older event never overwrites a newer value, and the nightly
-reconciliation compares these values with what the REST sync stored.
+"""The live-event tables: the inbox every received Canvas Live Event is committed to before it is acknowledged
+(keyed by a digest of the event's content, so a redelivery is a no-op insert), and per Layer-1 row what the
+live path last wrote and when Canvas said it (docs/operations.md, "Live events").
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""Raw staging: one row per Canvas record (`canvas_staging_records`), and per (entity, course) how the records
-were fetched (`canvas_staging`).
-
-A record's row is keyed by its Canvas id (`jsontext.record_id`), so a fetch writes only what changed: a full
-fetch whose records are those staged (same `records_digest`) writes none, another one writes the records it
-adds or changes and deletes those it no longer has; an incremental fetch upserts its changes and deletes the
-records it says are gone. Reads go in key order (numeric for Canvas ids) through server-side cursors, so no
-course's records are ever one text or one list in memory. Each function takes a `Connection` inside the
-caller's transaction; `Warehouse` opens the transactions.
+"""Raw staging: one row per Canvas record (`canvas_staging_records`, keyed by `jsontext.record_id`), and per
+(entity, course) how the records were fetched (`canvas_staging`); a fetch writes only what changed
+(docs/architecture.md, "Data flow", step 2). Reads go in key order (numeric for Canvas ids) through
+server-side cursors, so no course's records are ever one text or one list in memory. Each function runs in
+the caller's transaction.
 """
 
 from __future__ import annotations
@@ -92,11 +88,7 @@ def write_staging(
     conn: sa.Connection, items: Sequence[tuple[Any, ...]], *, run_id: str, fetched_at: datetime
 ) -> int:
     """Stage each item's records (see `StagingItem`); the number of record rows inserted, updated or deleted.
-
-    Full fetches: a course with no rows yet is one COPY (PostgreSQL; inserts elsewhere), an unchanged one
-    (same digest) writes nothing, and the others are compared with what is staged through a temporary table.
-    On PostgreSQL each (entity, course) is locked first, in one order, so that two syncs staging the same
-    course write one after the other."""
+    On PostgreSQL each (entity, course) is locked first, in one order, so two syncs staging it take turns."""
     fetched_at = utc(fetched_at)
     staged = [StagingItem(*raw) for raw in items]
     if not staged:

@@ -1,6 +1,7 @@
 """JSON text in and out, fast and exact: orjson where it gives what the standard library gives, the
 standard library where it does not (Canvas bodies in the client, staged records in the warehouse); the key
-a record is staged under (`record_id`); records kept as compressed text until read (`RecordTexts`, a `LazySequence`)."""
+a record is staged under (`record_id`); records kept as compressed text until read (`RecordTexts`, a
+`LazySequence`)."""
 
 from __future__ import annotations
 

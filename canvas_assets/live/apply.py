@@ -1,7 +1,7 @@
-"""Apply pending inbox events to the Layer-1 tables: idempotent, order-proof, one transaction per batch, under
-the nightly loads' lock. The rules per row and column (event times against the live values in `canvas_live_rows`
-and the course's last REST fetch, NULL fingerprints, created rows, history rows) are in docs/operations.md,
-"Run the consumer".
+"""Apply pending inbox events to the Layer-1 tables: idempotent, order-proof, one transaction per batch,
+under the nightly loads' lock. The rules per row and column (event times against the live values in
+`canvas_live_rows` and the course's last REST fetch, NULL fingerprints, created rows, history rows) are in
+docs/operations.md, "Run the consumer".
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ class Warehouse:
     def confirmations(
         self, entity: str | None = None, course_ids: Iterable[int] | None = None
     ) -> list[dict[str, Any]]:
-        """When Canvas last confirmed each course's rows, per entity: the `canvas_course_sync` rows, which (not
-        a per-row time) say how fresh a course's data is."""
+        """When Canvas last confirmed each course's rows, per entity: the `canvas_course_sync` rows,
+        which (not a per-row time) say how fresh a course's data is."""
         with self.engine.connect() as conn:
             return read_confirmations(conn, entity, course_ids)

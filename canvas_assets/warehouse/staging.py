@@ -174,7 +174,7 @@ def _previous(
 def _of_courses(
     conn: sa.Connection, query: sa.Select[Any], t: sa.Table, entity: str, course_ids: Iterable[int]
 ) -> Iterator[Any]:
-    """The rows of `query` (over `t`, a staging table) of `entity` and the courses, a chunk of them at a time."""
+    """The rows of `query` (over `t`, a staging table) of `entity` and the courses, a chunk at a time."""
     for chunk in chunks(sorted({int(c) for c in course_ids})):
         yield from conn.execute(query.where(t.c.entity == entity, t.c.course_id.in_(chunk)))
 

@@ -44,7 +44,7 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def bind_processor(self, dialect: Dialect) -> Any:
         inner = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
         if dialect.name == "postgresql":
-            # The warehouse engine pins the session time zone to UTC (see warehouse.db), so naive values
+            # The warehouse engine pins the session time zone to UTC (see warehouse.engine), so naive values
             # are read as UTC and aware ones carry their offset: nothing to do per value, which keeps bulk
             # loads fast. Values go to the driver unchanged.
             return inner
@@ -117,15 +117,8 @@ def canvas(
     **kw: Any,
 ) -> Any:
     """A column read from the Canvas record at `path` (dotted for nested objects: `term.name`)."""
-    info: dict[str, Any] = {"doc": doc, "path": path}
-    if kind:
-        info["kind"] = kind
-    if group:
-        info["group"] = group
-    if required:
-        info["required"] = True
-    if fallback:
-        info["fallback"] = fallback
+    optional = {"kind": kind, "group": group, "required": required, "fallback": fallback}
+    info = {"doc": doc, "path": path, **{k: v for k, v in optional.items() if v}}
     return mapped_column(*(() if type_ is None else (type_,)), info=info, **kw)
 
 

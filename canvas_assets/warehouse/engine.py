@@ -1,9 +1,7 @@
-"""Engines: one per database URL per process, configured for concurrent writers.
-
-SQLite is the embedded default and two processes may write it at once (a run and the CLI, or two step
-processes): it runs in WAL mode with a busy timeout, and every write transaction starts with
-`BEGIN IMMEDIATE` so writers queue for the lock up front instead of failing half-way through. PostgreSQL
-sessions are pinned to UTC (the bulk loader hands naive UTC datetimes to the driver).
+"""Engines: one per database URL per process, configured for concurrent writers (SQLite: WAL, a busy
+timeout, and `BEGIN IMMEDIATE` so writers queue for the lock up front instead of failing half-way through;
+docs/architecture.md, "The local default store"). PostgreSQL sessions are pinned to UTC (the bulk loader
+hands naive UTC datetimes to the driver).
 """
 
 from __future__ import annotations

@@ -96,14 +96,10 @@ class _Batch:
                 ids[c.table].add(c.row_id)
             if c.course_id is not None:
                 courses.add(c.course_id)
+        sql = f"SELECT row_id, course_id, columns_json FROM {LIVE_ROWS} WHERE table_name = :t AND row_id IN :ids"
         for name, wanted in ids.items():
             self.rows[name] = rows_by_id(self.conn, name, wanted)
-            for r in select_in(
-                self.conn,
-                f"SELECT row_id, course_id, columns_json FROM {LIVE_ROWS} WHERE table_name = :t AND row_id IN :ids",
-                list(wanted),
-                t=name,
-            ):
+            for r in select_in(self.conn, sql, list(wanted), t=name):
                 self.live[name][int(r[0])] = json.loads(r[2])
                 self.live_course[(name, int(r[0]))] = r[1]
         self.fetched = fetched_at(self.conn, courses)
@@ -114,12 +110,11 @@ class _Batch:
         if not wanted:
             return changes
         found: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for r in select_in(
-            self.conn,
+        sql = (
             "SELECT id, course_id, user_id FROM canvas_enrollments WHERE type = 'StudentEnrollment' "
-            "AND course_id IN :ids",
-            list({course for course, _ in wanted}),
-        ):
+            "AND course_id IN :ids"
+        )
+        for r in select_in(self.conn, sql, list({course for course, _ in wanted})):
             if (int(r[1]), int(r[2])) in wanted:
                 found[(int(r[1]), int(r[2]))].append(int(r[0]))
         out: list[RowChange] = []

@@ -96,7 +96,10 @@ class _Batch:
                 ids[c.table].add(c.row_id)
             if c.course_id is not None:
                 courses.add(c.course_id)
-        sql = f"SELECT row_id, course_id, columns_json FROM {LIVE_ROWS} WHERE table_name = :t AND row_id IN :ids"
+        sql = (
+            f"SELECT row_id, course_id, columns_json FROM {LIVE_ROWS} "
+            "WHERE table_name = :t AND row_id IN :ids"
+        )
         for name, wanted in ids.items():
             self.rows[name] = rows_by_id(self.conn, name, wanted)
             for r in select_in(self.conn, sql, list(wanted), t=name):

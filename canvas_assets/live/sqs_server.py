@@ -11,15 +11,8 @@ mock: the queue must be a separate program reached over HTTP, as AWS is).
         sqs.client().send_message(QueueUrl=url, MessageBody="{}")
 
 Moto keeps its queues in memory: stopping the server loses them (a test that needs the messages to outlive
-the consumer keeps the server running and restarts the consumer instead).
-
-Moto is slow where AWS is not, and slower the more the queue holds: every SendMessage (each entry of a
-batch too) computes all the queue's attributes, scanning every message held (waiting and in flight), and
-ReceiveMessage and DeleteMessage scan them again (moto 5.2, moto/sqs/models.py). Measured as the server's
-CPU per message for a send batch, a receive and a delete batch of 10: 3.1 ms with the queue empty, 8.8 ms
-with 50 messages held, 25 ms with 200, 102 ms with 1,000, 249 ms with 3,000; boto3's side of the same three
-calls is 0.64 ms per message. A stream of 200 events a second therefore needs most of a core for moto
-alone and holds only while fewer than about 20 messages wait: a benchmark on moto measures moto first.
+the consumer keeps the server running and restarts the consumer instead). Moto is slower the more the queue
+holds (docs/operations.md, "Scale"): a benchmark on moto measures moto first.
 """
 
 from __future__ import annotations

@@ -110,12 +110,10 @@ def _column_hash(series: pd.Series, sql_type: Any) -> np.ndarray:
 
 
 def row_hashes(frame: pd.DataFrame, target: sa.Table, key: Sequence[str]) -> np.ndarray:
-    """A 64-bit fingerprint (int64) of each row's non-key values, as the table stores them.
-
-    It also covers WHICH columns the frame carries: a profile that leaves a field group out hashes other
-    columns, so its fingerprints never match a richer sync's; those rows are then compared column by column,
-    which is correct and writes nothing when nothing changed. Text is hashed by pandas' SipHash with its
-    fixed default key (stable across runs and processes); numbers and timestamps by splitmix64."""
+    """A 64-bit fingerprint (int64) of each row's non-key values, as the table stores them, and of WHICH
+    columns the frame carries (docs/architecture.md, "The load, step by step", step 3). Text is hashed by
+    pandas' SipHash with its fixed default key (stable across runs and processes); numbers and timestamps
+    by splitmix64."""
     columns = sorted(c for c in frame.columns if c not in key and c not in MANAGED_COLUMNS)
     seed = hashlib.blake2b(f"v{HASH_VERSION}:{target.name}:{','.join(columns)}".encode(), digest_size=8)
     h = np.full(len(frame), np.frombuffer(seed.digest(), dtype=np.uint64)[0], dtype=np.uint64)

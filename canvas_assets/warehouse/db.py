@@ -147,13 +147,10 @@ class Warehouse:
     ) -> LoadStats:
         """`load` of a run whose courses were transformed in chunks: every `(result, course_ids)` chunk in
         ONE transaction, so a failure in any chunk (or in reading the next) leaves the warehouse as it was.
-
-        The chunks must cover disjoint courses, each chunk's result holding the rows of its own courses only
-        (whole courses: its soft delete covers exactly them) and no key an earlier chunk had: then the load
-        is that of one result of every chunk, and its figures are the sums of the chunks'. `chunks` is read
-        lazily, one chunk at a time, and no chunk is kept once it is loaded: memory is bounded by a chunk.
-        After the commit, the tables it changed by a tenth or more are analyzed (`stats.analyzed`).
-        """
+        Chunks must hold disjoint, whole courses (each one's soft delete covers exactly its own) and no key an
+        earlier chunk had: the load is then that of one result of them all, its figures the chunks' sums.
+        Chunks are read lazily and released once loaded: memory is bounded by a chunk. After the commit, the
+        tables it changed by a tenth or more are analyzed (`stats.analyzed`)."""
         stats = LoadStats()
         with locked_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":

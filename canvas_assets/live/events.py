@@ -7,12 +7,7 @@ enrollment's own shard. The REST API the nightly sync reads answers with local i
 to its local part (`local_id`). Nil fields are dropped only when the account compacts events
 (`payload.compact!`), so a field may be absent or null: both mean "no value".
 
-The format carries no event id (only the `caliper` format does), and `request_id` is per web request, not
-per event (one gradebook request emits many events). Canvas delivers at least once, so the consumer needs
-a stable key for "the same event again": the SHA-256 of the canonical JSON of metadata and body (keys
-sorted, null fields dropped, so a compacted and an uncompacted copy agree). Two different changes always
-differ somewhere (event time to the millisecond, ids, old and new values); two deliveries of one event
-never do.
+The event key, and why it is a digest of the content: docs/operations.md, "Run the consumer".
 """
 
 from __future__ import annotations
@@ -103,7 +98,7 @@ def _without_nulls(value: Any) -> Any:
 
 
 def event_key(metadata: dict[str, Any], body: dict[str, Any]) -> str:
-    """The event's stable identity: SHA-256 of its canonical JSON (see the module docstring for why)."""
+    """The event's stable identity: SHA-256 of its canonical JSON (docs/operations.md says why)."""
     canonical = json.dumps(
         {"metadata": _without_nulls(metadata), "body": _without_nulls(body)},
         sort_keys=True,

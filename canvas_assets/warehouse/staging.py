@@ -200,7 +200,7 @@ def _put(
     """Write the items' rows into `target` (the records table or a temporary one): the rows written. A course
     in `hashes` gets the (key, SHA-256 of the text) of its rows appended as they are written, so that a first
     fetch's texts are made once."""
-    rows = _with_hashes(items, hashes) if hashes else _all_rows(items)
+    rows = _item_rows(items, hashes)
     if uses_copy(conn):
         stream = _CopyStream(rows)
         copy = f"COPY {target} (entity, course_id, record_key, record) FROM STDIN (FORMAT binary)"
@@ -222,22 +222,15 @@ def _put(
     return written
 
 
-def _all_rows(items: Sequence[StagingItem]) -> Iterator[tuple[str, int, str, bytes]]:
-    for item in items:
-        entity, course_id = item.entity, int(item.course_id)
-        for key, text in _texts(item):
-            yield entity, course_id, key, text
-
-
-def _with_hashes(
-    items: Sequence[StagingItem], hashes: dict[tuple[str, int], list[tuple[str, bytes]]]
+def _item_rows(
+    items: Sequence[StagingItem], hashes: dict[tuple[str, int], list[tuple[str, bytes]]] | None = None
 ) -> Iterator[tuple[str, int, str, bytes]]:
-    sha256 = hashlib.sha256
     for item in items:
         entity, course_id = item.entity, int(item.course_id)
-        collect = hashes[(entity, course_id)].append
+        collect = hashes[(entity, course_id)].append if hashes else None
         for key, text in _texts(item):
-            collect((key, sha256(text).digest()))
+            if collect is not None:
+                collect((key, hashlib.sha256(text).digest()))
             yield entity, course_id, key, text
 
 

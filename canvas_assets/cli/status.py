@@ -265,6 +265,8 @@ def recent_runs(instance: Any, limit: int = 10) -> list[dict[str, Any]]:
     """
     from dagster import DagsterRunStatus
 
+    from canvas_assets.defs.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
+
     out = []
     for run in instance.get_runs(limit=limit * 3):
         if not (run.job_name.startswith("sync_") or run.job_name == "discover_courses"):
@@ -276,9 +278,9 @@ def recent_runs(instance: Any, limit: int = 10) -> list[dict[str, Any]]:
             "job": run.job_name,
             "status": run.status.value,
             "range": (
-                f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
-                if "dagster/asset_partition_range_start" in run.tags
-                else run.tags.get("dagster/partition", "")
+                f"{run.tags.get(RANGE_START_TAG)}..{run.tags.get(RANGE_END_TAG)}"
+                if RANGE_START_TAG in run.tags
+                else run.tags.get(PARTITION_TAG, "")
             ),
             "seconds": round(end - start, 1) if start and end else None,
         }

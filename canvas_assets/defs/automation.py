@@ -1,15 +1,5 @@
-"""Scheduled syncs, syncing of newly discovered courses, and failure reporting.
-
-Why schedules with ranged run requests rather than declarative automation for the nightly sync: a
-schedule's run requests carry run config, so each schedule names its own profile (a nightly
-LIGHTWEIGHT and a weekly FULL_PROCESSING side by side), while automation-launched runs carry none
-and could only use the one deployment-wide CANVAS_SYNC_PROFILE. A RunRequest tagged with a
-partition range is one run over many courses (verified on 1.13.27): one run per contiguous range
-of courses (`partitions.plan_course_runs`), the same runs a backfill of those courses from the UI makes.
-
-Courses found between nightly runs (the hourly catalog refresh, or a discovery launched by hand)
-are picked up by `new_courses_sensor`, which requests ranged runs for partitions that have never been
-synced, with the profile from CANVAS_SYNC_PROFILE.
+"""Scheduled syncs, syncing of newly discovered courses, and failure reporting (docs/operations.md,
+"Backfill": the schedules, and why they are schedules of ranged runs rather than declarative automation).
 
 The decisions (which ranges, which run keys) are pure functions tested on their own.
 """

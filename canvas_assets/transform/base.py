@@ -49,10 +49,6 @@ class TransformResult:
     # `incomplete_courses` adds the courses of records quarantined without a usable key.
     incomplete: dict[str, set[int]] = field(default_factory=dict)
 
-    @property
-    def rows_out(self) -> int:
-        return sum(len(frame) for frame in self.tables.values())
-
 
 @dataclass
 class Frame:

@@ -38,7 +38,8 @@ class Layer1HandOver(dg.ConfigurableIOManagerFactory):
 
 
 class HandOverStore(dg.IOManager):
-    """The chunk files and manifests under one base directory (see the module's docstring)."""
+    """The chunk files and manifests under one base directory (docs/architecture.md, "The Layer-1
+    hand-over")."""
 
     def __init__(self, base: Path) -> None:
         self.base = base

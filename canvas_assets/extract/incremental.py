@@ -50,8 +50,9 @@ def watermark_of(
 def since(
     watermark: datetime | None, full_fetched_at: datetime | None, *, refresh_days: int | None, now: datetime
 ) -> datetime | None:
-    """What to ask for changes after; None means fetch in full (see the module docstring). `refresh_days`
-    None: never in full again once a watermark is known (an append-only log, whose old records never change)."""
+    """What to ask for changes after; None means fetch in full (docs/operations.md, "Incremental
+    submissions"). `refresh_days` None: never in full again once a watermark is known (an append-only log,
+    whose old records never change)."""
     if watermark is None or full_fetched_at is None:
         return None
     if refresh_days is None:

@@ -157,7 +157,8 @@ class CanvasEventLogStorage(_FromStorageConfig, _Pooled, PostgresEventLogStorage
         self, partitions_defs_by_key: Iterable[tuple[AssetKey, PartitionsDefinition | None]], context: Any
     ) -> Sequence[AssetStatusCacheValue | None]:
         """Dagster's partition status of each asset, with the courses whose last outcome was a failure
-        event added to its failed subset (see the module docstring: Dagster 1.13 ignores those events)."""
+        event added to its failed subset (Dagster 1.13 ignores those events: docs/architecture.md, "The
+        instance storage")."""
         keys = list(partitions_defs_by_key)
         values = super().get_asset_status_cache_values(keys, context)
         return [

@@ -44,21 +44,19 @@ def plan_ranged_runs(
     """One RunRequest per contiguous range of wanted course keys, carrying the profile as run config."""
     profile = preset(profile_name)
     selection = profile_asset_keys(profile)
-    requests = []
-    for i, keys in enumerate(plan_course_runs(all_keys, wanted)):
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
-                run_config=profile.to_run_config(),
-                asset_selection=selection,
-                tags={
-                    **range_tags(keys[0], keys[-1]),
-                    "canvas/profile": profile.name,
-                    "canvas/courses": str(len(keys)),
-                },
-            )
+    return [
+        dg.RunRequest(
+            run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
+            run_config=profile.to_run_config(),
+            asset_selection=selection,
+            tags={
+                **range_tags(keys[0], keys[-1]),
+                "canvas/profile": profile.name,
+                "canvas/courses": str(len(keys)),
+            },
         )
-    return requests
+        for i, keys in enumerate(plan_course_runs(all_keys, wanted))
+    ]
 
 
 def never_synced(all_keys: Sequence[str], materialized: set[str], gone: set[str]) -> list[str]:

@@ -340,12 +340,8 @@ def _as_failure_if_failed(event: EventLogEntry) -> EventLogEntry:
 
 
 def pooled_engine(postgres_url: str) -> sa.Engine:
-    """A small connection pool instead of dagster-postgres's NullPool.
-
-    With NullPool every stored event opens and closes its own connections (two or three per event);
-    a ranged run stores thousands of events, so a process keeps a few connections open instead.
-    `pool_pre_ping` replaces a connection that a database restart closed.
-    """
+    """A small connection pool instead of dagster-postgres's NullPool, which opens two or three
+    connections per stored event (docs/architecture.md, "Pooled connections")."""
     return sa.create_engine(
         postgres_url,
         isolation_level="AUTOCOMMIT",

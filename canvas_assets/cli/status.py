@@ -1,9 +1,8 @@
 """Pipeline status (`canvas-assets status`): what the original design called pipeline monitoring.
 
-Computed from the warehouse's catalog and sync log (per course and entity rows written by every
-extract), the Layer-1 confirmations (`canvas_course_sync`: when a load last confirmed each course's rows of
-each entity against Canvas, and when one of them last changed; Layer-1 rows carry no per-row sync time
-because an unchanged row is never rewritten), plus the Dagster instance's recent runs.
+Computed from the warehouse's catalog and sync log, the Layer-1 confirmations (`canvas_course_sync`: a
+Layer-1 row carries no sync time of its own, since an unchanged row is never rewritten) and the Dagster
+instance's recent runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""`canvas-assets sync`: discover courses, then materialise a profile's assets in ranged Dagster runs.
-
-Runs go through the Dagster instance at $DAGSTER_HOME, so they show in the UI exactly like runs
-launched there. Courses are grouped into runs by contiguous ranges of partition keys (a ranged run is
-one extract step that fetches all of its courses concurrently), as a backfill from the UI would
-(`partitions.plan_course_runs`).
+"""`canvas-assets sync`: discover courses, then materialise a profile's assets in ranged Dagster runs,
+through the instance at $DAGSTER_HOME and planned as a UI backfill is (docs/architecture.md, "Ranged runs").
 """
 
 from __future__ import annotations

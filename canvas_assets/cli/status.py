@@ -125,16 +125,12 @@ def course_attempts(conn: sa.Connection, run_ids: list[str] | None = None) -> li
         "SELECT id, run_id, course_id, entity, stage, status, started_at, finished_at, api_calls, error_type, "
         "message FROM canvas_sync_log"
     )
-    params: dict[str, Any] = {}
-    stmt = sa.text(sql + " ORDER BY id")
+    stmt = sa.text(sql + (" ORDER BY id" if run_ids is None else " WHERE run_id IN :runs ORDER BY id"))
     if run_ids is not None:
-        stmt = sa.text(sql + " WHERE run_id IN :runs ORDER BY id").bindparams(
-            sa.bindparam("runs", expanding=True)
-        )
-        params["runs"] = run_ids
+        stmt = stmt.bindparams(sa.bindparam("runs", value=list(run_ids), expanding=True))
     latest: dict[tuple[str, int, str, str], Any] = {}
     calls: dict[tuple[str, int], int] = {}
-    for row in conn.execute(stmt, params):
+    for row in conn.execute(stmt):
         latest[(row.run_id, int(row.course_id), row.entity, row.stage)] = row
         key = (row.run_id, int(row.course_id))
         calls[key] = calls.get(key, 0) + int(row.api_calls or 0)

@@ -98,9 +98,7 @@ class PipelineStatus:
 def _as_dt(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return utc(value)
-    return utc(datetime.fromisoformat(str(value)))
+    return utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 @dataclass

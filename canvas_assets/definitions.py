@@ -43,9 +43,7 @@ defs = dg.Definitions(
     asset_checks=[*ASSET_CHECKS, *LIVE_CHECKS],
     jobs=[*SYNC_JOBS, discover_courses],
     schedules=SCHEDULES,
-    # One process per run, steps in it one after another. A step process costs ~3 s of imports on a
-    # small machine and a sync has ~25 steps (extract, 12 transform/load ops, checks); the parallelism
-    # that matters is inside the extract step, whose requests fly concurrently.
+    # One process per run, steps one after another (docs/architecture.md, "Ranged runs", says why).
     executor=dg.in_process_executor,
     sensors=SENSORS,
     resources={

@@ -1,17 +1,7 @@
-"""Every Canvas entity the project mirrors, stated once.
-
-An entity is one staging asset (`staging/<name>`: raw records per course) and one Layer-1 asset
-(`layer1/<name>`: typed rows). Its declaration here is the only place that names it: how it is fetched
-(a Canvas list's path and parameters, `listed(...)`, or a fetch plan shaped by the profile's field
-groups), the tables its transformer fills (derived from the models, `transform.registry`, unless it
-names a transformer of its own), how the catalog describes it, which tables it fills beyond those
-(score history), and its profile switch (`entities.<name>`, on in the shipped presets it names).
-Everything else derives from it: the profile's switches (`profiles.EntitiesConfig`, `STAGING_ENTITIES`),
-the staging specs, the Layer-1 graph assets and their checks, the jobs, the extraction engine's fetch
-plan and the CLI summary's tables.
-
-Adding an entity: declare it here, add its model and a migration, and serve it from the sandbox
-(docs/maintaining.md, "Add an entity").
+"""Every Canvas entity the project mirrors, stated once: one staging asset (`staging/<name>`) and one
+Layer-1 asset (`layer1/<name>`) each. A declaration says how the entity is fetched, the tables it fills, how
+the catalog describes it and its profile switch; everything that enumerates entities derives from it
+(docs/maintaining.md, "Add an entity", which is also how to add one).
 """
 
 from collections.abc import Callable, Mapping, Sequence

@@ -1,19 +1,11 @@
 """Sync profiles: which entities and field groups a sync fetches, and how hard it pushes.
 
-A profile is run config (README, "Sync profiles"): `resources.sync_profile.config`. Its shape is stated once, as
-the typed config models below (`EntitiesConfig`, `CourseFieldsConfig`, `StudentFieldsConfig`,
-`FieldsConfig`, `ProcessingConfig`): their fields, ranges and descriptions are what Dagster's
-launchpad shows, what `parse_profile` validates and what a `Profile` holds. Unknown keys are refused;
-every error is a `ProfileError` naming the field (`processing.batch_size`), raised before any Canvas
-call.
-
-A field left out (None) comes from the preset named by `name`: `{name: ANALYTICS_FOCUSED}` alone is that
-preset, and `{name: LIGHTWEIGHT, entities: {assignments: true}}` is LIGHTWEIGHT plus assignments. A
-profile whose name is not a preset must give every field. The three presets are `Profile` instances
-read from the YAML files beside this module, which are also the run config of the jobs
-`sync_lightweight`, `sync_analytics` and `sync_full`. The entity switches are not in those files: each
-entity's declaration (`entities.Entity.presets`) says which presets switch it on, so a new entity needs no
-edit here; a preset file may still set a switch, which then wins.
+A profile is run config, `resources.sync_profile.config` (README, "Sync profiles"). Its shape is stated once,
+as the typed config models below: what Dagster's launchpad shows, what `parse_profile` validates (every error
+a `ProfileError` naming the field, before any Canvas call) and what a `Profile` holds. A field left out comes
+from the preset named by `name`; a profile whose name is no preset must give every field. The presets are
+the YAML files beside this module (also the run config of the `sync_*` jobs), their entity switches taken
+from each entity's declaration (`entities.Entity.presets`) unless the file sets one.
 """
 
 import functools

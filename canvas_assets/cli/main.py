@@ -293,8 +293,7 @@ def status(as_json: bool, show_courses: bool) -> None:
     except CanvasAssetsError as exc:
         _fail(exc)
     if as_json:
-        payload = {**st.to_dict(), "recent_runs": runs}
-        click.echo(json.dumps(payload, indent=2))
+        click.echo(json.dumps({**st.to_dict(), "recent_runs": runs}, indent=2))
         return
     age = st.last_sync_age_seconds
     click.echo(f"dagster home      {home}")

@@ -1,9 +1,8 @@
 """Pipeline status (`canvas-assets status`): what the original design called pipeline monitoring.
 
-Computed from the warehouse's catalog and sync log (per course and entity rows written by every
-extract), the Layer-1 confirmations (`canvas_course_sync`: when a load last confirmed each course's rows of
-each entity against Canvas, and when one of them last changed; Layer-1 rows carry no per-row sync time
-because an unchanged row is never rewritten), plus the Dagster instance's recent runs.
+Computed from the warehouse's catalog and sync log, the Layer-1 confirmations (`canvas_course_sync`: a
+Layer-1 row carries no sync time of its own, since an unchanged row is never rewritten) and the Dagster
+instance's recent runs.
 """
 
 from __future__ import annotations
@@ -99,9 +98,7 @@ class PipelineStatus:
 def _as_dt(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return utc(value)
-    return utc(datetime.fromisoformat(str(value)))
+    return utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 @dataclass
@@ -126,16 +123,12 @@ def course_attempts(conn: sa.Connection, run_ids: list[str] | None = None) -> li
         "SELECT id, run_id, course_id, entity, stage, status, started_at, finished_at, api_calls, error_type, "
         "message FROM canvas_sync_log"
     )
-    params: dict[str, Any] = {}
-    stmt = sa.text(sql + " ORDER BY id")
+    stmt = sa.text(sql + (" ORDER BY id" if run_ids is None else " WHERE run_id IN :runs ORDER BY id"))
     if run_ids is not None:
-        stmt = sa.text(sql + " WHERE run_id IN :runs ORDER BY id").bindparams(
-            sa.bindparam("runs", expanding=True)
-        )
-        params["runs"] = run_ids
+        stmt = stmt.bindparams(sa.bindparam("runs", value=list(run_ids), expanding=True))
     latest: dict[tuple[str, int, str, str], Any] = {}
     calls: dict[tuple[str, int], int] = {}
-    for row in conn.execute(stmt, params):
+    for row in conn.execute(stmt):
         latest[(row.run_id, int(row.course_id), row.entity, row.stage)] = row
         key = (row.run_id, int(row.course_id))
         calls[key] = calls.get(key, 0) + int(row.api_calls or 0)
@@ -265,6 +258,8 @@ def recent_runs(instance: Any, limit: int = 10) -> list[dict[str, Any]]:
     """
     from dagster import DagsterRunStatus
 
+    from canvas_assets.defs.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
+
     out = []
     for run in instance.get_runs(limit=limit * 3):
         if not (run.job_name.startswith("sync_") or run.job_name == "discover_courses"):
@@ -276,9 +271,9 @@ def recent_runs(instance: Any, limit: int = 10) -> list[dict[str, Any]]:
             "job": run.job_name,
             "status": run.status.value,
             "range": (
-                f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
-                if "dagster/asset_partition_range_start" in run.tags
-                else run.tags.get("dagster/partition", "")
+                f"{run.tags.get(RANGE_START_TAG)}..{run.tags.get(RANGE_END_TAG)}"
+                if RANGE_START_TAG in run.tags
+                else run.tags.get(PARTITION_TAG, "")
             ),
             "seconds": round(end - start, 1) if start and end else None,
         }

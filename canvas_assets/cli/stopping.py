@@ -1,11 +1,5 @@
 """Stopping a sync: Ctrl-C and SIGTERM, runs abandoned or left behind by a process that is gone, and what an
 interrupted sync kept (docs/operations.md, "Stopping a sync").
-
-The first SIGINT or SIGTERM stops a sync within a second: the run (driven on a thread of its own,
-`instance.inprocess`) is marked canceled and its pool slots freed, the CLI says what it kept, and the process
-ends without waiting for requests in flight; a second signal ends it at once. Every run the CLI launches
-names its owner process (host, pid, start time), so a later sync can tell a run left STARTED by a process that
-no longer exists (kill -9, a reboot) and fail it, freeing the pool slot it would otherwise hold for ever.
 """
 
 from __future__ import annotations
@@ -174,15 +168,9 @@ class OrphanedRun:
 
 
 def resolve_orphaned_runs(instance: dg.DagsterInstance) -> list[OrphanedRun]:
-    """Mark failed the CLI's runs whose driving process no longer exists, and free their pool slots.
-
-    A CLI run executes inside the `canvas-assets sync` process; killed (kill -9, OOM, a reboot) it leaves
-    the run STARTED and its `canvas_api` pool slot claimed, and no daemon frees the slot of a run that never
-    ended: every later sync then waits for that slot forever (issue 21). Each run the CLI launches carries
-    its owner's host, pid and start time (`owner_tags`); a run still unfinished whose owner is gone from
-    this host is failed here, and the finished runs of the CLI that still claim slots give them back. Runs
-    launched by the daemon or the UI have no owner tags: the daemon's run monitoring looks after them.
-    """
+    """Mark failed the CLI's runs whose driving process no longer exists, and free their pool slots; the
+    finished CLI runs that still claim slots give them back (docs/operations.md, "Stopping a sync"; issue
+    21: no daemon frees the slot of a killed sync's run, and every later sync waited for it)."""
     resolved: list[OrphanedRun] = []
     for run in instance.get_runs(
         filters=dg.RunsFilter(statuses=list(_UNFINISHED), tags={"canvas/trigger": "cli"})

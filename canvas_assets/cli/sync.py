@@ -1,9 +1,5 @@
-"""`canvas-assets sync`: discover courses, then materialise a profile's assets in ranged Dagster runs.
-
-Runs go through the Dagster instance at $DAGSTER_HOME, so they show in the UI exactly like runs
-launched there. Courses are grouped into runs by contiguous ranges of partition keys (a ranged run is
-one extract step that fetches all of its courses concurrently), as a backfill from the UI would
-(`partitions.plan_course_runs`).
+"""`canvas-assets sync`: discover courses, then materialise a profile's assets in ranged Dagster runs,
+through the instance at $DAGSTER_HOME and planned as a UI backfill is (docs/architecture.md, "Ranged runs").
 """
 
 from __future__ import annotations
@@ -148,11 +144,8 @@ def execute_run(
     """Run `job` in this process through `instance`, as `job.execute_in_process(..., raise_on_error=False)`
     does, without holding the run's events and op outputs until it ends.
 
-    The run is the same (built by `instance.inprocess.start_run`, the one adapter to Dagster's execution
-    internals this needs). But `execute_in_process` keeps every event (one materialization per course per
-    asset, with its metadata, in a ranged run) and captures every op output for its result object: hundreds
-    of MB for a run of a thousand courses. Here each event is looked at as it goes by (the instance has
-    stored it), and only the first step failure is kept.
+    The run is the same (built by `instance.inprocess.start_run`); each event is looked at as it goes by
+    and only the first step failure is kept (docs/architecture.md, "The in-process run").
 
     The run executes on a thread of its own while the calling thread waits for it. On the main thread
     Dagster would take over SIGINT/SIGTERM for the run and act on them only inside op code (a run waiting

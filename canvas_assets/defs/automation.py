@@ -1,15 +1,5 @@
-"""Scheduled syncs, syncing of newly discovered courses, and failure reporting.
-
-Why schedules with ranged run requests rather than declarative automation for the nightly sync: a
-schedule's run requests carry run config, so each schedule names its own profile (a nightly
-LIGHTWEIGHT and a weekly FULL_PROCESSING side by side), while automation-launched runs carry none
-and could only use the one deployment-wide CANVAS_SYNC_PROFILE. A RunRequest tagged with a
-partition range is one run over many courses (verified on 1.13.27): one run per contiguous range
-of courses (`partitions.plan_course_runs`), the same runs a backfill of those courses from the UI makes.
-
-Courses found between nightly runs (the hourly catalog refresh, or a discovery launched by hand)
-are picked up by `new_courses_sensor`, which requests ranged runs for partitions that have never been
-synced, with the profile from CANVAS_SYNC_PROFILE.
+"""Scheduled syncs, syncing of newly discovered courses, and failure reporting (docs/operations.md,
+"Backfill": the schedules, and why they are schedules of ranged runs rather than declarative automation).
 
 The decisions (which ranges, which run keys) are pure functions tested on their own.
 """
@@ -54,21 +44,19 @@ def plan_ranged_runs(
     """One RunRequest per contiguous range of wanted course keys, carrying the profile as run config."""
     profile = preset(profile_name)
     selection = profile_asset_keys(profile)
-    requests = []
-    for i, keys in enumerate(plan_course_runs(all_keys, wanted)):
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
-                run_config=profile.to_run_config(),
-                asset_selection=selection,
-                tags={
-                    **range_tags(keys[0], keys[-1]),
-                    "canvas/profile": profile.name,
-                    "canvas/courses": str(len(keys)),
-                },
-            )
+    return [
+        dg.RunRequest(
+            run_key=f"{run_key_prefix}:{i}:{keys[0]}-{keys[-1]}",
+            run_config=profile.to_run_config(),
+            asset_selection=selection,
+            tags={
+                **range_tags(keys[0], keys[-1]),
+                "canvas/profile": profile.name,
+                "canvas/courses": str(len(keys)),
+            },
         )
-    return requests
+        for i, keys in enumerate(plan_course_runs(all_keys, wanted))
+    ]
 
 
 def never_synced(all_keys: Sequence[str], materialized: set[str], gone: set[str]) -> list[str]:

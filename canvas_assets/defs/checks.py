@@ -54,8 +54,9 @@ def _sql_check(
     sql: str,
     describe: Callable[[Any], str],
     additional_deps: Sequence[str] = (),
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetChecksDefinition:
-    """A check failing on every row `sql` finds among the run's courses (`:ids`)."""
+    """A check failing on every row `sql` finds among the run's courses (`:ids`, and `:run_id` if used)."""
 
     @dg.asset_check(
         asset=dg.AssetKey(["layer1", asset]),
@@ -66,7 +67,8 @@ def _sql_check(
     @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
-        return _result(_query(warehouse, sql, ids), describe=describe, checked=len(ids))
+        bad = _query(warehouse, sql, ids, run_id=context.run.run_id)
+        return _result(bad, describe=describe, checked=len(ids), severity=severity)
 
     return check
 
@@ -143,31 +145,16 @@ def _duplicate_check(entity: str) -> dg.AssetChecksDefinition:
 
 
 def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(["layer1", entity]),
-        name=f"no_rejected_{entity}",
-        description=f"No {entity} record of this run was quarantined in canvas_rejected_records.",
+    return _sql_check(
+        entity,
+        f"no_rejected_{entity}",
+        f"No {entity} record of this run was quarantined in canvas_rejected_records.",
+        f"""SELECT course_id, canvas_id, reason FROM canvas_rejected_records
+           WHERE run_id = :run_id AND entity = '{entity}' AND (course_id IN :ids OR course_id IS NULL)
+           ORDER BY id""",
+        lambda r: f"course {r[0]} id {r[1]}: {r[2]}",
+        severity=dg.AssetCheckSeverity.WARN,
     )
-    @retry_on_lost_database
-    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        ids = run_course_ids(context)
-        bad = _query(
-            warehouse,
-            """SELECT course_id, canvas_id, reason FROM canvas_rejected_records
-               WHERE run_id = :run_id AND entity = :entity AND (course_id IN :ids OR course_id IS NULL)
-               ORDER BY id""",
-            ids,
-            run_id=context.run.run_id,
-            entity=entity,
-        )
-        return _result(
-            bad,
-            describe=lambda r: f"course {r[0]} id {r[1]}: {r[2]}",
-            checked=len(ids),
-            severity=dg.AssetCheckSeverity.WARN,
-        )
-
-    return check
 
 
 def _fetched_check(entity: str) -> dg.AssetChecksDefinition:

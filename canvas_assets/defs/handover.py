@@ -1,29 +1,5 @@
-"""The IO manager between a Layer-1 transformer op and its load op (resource key `layer1_handover`).
-
-A transform op's output is a run's transformed rows in chunks of whole courses (`transform.chunks`): a
-million submissions are several hundred MB as frames, too much to hand over in one piece, so the chunks are
-files. This IO manager owns them:
-
-- `scratch(run_id, entity)` gives the transform op an empty directory of its own for the chunk files (a
-  retried transform step starts from an empty one);
-- `handle_output` stores the op's manifest (`StagedTransform`: which chunk holds which courses, the figures)
-  beside the step's identity, `<base>/<run id>/<step key>/<output>.manifest`;
-- `load_input` finds that manifest again from the upstream output's identity, in this run or, when a failed
-  run is re-executed without its transform step, in the parent run, and checks that every chunk it names is
-  still there;
-- `release` (called by the load op once its transaction committed) removes the chunk files and the manifest.
-  A load that fails keeps them, so that Dagster's retry of the load step, or a re-execution of the failed
-  run, loads the same rows. Directories of runs that ended without a load (a failed run never re-executed)
-  are swept after `KEEP_DAYS`.
-
-`base_dir` is where the files live: by default `layer1_handover/` in the Dagster instance's storage
-directory (the local store, or DAGSTER_HOME's storage in production). The steps of a run share one process
-(`in_process_executor`), so a local directory serves; a deployment that runs steps on other machines sets
-`base_dir` to a shared mount.
-
-The chunk format is pandas' own pickle of each table's frame (pandas keeps a frame's columns in contiguous
-blocks, and reads it back with its dtypes); Parquet or Feather would need pyarrow, which pandas 3 then also
-takes as the engine of every string column in the transform.
+"""The IO manager between a Layer-1 transformer op and its load op (resource key `layer1_handover`): the
+op's output is a manifest of chunk files this store owns. See docs/architecture.md, "The Layer-1 hand-over".
 """
 
 from __future__ import annotations
@@ -62,7 +38,8 @@ class Layer1HandOver(dg.ConfigurableIOManagerFactory):
 
 
 class HandOverStore(dg.IOManager):
-    """The chunk files and manifests under one base directory (see the module's docstring)."""
+    """The chunk files and manifests under one base directory (docs/architecture.md, "The Layer-1
+    hand-over")."""
 
     def __init__(self, base: Path) -> None:
         self.base = base

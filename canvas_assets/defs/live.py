@@ -1,18 +1,8 @@
 """Live events in Dagster: the live feed as an asset with a freshness policy in minutes, per-course lag
 observations, and the reconciliation check that runs after each nightly sync.
 
-The consumer (`canvas-assets live`) is a long-running process, not a Dagster run: a sensor tick cannot
-hold a long poll open, and a run per batch costs seconds of bookkeeping against a one-second budget. It
-reports to the instance without a run (`report_runless_asset_event`), once per reporting interval, never
-per event:
-
-- a materialization of `canvas_live_events` (an external asset: Dagster does not build it) with the
-  interval's figures; an idle consumer still reports every `HEARTBEAT_S`, so the freshness policy
-  (`LIVE_FRESHNESS`: warn after 5 minutes, fail after 15) turns the asset stale exactly when the feed stops,
-  not when nobody grades;
-- one observation of `layer1/submissions` (the live-fed asset people watch; enrollment scores change with
-  it) per course that had live changes in the interval, in the course's partition: its newest event time
-  and the lag from that event to the commit that applied it.
+The consumer (`canvas-assets live`) reports these without a run, once per interval; what each one means and
+why: docs/operations.md, "Watch it in Dagster".
 """
 
 from collections.abc import Sequence

@@ -1,11 +1,7 @@
 """The three Dagster resources every asset and check takes: `canvas`, `sync_profile`, `warehouse`.
 
-Bound once in `canvas_assets.definitions`:
-`CanvasResource(base_url=dg.EnvVar("CANVAS_BASE_URL"), api_token=dg.EnvVar("CANVAS_API_TOKEN"))`,
-`SyncProfileResource()` (the preset from CANVAS_SYNC_PROFILE for runs without run config) and
-`WarehouseResource()` (the URL from CANVAS_ASSETS_DATABASE_URL, else the local store). The sync profile's
-timeout and retry count belong to the run, not to the `canvas` resource, so the caller passes them to
-`get_client`.
+Bound once in `canvas_assets.definitions`. The sync profile's timeout and retry count belong to the run,
+not to the `canvas` resource, so the caller passes them to `get_client`.
 """
 
 from typing import Any, Optional

@@ -1,20 +1,10 @@
 """The extraction engine: many courses fetched concurrently into staging (Dagster-free; the
 `canvas_extract` asset in `assets/extract.py` runs it).
 
-Every (course, entity) pair is one task in a thread pool; the Canvas client's pacer decides how many
-HTTP requests are actually in flight, so the pool only has to be big enough to keep the pacer busy.
-A course's records are written to staging as soon as all of its entities are in (grouped into
-transactions of `processing.batch_size` courses), so a crash loses at most one batch of work.
-
-What a profile's processing values mean here:
-- `request_timeout_seconds` is each course's time budget: all of its requests (retries included) must
-  finish within it; each request's read timeout is what is left of the budget (at most 60 s, the
-  point where Canvas Cloud's load balancer gives up anyway). A course past its budget fails with a
-  timeout error; the other courses go on.
-- `retry_attempts` is how many times one request is retried after a recoverable error.
-- `batch_size` is how many finished courses are committed to staging in one transaction.
-- `submissions_full_refresh_days` (and any entity's `Incremental.refresh_days_field`): how old a course's
-  last full fetch may be before an incremental entity is fetched in full again (canvas_assets.extract.incremental).
+One thread-pool task per (course, entity); the Canvas client's pacer decides how many requests are in
+flight. A course is staged once all its entities are in, in transactions of `processing.batch_size`
+courses, so a crash loses at most one batch. See docs/architecture.md, "Data flow" (2. Extract); what each
+processing value means: README, "Sync profiles", and docs/failures.md for the time budgets.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""The fetch plans of `grade_changes` (canvas_assets.entities): Canvas's grade change audit log of a course.
-
-GradeChangeAuditApiController#for_course (`/api/v1/audit/grade_change/courses/:id`) serves the events newest
-first, bookmarked, each page an object holding them under `events`; `start_time` is inclusive. The log is
-append-only, so it is fetched in full once and then by time window from the course's watermark (less the
-overlap, `extract.incremental`), re-read events merged by their uuid (docs/canvas-api.md §7).
-
-A big course's first fetch is cut into time windows fetched at once (`fetch_in_windows`): one list of
-pages is served a page after another, and the biggest course's log (a grade change per graded submission,
-134k in the large benchmark) would otherwise be a serial list of 1,300 pages, longer than the rest of the
-sync. Windows, unlike assignments, cover every event: those of deleted assignments and course grade
-overrides too.
+"""The fetch plans of `grade_changes` (canvas_assets.entities): Canvas's grade change audit log of a course,
+append-only, so fetched in full once and then from the watermark; a big course's first fetch is cut into time
+windows fetched at once (`fetch_in_windows`). How Canvas serves it and why windows: docs/canvas-api.md §7.
 """
 
 from __future__ import annotations

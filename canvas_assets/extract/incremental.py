@@ -1,31 +1,8 @@
 """Incremental fetching: after a course's first full fetch, ask Canvas only for what changed since.
 
-Of the lists the project mirrors, only submissions can be filtered by time (`submitted_since`,
-`graded_since`), so this is what an entity with `Entity.incremental` uses (canvas_assets.entities). The
-rules, per (entity, course):
-
-- **The watermark** is the latest change time Canvas reported among the course's records (the newest
-  `submitted_at` or `graded_at`). Anything that changes after a fetch gets a time after that fetch, hence
-  after the watermark: deriving it from the data rather than from our clock makes it immune to the skew
-  between our clock and Canvas's. A fetch asks for what changed after `watermark - OVERLAP`; the overlap
-  re-reads a few minutes of changes, for rows Canvas committed late (a slow request on Canvas's side
-  writes a time it commits later), and the merge makes re-reading harmless.
-- **Committed with the data it describes**: the watermark is a column of the course's staging row, written
-  in the same transaction as the merged records. A course whose fetch fails, or whose other entities fail
-  in that run, is not staged: it keeps its records and its old watermark, and the next sync asks again.
-- **Newcomers**: records of parents the staged records do not mention (a new student's or a new
-  assignment's submissions: unsubmitted, or older than the watermark) have no change time to filter on;
-  the entity's `new_parents` plan asks for them by parent id.
-- **Merged**: changed records replace the staged ones by key (their rows are upserted); records whose parent
-  vanished (a deleted assignment, a dropped student: the entity's `keep` rule over the same run's other
-  entities) are deleted, so the staged records are what a full fetch would return, and the Layer-1 load
-  treats them like one.
-- **Full refreshes**: what Canvas changes without a change time is invisible to an incremental fetch
-  (`missing` flips when a due date passes; a late policy changes `late` and `points_deducted`; a grade is
-  posted later). A course is fetched in full when it has no watermark (first sync, or no record has a
-  change time yet) or when its last full fetch is `processing.submissions_full_refresh_days` old or more;
-  0 means every sync is full (FULL_PROCESSING, the weekly sync). Those flags are at most that many days
-  stale (docs/operations.md).
+Only submissions can be filtered by time (`submitted_since`, `graded_since`), so this is what an entity
+with `Entity.incremental` uses. The rules (watermark, overlap, newcomers, merge, full refreshes) are
+docs/operations.md, "Incremental submissions"; the watermark is committed with the records it describes.
 """
 
 from __future__ import annotations
@@ -73,8 +50,9 @@ def watermark_of(
 def since(
     watermark: datetime | None, full_fetched_at: datetime | None, *, refresh_days: int | None, now: datetime
 ) -> datetime | None:
-    """What to ask for changes after; None means fetch in full (see the module docstring). `refresh_days`
-    None: never in full again once a watermark is known (an append-only log, whose old records never change)."""
+    """What to ask for changes after; None means fetch in full (docs/operations.md, "Incremental
+    submissions"). `refresh_days` None: never in full again once a watermark is known (an append-only log,
+    whose old records never change)."""
     if watermark is None or full_fetched_at is None:
         return None
     if refresh_days is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -67,13 +66,6 @@ class ExtractReport:
 
     def course_ids(self, status: str) -> list[int]:
         return [cid for cid, c in self.courses.items() if c.status == status]
-
-    def records_by_entity(self) -> dict[str, int]:
-        totals: dict[str, int] = defaultdict(int)
-        for c in self.courses.values():
-            for e, o in c.entities.items():
-                totals[e] += o.record_count
-        return dict(totals)
 
     def raise_if_every_course_failed(self) -> None:
         """A run in which no course could be fetched is a failed run (a Canvas outage, say), with the

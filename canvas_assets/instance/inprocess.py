@@ -1,13 +1,9 @@
 """The in-process run: a job executed in this process through the instance, its events streamed, not kept.
 
 The adapter to Dagster's run-execution internals (dagster 1.13.27, pinned in setup.cfg; README
-"Dagster release"). `JobDefinition.execute_in_process` is the public way to run a job in this process,
-but it keeps every event of the run (one materialization per course per asset, with its metadata, in a
-ranged run) and captures every op output for its result object: hundreds of MB for a run of a thousand
-courses (measured: see docs/architecture.md, "The in-process run"). `start_run` builds the same run the
-way `execute_in_process` does (dagster/_core/execution/execute_in_process.py) and hands back the
-run's event stream instead, for the caller to look at each event as it goes by (the instance has stored
-it) and drop it.
+"Dagster release"). `start_run` builds the run the way `JobDefinition.execute_in_process` does
+(dagster/_core/execution/execute_in_process.py) but hands back its event stream instead of keeping every
+event and output; why: docs/architecture.md, "The in-process run".
 
 What it relies on, each checked by canvas_assets_tests/test_dagster_adapters.py:
 

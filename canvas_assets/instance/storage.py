@@ -3,15 +3,8 @@ with the event-log behaviour that makes a ranged run of thousands of courses che
 
 Referenced from `dagster.yaml` as `storage: custom: {module: canvas_assets.instance.storage, class:
 CanvasStorage, config: ...}`, so every process that opens the instance (CLI, webserver, daemon, run
-workers) gets the same behaviour with no environment variable to remember. What it changes, and why, is
-docs/architecture.md, "The instance storage": one planned event per asset per run, carrying the run's
-course subset; batched event writes (`DAGSTER_EVENT_BATCH_SIZE`, set here for this process and its
-children); pooled connections; a course whose partition metadata says `canvas/course_status: failed` stored
-as an `ASSET_FAILED_TO_MATERIALIZE` event (its partition keeps its last good materialization); the courses a
-failed run planned but did not store given a per-partition planned event and a failure event; and, since
-Dagster 1.13's partition status never reads failure events (Dagster+ does), the partitions whose latest
-outcome is a failure added to Dagster's failed subset on each read of `get_asset_status_cache_values` (the
-one method through which the UI and automation read it; Dagster's stored cache is left as it builds it).
+workers) gets the same behaviour with no environment variable to remember. What it changes, and why:
+docs/architecture.md, "The instance storage".
 
 Dagster release: this module is the adapter to Dagster's instance storage internals (dagster 1.13.27,
 dagster-postgres 0.29.27, pinned in setup.cfg; README "Dagster release"). What it relies on, each
@@ -164,7 +157,8 @@ class CanvasEventLogStorage(_FromStorageConfig, _Pooled, PostgresEventLogStorage
         self, partitions_defs_by_key: Iterable[tuple[AssetKey, PartitionsDefinition | None]], context: Any
     ) -> Sequence[AssetStatusCacheValue | None]:
         """Dagster's partition status of each asset, with the courses whose last outcome was a failure
-        event added to its failed subset (see the module docstring: Dagster 1.13 ignores those events)."""
+        event added to its failed subset (Dagster 1.13 ignores those events: docs/architecture.md, "The
+        instance storage")."""
         keys = list(partitions_defs_by_key)
         values = super().get_asset_status_cache_values(keys, context)
         return [
@@ -346,12 +340,8 @@ def _as_failure_if_failed(event: EventLogEntry) -> EventLogEntry:
 
 
 def pooled_engine(postgres_url: str) -> sa.Engine:
-    """A small connection pool instead of dagster-postgres's NullPool.
-
-    With NullPool every stored event opens and closes its own connections (two or three per event);
-    a ranged run stores thousands of events, so a process keeps a few connections open instead.
-    `pool_pre_ping` replaces a connection that a database restart closed.
-    """
+    """A small connection pool instead of dagster-postgres's NullPool, which opens two or three
+    connections per stored event (docs/architecture.md, "Pooled connections")."""
     return sa.create_engine(
         postgres_url,
         isolation_level="AUTOCOMMIT",

@@ -10,7 +10,7 @@ Pure functions, one per staging entity, registered once in `TRANSFORMERS`:
 from canvas_assets.transform.base import Transformer, TransformResult
 from canvas_assets.transform.options import TransformOptions
 from canvas_assets.transform.quarantine import Rejected
-from canvas_assets.transform.registry import TRANSFORMERS, get_transformer
+from canvas_assets.transform.registry import TRANSFORMERS
 from canvas_assets.transform.schema import Field
 
 __all__ = [
@@ -20,5 +20,4 @@ __all__ = [
     "TransformOptions",
     "TransformResult",
     "Transformer",
-    "get_transformer",
 ]

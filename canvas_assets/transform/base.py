@@ -8,10 +8,9 @@ A nested object (`grades`, `term`) that is present but not an object quarantines
 Rows are deduplicated on the table's key (first occurrence wins); a ranged run is transformed in course
 chunks (`CHUNK_RECORDS`) so that only one chunk's decoded records are in memory.
 
-A record quarantined without a usable key (no `id`, or one that is not an id; a list item that is not an
-object) cannot be told apart from a row that Canvas deleted: its course's list of that table is not complete,
-so the load soft-deletes nothing there (`incomplete_courses`). Issue 21: enrollments answered `[{"foo": 1}]`
-quarantined one record and soft-deleted every enrollment of the course.
+A record quarantined without a usable key (no `id`, one that is not an id, a list item that is not an object)
+makes its course's list incomplete, so the load soft-deletes nothing there (`incomplete_courses`; issue 21:
+one keyless enrollment, `[{"foo": 1}]`, had soft-deleted every enrollment of the course).
 """
 
 from __future__ import annotations
@@ -48,10 +47,6 @@ class TransformResult:
     # show by themselves (a module quarantined with its items: its items never reached the items table).
     # `incomplete_courses` adds the courses of records quarantined without a usable key.
     incomplete: dict[str, set[int]] = field(default_factory=dict)
-
-    @property
-    def rows_out(self) -> int:
-        return sum(len(frame) for frame in self.tables.values())
 
 
 @dataclass

@@ -1,21 +1,6 @@
-"""A run's Layer-1 transform in chunks of whole courses, each chunk's result pickled to a file (Dagster-free:
-the `transform_<entity>` ops in `canvas_assets/defs/assets/layer1.py` call it, and say why chunks and files).
-
-A chunk is at most `CHUNK_RECORDS` staged records of whole courses (a larger course is a chunk of its
-own), planned from the record counts staging keeps, so no record is read to plan. Each chunk is read from
-staging, transformed and written by `transform_chunk`: in this process, or, when the entity's staging is
-big enough to pay for starting them, in worker processes, one chunk each at a time. The transform is pure
-CPU in Python (a million submissions take 12-15 s of one core), and the step runs nothing else meanwhile:
-with two workers on two cores, the submissions of a 1,500-course run are transformed in about half the
-time. Workers are spawned (not forked: the parent runs Dagster's and the client's threads), import only
-pandas, SQLAlchemy and the transformers (~0.7 s, ~110 MB each), read staging over their own connection and
-are gone when the step ends.
-
-A key can occur in two chunks (a student enrolled in courses of both: students are global). The first
-occurrence wins across chunks as it does within a transform: workers report each table's keys, and this
-process, going through the chunks in order, marks the rows whose key an earlier chunk had; reading a chunk
-back (`chunk_results`) drops them. So the rows, figures and loads are those of a one-piece transform,
-whatever the number of workers.
+"""A run's Layer-1 transform in chunks of whole courses, each chunk's result pickled to a file, in this
+process or in spawned workers (Dagster-free: the `transform_<entity>` ops in `defs/assets/layer1.py` call
+it). Planning, workers and keys shared by two chunks: docs/architecture.md, "The Layer-1 hand-over".
 """
 
 from __future__ import annotations

@@ -80,10 +80,3 @@ class _Transformers(MutableMapping[str, Transformer]):
 
 
 TRANSFORMERS: MutableMapping[str, Transformer] = _Transformers()
-
-
-def get_transformer(entity: str) -> Transformer:
-    try:
-        return TRANSFORMERS[entity]
-    except KeyError:
-        raise KeyError(f"no transformer for entity {entity!r}; known: {sorted(TRANSFORMERS)}") from None

@@ -1,10 +1,6 @@
-"""Account-level assets: lists Canvas keeps per account, not per course (the enrollment terms).
-
-One unpartitioned asset per account-level entity (`Entity.account_level`), `account/<name>`, fetched once per
-sync: every sync job selects it when its profile switches the entity on, and in a run over course
-partitions it runs once, unpartitioned. It has no staging asset: the list is one or two requests, so
-rebuilding it means asking Canvas again, and a staging row is keyed by course. The fetch, the transform
-(with quarantine) and the load (upsert, soft delete only on a complete list) are one step.
+"""Account-level assets: lists Canvas keeps per account, not per course (the enrollment terms): one
+unpartitioned `account/<name>` asset each, fetch, transform and load in one step, no staging
+(docs/maintaining.md, "Add an account-level entity").
 """
 
 import os

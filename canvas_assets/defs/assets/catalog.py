@@ -39,13 +39,9 @@ def catalog_account_id(config: CatalogConfig) -> Optional[str]:
 
 
 def require_course_ids(courses: list[dict[str, Any]]) -> None:
-    """Refuse a listing with a course that has no usable id, before anything is written.
-
-    Which courses exist is what the catalog is for, and a full listing marks the known courses that are not
-    in it gone: a listing of objects without ids (a broken proxy, a changed API) would mark every course gone
-    and the next sync would sync none (issue 21). Such a listing is not Canvas's: the step fails and the
-    catalog stays as it was. (A list item that is not an object never gets here: the client refuses the
-    page.)"""
+    """Refuse a listing with a course that has no usable id, before anything is written: a full listing of
+    objects without ids (a broken proxy, a changed API) would mark every known course gone (issue 21). A
+    list item that is not an object never gets here: the client refuses the page."""
     unusable = [c for c in courses if not isinstance(c, dict) or not isinstance(to_id(c.get("id")), int)]
     if unusable:
         raise CanvasAPIError(

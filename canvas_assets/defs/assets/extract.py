@@ -64,12 +64,9 @@ def canvas_extract(
     """
     with dagster_failures("extract"):
         profile = sync_profile.resolve()
-        entities = [
-            e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys and profile.wants(e)
-        ]
-        skipped = [
-            e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys and e not in entities
-        ]
+        selected = [e for e in STAGING_ENTITIES if staging_key(e) in context.selected_asset_keys]
+        entities = [e for e in selected if profile.wants(e)]
+        skipped = [e for e in selected if e not in entities]
         if skipped:
             context.log.info(f"profile {profile.name} switches off {', '.join(skipped)}: not produced")
         if not entities:

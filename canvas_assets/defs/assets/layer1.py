@@ -1,28 +1,7 @@
 """Layer-1 tables: `layer1/<entity>` graph assets, each `load_<entity>(transform_<entity>(staging))`.
 
-The transformer op reads the run's courses from staging and turns raw Canvas records into typed rows
-(one registry of transformers, shared with the tests); the load op upserts them, soft-deletes what
-vanished and records score history, for every course of a ranged run in ONE transaction. A course whose list
-held a record without its key soft-deletes nothing (its metadata says so: `canvas/soft_delete_skipped`).
-
-Memory is bounded by a chunk of courses, not by the run. A ranged run of 1,500 courses stages about a
-million submissions; transformed, handed over and loaded in one piece, the Layer-1 step peaked near 900 MB
-(benchmarks/load_benchmark.py). So the transform op works in chunks of whole courses
-(`canvas_assets.transform.chunks`; a big entity's chunks are transformed by worker processes), each
-chunk's result written to a file in a directory the `layer1_handover` IO manager gives it
-(`canvas_assets.defs.handover`). The op's output is a small manifest, `StagedTransform`, which that IO
-manager stores and hands to the load op. The load op feeds the chunk files one at a time to
-`Warehouse.load_chunks`, which loads them all in one transaction: a failure in any chunk leaves the
-warehouse exactly as it was before the load.
-
-Why files: Dagster hands an op's output over in one piece, so the chunks cannot be the output without the
-whole run's rows being in memory at once; and an op per chunk would split the load into one transaction
-per chunk. The IO manager owns the files: a retried transform step starts from an empty directory, a
-retried load step (or a re-execution of the failed run, which reads its parent's output) finds the same
-chunks again, and the load op releases them once its transaction committed.
-
-A chunk holds whole courses, so its soft delete covers exactly its own courses, and the peak is at least
-what the run's biggest course needs. The rows, figures and loads are those of a one-piece transform.
+The transform op works in chunks of whole courses and hands them to the load op as files, which loads them
+all in one transaction. See docs/architecture.md, "Data flow" (steps 3 and 4) and "The Layer-1 hand-over".
 """
 
 import dataclasses

@@ -28,13 +28,11 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from canvas_assets.canvas import budget
-from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
+from canvas_assets.canvas.api import CanvasAPI, Record
 from canvas_assets.canvas.error_map import (
-    canvas_error_text,
     error_for_exchange,
     error_for_redirect,
     error_for_response,
-    error_for_transport,
     error_for_unparsable,
 )
 from canvas_assets.canvas.fanout import FanOut
@@ -43,15 +41,8 @@ from canvas_assets.canvas.pacer import Pacer, PacerSlot, PacerTimeout
 from canvas_assets.canvas.pages import records_of_page
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
-from canvas_assets.canvas.transport import (
-    MAX_BODY_BYTES,
-    Reply,
-    Transport,
-    body_text,
-    float_header,
-)
+from canvas_assets.canvas.transport import MAX_BODY_BYTES, Reply, Transport, body_text, float_header
 from canvas_assets.canvas.urls import (
-    BASE_URL_ENV,
     TOKEN_ENV,
     Params,
     normalize_base_url,
@@ -61,21 +52,6 @@ from canvas_assets.canvas.urls import (
 )
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.jsontext import UnstorableNumber, decode_json
-
-# Re-exported: these were defined here before the split and are imported from here.
-__all__ = [
-    "ALL_ENROLLMENT_STATES_BUT_DELETED",
-    "BASE_URL_ENV",
-    "PER_PAGE",
-    "TOKEN_ENV",
-    "CanvasClient",
-    "canvas_error_text",
-    "error_for_response",
-    "error_for_transport",
-    "normalize_base_url",
-    "origin_of",
-    "parse_link_header",
-]
 
 log = logging.getLogger(__name__)
 

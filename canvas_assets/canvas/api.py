@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
@@ -17,7 +17,6 @@ from canvas_assets.extract.incremental import parse_time
 from canvas_assets.jsontext import RecordTexts
 
 Record = dict[str, Any]
-T = TypeVar("T")
 
 ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
     "active",
@@ -36,7 +35,11 @@ DISCOVERY_BUDGET_S = 900.0
 
 
 class CanvasAPI:
-    """The domain methods of `CanvasClient`."""
+    """The domain methods of `CanvasClient`, over the client's machinery (declared here, defined there)."""
+
+    _pages: Callable[..., Iterator[list[Record]]]
+    _get_object: Callable[..., Record]
+    _fan_out_map: Callable[[Callable[[int], Any], Sequence[int]], list[Any]]
 
     def _paginate(
         self,
@@ -46,18 +49,11 @@ class CanvasAPI:
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> list[Record]:
-        raise NotImplementedError
-
-    def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
-    ) -> Iterator[list[Record]]:
-        raise NotImplementedError
-
-    def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
-        raise NotImplementedError
-
-    def _fan_out_map(self, fn: Callable[[int], T], args: Sequence[int]) -> list[T]:
-        raise NotImplementedError
+        """Every record of a list endpoint (see `CanvasClient._pages`)."""
+        records: list[Record] = []
+        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
+            records.extend(page)
+        return records
 
     def list_records(
         self,

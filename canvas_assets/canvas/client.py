@@ -391,20 +391,6 @@ class CanvasClient(CanvasAPI):
         return Reply(data, response.headers, shown, status), None
 
     # --- pagination -------------------------------------------------------------------------------------
-    def _paginate(
-        self,
-        path: str,
-        params: Params | None = None,
-        *,
-        timeout: float | None = None,
-        wrapped_in: str | None = None,
-    ) -> list[Record]:
-        """Every record of a list endpoint (see `_pages`)."""
-        records: list[Record] = []
-        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
-            records.extend(page)
-        return records
-
     def _pages(
         self,
         path: str,

@@ -145,7 +145,6 @@ class Pacer:
         self._in_flight: set[int] = set()
         self._next_seq = 0
         self._not_before = 0.0
-        self._peak = 0
         # Our own requests' real costs (`X-Request-Cost`) still in the bucket: each adds its cost when it
         # ends, and the bucket leaks them at `leak_rate`. They lower R as another process's holds would.
         self._own_cost = 0.0
@@ -173,11 +172,6 @@ class Pacer:
         """Places held for the next page of a list (`release(keep=True)`), not yet taken or forgotten."""
         with self._lock:
             return self._kept
-
-    @property
-    def peak_in_flight(self) -> int:
-        with self._lock:
-            return self._peak
 
     def __repr__(self) -> str:
         return f"Pacer(limit={self.limit}, in_flight={self.in_flight}, max_in_flight={self.max_in_flight})"
@@ -315,9 +309,7 @@ class Pacer:
         seq = self._next_seq
         self._next_seq += 1
         self._in_flight.add(seq)
-        in_flight = len(self._in_flight)
-        self._peak = max(self._peak, in_flight)
-        return PacerSlot(seq=seq, waited=waited, in_flight=in_flight)
+        return PacerSlot(seq=seq, waited=waited, in_flight=len(self._in_flight))
 
     def _learn(self, remaining: float, others: int, saturated: bool, late: int = 0) -> None:
         unit = self.upfront_cost

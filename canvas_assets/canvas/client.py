@@ -1,16 +1,9 @@
 """The Canvas REST API client: every HTTP request the project makes goes through `CanvasClient`.
 
-Assets and the extractor call domain methods (`list_enrollments(course_id, states=...)`, defined in
-`api`) and get plain records back; they never build URLs or headers. Inside, one private method
-(`_get`) is the choke point for every request: the retry loop around `_attempt`, one paced exchange.
-The pure rules live in rooms of their own: URLs and `Link` headers in `urls`, the status -> error map
-in `error_map`, the urllib3 pool and JSON decoding in `transport`, the follow-up thread pool in
-`fanout`. Facts about Canvas that shape it are in docs/canvas-api.md; the ones that bite are noted
-where they matter.
-
-The hot path is lean on purpose: with a dozen requests in flight and 30 ms round trips the client makes
-hundreds of requests a second, and every microsecond of CPU under the GIL delays the threads reading
-responses (which holds their pacer slots longer). So the token-free URL shown in logs and errors is
+Callers use its domain methods (`api`) and get plain records back. Inside, `_get` is the one choke point:
+the retry loop around `_attempt`, one paced exchange. The pure rules live beside it (`urls`, `error_map`,
+`transport`, `fanout`, `pages`, `budget`); the Canvas facts that shape them are in docs/canvas-api.md. The
+hot path is lean on purpose (docs/canvas-api.md, "Code"): the token-free URL for logs and errors, say, is
 only built when something is logged or raised.
 """
 
@@ -399,15 +392,9 @@ class CanvasClient(CanvasAPI):
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> Iterator[list[Record]]:
-        """The records of a list endpoint a page at a time: per_page=100 on the first page, then `rel="next"`
-        links only. Each page is a JSON array of objects, or, with `wrapped_in`, an object holding that array under that key (`pages.records_of_page`).
-
-        Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
-        Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
-        waits for a pacer slot with the number of pages before it as its priority (the deeper a list,
-        the likelier it is the longest), and a page whose response links a next one keeps its slot
-        for it (see `_Chain`).
-        """
+        """The records of a list endpoint a page at a time (docs/canvas-api.md §2): per_page=100 on the first
+        page, then `rel="next"` links only, each page checked by `pages.records_of_page`. A page waits for a
+        pacer slot with the pages before it as its priority, and keeps its slot for the next (`_Chain`)."""
         url: str | None = self.api_url + path
         query: Params | None = [("per_page", str(PER_PAGE)), *(params or [])]
         seen: set[str] = set()

@@ -86,11 +86,8 @@ class _Attempt:
 
 
 class _Chain:
-    """The pages of one list being fetched: how many came back, and the pacer slot the last one kept.
-
-    The next page goes ahead of other waiting requests (pacer priority: the pages before it) and takes
-    the slot its previous page kept (`Pacer.release(keep=True)`) instead of queueing for a free one.
-    """
+    """The pages of one list being fetched: how many came back (the next page's pacer priority), and the
+    slot the last one kept for it (docs/canvas-api.md §1, Who goes next)."""
 
     __slots__ = ("kept", "pages")
 
@@ -208,10 +205,7 @@ class CanvasClient(CanvasAPI):
         chain: _Chain | None = None,
     ) -> Reply:
         """Send one GET, paced and retried, and return its parsed JSON or raise a typed CanvasAPIError.
-
-        Every request of the client passes through here and nowhere else. `chain`: the request is a page
-        of that list (its pacer priority and kept slot).
-        """
+        `chain`: the request is a page of that list (its pacer priority and kept slot)."""
         shown_cache: list[str] = []
 
         def shown() -> str:  # the token-free URL, built only when a log line or an error needs it

@@ -177,9 +177,7 @@ def body_text(content: bytes | None) -> str:
 
 def float_header(headers: Any, name: str) -> float | None:
     value = headers.get(name)
-    if value is None:
-        return None
     try:
-        return float(value)
+        return None if value is None else float(value)
     except (TypeError, ValueError):
         return None

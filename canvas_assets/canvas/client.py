@@ -48,18 +48,12 @@ from canvas_assets.jsontext import UnstorableNumber, decode_json
 
 log = logging.getLogger(__name__)
 
-# Canvas's default page size is 10, which silently truncates clients that forget it; 100 is the maximum
-# (larger values are clamped, not rejected). Old or self-hosted instances may cap lower: we follow
-# `next` links, so a smaller page only costs requests.
-PER_PAGE = 100
-# The most pages the client follows in one list: 1,000,000 records at 100 a page, several times the longest
-# list of the largest course we know of (the large benchmark's biggest course is 1,347 pages, and a big
-# course's submissions are fetched in shorter slices anyway). A list still linking a next page past it is
-# a fault or an attack (a next link to a new URL on every page), and fails rather than grow for ever.
+PER_PAGE = 100  # Canvas's maximum page size; its default is 10 (docs/canvas-api.md §2)
+# The most pages followed in one list: a million records, several times the longest list known (1,347 pages
+# in the large benchmark). A list still linking a new next page past it fails rather than grow for ever.
 MAX_PAGES = 10_000
-# The most JSON objects and arrays one page may hold before it is decoded. A page of 100 records with their
-# nested objects (grades, users, up to 100 module items each) holds a few tens of thousands; what a hostile
-# body of a few MB of `{}` would cost decoded (64 bytes or more each) is bounded by this.
+# The most JSON objects and arrays one page may hold, counted before decoding: a page of 100 records holds a
+# few tens of thousands; a hostile body of `{}` would cost 64 bytes or more each once decoded.
 MAX_PAGE_OBJECTS = 250_000
 MAX_ERROR_BODY_BYTES = 1024 * 1024  # an error body is shown in part at most: read no more than this
 

@@ -165,11 +165,9 @@ TOKEN_FILTER = RedactingFilter()
 _installed: set[str] = set()
 _install_lock = threading.Lock()
 
-# The HTTP stack's own loggers: their warnings ("Retrying ... after connection broken by ...", "Failed to
-# parse headers", "Connection pool is full, discarding connection") quote URLs, headers and exception
-# texts. A logger's filters do not apply to records of its children, so each module's logger gets the
-# filter (urllib3 2.x names them after its modules); `py.warnings` carries `warnings.warn` once
-# `logging.captureWarnings` is on.
+# The HTTP stack's loggers, whose warnings quote URLs, headers and exceptions (docs/canvas-api.md §6). A
+# logger's filters skip its children's records, so each urllib3 module's logger gets the filter (urllib3 2.x
+# names them after its modules); `py.warnings` carries `warnings.warn` once `logging.captureWarnings` is on.
 HTTP_STACK_LOGGERS = (
     "urllib3",
     "urllib3.connection",

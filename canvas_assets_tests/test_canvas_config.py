@@ -6,8 +6,9 @@ import dagster as dg
 import pytest
 
 from canvas_assets.canvas import CanvasClient
-from canvas_assets.canvas.client import canvas_error_text, error_for_response, parse_link_header
+from canvas_assets.canvas.error_map import canvas_error_text, error_for_response
 from canvas_assets.canvas.redact import RedactingFilter, redact, redact_url
+from canvas_assets.canvas.urls import parse_link_header
 from canvas_assets.defs.resources import CanvasResource
 from canvas_assets.errors import (
     CanvasAuthError,

@@ -2,7 +2,7 @@
 
 import threading
 
-from canvas_assets.canvas.pacer import Pacer
+from canvas_assets.canvas.pacer import Pacer, PacerSlot
 
 
 class FakeClock:
@@ -137,13 +137,14 @@ def test_acquire_blocks_while_the_limit_is_reached_and_resumes_on_release():
     pacer = Pacer(max_in_flight=1)
     held = pacer.acquire()
     got = threading.Event()
-    t = threading.Thread(target=lambda: (pacer.acquire(), got.set()), daemon=True)
+    slots: list[PacerSlot] = []
+    t = threading.Thread(target=lambda: (slots.append(pacer.acquire()), got.set()), daemon=True)
     t.start()
     assert not got.wait(0.1)
     pacer.release(held)
     assert got.wait(5)
     t.join(5)
-    assert pacer.peak_in_flight == 1
+    assert (held.in_flight, slots[0].in_flight) == (1, 1)  # never two in flight at once
 
 
 def test_with_another_process_on_the_token_three_requests_stay_spare():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from canvas_assets.canvas import budget
 from canvas_assets.canvas.urls import Params, array_params, path_segment
@@ -17,7 +17,6 @@ from canvas_assets.extract.incremental import parse_time
 from canvas_assets.jsontext import RecordTexts
 
 Record = dict[str, Any]
-T = TypeVar("T")
 
 ALL_ENROLLMENT_STATES_BUT_DELETED: tuple[str, ...] = (
     "active",
@@ -36,7 +35,11 @@ DISCOVERY_BUDGET_S = 900.0
 
 
 class CanvasAPI:
-    """The domain methods of `CanvasClient`."""
+    """The domain methods of `CanvasClient`, over the client's machinery (declared here, defined there)."""
+
+    _pages: Callable[..., Iterator[list[Record]]]
+    _get_object: Callable[..., Record]
+    _fan_out_map: Callable[[Callable[[int], Any], Sequence[int]], list[Any]]
 
     def _paginate(
         self,
@@ -46,18 +49,11 @@ class CanvasAPI:
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> list[Record]:
-        raise NotImplementedError
-
-    def _pages(
-        self, path: str, params: Params | None = None, *, timeout: float | None = None, wrapped_in: str = ""
-    ) -> Iterator[list[Record]]:
-        raise NotImplementedError
-
-    def _get_object(self, path: str, params: Params | None = None, *, timeout: float | None = None) -> Record:
-        raise NotImplementedError
-
-    def _fan_out_map(self, fn: Callable[[int], T], args: Sequence[int]) -> list[T]:
-        raise NotImplementedError
+        """Every record of a list endpoint (see `CanvasClient._pages`)."""
+        records: list[Record] = []
+        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
+            records.extend(page)
+        return records
 
     def list_records(
         self,
@@ -67,12 +63,9 @@ class CanvasAPI:
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> list[Record]:
-        """Every record of the Canvas list at `path` (under /api/v1, `/courses/7/sections`) with `params`:
-        the list of an entity that needs nothing but its path and parameters (`entities.listed`), paginated,
-        bounded and failing as every other list does (`_pages`). `wrapped_in` names the key under which each
-        page holds its records, for the few lists Canvas wraps in an object (`/courses/7/grading_periods`
-        answers `{"grading_periods": [...], "meta": ...}`); a page without it is an error. A list with logic
-        of its own (defaults to send, follow-up requests) keeps a method of its own below."""
+        """Every record of the Canvas list at `path` (under /api/v1, `/courses/7/sections`) with `params`, for
+        an entity that needs nothing but its path and parameters (`entities.listed`). `wrapped_in`: the key
+        each page holds its records under, for the lists Canvas wraps in an object (docs/canvas-api.md §2)."""
         if not path.startswith("/") or "?" in path or "#" in path:
             raise ConfigurationError(
                 f"a Canvas list path starts with / and carries no query ({path!r}): give the path under "
@@ -160,12 +153,8 @@ class CanvasAPI:
         )
 
     def list_modules(self, course_id: int | str, *, timeout: float | None = None) -> list[Record]:
-        """Modules with their complete `items` lists.
-
-        `include[]=items` inlines a module's items only when it has at most 100; for the others the items
-        are fetched from `/modules/:id/items`, those fetches concurrently with each other (through the
-        same pacer).
-        """
+        """Modules with their complete `items` lists: those `include[]=items` leaves out (over 100 items) are
+        fetched from `/modules/:id/items`, concurrently through the same pacer (docs/canvas-api.md §2)."""
         path = f"/courses/{path_segment(course_id)}/modules"
         modules = self._paginate(path, [("include[]", "items")], timeout=timeout)
         missing = [i for i, m in enumerate(modules) if _items_missing(m)]
@@ -189,10 +178,9 @@ class CanvasAPI:
         student_ids: Sequence[int] = (),
         timeout: float | None = None,
     ) -> list[Record]:
-        """Submissions of a course: of every student (`student_ids[]=all`: without it Canvas returns only
-        the caller's own), or of `student_ids`; of every assignment, or of `assignment_ids`.
-        `submitted_since` / `graded_since` keep those submitted / graded strictly after the instant; given
-        both, Canvas applies both."""
+        """Submissions of a course: of every student (`student_ids[]=all`) or of `student_ids`, of every
+        assignment or of `assignment_ids`, submitted / graded strictly after `submitted_since` /
+        `graded_since` when given (docs/canvas-api.md §3)."""
         params = _submissions_params(student_ids, assignment_ids)
         for name, since in (("submitted_since", submitted_since), ("graded_since", graded_since)):
             if since is not None:
@@ -202,10 +190,8 @@ class CanvasAPI:
     def list_submissions_by_assignments(
         self, course_id: int | str, slices: Sequence[Sequence[int]], *, timeout: float | None = None
     ) -> RecordTexts:
-        """Every student's submissions to the assignments of `slices`, one list per slice, fetched concurrently
-        (through the same pacer) and returned one after another: a course's one long list of pages cut into
-        several shorter ones (see `entities._submissions_in_slices`). Only a big course is sliced, so its
-        pages are kept compressed as they arrive (`jsontext.RecordTexts`)."""
+        """Every student's submissions to the assignments of `slices`, one list per slice fetched
+        concurrently, returned one after another, kept compressed (docs/canvas-api.md §1, Long lists)."""
 
         def fetch(index: int) -> RecordTexts:
             texts = RecordTexts()
@@ -217,10 +203,8 @@ class CanvasAPI:
         return RecordTexts(self._fan_out_map(fetch, list(range(len(slices)))))
 
     def list_terms(self, account_id: int | str, *, timeout: float | None = None) -> list[Record]:
-        """The enrollment terms of a root account (`self`: the token's own root account), every state:
-        TermsApiController#index lists only `active` ones unless `workflow_state[]=all` is sent, and a
-        deleted term must come back as `deleted`, not vanish. Its pages are objects holding the list under
-        `enrollment_terms` (numbered pagination, ordered by start_at, end_at, id)."""
+        """The enrollment terms of a root account (`self`: the token's own) in every state, deleted ones
+        included (`workflow_state[]=all`), read under `enrollment_terms` (docs/canvas-api.md §7)."""
         path = f"/accounts/{path_segment(account_id)}/terms"
         return self._paginate(
             path, [("workflow_state[]", "all")], timeout=timeout, wrapped_in="enrollment_terms"
@@ -229,9 +213,8 @@ class CanvasAPI:
     def list_grade_changes(
         self, course_id: int | str, *, start_time: datetime | None = None, timeout: float | None = None
     ) -> list[Record]:
-        """A course's grade change audit events (GradeChangeAuditApiController#for_course), newest first,
-        those created at or after `start_time` when given (Canvas's window is inclusive). Its pages are
-        compound documents holding the events under `events` (bookmarked, no `last` link)."""
+        """A course's grade change audit events, newest first, those created at or after `start_time` when
+        given, read under `events` (docs/canvas-api.md §7)."""
         params: Params = [] if start_time is None else [("start_time", canvas_time(start_time))]
         path = _grade_changes_path(course_id)
         return self._paginate(path, params, timeout=timeout, wrapped_in="events")
@@ -239,17 +222,12 @@ class CanvasAPI:
     def list_grade_changes_in_windows(
         self, course_id: int | str, cuts: Sequence[datetime], *, timeout: float | None = None
     ) -> RecordTexts:
-        """A course's whole grade change log as one list per time window, fetched concurrently: `cuts` (in
-        ascending order) split time into windows (before the first, between two, after the last), so the
-        windows cover every instant whatever the events' times. Canvas's bounds are both inclusive: an
-        event at a cut comes in the two windows that share it, and is kept only in the later one. Newest
-        window first, as one list would give them; compressed as they arrive, as for sliced submissions."""
-        seconds = sorted(
-            {c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts}
-        )  # as Canvas reads them
-        bounds: list[tuple[datetime | None, datetime | None]] = list(
-            zip([None, *seconds], [*seconds, None], strict=True)
-        )
+        """A course's whole grade change log as one list per time window around the `cuts`, fetched
+        concurrently, newest window first as one list would give them, kept compressed; an event at a cut
+        is kept in the later window only (docs/canvas-api.md §7)."""
+        # The cuts in UTC to the second, as Canvas reads them; a window before, between and after them.
+        seconds = sorted({c.astimezone(timezone.utc).replace(microsecond=0) for c in cuts})
+        bounds = list(zip([None, *seconds], [*seconds, None], strict=True))
 
         def fetch(index: int) -> RecordTexts:
             start, end = bounds[index]

@@ -1,16 +1,5 @@
-"""Deadlines that hold: a time budget over everything the client does for one piece of work.
-
-A read timeout bounds one socket read, not a response (a body trickled a byte at a time never trips it),
-not a list (a list whose every page links a new next page never ends), and not the waits between
-requests (backoff, the pacer's leak wait). A `Deadline` does: the work that owns it (the extraction of
-one course's entity, the discovery of courses) opens it with `within`, and every request made meanwhile,
-by that thread or by the follow-up threads it fans out to, stops at it: the pacer's wait, each attempt's
-read timeout, the reading of each body, each backoff, each next page. Past it the client raises
-`CanvasTimeout` naming the work, what it was doing and the budget; no retry follows.
-
-The deadline lives in a thread-local, so the client's domain methods need no parameter for it, and the
-code that sets budgets (the extraction engine) needs nothing of the client.
-"""
+"""Deadlines that hold: a time budget over everything the client does for one piece of work, in the
+calling thread and the follow-up threads it fans out to (docs/canvas-api.md §1, Time limits)."""
 
 from __future__ import annotations
 

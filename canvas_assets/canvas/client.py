@@ -1,16 +1,9 @@
 """The Canvas REST API client: every HTTP request the project makes goes through `CanvasClient`.
 
-Assets and the extractor call domain methods (`list_enrollments(course_id, states=...)`, defined in
-`api`) and get plain records back; they never build URLs or headers. Inside, one private method
-(`_get`) is the choke point for every request: the retry loop around `_attempt`, one paced exchange.
-The pure rules live in rooms of their own: URLs and `Link` headers in `urls`, the status -> error map
-in `error_map`, the urllib3 pool and JSON decoding in `transport`, the follow-up thread pool in
-`fanout`. Facts about Canvas that shape it are in docs/canvas-api.md; the ones that bite are noted
-where they matter.
-
-The hot path is lean on purpose: with a dozen requests in flight and 30 ms round trips the client makes
-hundreds of requests a second, and every microsecond of CPU under the GIL delays the threads reading
-responses (which holds their pacer slots longer). So the token-free URL shown in logs and errors is
+Callers use its domain methods (`api`) and get plain records back. Inside, `_get` is the one choke point:
+the retry loop around `_attempt`, one paced exchange. The pure rules live beside it (`urls`, `error_map`,
+`transport`, `fanout`, `pages`, `budget`); the Canvas facts that shape them are in docs/canvas-api.md. The
+hot path is lean on purpose (docs/canvas-api.md, "Code"): the token-free URL for logs and errors, say, is
 only built when something is logged or raised.
 """
 
@@ -28,13 +21,11 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from canvas_assets.canvas import budget
-from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED, CanvasAPI, Record
+from canvas_assets.canvas.api import CanvasAPI, Record
 from canvas_assets.canvas.error_map import (
-    canvas_error_text,
     error_for_exchange,
     error_for_redirect,
     error_for_response,
-    error_for_transport,
     error_for_unparsable,
 )
 from canvas_assets.canvas.fanout import FanOut
@@ -43,15 +34,8 @@ from canvas_assets.canvas.pacer import Pacer, PacerSlot, PacerTimeout
 from canvas_assets.canvas.pages import records_of_page
 from canvas_assets.canvas.redact import install_redaction, redact, redact_url
 from canvas_assets.canvas.retry import backoff_delay, is_throttle, should_retry
-from canvas_assets.canvas.transport import (
-    MAX_BODY_BYTES,
-    Reply,
-    Transport,
-    body_text,
-    float_header,
-)
+from canvas_assets.canvas.transport import MAX_BODY_BYTES, Reply, Transport, body_text, float_header
 from canvas_assets.canvas.urls import (
-    BASE_URL_ENV,
     TOKEN_ENV,
     Params,
     normalize_base_url,
@@ -62,35 +46,14 @@ from canvas_assets.canvas.urls import (
 from canvas_assets.errors import CanvasAPIError, ConfigurationError
 from canvas_assets.jsontext import UnstorableNumber, decode_json
 
-# Re-exported: these were defined here before the split and are imported from here.
-__all__ = [
-    "ALL_ENROLLMENT_STATES_BUT_DELETED",
-    "BASE_URL_ENV",
-    "PER_PAGE",
-    "TOKEN_ENV",
-    "CanvasClient",
-    "canvas_error_text",
-    "error_for_response",
-    "error_for_transport",
-    "normalize_base_url",
-    "origin_of",
-    "parse_link_header",
-]
-
 log = logging.getLogger(__name__)
 
-# Canvas's default page size is 10, which silently truncates clients that forget it; 100 is the maximum
-# (larger values are clamped, not rejected). Old or self-hosted instances may cap lower: we follow
-# `next` links, so a smaller page only costs requests.
-PER_PAGE = 100
-# The most pages the client follows in one list: 1,000,000 records at 100 a page, several times the longest
-# list of the largest course we know of (the large benchmark's biggest course is 1,347 pages, and a big
-# course's submissions are fetched in shorter slices anyway). A list still linking a next page past it is
-# a fault or an attack (a next link to a new URL on every page), and fails rather than grow for ever.
+PER_PAGE = 100  # Canvas's maximum page size; its default is 10 (docs/canvas-api.md §2)
+# The most pages followed in one list: a million records, several times the longest list known (1,347 pages
+# in the large benchmark). A list still linking a new next page past it fails rather than grow for ever.
 MAX_PAGES = 10_000
-# The most JSON objects and arrays one page may hold before it is decoded. A page of 100 records with their
-# nested objects (grades, users, up to 100 module items each) holds a few tens of thousands; what a hostile
-# body of a few MB of `{}` would cost decoded (64 bytes or more each) is bounded by this.
+# The most JSON objects and arrays one page may hold, counted before decoding: a page of 100 records holds a
+# few tens of thousands; a hostile body of `{}` would cost 64 bytes or more each once decoded.
 MAX_PAGE_OBJECTS = 250_000
 MAX_ERROR_BODY_BYTES = 1024 * 1024  # an error body is shown in part at most: read no more than this
 
@@ -117,11 +80,8 @@ class _Attempt:
 
 
 class _Chain:
-    """The pages of one list being fetched: how many came back, and the pacer slot the last one kept.
-
-    The next page goes ahead of other waiting requests (pacer priority: the pages before it) and takes
-    the slot its previous page kept (`Pacer.release(keep=True)`) instead of queueing for a free one.
-    """
+    """The pages of one list being fetched: how many came back (the next page's pacer priority), and the
+    slot the last one kept for it (docs/canvas-api.md §1, Who goes next)."""
 
     __slots__ = ("kept", "pages")
 
@@ -239,10 +199,7 @@ class CanvasClient(CanvasAPI):
         chain: _Chain | None = None,
     ) -> Reply:
         """Send one GET, paced and retried, and return its parsed JSON or raise a typed CanvasAPIError.
-
-        Every request of the client passes through here and nowhere else. `chain`: the request is a page
-        of that list (its pacer priority and kept slot).
-        """
+        `chain`: the request is a page of that list (its pacer priority and kept slot)."""
         shown_cache: list[str] = []
 
         def shown() -> str:  # the token-free URL, built only when a log line or an error needs it
@@ -415,20 +372,6 @@ class CanvasClient(CanvasAPI):
         return Reply(data, response.headers, shown, status), None
 
     # --- pagination -------------------------------------------------------------------------------------
-    def _paginate(
-        self,
-        path: str,
-        params: Params | None = None,
-        *,
-        timeout: float | None = None,
-        wrapped_in: str | None = None,
-    ) -> list[Record]:
-        """Every record of a list endpoint (see `_pages`)."""
-        records: list[Record] = []
-        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
-            records.extend(page)
-        return records
-
     def _pages(
         self,
         path: str,
@@ -437,15 +380,9 @@ class CanvasClient(CanvasAPI):
         timeout: float | None = None,
         wrapped_in: str | None = None,
     ) -> Iterator[list[Record]]:
-        """The records of a list endpoint a page at a time: per_page=100 on the first page, then `rel="next"`
-        links only. Each page is a JSON array of objects, or, with `wrapped_in`, an object holding that array under that key (`pages.records_of_page`).
-
-        Page URLs are never built: many Canvas collections use opaque bookmarks and have no `last` link.
-        Pages cannot be fetched in parallel, so a long list is the critical path of a fetch: a page
-        waits for a pacer slot with the number of pages before it as its priority (the deeper a list,
-        the likelier it is the longest), and a page whose response links a next one keeps its slot
-        for it (see `_Chain`).
-        """
+        """The records of a list endpoint a page at a time (docs/canvas-api.md §2): per_page=100 on the first
+        page, then `rel="next"` links only, each page checked by `pages.records_of_page`. A page waits for a
+        pacer slot with the pages before it as its priority, and keeps its slot for the next (`_Chain`)."""
         url: str | None = self.api_url + path
         query: Params | None = [("per_page", str(PER_PAGE)), *(params or [])]
         seen: set[str] = set()

@@ -1,11 +1,6 @@
-"""Pure error mapping of the client: a Canvas response or a transport failure -> a typed CanvasAPIError.
-
-Canvas's answers are messy (docs/canvas-api.md §5): 401 means both "bad token" and "not allowed", 403
-is a permission refusal, the legacy throttle or a refused request, error bodies come in several shapes.
-The rules live here, free of I/O, with table-driven tests (canvas_assets_tests/test_canvas_error_map.py).
-Every `url` given to these functions must already be token-free; Canvas's own error text is redacted with
-the `secrets` given, after it is decoded (a JSON body can carry the token as `\\u` escapes).
-"""
+"""Pure error mapping of the client: a Canvas response or a transport failure -> a typed CanvasAPIError
+(docs/canvas-api.md §5). Every `url` given must already be token-free; Canvas's own error text is
+redacted with the `secrets` given, once decoded."""
 
 from __future__ import annotations
 

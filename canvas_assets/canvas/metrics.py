@@ -7,15 +7,7 @@ from typing import Any
 
 
 class ClientMetrics:
-    """Thread-safe counters of one client's traffic.
-
-    - requests: HTTP attempts sent (retries included)
-    - retries: attempts that were repeats of a failed one
-    - throttled: attempts Canvas refused because the token's bucket was full
-    - errors: attempts that failed for another reason (HTTP >= 400, timeout, connection failure)
-    - wait_seconds: time spent waiting, for the pacer and in retry backoff
-    - peak_in_flight: the most requests this client had in flight at once
-    """
+    """Thread-safe counters of one client's traffic (docs/canvas-api.md §1, What gets counted)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

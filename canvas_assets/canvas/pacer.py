@@ -1,51 +1,15 @@
-"""Pacing requests so the token's leaky bucket never overflows.
+"""Pacing requests so the token's leaky bucket never overflows (docs/canvas-api.md §1, Pacing).
 
-Canvas keeps one leaky bucket per token (docs/canvas-api.md §1): each request in flight holds an up-front
-cost of 50 units, the bucket leaks 10 units/s, and a request arriving while the level is at the
-high-water mark (600 open source, 700 hosted) is refused. The mark is not announced and another
-process may share the token, so the pacer learns from what every response reports
-(`X-Rate-Limit-Remaining: R`, the room left once that request's own hold is released):
+Canvas keeps one leaky bucket per token: each request holds 50 units while in flight, the bucket leaks
+10 units/s, and a request whose own hold would reach the (unannounced) high-water mark is refused. The
+pacer learns from what each response reports (`X-Rate-Limit-Remaining`, R) how many requests fit at once
+(the cap, from readings with few others of ours in flight) and steers the limit inside it: shrink below
+the low-water mark, grow by one per round trip with room to spare, halve on a throttle, keep more room
+spare while another process spends the same token. A free slot goes to the waiting request of highest
+priority (a list's page: the pages before it), then to the longest waiting; a page whose response links
+a next page may keep its slot for it (`release(keep=True)`, then `acquire(kept=slot)`).
 
-- Capacity. A response reporting R while k *other* requests of ours were in flight (their 50 units
-  are inside the level it reports) says the bucket has about `room = R + 50k` units for holds. The
-  pacer allows `ceil(room / 50) - 1` at once (from an empty bucket: 13 hosted, 11 legacy), at least 1, at
-  most `max_in_flight`: exactly what Canvas admits, since it counts a new request's own hold before it
-  compares the level with the mark (request_throttle.rb, docs/canvas-api.md §7). The readings of those
-  13 report R = 100, above the low-water mark, and real costs or another process sharing the token lower R
-  below it and shrink the limit (below).
-  Only readings taken with few others in flight (k <= 3) set this cap: with many in flight, responses
-  that Canvas has already finished but this process has not yet read are counted in k although their
-  hold is gone, and a busy client would overestimate the room by several requests.
-- Feedback. Every reading steers the limit inside the cap: R below the low-water mark (~75 units: the
-  bucket had room for at most one more request) shrinks the limit at once (never above the others
-  still in flight); R with a request's worth to spare counts towards growing it by one per round
-  trip, only while the limit is what holds requests back. When the bucket holds more than our own
-  requests explain (another process shares the token), three requests' worth must stay spare before
-  growing, and the limit shrinks already below two: neither process sees the other's growth until
-  its next readings. Requests of another process sharing the token are part of R, so both processes
-  back off. What our own requests cost (`X-Request-Cost`, leaking at 10 units/s) is ours, not the
-  other process's. A busy process counts responses it has not read yet as in flight, which hides the
-  other process in most readings; so four readings within 0.25 s that show two of its holds keep the
-  pacer in this shared mode for 10 s, and while shared the limit stays at half of what the empty
-  bucket admits (6 of 13): two processes whose readings lag cannot together hold more than the bucket
-  admits.
-- A reading below the low-water mark with nothing else of ours in flight means real costs (or another
-  process) fill the bucket: the next request waits for the leak (10 units/s) to bring it back.
-- The pacer lets one request go alone until the first headers arrive (`initial_in_flight`): that
-  reading, with nothing else of ours in the bucket, measures the room exactly. From there the limit
-  starts at 4 and grows by one per round trip with room to spare (a limit's worth of responses
-  reporting R >= 125), never jumping to the cap: a second process on the same token would jump too,
-  and together they would overfill the bucket.
-- A throttled response halves the limit (the request itself is retried after a backoff).
-- Which waiting request gets a free slot: the one with the highest priority, then the one waiting
-  longest. The client gives a page of a list the number of pages before it: a long list's pages are
-  fetched one after the other (each needs the previous one's `next` link), so its chain is the
-  critical path of a fetch, and a page that queued behind every first page for a slot would stretch
-  it by that wait on every page. For the same reason a page whose response links a next page may keep
-  its slot for it (`release(keep=True)`, then `acquire(kept=slot)`): the place is held for the moment
-  the client takes to read the page, rather than the next page waiting for another request to end.
-
-Thread-safe: every method takes the pacer's lock.
+Thread-safe: every method but `mark_received` takes the pacer's lock.
 """
 
 from __future__ import annotations
@@ -145,7 +109,6 @@ class Pacer:
         self._in_flight: set[int] = set()
         self._next_seq = 0
         self._not_before = 0.0
-        self._peak = 0
         # Our own requests' real costs (`X-Request-Cost`) still in the bucket: each adds its cost when it
         # ends, and the bucket leaks them at `leak_rate`. They lower R as another process's holds would.
         self._own_cost = 0.0
@@ -173,11 +136,6 @@ class Pacer:
         """Places held for the next page of a list (`release(keep=True)`), not yet taken or forgotten."""
         with self._lock:
             return self._kept
-
-    @property
-    def peak_in_flight(self) -> int:
-        with self._lock:
-            return self._peak
 
     def __repr__(self) -> str:
         return f"Pacer(limit={self.limit}, in_flight={self.in_flight}, max_in_flight={self.max_in_flight})"
@@ -315,9 +273,7 @@ class Pacer:
         seq = self._next_seq
         self._next_seq += 1
         self._in_flight.add(seq)
-        in_flight = len(self._in_flight)
-        self._peak = max(self._peak, in_flight)
-        return PacerSlot(seq=seq, waited=waited, in_flight=in_flight)
+        return PacerSlot(seq=seq, waited=waited, in_flight=len(self._in_flight))
 
     def _learn(self, remaining: float, others: int, saturated: bool, late: int = 0) -> None:
         unit = self.upfront_cost
@@ -331,15 +287,9 @@ class Pacer:
             room = min(remaining + unit * others, self._max_remaining)
             fits = math.ceil(room / unit) if room > 0 else 0
             self._cap = max(1, min(self.max_in_flight, fits - self.safety_margin))
-        # Holds in the bucket that are not ours: another process is spending the same token. Then keep
-        # more room spare, since its growth and ours cannot see each other until the next readings.
-        # A busy process counts responses it has not read yet as in flight, which hides the other process
-        # in most readings, so once it has been seen the pacer stays in its shared mode for SHARED_MEMORY_S.
-        # Seen means: two holds beyond ours and our real costs, even counting the `late` requests of ours
-        # (released between this response's arrival and its release) as still in the bucket, in four
-        # readings within SIGHTING_WINDOW_S spread over more than a burst. A lone process whose reading
-        # threads wait for the CPU sees such a reading now and then (three in 0.8 s, then none for 17 s),
-        # or a burst within a few milliseconds; another process shows in dozens of readings a second.
+        # Holds beyond ours and our real costs: another process spends the token, so keep more room spare.
+        # Sightings (two such holds, our `late` releases counted as still in the bucket), as many and as
+        # spread as SIGHTING_* says, keep the shared mode on for SHARED_MEMORY_S (docs/canvas-api.md §1).
         now = self._clock()
         foreign = self._max_remaining - (remaining + unit * others + self._own_cost)
         if foreign - unit * late >= unit * 1.8:
@@ -370,10 +320,8 @@ class Pacer:
                 self._grow_credit = 0
                 self._limit += 1
         if now < self._shared_until:
-            # At most half of what the empty bucket admits. The readings of two busy processes lag by the
-            # responses each has not read yet, so both can see room that the other is about to take; with
-            # a half each they never hold more together than the bucket admits (seen: limits of 9 and 6,
-            # 15 holds, on a bucket that admits 13).
+            # At most half of what the empty bucket admits: two busy processes' readings lag, and each can see
+            # room the other is about to take (docs/canvas-api.md §1, Sharing).
             fits_all = math.ceil(self._max_remaining / unit) - self.safety_margin
             self._limit = min(self._limit, fits_all // 2)
         self._limit = max(1, min(self._limit, self._cap))

@@ -1,11 +1,6 @@
-"""What one page of a Canvas list must look like before its records are taken.
-
-Most Canvas lists answer each page with a JSON array of objects. A few wrap the array in an object under
-one key, with other keys beside it: GradingPeriodsController#index renders `{"grading_periods": [...],
-"meta": {"pagination": ...}}` (Api.jsonapi_paginate also sends the usual `Link` header, so the pages are
-followed the same way). A caller that expects such a wrapper names its key; a page of any other shape is an
-error, never an empty list: an empty list would soft-delete every row of the course.
-"""
+"""What one page of a Canvas list must look like before its records are taken: a JSON array of objects,
+or one wrapped in an object under a key the caller names; anything else is an error, never an empty list
+(docs/canvas-api.md §2)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""Keeping the Canvas token out of logs, exception messages and metrics.
+"""Keeping the Canvas token out of logs, exception messages and metrics (docs/canvas-api.md §6).
 
-The client never puts the token in a URL (it travels only in the `Authorization` header), but a
-token pasted into CANVAS_BASE_URL, an `access_token=` query parameter or an echo in an error body
-would otherwise end up in a log line: everything user-visible goes through `redact` first, and the
-`RedactingFilter` scrubs every record of the `canvas_assets.canvas` logger (and of urllib3's, whose
-warnings quote URLs and headers) as a last line of defence.
-
-Redaction applies to what is *shown*, so it looks through the encodings a body or a URL can carry the
-token in (issue 21: a 400 whose JSON message held the token as `\\u0037\\u007e...` printed it in clear
-once decoded): JSON/JavaScript `\\uXXXX`, `\\xXX` and `\\/` escapes, %-escapes and HTML character
-references. A text in which a secret appears only once decoded is shown decoded, with the secret replaced.
+Everything user-visible goes through `redact` (which looks through JSON, %- and HTML escapes), and the
+`RedactingFilter` scrubs the client's and the HTTP stack's log records as a last line of defence.
 """
 
 from __future__ import annotations
@@ -109,11 +101,9 @@ _PORT_RE = re.compile(r"[0-9]{1,5}")
 def redact_base_url(value: str) -> str:
     """What a configuration error may show of a base URL: `scheme://host[:port]`, nothing else.
 
-    A pasted `https://admin:hun#ter2@host` is cut by `urlsplit` at the `#` (or a `?` or `/`), so the
-    password lands in the "port", the fragment, the query or the path, and `redact_url` cannot tell it
-    from them (issue 21). Here any `@` ends a userinfo, whatever comes before it; a port that is not a
-    number, a path, a query and a fragment are never shown; when no plain host is left, nothing is (the
-    empty string).
+    `urlsplit` cuts a pasted `https://admin:hun#ter2@host` at the `#`, so `redact_url` could not tell the
+    password from a port, fragment, query or path (issue 21). Here any `@` ends a userinfo; a non-numeric
+    port, a path, a query and a fragment are never shown; without a plain host, nothing is ("").
     """
     text = value.strip()
     scheme, sep, rest = text.partition("://")
@@ -175,11 +165,9 @@ TOKEN_FILTER = RedactingFilter()
 _installed: set[str] = set()
 _install_lock = threading.Lock()
 
-# The HTTP stack's own loggers: their warnings ("Retrying ... after connection broken by ...", "Failed to
-# parse headers", "Connection pool is full, discarding connection") quote URLs, headers and exception
-# texts. A logger's filters do not apply to records of its children, so each module's logger gets the
-# filter (urllib3 2.x names them after its modules); `py.warnings` carries `warnings.warn` once
-# `logging.captureWarnings` is on.
+# The HTTP stack's loggers, whose warnings quote URLs, headers and exceptions (docs/canvas-api.md §6). A
+# logger's filters skip its children's records, so each urllib3 module's logger gets the filter (urllib3 2.x
+# names them after its modules); `py.warnings` carries `warnings.warn` once `logging.captureWarnings` is on.
 HTTP_STACK_LOGGERS = (
     "urllib3",
     "urllib3.connection",

@@ -1,11 +1,5 @@
-"""The retry decision and the backoff schedule, as pure functions.
-
-Which failures are worth another try is decided in one place (stripe-python's `_should_retry` is the
-model): throttles (429, or a 403 whose body says "Rate Limit Exceeded"), 5xx, 408, timeouts and dropped
-connections are; every other 4xx is a bug or a permission problem that retrying cannot fix (MIT Open
-Learning's Canvas pipeline once retried one such request 5,363 times). Sleeping and randomness are the
-caller's, so tests can make backoff instant and deterministic.
-"""
+"""The retry decision and the backoff schedule, as pure functions (docs/canvas-api.md §1, Retrying).
+Sleeping and randomness are the caller's, so tests can make backoff instant and deterministic."""
 
 from __future__ import annotations
 

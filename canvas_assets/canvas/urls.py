@@ -33,12 +33,9 @@ def is_loopback(host: str) -> bool:
 def normalize_base_url(base_url: str | None) -> str:
     """The instance root without a trailing slash or `/api/v1` (`https://school.instructure.com`).
 
-    Accepts both `https://host` and `https://host/api/v1/`. Refuses `http://` except on loopback: the
-    token travels in every request header. Refuses credentials however they are pasted: a password with
-    a `#`, `?` or `/` in it (`https://admin:hun#ter2@host`) is cut there by `urlsplit`, which then sees
-    no userinfo at all, so any `@` counts, and so does a "port" that is not a number
-    (`https://host:hunter2`). Errors show the value only as `redact_base_url` allows (scheme and host):
-    they end up in the STEP_FAILURE and RUN_FAILURE events and the CLI's output.
+    Accepts both `https://host` and `https://host/api/v1/`. Refuses `http://` except on loopback, and
+    credentials however they are pasted; errors show the value only as `redact_base_url` allows
+    (docs/canvas-api.md §6).
     """
     if base_url is None or not str(base_url).strip():
         raise ConfigurationError(

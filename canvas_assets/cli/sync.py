@@ -322,9 +322,8 @@ def _summarise(
                     rows[name] = live_rows(conn, name, courses)
             for entity in ACCOUNT_ENTITIES:
                 if profile.wants(entity):
-                    rows[TRANSFORMERS[entity].tables[0]] = account_live_rows(
-                        conn, TRANSFORMERS[entity].tables[0]
-                    )
+                    name = TRANSFORMERS[entity].tables[0]
+                    rows[name] = account_live_rows(conn, name)
     for run in runs:
         if not run.success:
             for key in run.courses:

@@ -255,9 +255,7 @@ def select_courses(
         chosen = [str(c) for c in requested]
     else:
         chosen = active
-    if max_courses is not None:
-        chosen = chosen[:max_courses]
-    return chosen
+    return chosen[:max_courses]  # max_courses None: every one
 
 
 def run_sync(

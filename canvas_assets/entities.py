@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from canvas_assets.canvas.api import ALL_ENROLLMENT_STATES_BUT_DELETED
 from canvas_assets.canvas.urls import path_segment
 from canvas_assets.extract import grade_changes, period_scores
 from canvas_assets.extract.incremental import merge
@@ -24,7 +25,7 @@ class FieldGroups(Protocol):
 
 
 # Every enrollment state but deleted: a dropped enrollment then disappears and is soft-deleted.
-ENROLLMENT_STATES_BUT_DELETED = ("active", "invited", "creation_pending", "completed", "inactive", "rejected")
+ENROLLMENT_STATES_BUT_DELETED = ALL_ENROLLMENT_STATES_BUT_DELETED
 # The same states for /courses/:id/users: CoursesController#users filters enrollment_state[] raw
 # (`workflow_state IN (...)`), creation_pending included although its YARD enum leaves it out; a student of
 # an unpublished course is creation_pending (Course#enroll_user), and was missing without it.

@@ -50,10 +50,7 @@ class CanvasAPI:
         wrapped_in: str | None = None,
     ) -> list[Record]:
         """Every record of a list endpoint (see `CanvasClient._pages`)."""
-        records: list[Record] = []
-        for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in):
-            records.extend(page)
-        return records
+        return [r for page in self._pages(path, params, timeout=timeout, wrapped_in=wrapped_in) for r in page]
 
     def list_records(
         self,

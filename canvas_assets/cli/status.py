@@ -301,20 +301,13 @@ def run_failure_reason(instance: Any, run_id: str) -> str:
         run_id,
         of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT},
     ).records
-    reason = ""
-    for record in records:
-        entry = record.event_log_entry
-        event = entry.dagster_event
-        if event is not None and event.event_type == DagsterEventType.STEP_FAILURE:
-            reason = step_failure_reason(event)
-            break
+    entries = [r.event_log_entry for r in records if r.event_log_entry.dagster_event is not None]
+    steps = (e.dagster_event for e in entries if e.dagster_event.event_type == DagsterEventType.STEP_FAILURE)
+    reason = next((step_failure_reason(event) for event in steps), "")
     if not reason:
         engine = ""
-        for record in records:
-            entry = record.event_log_entry
+        for entry in entries:
             event = entry.dagster_event
-            if event is None:
-                continue
             if event.event_type == DagsterEventType.ENGINE_EVENT and _explains_a_failure(entry.message):
                 engine = entry.message
             elif event.event_type == DagsterEventType.RUN_FAILURE:

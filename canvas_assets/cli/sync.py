@@ -255,9 +255,7 @@ def select_courses(
         chosen = [str(c) for c in requested]
     else:
         chosen = active
-    if max_courses is not None:
-        chosen = chosen[:max_courses]
-    return chosen
+    return chosen[:max_courses]  # max_courses None: every one
 
 
 def run_sync(
@@ -322,9 +320,8 @@ def _summarise(
                     rows[name] = live_rows(conn, name, courses)
             for entity in ACCOUNT_ENTITIES:
                 if profile.wants(entity):
-                    rows[TRANSFORMERS[entity].tables[0]] = account_live_rows(
-                        conn, TRANSFORMERS[entity].tables[0]
-                    )
+                    name = TRANSFORMERS[entity].tables[0]
+                    rows[name] = account_live_rows(conn, name)
     for run in runs:
         if not run.success:
             for key in run.courses:

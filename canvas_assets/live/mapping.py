@@ -16,7 +16,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from canvas_assets.live.events import LiveEvent, parse_time
@@ -243,6 +242,4 @@ def same_value(a: Any, b: Any) -> bool:
             return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
         except (TypeError, ValueError):
             return False
-    if isinstance(a, datetime) and isinstance(b, datetime):
-        return a == b
-    return bool(a == b)
+    return bool(a == b)  # datetimes: equal when the same instant

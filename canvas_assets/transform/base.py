@@ -85,9 +85,7 @@ def build_frame(
             for pos in np.flatnonzero(bad).tolist():
                 add(pos, reason_for(f, raw[pos]))
         data[f.column] = series
-    if extra:
-        for column, values in extra.items():
-            data[column] = values
+    data.update(extra or {})
     frame = pd.DataFrame(data, index=pd.RangeIndex(len(records)))
     return Frame(frame, bad_rows)
 
@@ -245,14 +243,11 @@ def transform_table(
     records, courses, not_objects = flatten(records_by_course)
     rejected = not_object_rejections(entity, table, not_objects)
     has_course_field = any(f.column == course_column for f in fields)
-    extra = None
-    if course_column and not has_course_field:
-        extra = {course_column: courses}
+    extra = {course_column: courses} if course_column and not has_course_field else None
     built = build_frame(records, fields, options, extra=extra)
     frame = built.frame
     if course_column and has_course_field:
-        column = frame[course_column]
-        frame[course_column] = column.fillna(pd.Series(courses, dtype="Int64"))
+        frame[course_column] = frame[course_column].fillna(pd.Series(courses, dtype="Int64"))
     frame = in_table_order(frame, table)
     for pos, reason in sorted(built.reasons.items()):
         record = records[pos]

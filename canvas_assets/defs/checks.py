@@ -5,7 +5,7 @@ the run's list of courses (`run_course_ids`) and reports one combined result wit
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -55,8 +55,10 @@ def _sql_check(
     describe: Callable[[Any], str],
     additional_deps: Sequence[str] = (),
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    params: Mapping[str, Any] | None = None,
 ) -> dg.AssetChecksDefinition:
-    """A check failing on every row `sql` finds among the run's courses (`:ids`, and `:run_id` if used)."""
+    """A check failing on every row `sql` finds among the run's courses (`:ids`, and `:run_id` and `params`
+    if used)."""
 
     @dg.asset_check(
         asset=dg.AssetKey(["layer1", asset]),
@@ -67,7 +69,7 @@ def _sql_check(
     @retry_on_lost_database
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         ids = run_course_ids(context)
-        bad = _query(warehouse, sql, ids, run_id=context.run.run_id)
+        bad = _query(warehouse, sql, ids, run_id=context.run.run_id, **(params or {}))
         return _result(bad, describe=describe, checked=len(ids), severity=severity)
 
     return check
@@ -149,11 +151,12 @@ def _rejected_check(entity: str) -> dg.AssetChecksDefinition:
         entity,
         f"no_rejected_{entity}",
         f"No {entity} record of this run was quarantined in canvas_rejected_records.",
-        f"""SELECT course_id, canvas_id, reason FROM canvas_rejected_records
-           WHERE run_id = :run_id AND entity = '{entity}' AND (course_id IN :ids OR course_id IS NULL)
+        """SELECT course_id, canvas_id, reason FROM canvas_rejected_records
+           WHERE run_id = :run_id AND entity = :entity AND (course_id IN :ids OR course_id IS NULL)
            ORDER BY id""",
         lambda r: f"course {r[0]} id {r[1]}: {r[2]}",
         severity=dg.AssetCheckSeverity.WARN,
+        params={"entity": entity},
     )
 
 

@@ -212,21 +212,22 @@ class Pacer:
             self._released += 1
             mark = slot.received_mark if slot.received_mark is not None else self._next_seq
             others = sum(1 for s in self._in_flight if s < mark)
-            self._add_own_cost(cost)
+            now = self._clock()
+            self._add_own_cost(cost, now)
             if throttled:
                 self._limit = max(1, self._limit // 2)
                 self._calibrated = True
             elif remaining is not None and math.isfinite(remaining):
                 late = self._released - 1 - slot.released_mark if slot.released_mark is not None else 0
-                self._learn(max(-MAX_REMAINING, min(MAX_REMAINING, remaining)), others, saturated, late)
+                reading = max(-MAX_REMAINING, min(MAX_REMAINING, remaining))
+                self._learn(reading, others, saturated, late, now)
             if keep and not throttled:
                 slot.kept = True
                 self._kept += 1
             self._grant()
 
-    def _add_own_cost(self, cost: float | None) -> None:
+    def _add_own_cost(self, cost: float | None, now: float) -> None:
         """Leak what our costs left in the bucket since the last response, then add this one's (lock held)."""
-        now = self._clock()
         self._own_cost = max(0.0, self._own_cost - (now - self._own_cost_at) * self.leak_rate)
         self._own_cost_at = now
         if cost is not None and math.isfinite(cost):
@@ -275,7 +276,7 @@ class Pacer:
         self._in_flight.add(seq)
         return PacerSlot(seq=seq, waited=waited, in_flight=len(self._in_flight))
 
-    def _learn(self, remaining: float, others: int, saturated: bool, late: int = 0) -> None:
+    def _learn(self, remaining: float, others: int, saturated: bool, late: int, now: float) -> None:
         unit = self.upfront_cost
         # No reading can exceed the high-water mark minus what the bucket holds: the largest R seen so far
         # bounds the room, whatever a lagging k suggests.
@@ -290,7 +291,6 @@ class Pacer:
         # Holds beyond ours and our real costs: another process spends the token, so keep more room spare.
         # Sightings (two such holds, our `late` releases counted as still in the bucket), as many and as
         # spread as SIGHTING_* says, keep the shared mode on for SHARED_MEMORY_S (docs/canvas-api.md §1).
-        now = self._clock()
         foreign = self._max_remaining - (remaining + unit * others + self._own_cost)
         if foreign - unit * late >= unit * 1.8:
             self._sightings.append(now)
@@ -305,7 +305,7 @@ class Pacer:
             self._limit = max(1, min(self._limit - 1, others))
             if others == 0 and remaining < self.low_water:
                 wait = min(MAX_LEAK_WAIT_S, (self.low_water - remaining) / self.leak_rate)
-                self._not_before = max(self._not_before, self._clock() + wait)
+                self._not_before = max(self._not_before, now + wait)
         elif not self._calibrated:
             # Not straight to the cap: another process may be starting on the same token right now, and
             # two clients that both jumped to the cap would overfill the bucket together. Growth by one
